@@ -30,9 +30,7 @@ class BlockConfig:
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_head % self.n_kv_head:
-            raise ConfigError(
-                f"n_head ({self.n_head}) must be divisible by n_kv_head ({self.n_kv_head})"
-            )
+            raise ConfigError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({self.n_kv_head})")
         if self.head_dim % 2:
             raise ConfigError(
                 f"head dim n_embd/n_head = {self.n_embd}/{self.n_head} = {self.head_dim} "
