@@ -63,8 +63,8 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
         q, k = norm(q), norm(k)  # QK norm
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
-        enable_gqa = self.n_head != self.n_kv_head
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
+        # each of the Hkv key/value heads serves H/Hkv query heads; a no-op when Hkv == H
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         y = y.transpose(1, 2).contiguous().view(B, T, -1)  # (B, H, T, D) -> (B, T, C)
         return self.c_proj(y)
 
@@ -107,12 +107,15 @@ class BlockStack(nn.Module):
         return x
 
 
-def build(config: BlockConfig, device: str = "meta") -> tuple[nn.Module, tuple, dict]:
-    """The module for `config` and the arguments to call it with, on `device`."""
-    dtype = getattr(torch, config.dtype)
+def build_module(config: BlockConfig, device: str = "meta") -> nn.Module:
+    """The module for `config`: a Block, or a BlockStack when n_layer > 1."""
     with torch.device(device):
         module = Block(config) if config.n_layer == 1 else BlockStack(config)
-    module = module.to(dtype)
+    return module.to(getattr(torch, config.dtype))
+
+
+def example_inputs(config: BlockConfig, device: str = "meta") -> tuple[torch.Tensor, tuple]:
+    """The positional arguments to call the module with: x (B, T, C) and the rotary cos_sin."""
+    dtype = getattr(torch, config.dtype)
     x = torch.randn(config.batch, config.seq, config.n_embd, dtype=dtype, device=device)
-    cos_sin = rotary_cos_sin(config.seq, config.head_dim, dtype, device)
-    return module, (x, cos_sin), {}
+    return x, rotary_cos_sin(config.seq, config.head_dim, dtype, device)

@@ -6,7 +6,8 @@ No torch here, so layout and rendering can be built and tested without it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 SCHEMA = "blocktrace.trace"
@@ -179,6 +180,30 @@ class Trace:
 
     def ops_in(self, call: int | None) -> list[OpCall]:
         return [o for o in self.ops if o.call == call]
+
+    def tensors(self) -> list[TensorMeta]:
+        """Every TensorMeta in the trace (a tensor appears once per place it is recorded)."""
+        found: list[TensorMeta] = []
+        self.map_tensors(lambda t: found.append(t) or t)
+        return found
+
+    def map_tensors(self, fn: Callable[[TensorMeta], TensorMeta]) -> Trace:
+        """The same trace with every TensorMeta t replaced by fn(t)."""
+
+        def each(ts: tuple[TensorMeta, ...]) -> tuple[TensorMeta, ...]:
+            return tuple(fn(t) for t in ts)
+
+        return replace(
+            self,
+            inputs=each(self.inputs),
+            outputs=each(self.outputs),
+            calls=tuple(replace(c, inputs=each(c.inputs), outputs=each(c.outputs)) for c in self.calls),
+            ops=tuple(replace(o, inputs=each(o.inputs), outputs=each(o.outputs)) for o in self.ops),
+            residual_adds=tuple(
+                replace(r, stream=fn(r.stream), branch=fn(r.branch), output=fn(r.output))
+                for r in self.residual_adds
+            ),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -82,14 +82,6 @@ class _Recorder:
         outputs = self.metas(output)
         for t in outputs:
             self.produced_by_call.setdefault(t.id, []).append(call.index)
-        params = trainable = 0
-        for p in module.parameters():
-            params += p.numel()
-            trainable += p.numel() if p.requires_grad else 0
-        weights = tuple(
-            Weight(name, tuple(p.shape), p.requires_grad)
-            for name, p in module.named_parameters(recurse=False)
-        )
         self.calls[call.index] = ModuleCall(
             call.index,
             call.path,
@@ -97,9 +89,7 @@ class _Recorder:
             call.parent,
             call.inputs,
             outputs,
-            params,
-            trainable,
-            weights,
+            *parameters(module),
         )
 
     # --- ops ----------------------------------------------------------------------------------
@@ -172,6 +162,18 @@ class _Recorder:
         if done is not None:
             return done.parent
         return next(c.parent for c in self.stack if c.index == call)
+
+
+def parameters(module: nn.Module) -> tuple[int, int, tuple[Weight, ...]]:
+    """(parameters, trainable parameters, own weights) of a module, its submodules' included."""
+    params = trainable = 0
+    for p in module.parameters():
+        params += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    weights = tuple(
+        Weight(name, tuple(p.shape), p.requires_grad) for name, p in module.named_parameters(recurse=False)
+    )
+    return params, trainable, weights
 
 
 class _OpRecorder(TorchFunctionMode):
