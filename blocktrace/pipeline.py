@@ -1,24 +1,53 @@
-"""flags -> config -> module -> trace: what every command that draws a Block starts with."""
+"""flags -> config -> module -> trace: what every command that traces a Block starts with."""
 
 from __future__ import annotations
 
-from blocktrace.config import BlockConfig
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
-DEVICES = ("probe", "meta", "cpu", "cuda")
+from blocktrace.config import BlockConfig, ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from blocktrace.trace import Trace
 
 
-def trace_config(config: BlockConfig, device: str = "probe"):
-    """The named trace of `config`. device "probe" derives the full-size shapes from small CPU
-    probes (falling back to "meta" when the probes cannot be fitted); "meta" traces the full-size
-    module on PyTorch's meta device; "cpu" and "cuda" run it with real tensors."""
+def freeze(module: nn.Module, patterns: tuple[str, ...]) -> None:
+    """requires_grad=False for the parameters of every module whose path matches a glob pattern."""
+    paths = dict(module.named_modules())
+    for pattern in patterns:
+        matched = [m for path, m in paths.items() if path and fnmatchcase(path, pattern)]
+        if not matched:
+            raise ConfigError(
+                f"--freeze {pattern!r} matches no module path (e.g. {', '.join(list(paths)[1:4])})"
+            )
+        for m in matched:
+            m.requires_grad_(False)
+
+
+def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, ...] = ()) -> Trace:
+    """The named trace of `config`.
+
+    device "probe" derives the full-size shapes from two tiny CPU probes (falling back to "meta"
+    if the probes cannot be fitted); "meta" traces the full-size module on PyTorch's meta device;
+    "cpu" and "cuda" run it with real tensors. `frozen`: module path globs to set requires_grad=False.
+    """
     from blocktrace.model import build_module, example_inputs
     from blocktrace.probe import derived_trace, fit_shapes, named
     from blocktrace.tracer import trace
 
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
     shape_fit = fit_shapes(config)
-    derived = derived_trace(config, shape_fit) if device == "probe" and shape_fit else None
-    if derived is not None:
-        return named(derived, config, shape_fit)
     full_device = "meta" if device == "probe" else device
     module = build_module(config, full_device)
+    freeze(module, frozen)
+    if device == "probe" and shape_fit is not None:
+        derived = derived_trace(config, shape_fit, module)
+        if derived is not None:
+            return named(derived, config, shape_fit)
     return named(trace(module, example_inputs(config, full_device)), config, shape_fit)

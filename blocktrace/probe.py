@@ -71,8 +71,9 @@ def fit_shapes(config: BlockConfig) -> ShapeFit | None:
     return ShapeFit(traces[0], dims)
 
 
-def derived_trace(config: BlockConfig, shape_fit: ShapeFit) -> Trace | None:
-    """The full-size trace of `config` from the probes' fit, or None where the fit is incomplete."""
+def derived_trace(config: BlockConfig, shape_fit: ShapeFit, module: nn.Module) -> Trace | None:
+    """The full-size trace of `config` from the probes' fit, or None where the fit is incomplete.
+    `module` is the full-size module (on meta): the parameters are read from it."""
     if not shape_fit.complete:
         return None
     sizes = config.dims()
@@ -83,7 +84,6 @@ def derived_trace(config: BlockConfig, shape_fit: ShapeFit) -> Trace | None:
 
     if any(v.denominator != 1 for dims in shape_fit.dims.values() for v in _values(dims, sizes)):
         return None
-    module = build_module(config, "meta")
     modules = dict(module.named_modules())
     full = shape_fit.probe.map_tensors(scaled)
     calls = tuple(replace(c, **_params(modules[c.path])) for c in full.calls)
