@@ -5,12 +5,12 @@ torch is imported only inside the commands that trace, so `blocktrace --help` st
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -25,14 +25,24 @@ class _OneLineErrors(TyperGroup):
         extra["standalone_mode"] = False
         try:
             code = super().main(args, prog_name or "blocktrace", **extra)
-        except (click.UsageError, ConfigError) as error:
-            message = error.format_message() if isinstance(error, click.UsageError) else str(error)
-            click.echo(f"blocktrace: error: {message}", err=True)
-            sys.exit(2)
-        except click.Abort:
-            click.echo("blocktrace: aborted", err=True)
-            sys.exit(1)
+        except ConfigError as error:
+            _fail(str(error), 2)
+        except typer.TyperException as error:  # click's usage errors (exit_code 2) and the like
+            _fail(error.format_message(), getattr(error, "exit_code", 1))  # type: ignore[attr-defined]
+        except typer.Abort:
+            _fail("aborted", 1)
+        except BrokenPipeError:
+            # the reader went away (`| head`): stop quietly, and let nothing flush into the closed pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         sys.exit(code or 0)
+
+
+def _fail(message: str, code: int) -> None:
+    one_line = " ".join(message.split())
+    if one_line:  # empty when click already printed the help (no command given)
+        print(f"blocktrace: error: {one_line}", file=sys.stderr)
+    sys.exit(code)
 
 
 app = typer.Typer(
@@ -76,31 +86,34 @@ _OUT = "Output"
 
 # One definition of each config flag, shared by every command that builds a Block.
 NEmbd = Annotated[
-    int, typer.Option("--n-embd", help="C: width of the residual stream.", rich_help_panel=_MODEL)
+    int, typer.Option("--n-embd", min=1, help="C: width of the residual stream.", rich_help_panel=_MODEL)
 ]
 NHead = Annotated[
-    int, typer.Option("--n-head", help="H: query heads; C must divide by it.", rich_help_panel=_MODEL)
+    int, typer.Option("--n-head", min=1, help="H: query heads; C must divide by it.", rich_help_panel=_MODEL)
 ]
 NKvHead = Annotated[
     int | None,
     typer.Option(
         "--n-kv-head",
+        min=1,
         help="Hkv: key/value heads (GQA when < H); H must divide by it. [default: --n-head]",
         show_default=False,
         rich_help_panel=_MODEL,
     ),
 ]
 Seq = Annotated[
-    int, typer.Option("--seq", help="T: tokens per sequence in the probe input.", rich_help_panel=_MODEL)
+    int,
+    typer.Option("--seq", min=1, help="T: tokens per sequence in the probe input.", rich_help_panel=_MODEL),
 ]
 Batch = Annotated[
-    int, typer.Option("--batch", help="B: sequences in the probe input.", rich_help_panel=_MODEL)
+    int, typer.Option("--batch", min=1, help="B: sequences in the probe input.", rich_help_panel=_MODEL)
 ]
 MlpRatio = Annotated[
-    int, typer.Option("--mlp-ratio", help="The MLP widens C to this many times C.", rich_help_panel=_MODEL)
+    int,
+    typer.Option("--mlp-ratio", min=1, help="The MLP widens C to this many times C.", rich_help_panel=_MODEL),
 ]
 NLayer = Annotated[
-    int, typer.Option("--n-layer", help="Blocks chained one after another.", rich_help_panel=_MODEL)
+    int, typer.Option("--n-layer", min=1, help="Blocks chained one after another.", rich_help_panel=_MODEL)
 ]
 DtypeOpt = Annotated[
     Dtype, typer.Option("--dtype", help="dtype of weights and activations.", rich_help_panel=_MODEL)
@@ -144,7 +157,7 @@ def block_config(
 
 def _version(value: bool) -> None:
     if value:
-        click.echo(f"blocktrace {__version__}")
+        print(f"blocktrace {__version__}")
         raise typer.Exit()
 
 
@@ -242,6 +255,89 @@ def diagram(
         width=width,
         output=output,
     )
+
+
+class TableFormat(str, Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+    csv = "csv"
+
+
+@app.command()
+def table(
+    n_embd: NEmbd = 768,
+    n_head: NHead = 6,
+    n_kv_head: NKvHead = None,
+    seq: Seq = 1024,
+    batch: Batch = 8,
+    mlp_ratio: MlpRatio = 4,
+    n_layer: NLayer = 1,
+    dtype: DtypeOpt = Dtype.float32,
+    device: DeviceOpt = Device.probe,
+    freeze: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--freeze",
+            metavar="PATTERN",
+            help="Set requires_grad=False on the modules whose path matches this glob (e.g. 'attn.*'); "
+            "repeatable.",
+            rich_help_panel=_TRACE,
+        ),
+    ] = None,
+    depth: Annotated[
+        int | None,
+        typer.Option(
+            "--depth",
+            min=0,
+            help="Fold rows nested deeper than N into their parent (0: the root only). [default: all]",
+            show_default=False,
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
+    shapes: Annotated[
+        Shapes,
+        typer.Option(
+            "--shapes",
+            help="symbolic: (B, T, C); concrete: (8, 1024, 768); both: (B, T, C)=(8, 1024, 768).",
+            rich_help_panel=_OUT,
+        ),
+    ] = Shapes.symbolic,
+    fmt: Annotated[
+        TableFormat,
+        typer.Option(
+            "--format",
+            help="text: a table for reading; markdown: a pipe table; json and csv: for scripts "
+            "(see docs/table.md).",
+            rich_help_panel=_OUT,
+        ),
+    ] = TableFormat.text,
+) -> None:
+    """List every module call, functional op and residual add with its shapes, weights,
+    parameters, requires_grad and FLOPs, then the totals.
+
+    Rows come in execution order, indented by nesting. FLOPs count matmuls and attention as
+    torch.utils.flop_counter does; activations are every tensor the forward creates, at --dtype.
+
+    Examples:
+
+      blocktrace table --n-embd 768 --seq 1024
+
+      blocktrace table --freeze 'attn.*' --depth 1
+
+      blocktrace table --n-head 8 --n-kv-head 2 --format csv > block.csv
+    """
+    from rich.console import Console
+
+    from blocktrace.pipeline import trace_config
+    from blocktrace.table import build_table, print_text, render
+
+    config = block_config(n_embd, n_head, n_kv_head, seq, batch, mlp_ratio, n_layer, dtype)
+    result = build_table(trace_config(config, device.value, tuple(freeze or ())), depth)
+    if fmt is TableFormat.text:
+        print_text(result, Console(highlight=False), shapes.value)
+    else:
+        sys.stdout.write(render(result, fmt.value, shapes.value))
 
 
 def main() -> None:

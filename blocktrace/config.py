@@ -15,7 +15,7 @@ class ConfigError(ValueError):
 class BlockConfig:
     n_embd: int = 768  # C: width of the residual stream
     n_head: int = 6  # H: number of query heads
-    n_kv_head: int = 6  # Hkv: number of key/value heads (GQA when < n_head)
+    n_kv_head: int = 0  # Hkv: number of key/value heads (GQA when < n_head); 0 means n_head
     seq: int = 1024  # T: tokens per sequence in the probe input
     batch: int = 8  # B: sequences per batch in the probe input
     mlp_ratio: int = 4  # the MLP widens C to mlp_ratio * C
@@ -23,6 +23,8 @@ class BlockConfig:
     dtype: str = "float32"  # dtype of weights and activations
 
     def __post_init__(self) -> None:
+        if self.n_kv_head == 0 and isinstance(self.n_head, int):
+            object.__setattr__(self, "n_kv_head", self.n_head)
         for name in ("n_embd", "n_head", "n_kv_head", "seq", "batch", "mlp_ratio", "n_layer"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

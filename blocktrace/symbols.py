@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import product
 
 BASIS = ("B", "T", "Hkv", "G", "D", "r")
 # Composite names, tried in order: C = H * D = Hkv * G * D, H = Hkv * G.
@@ -30,7 +31,7 @@ MEANINGS = {
 # of sizes, differs between the two probes, so a dim equal in both is a constant.
 PROBE_DIMS: tuple[dict[str, int], ...] = (
     {"B": 11, "T": 13, "Hkv": 3, "G": 5, "D": 2 * 7, "r": 17},
-    {"B": 13, "T": 17, "Hkv": 5, "G": 7, "D": 2 * 11, "r": 3},
+    {"B": 19, "T": 17, "Hkv": 5, "G": 7, "D": 2 * 11, "r": 3},
 )
 
 
@@ -93,33 +94,36 @@ def _power_product(factors: list[str]) -> str:
     return "*".join(parts)
 
 
-def _multiplicity(value: int, prime: int) -> tuple[int, int]:
+def _multiplicity(value: int, prime: int) -> int:
     e = 0
     while value % prime == 0:
         value //= prime
         e += 1
-    return e, value
+    return e
 
 
 def fit(values: list[int], probes: tuple[dict[str, int], ...] = PROBE_DIMS) -> Dim | None:
-    """The Dim that gives values[i] under probes[i] for every i, or None if there is none."""
+    """The Dim that gives values[i] under probes[i] for every i, or None if there is no single one.
+
+    A dim equal in every probe is a constant. Otherwise each basis size's exponent is at most how
+    often its prime divides the first probe's value; a constant factor may share a prime with a
+    size (3 * r when Hkv is 3), so every split is tried and exactly one must fit every probe.
+    """
     first, dims = values[0], probes[0]
     if all(v == first for v in values):
         return Dim(Fraction(first), ())
     if first <= 0:
         return None
-    rest = first
-    powers: list[tuple[str, int]] = []
-    for s in BASIS:
-        prime = dims[s] // 2 if s == "D" else dims[s]
-        e, rest = _multiplicity(rest, prime)
-        if e:
-            powers.append((s, e))
-    dim = Dim(Fraction(1), tuple(powers))
-    dim = Dim(Fraction(first) / dim.value(dims), dim.powers)
-    if all(dim.value(d) == v for v, d in zip(values, probes, strict=True)):
-        return dim
-    return None
+    primes = {s: dims[s] // 2 if s == "D" else dims[s] for s in BASIS}
+    ranges = [range(_multiplicity(first, primes[s]) + 1) for s in BASIS]
+    found = []
+    for exponents in product(*ranges):
+        powers = tuple((s, e) for s, e in zip(BASIS, exponents, strict=True) if e)
+        unit = Dim(Fraction(1), powers)
+        dim = Dim(Fraction(first) / unit.value(dims), powers)
+        if all(dim.value(d) == v for v, d in zip(values, probes, strict=True)):
+            found.append(dim)
+    return found[0] if len(found) == 1 else None
 
 
 def legend(dims: list[Dim], sizes: dict[str, int]) -> dict[str, int]:

@@ -98,6 +98,7 @@ class OpCall:
     call: int | None  # index of the module call it ran in
     function: str  # the Python function that called it: "forward", "norm", "apply_rotary_emb"
     line: int  # the line in that function
+    frame: int  # which call of that function: ops of one apply_rotary_emb(q) share it
     inputs: tuple[TensorMeta, ...]
     outputs: tuple[TensorMeta, ...]
     attrs: dict[str, Any] = field(default_factory=dict)  # scalar arguments, e.g. is_causal
@@ -109,6 +110,7 @@ class OpCall:
             "call": self.call,
             "function": self.function,
             "line": self.line,
+            "frame": self.frame,
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "attrs": dict(self.attrs),
@@ -122,6 +124,7 @@ class OpCall:
             d["call"],
             d["function"],
             d["line"],
+            d["frame"],
             tuple(TensorMeta.from_dict(t) for t in d["inputs"]),
             tuple(TensorMeta.from_dict(t) for t in d["outputs"]),
             dict(d["attrs"]),

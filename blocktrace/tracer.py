@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import torch
@@ -52,6 +53,9 @@ class _Recorder:
     calls: list[ModuleCall | None] = field(default_factory=list)
     ops: list[OpCall] = field(default_factory=list)
     residual_adds: list[ResidualAdd] = field(default_factory=list)
+    # the caller's frame of the last op, held so that its id cannot be reused by the next call
+    last_frame: FrameType | None = None
+    frames: int = 0
 
     def meta(self, t: torch.Tensor, parents: tuple[int, ...] = (), new: bool = False) -> TensorMeta:
         """The TensorMeta of `t`, giving it a fresh id if it is new (or `new` is asked)."""
@@ -104,10 +108,14 @@ class _Recorder:
         outputs = tuple(self.meta(t, parent_ids, new=True) for t in out_tensors)
         for t in outputs:
             self.producer_op[t.id] = index
-        function, line = _caller()
+        frame = _caller()
+        if frame is not self.last_frame:
+            self.frames += 1
+            self.last_frame = frame
+        function, line = (frame.f_code.co_name, frame.f_lineno) if frame else ("?", 0)
         attrs = {k: v for k, v in kwargs.items() if isinstance(v, _ATTR_TYPES)}
         call = self.stack[-1].index if self.stack else None
-        self.ops.append(OpCall(index, name, call, function, line, inputs, outputs, attrs))
+        self.ops.append(OpCall(index, name, call, function, line, self.frames, inputs, outputs, attrs))
         if name in _ADDS and len(inputs) == 2:
             self.check_residual(self.ops[-1])
 
@@ -188,15 +196,14 @@ class _OpRecorder(TorchFunctionMode):
         return result
 
 
-def _caller() -> tuple[str, int]:
-    """The innermost Python function outside torch and this file: where the user wrote the op."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_TORCH_DIR) and filename != _THIS_FILE:
-            return frame.f_code.co_name, frame.f_lineno
+def _caller() -> FrameType | None:
+    """The innermost Python frame outside torch and this file: where the user wrote the op."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_TORCH_DIR) or frame.f_code.co_filename == _THIS_FILE
+    ):
         frame = frame.f_back
-    return "?", 0
+    return frame
 
 
 def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, device: str = "") -> Trace:
@@ -221,6 +228,7 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
                 raise TraceError(f"forward failed in {place}: {error}") from error
         outputs = recorder.metas(output)
     finally:
+        recorder.last_frame = None
         for handle in handles:
             handle.remove()
         for m, mode in training.items():

@@ -1,0 +1,141 @@
+"""Trace -> what the user reads: text, markdown or json, to stdout or a file.
+
+Colour only when writing to a terminal that takes it (rich decides: NO_COLOR, FORCE_COLOR, TERM);
+plain text everywhere else. 7-bit ASCII when asked, or when stdout's encoding cannot carry the
+box-drawing characters.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from blocktrace.formulas import formulas as formula_lines
+from blocktrace.layout import layout
+from blocktrace.render import Cell, render, to_text
+from blocktrace.symbols import MEANINGS
+from blocktrace.trace import Trace
+
+STYLES = {
+    "highway": "bold yellow",
+    "merge": "bold yellow",
+    "title": "bold",
+    "name": "cyan",
+    "shape": "green",
+    "note": "dim",
+    "expr": "italic yellow",
+    "section": "bold magenta",
+    "terminal": "bold",
+    "box": "blue",
+}
+SOURCES = {
+    "probe": "two tiny CPU probes, scaled exactly to this size",
+    "meta": "the full-size Block on the meta device",
+    "cpu": "a real CPU run",
+    "cuda": "a real CUDA run",
+}
+
+
+def header(trace: Trace) -> str:
+    source = SOURCES.get(trace.device, trace.device)
+    return (
+        f"{trace.model}: {len(trace.calls)} module calls, {len(trace.ops)} ops, "
+        f"{len(trace.residual_adds)} residual adds; shapes traced from {source}"
+    )
+
+
+def legend(trace: Trace) -> list[str]:
+    """One line per symbol on the page: its value and what it stands for."""
+    if not trace.symbols:
+        return []
+    name_w = max(len(n) for n in trace.symbols)
+    value_w = max(len(str(v)) for v in trace.symbols.values())
+    return [
+        f"{n:<{name_w}} = {v:<{value_w}}  {MEANINGS.get(n, '')}".rstrip() for n, v in trace.symbols.items()
+    ]
+
+
+def text_report(rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool) -> str:
+    parts = [header(trace), "", to_text(rows).rstrip("\n")]
+    if shapes != "concrete" and trace.symbols:
+        parts += ["", *legend(trace)]
+    if formulas:
+        parts += ["", *formula_lines(trace)]
+    return "\n".join(parts) + "\n"
+
+
+def markdown_report(rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool) -> str:
+    parts = [f"**{header(trace)}**", "", "```text", to_text(rows).rstrip("\n"), "```"]
+    if shapes != "concrete" and trace.symbols:
+        parts += ["", "| symbol | value | meaning |", "| --- | --- | --- |"]
+        parts += [f"| {n} | {v} | {MEANINGS.get(n, '')} |" for n, v in trace.symbols.items()]
+    if formulas:
+        parts += ["", *(f"- `{line}`" for line in formula_lines(trace))]
+    return "\n".join(parts) + "\n"
+
+
+def _can_encode(stream: TextIO, sample: str = "┌─┐│▼◄×…") -> bool:
+    try:
+        sample.encode(stream.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def emit(
+    trace: Trace,
+    fmt: str = "text",
+    shapes: str = "symbolic",
+    formulas: bool = False,
+    ascii_only: bool = False,
+    width: int | None = None,
+    output: Path | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Write the trace as `fmt` to `output`, or to `stream` (stdout by default)."""
+    from rich.console import Console
+
+    stream = stream or sys.stdout
+    if fmt == "json":
+        return _write(trace.to_json() + "\n", output, stream)
+    console = Console(file=stream, highlight=False, soft_wrap=True)
+    terminal = output is None and console.is_terminal
+    if width is None and terminal:
+        width = console.width
+    ascii_only = ascii_only or (output is None and not _can_encode(stream))
+    rows = render(layout(trace, shapes, width), ascii_only)
+    if fmt == "markdown":
+        return _write(markdown_report(rows, trace, shapes, formulas), output, stream)
+    text = text_report(rows, trace, shapes, formulas)
+    if terminal and console.color_system and not console.no_color:
+        console.print(_styled(text, rows), end="")
+        return None
+    return _write(text, output, stream)
+
+
+def _styled(text: str, rows: list[list[Cell]]):
+    """The report as rich Text, the diagram's cells coloured by their style."""
+    from rich.text import Text
+
+    lines = text.split("\n")
+    start = lines.index(to_text(rows).split("\n")[0])
+    styled = Text()
+    for i, line in enumerate(lines):
+        cells = rows[i - start] if 0 <= i - start < len(rows) else None
+        if cells is None:
+            styled.append(line)
+        else:
+            for x, char in enumerate(line):
+                styled.append(char, STYLES.get(cells[x].style, "") if x < len(cells) else "")
+        if i < len(lines) - 1:
+            styled.append("\n")
+    return styled
+
+
+def _write(text: str, output: Path | None, stream: TextIO) -> None:
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    else:
+        stream.write(text)
+        stream.flush()
