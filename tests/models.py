@@ -1,0 +1,45 @@
+"""Structures the layout must draw, defined here from the Block's own parts."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from blocktrace.config import BlockConfig
+from blocktrace.model import MLP, Block, CausalSelfAttention, example_inputs, norm
+
+SMALL = BlockConfig(n_embd=32, n_head=4, n_kv_head=2, seq=6, batch=2)
+
+
+class SingleResidual(nn.Module):
+    """x = x + mlp(attn(norm(x))): one residual around both sub-layers."""
+
+    def __init__(self, config: BlockConfig):
+        super().__init__()
+        self.attn = CausalSelfAttention(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return x + self.mlp(self.attn(norm(x), cos_sin))
+
+
+class TwoBlocks(nn.Module):
+    def __init__(self, config: BlockConfig):
+        super().__init__()
+        self.h = nn.ModuleList([Block(config), Block(config)])
+
+    def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        for block in self.h:
+            x = block(x, cos_sin)
+        return x
+
+
+def structures(config: BlockConfig = SMALL) -> dict[str, tuple[nn.Module, tuple, int]]:
+    """name -> (module, args, residual adds it has)."""
+    x, cos_sin = example_inputs(config, "cpu")
+    return {
+        "block": (Block(config), (x, cos_sin), 2),
+        "mlp": (MLP(config), (x,), 0),
+        "single_residual": (SingleResidual(config), (x, cos_sin), 1),
+        "two_blocks": (TwoBlocks(config), (x, cos_sin), 4),
+    }

@@ -1,0 +1,110 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blocktrace.model import MLP, Block, build_module, example_inputs
+from blocktrace.tracer import TraceError, trace
+from tests.models import SMALL
+
+
+def block_trace():
+    return trace(build_module(SMALL, "cpu"), example_inputs(SMALL, "cpu"))
+
+
+def test_every_module_call_is_recorded_with_its_path_and_class() -> None:
+    t = block_trace()
+    assert [(c.path, c.type) for c in t.calls] == [
+        ("", "Block"),
+        ("attn", "CausalSelfAttention"),
+        ("attn.c_q", "Linear"),
+        ("attn.c_k", "Linear"),
+        ("attn.c_v", "Linear"),
+        ("attn.c_proj", "Linear"),
+        ("mlp", "MLP"),
+        ("mlp.c_fc", "Linear"),
+        ("mlp.c_proj", "Linear"),
+    ]
+    c_k = t.calls[3]
+    assert c_k.inputs[0].shape == (2, 6, 32) and c_k.outputs[0].shape == (2, 6, 16)  # Hkv * D = 2 * 8
+    assert c_k.weights[0].shape == (16, 32) and c_k.params == 16 * 32 and c_k.trainable == 16 * 32
+
+
+def test_ops_modules_cannot_see_are_recorded_where_they_ran() -> None:
+    t = block_trace()
+    names = [o.name for o in t.ops]
+    for expected in ("rms_norm", "scaled_dot_product_attention", "relu", "square", "cat", "transpose"):
+        assert expected in names
+    sdpa = next(o for o in t.ops if o.name == "scaled_dot_product_attention")
+    assert t.calls[sdpa.call].path == "attn"
+    assert sdpa.attrs["is_causal"] is True
+    norms = [o for o in t.ops if o.name == "rms_norm"]
+    assert [(t.calls[o.call].path, o.function) for o in norms] == [
+        ("", "norm"),
+        ("attn", "norm"),
+        ("attn", "norm"),
+        ("", "norm"),
+    ]
+
+
+def test_residual_adds_are_found_from_data_flow() -> None:
+    t = block_trace()
+    assert [[t.calls[c].path for c in r.calls] for r in t.residual_adds] == [["attn"], ["mlp"]]
+    assert [[t.ops[o].name for o in r.ops] for r in t.residual_adds] == [["rms_norm"], ["rms_norm"]]
+    first, second = t.residual_adds
+    assert first.stream.id == t.inputs[0].id
+    assert second.stream.id == first.output.id
+    # the adds inside apply_rotary_emb (x1 * cos + x2 * sin) join siblings, not a skip and its branch
+    assert len([o for o in t.ops if o.name == "add"]) == 2 + 4
+
+
+class Reversed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = nn.Linear(4, 4)
+        self.g = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.f(x) + x  # branch first
+        y = x.clone()
+        y += self.g(F.relu(y))  # in place
+        return y + torch.ones_like(y)  # no module on either side: not residual
+
+
+def test_operand_order_in_place_adds_and_plain_adds() -> None:
+    t = trace(Reversed(), (torch.randn(2, 4),))
+    assert [[t.calls[c].path for c in r.calls] for r in t.residual_adds] == [["f"], ["g"]]
+    assert [t.ops[o].name for o in t.residual_adds[1].ops] == ["relu"]
+
+
+def test_a_module_called_twice_gives_two_calls() -> None:
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    t = trace(model, (torch.randn(3, 4),))
+    assert [c.path for c in t.calls] == ["", "0", "1", "0"]
+
+
+class Broken(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = MLP(SMALL)
+        self.bad = nn.Linear(7, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bad(self.mlp(x))
+
+
+def test_a_failing_forward_names_the_call_and_leaves_the_module_clean() -> None:
+    model = Broken().train()
+    with pytest.raises(TraceError, match=r"forward failed in bad \(Linear\)"):
+        trace(model, (torch.randn(2, 6, 32),))
+    assert all(m.training for m in model.modules())
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+def test_training_flag_and_hooks_are_restored() -> None:
+    model = Block(SMALL).train()
+    trace(model, example_inputs(SMALL, "cpu"))
+    assert all(m.training for m in model.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
