@@ -8,6 +8,7 @@ box-drawing characters.
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import TextIO
 
@@ -30,19 +31,20 @@ STYLES = {
     "box": "blue",
 }
 SOURCES = {
-    "probe": "two tiny CPU probes, scaled exactly to this size",
-    "meta": "the full-size Block on the meta device",
+    "probe": "2 tiny CPU probes, scaled exactly",
+    "meta": "the meta device",
     "cpu": "a real CPU run",
     "cuda": "a real CUDA run",
 }
 
 
-def header(trace: Trace) -> str:
+def header(trace: Trace, width: int | None = None) -> str:
     source = SOURCES.get(trace.device, trace.device)
-    return (
+    text = (
         f"{trace.model}: {len(trace.calls)} module calls, {len(trace.ops)} ops, "
-        f"{len(trace.residual_adds)} residual adds; shapes traced from {source}"
+        f"{len(trace.residual_adds)} residual adds (shapes from {source})"
     )
+    return "\n".join(textwrap.wrap(text, width)) if width else text
 
 
 def legend(trace: Trace) -> list[str]:
@@ -56,8 +58,10 @@ def legend(trace: Trace) -> list[str]:
     ]
 
 
-def text_report(rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool) -> str:
-    parts = [header(trace), "", to_text(rows).rstrip("\n")]
+def text_report(
+    rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool, width: int | None = None
+) -> str:
+    parts = [header(trace, width), "", to_text(rows).rstrip("\n")]
     if shapes != "concrete" and trace.symbols:
         parts += ["", *legend(trace)]
     if formulas:
@@ -107,7 +111,7 @@ def emit(
     rows = render(layout(trace, shapes, width), ascii_only)
     if fmt == "markdown":
         return _write(markdown_report(rows, trace, shapes, formulas), output, stream)
-    text = text_report(rows, trace, shapes, formulas)
+    text = text_report(rows, trace, shapes, formulas, width)
     if terminal and console.color_system and not console.no_color:
         console.print(_styled(text, rows), end="")
         return None

@@ -1,0 +1,187 @@
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from blocktrace.cli import app
+from blocktrace.output import emit
+from blocktrace.pipeline import trace_config
+from tests.models import SMALL
+
+runner = CliRunner()
+TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
+
+
+def run(*args: str):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+def test_default_diagram_matches_the_reviewed_golden_file(golden) -> None:
+    result = run("diagram")
+    assert result.exit_code == 0, result.output
+    golden("diagram_default.txt", result.stdout)
+
+
+def test_default_markdown_with_formulas(golden) -> None:
+    result = run("diagram", "--format", "markdown", "--formulas")
+    assert result.exit_code == 0, result.output
+    golden("diagram_default.md", result.stdout)
+
+
+def test_a_flag_changes_the_drawing() -> None:
+    c768 = run("diagram", "--shapes", "concrete").stdout
+    c1024 = run("diagram", "--shapes", "concrete", "--n-embd", "1024", "--n-head", "8").stdout
+    assert "(8, 1024, 3072)" in c768 and "4096" not in c768
+    assert "(8, 1024, 4096)" in c1024 and "3072" not in c1024
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected", "wrong"),
+    [
+        (["--n-embd", "1024", "--n-head", "8", "--seq", "1024"], "(B, T, 4C)", "(B, 4T, C)"),
+        (["--n-embd", "64", "--n-head", "8", "--seq", "8"], "(B, T, H, D)", "(B, T, D, D)"),  # H == D == T
+        (["--n-head", "6", "--n-kv-head", "6"], "(B, T, Hkv, D)", "(B, T, H, D) -> (B, T, H, D)\n"),
+        (["--n-embd", "128", "--n-head", "4", "--batch", "4", "--seq", "4"], "(B, T, C)", "(T, B, C)"),
+    ],
+)
+def test_symbols_stay_right_when_values_coincide(flags: list[str], expected: str, wrong: str) -> None:
+    result = run("diagram", *flags)
+    assert result.exit_code == 0, result.output
+    assert expected in result.stdout
+    assert wrong not in result.stdout
+
+
+def test_kv_heads_are_named_apart_from_query_heads_even_when_equal() -> None:
+    text = run("diagram", "--n-head", "6", "--n-kv-head", "6").stdout
+    assert "c_q, view           (B, T, C) -> (B, T, H, D)" in text
+    assert "c_k, view           (B, T, C) -> (B, T, Hkv, D)" in text
+
+
+def test_shapes_both_and_concrete() -> None:
+    both = run("diagram", *TINY, "--shapes", "both").stdout
+    assert "(B, T, C)=(2, 6, 32)" in both
+    concrete = run("diagram", *TINY, "--shapes", "concrete").stdout
+    assert "(2, 6, 32)" in concrete and "(B, T, C)" not in concrete
+
+
+def test_json_has_calls_ops_and_residual_adds() -> None:
+    data = json.loads(run("diagram", *TINY, "--format", "json").stdout)
+    assert data["schema"] == "blocktrace.trace" and data["version"] == 1
+    assert [r["wraps"] for r in data["residual_adds"]] == [["attn"], ["mlp"]]
+    assert data["residual_adds"][0]["stream"]["shape"] == [2, 6, 32]
+    c_fc = next(c for c in data["calls"] if c["path"] == "mlp.c_fc")
+    assert c_fc["outputs"][0]["symbols"] == ["B", "T", "4C"]
+    assert c_fc["params"] == 32 * 128 and c_fc["trainable"] == 32 * 128
+    assert any(o["name"] == "scaled_dot_product_attention" for o in data["ops"])
+
+
+def test_ascii_is_seven_bit_and_output_file_is_written(tmp_path) -> None:
+    result = run("diagram", *TINY, "--ascii", "--formulas")
+    assert result.exit_code == 0 and result.stdout.isascii()
+    out = tmp_path / "block.txt"
+    assert run("diagram", *TINY, "--output", str(out)).stdout == ""
+    assert "┌" in out.read_text(encoding="utf-8")
+
+
+def test_width_bounds_every_line() -> None:
+    text = run("diagram", *TINY, "--width", "70").stdout
+    diagram = text.split("\n\n")[1]
+    assert max(len(line) for line in diagram.splitlines()) <= 70
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--n-embd", "770"], "n_embd (770) must be divisible by n_head (6)"),
+        (["--n-head", "6", "--n-kv-head", "4"], "n_head (6) must be divisible by n_kv_head (4)"),
+        (["--n-embd", "30", "--n-head", "2"], "must be even for rotary embeddings"),
+        (["--n-embd", "0"], "Invalid value for '--n-embd'"),
+        (["--seq", "-4"], "Invalid value for '--seq'"),
+        (["--batch", "two"], "Invalid value for '--batch'"),
+        (["--bogus"], "No such option: --bogus"),
+        (["--format", "svg"], "Invalid value for '--format'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(flags: list[str], message: str) -> None:
+    result = run("diagram", *flags)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("blocktrace: error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.strip().startswith("blocktrace ")
+    help_text = run("diagram", "--help").stdout
+    for flag in ("--n-embd", "--n-kv-head", "--device", "--shapes", "--formulas", "--ascii", "--width"):
+        assert flag in help_text
+
+
+def test_colour_only_in_a_terminal_and_never_with_no_color(monkeypatch) -> None:
+    t = trace_config(SMALL)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then treats the stream as a terminal
+    coloured = io.StringIO()
+    emit(t, stream=coloured, width=200)
+    assert "\x1b[" in coloured.getvalue()
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = io.StringIO()
+    emit(t, stream=plain, width=200)
+    assert "\x1b[" not in plain.getvalue() and "(+)" in plain.getvalue()
+    monkeypatch.delenv("FORCE_COLOR")
+    monkeypatch.delenv("NO_COLOR")
+    piped = io.StringIO()
+    emit(t, stream=piped)
+    assert "\x1b[" not in piped.getvalue()
+
+
+def test_unicode_falls_back_to_ascii_when_the_encoding_cannot_carry_it() -> None:
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    emit(trace_config(SMALL), stream=stream)
+    stream.seek(0)
+    assert "+---" in stream.read()
+
+
+def blocktrace(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "blocktrace", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+
+def test_installed_command_pipes_plain_text_and_survives_head() -> None:
+    result = blocktrace("diagram", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[" not in result.stdout and "(+)" in result.stdout
+    pipe = subprocess.run(
+        f"{sys.executable} -m blocktrace diagram --n-layer 40 {' '.join(TINY)} | head -3",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert pipe.returncode == 0
+    assert len(pipe.stdout.splitlines()) == 3
+    assert pipe.stderr == ""
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from blocktrace.cli import app\n"
+        "try:\n"
+        "    app(['diagram', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "COLUMNS": "100"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr

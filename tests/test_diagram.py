@@ -1,0 +1,97 @@
+"""The layout draws any stream: one highway per residual add, every shape taken from the trace."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from blocktrace.layout import layout, shape_text
+from blocktrace.output import markdown_report, text_report
+from blocktrace.render import render, to_text
+from blocktrace.trace import Trace
+from blocktrace.tracer import trace
+from tests.models import structures
+
+STRUCTURES = structures()
+
+
+def drawn(t: Trace, ascii_only: bool = False) -> str:
+    return to_text(render(layout(t, "concrete"), ascii_only))
+
+
+@pytest.mark.parametrize("name", list(STRUCTURES))
+def test_one_highway_per_residual_add(name: str, golden) -> None:
+    module, args, adds = STRUCTURES[name]
+    t = trace(module, args)
+    assert len(json.loads(t.to_json())["residual_adds"]) == adds
+    text = drawn(t)
+    assert text.count("(+)") == adds
+    assert text.count("◄") == adds  # each highway comes back into its (+)
+    assert text.count("├") == adds  # ... after leaving the stream
+    golden(f"structure_{name}.txt", text)
+
+
+def test_every_edge_label_is_a_traced_shape() -> None:
+    module, args, _ = STRUCTURES["two_blocks"]
+    t = trace(module, args)
+    traced = {shape_text(m, "concrete") for m in t.tensors()}
+    for line in drawn(t).splitlines():
+        if "│ (" in line and "->" not in line:
+            label = line.split("│ ", 1)[1].split(")")[0] + ")"
+            assert label in traced, line
+
+
+def test_ascii_drawing_is_seven_bit() -> None:
+    module, args, _ = STRUCTURES["block"]
+    text = drawn(trace(module, args), ascii_only=True)
+    assert text.isascii()
+    assert "(+)<--" in text and "v" in text
+
+
+def test_width_cuts_side_notes_not_shapes_on_the_stream() -> None:
+    module, args, _ = STRUCTURES["block"]
+    t = trace(module, args)
+    wide = to_text(render(layout(t, "concrete")))
+    narrow = to_text(render(layout(t, "concrete", width=60)))
+    assert max(len(line) for line in wide.splitlines()) > 60
+    assert max(len(line) for line in narrow.splitlines()) <= 60
+    assert "…" in narrow
+    assert narrow.count("(+)") == wide.count("(+)") == 2
+
+
+def test_reports_carry_legend_and_formulas() -> None:
+    module, args, _ = STRUCTURES["block"]
+    t = trace(module, args)
+    rows = render(layout(t))
+    md = markdown_report(rows, t, "symbolic", formulas=True)
+    assert md.count("```") == 2
+    assert "- `x_mid = x + CausalSelfAttention(RMSNorm(x))`" in md
+    text = text_report(rows, t, "symbolic", formulas=True)
+    assert "x_out = x_mid + MLP(RMSNorm(x_mid))" in text
+    assert "RMSNorm(x) = x / sqrt(mean(x^2) + eps)" in text
+    assert "MLP(x) = c_proj(square(relu(c_fc(x))))" in text
+
+
+def test_layout_and_render_need_no_torch(tmp_path) -> None:
+    module, args, _ = STRUCTURES["single_residual"]
+    path = tmp_path / "trace.json"
+    path.write_text(trace(module, args).to_json())
+    code = (
+        "import sys, pathlib\n"
+        "from blocktrace.trace import Trace\n"
+        "from blocktrace.layout import layout\n"
+        "from blocktrace.render import render, to_text\n"
+        f"t = Trace.from_json(pathlib.Path({str(path)!r}).read_text())\n"
+        "print(to_text(render(layout(t))))\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(+)") == 1
+
+
+def test_json_round_trips() -> None:
+    module, args, _ = STRUCTURES["two_blocks"]
+    t = trace(module, args)
+    assert Trace.from_json(t.to_json()) == t
