@@ -9,8 +9,10 @@ through at least one module call. Names are never consulted.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -18,7 +20,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
 from blocktrace.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace, Weight
@@ -64,14 +65,10 @@ class _Recorder:
             tid = len(self.parents)
             self.parents.append(parents)
             self.tensor_ids[t] = tid
-        return TensorMeta(tid, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+        return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype))
 
     def metas(self, values: Any) -> tuple[TensorMeta, ...]:
-        return tuple(
-            self.meta(t)
-            for t in tree_leaves(values)
-            if isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter)
-        )
+        return tuple(self.meta(t) for t in _tensors(values) if not isinstance(t, nn.Parameter))
 
     # --- module hooks -------------------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -98,7 +95,7 @@ class _Recorder:
 
     # --- ops ----------------------------------------------------------------------------------
     def record_op(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
-        out_tensors = [t for t in tree_leaves(result) if isinstance(t, torch.Tensor)]
+        out_tensors = list(_tensors(result))
         if not out_tensors:
             return  # size(), dim(), shape: no data flow
         inputs = self.metas((args, kwargs))
@@ -196,6 +193,23 @@ class _OpRecorder(TorchFunctionMode):
         return result
 
 
+def _tensors(values: Any) -> Iterator[torch.Tensor]:
+    """The tensors in a value, looking into tuples, lists and dicts: what an op takes or returns."""
+    if isinstance(values, torch.Tensor):
+        yield values
+    elif isinstance(values, (tuple, list)):
+        for v in values:
+            yield from _tensors(v)
+    elif isinstance(values, dict):
+        for v in values.values():
+            yield from _tensors(v)
+
+
+@functools.cache
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def _caller() -> FrameType | None:
     """The innermost Python frame outside torch and this file: where the user wrote the op."""
     frame: FrameType | None = sys._getframe(2)
@@ -245,7 +259,4 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
 
 
 def _device_of(args: Any) -> str:
-    for t in tree_leaves(args):
-        if isinstance(t, torch.Tensor):
-            return t.device.type
-    return "cpu"
+    return next((t.device.type for t in _tensors(args)), "cpu")

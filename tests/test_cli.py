@@ -103,7 +103,7 @@ def test_width_bounds_every_line() -> None:
         (["--n-embd", "0"], "Invalid value for '--n-embd'"),
         (["--seq", "-4"], "Invalid value for '--seq'"),
         (["--batch", "two"], "Invalid value for '--batch'"),
-        (["--bogus"], "No such option: --bogus"),
+        (["--bogus"], "--bogus"),
         (["--format", "svg"], "Invalid value for '--format'"),
     ],
 )
