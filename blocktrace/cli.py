@@ -11,6 +11,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from typer.core import TyperGroup
 
@@ -27,9 +28,9 @@ class _OneLineErrors(TyperGroup):
             code = super().main(args, prog_name or "blocktrace", **extra)
         except ConfigError as error:
             _fail(str(error), 2)
-        except typer.TyperException as error:  # click's usage errors (exit_code 2) and the like
+        except click.ClickException as error:  # usage errors (exit_code 2) and the like
             _fail(error.format_message(), getattr(error, "exit_code", 1))  # type: ignore[attr-defined]
-        except typer.Abort:
+        except click.Abort:
             _fail("aborted", 1)
         except BrokenPipeError:
             # the reader went away (`| head`): stop quietly, and let nothing flush into the closed pipe
@@ -290,7 +291,7 @@ def table(
         typer.Option(
             "--depth",
             min=0,
-            help="Fold rows nested deeper than N into their parent (0: the root only). [default: all]",
+            help="Fold rows nested deeper than N into their parent (0: the root only); all if not given.",
             show_default=False,
             rich_help_panel=_OUT,
         ),

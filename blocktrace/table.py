@@ -1,0 +1,453 @@
+"""The table: one row per module call, functional op and residual add of a Trace, with totals.
+
+Rows come in execution order, each under the call it ran in. Tensor ids are handed out in creation
+order, so the newest tensor id a call or op touched tells when it finished: siblings never overlap
+in time, so sorting siblings by it is sorting them by execution. A leaf call that ran exactly one op
+returning the call's own output (a Linear and its F.linear) is that op: one row, not two.
+
+No torch here: the table is built from the plain Trace data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table as RichTable
+from rich.text import Text
+
+from blocktrace.flops import op_flops
+from blocktrace.layout import shape_text
+from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
+
+SCHEMA = "blocktrace.table"
+SCHEMA_VERSION = 1
+FORMATS = ("text", "markdown", "json", "csv")
+HEADERS = ("path", "kind", "input -> output", "weight", "params", "trainable", "FLOPs")
+CSV_COLUMNS = (
+    "depth",
+    "name",
+    "kind",
+    "path",
+    "inputs",
+    "outputs",
+    "weight",
+    "params",
+    "trainable",
+    "flops",
+)
+
+# Ops whose output shares its input's storage: they create no activation memory.
+VIEW_OPS = frozenset(
+    {
+        "view",
+        "view_as",
+        "reshape",
+        "reshape_as",
+        "transpose",
+        "swapaxes",
+        "permute",
+        "movedim",
+        "t",
+        "getitem",
+        "select",
+        "narrow",
+        "unsqueeze",
+        "squeeze",
+        "expand",
+        "expand_as",
+        "flatten",
+        "unflatten",
+        "split",
+        "chunk",
+        "unbind",
+        "detach",
+        "as_strided",
+        "diagonal",
+    }
+)
+_OP_KINDS = {
+    "rms_norm": "RMSNorm op",
+    "layer_norm": "LayerNorm op",
+    "scaled_dot_product_attention": "SDPA",
+    "linear": "matmul",
+    "matmul": "matmul",
+    "mm": "matmul",
+    "bmm": "matmul",
+    "addmm": "matmul",
+    "baddbmm": "matmul",
+    "contiguous": "copy",
+    "cat": "copy",
+    "stack": "copy",
+    "clone": "copy",
+}
+_ELEMENTWISE = frozenset(
+    {"add", "radd", "iadd", "sub", "rsub", "mul", "rmul", "div", "neg", "pow", "square", "sqrt", "rsqrt"}
+    | {"exp", "log", "tanh", "sigmoid", "relu", "gelu", "silu", "softmax", "sin", "cos"}
+)
+RESIDUAL_KIND = "residual add"
+ROOT_NAME = "(root)"
+
+
+@dataclass(frozen=True)
+class Row:
+    depth: int  # nesting: 0 for the root call, its children 1, ...
+    name: str  # the first column: a call's path, an op's torch name, "x + attn" for a residual add
+    kind: str  # a call's module class ("Linear"), or what an op is ("SDPA", "view", "residual add")
+    path: str  # the module path of the call, or of the call the op ran in
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    weights: tuple[Weight, ...]  # the call's own parameters
+    params: int  # parameters of the call's module and its submodules; 0 for an op
+    trainable: int  # of which require grad
+    flops: int  # forward FLOPs, everything inside a call included (see flops.py)
+    call: int | None = None  # index into Trace.calls for a call row
+    op: int | None = None  # index into Trace.ops for an op row
+
+
+@dataclass(frozen=True)
+class Totals:
+    params: int
+    trainable: int
+    flops: int  # forward FLOPs of every op in the trace
+    activation_bytes: int  # every tensor the forward creates, counted once, views excluded
+    dtype: str  # the activations' dtype (the commonest one, if several)
+
+    @property
+    def frozen(self) -> int:
+        return self.params - self.trainable
+
+
+@dataclass(frozen=True)
+class Table:
+    model: str
+    rows: tuple[Row, ...]
+    totals: Totals
+    symbols: dict[str, int] = field(default_factory=dict)  # legend: symbol -> value
+    config: dict[str, Any] = field(default_factory=dict)
+    depth: int | None = None  # rows deeper than this were folded into their parent
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A call or op with its place in time and its children."""
+
+    when: int
+    row: Row
+    children: tuple[_Node, ...]
+
+
+def build_table(trace: Trace, depth: int | None = None) -> Table:
+    """The table of `trace`; rows nested deeper than `depth` are folded into their parent."""
+    roots = _Builder(trace).nodes(None, 0)
+    rows = tuple(row for node in roots for row in _flatten(node, depth))
+    return Table(
+        model=trace.model,
+        rows=rows,
+        totals=totals(trace),
+        symbols=dict(trace.symbols),
+        config=dict(trace.config),
+        depth=depth,
+    )
+
+
+class _Builder:
+    def __init__(self, trace: Trace):
+        self.trace = trace
+        self.residuals = {r.op: r for r in trace.residual_adds}
+        self.calls_in: dict[int | None, list[ModuleCall]] = {}
+        self.ops_in: dict[int | None, list[OpCall]] = {}
+        for c in trace.calls:
+            self.calls_in.setdefault(c.parent, []).append(c)
+        for o in trace.ops:
+            self.ops_in.setdefault(o.call, []).append(o)
+
+    def nodes(self, call: int | None, depth: int) -> list[_Node]:
+        """The calls and ops directly inside `call`, in execution order."""
+        nodes = [self.call_node(c, depth) for c in self.calls_in.get(call, [])]
+        nodes += [self.op_node(o, depth) for o in self.ops_in.get(call, [])]
+        # on a tie an op comes first: a call that returns the op's output unchanged ended after it
+        return sorted(nodes, key=lambda n: (n.when, n.row.call is not None))
+
+    def call_node(self, call: ModuleCall, depth: int) -> _Node:
+        children = self.nodes(call.index, depth + 1)
+        flops = sum(c.row.flops for c in children)  # a nested call's FLOPs include its own insides
+        ops = self.ops_in.get(call.index, [])
+        if len(children) == 1 and len(ops) == 1 and ops[0].outputs == call.outputs:
+            children = []  # the op is the call itself
+        row = Row(
+            depth=depth,
+            name=call.path or ROOT_NAME,
+            kind=call.type,
+            path=call.path,
+            inputs=call.inputs,
+            outputs=call.outputs,
+            weights=call.weights,
+            params=call.params,
+            trainable=call.trainable,
+            flops=flops,
+            call=call.index,
+        )
+        ids = [t.id for t in (*call.inputs, *call.outputs)]
+        return _Node(max([*ids, *(c.when for c in children), -1]), row, tuple(children))
+
+    def op_node(self, op: OpCall, depth: int) -> _Node:
+        path = "" if op.call is None else self.trace.calls[op.call].path
+        residual = self.residuals.get(op.index)
+        if residual is not None:
+            wraps = ", ".join(self.trace.calls[c].path or ROOT_NAME for c in residual.calls)
+            name, kind = f"x + {wraps}", RESIDUAL_KIND
+        else:
+            name, kind = op.name, op_kind(op.name)
+        row = Row(depth, name, kind, path, op.inputs, op.outputs, (), 0, 0, op_flops(op), op=op.index)
+        return _Node(max(t.id for t in op.outputs), row, ())
+
+
+def _flatten(node: _Node, depth: int | None) -> list[Row]:
+    if depth is not None and node.row.depth > depth:
+        return []
+    return [node.row, *(row for child in node.children for row in _flatten(child, depth))]
+
+
+def op_kind(name: str) -> str:
+    """What an op is, for the kind column: "SDPA", "RMSNorm op", "view", "elementwise", ..."""
+    if name in _OP_KINDS:
+        return _OP_KINDS[name]
+    if name in VIEW_OPS:
+        return "view"
+    if name in _ELEMENTWISE:
+        return "elementwise"
+    return "op"
+
+
+def totals(trace: Trace) -> Totals:
+    """Parameters of the root calls, FLOPs of every op, bytes of every tensor the ops created."""
+    roots = trace.children(None)
+    created: dict[int, TensorMeta] = {}
+    for op in trace.ops:
+        if op.name not in VIEW_OPS:
+            created.update((t.id, t) for t in op.outputs)
+    dtypes = [t.dtype for t in created.values()] or [t.dtype for t in trace.inputs] or ["float32"]
+    return Totals(
+        params=sum(c.params for c in roots),
+        trainable=sum(c.trainable for c in roots),
+        flops=sum(op_flops(o) for o in trace.ops),
+        activation_bytes=sum(prod(t.shape) * itemsize(t.dtype) for t in created.values()),
+        dtype=max(set(dtypes), key=dtypes.count),
+    )
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a torch dtype name: the bit width in the name ("bfloat16" -> 2)."""
+    if dtype == "bool":
+        return 1
+    bits = re.search(r"\d+", dtype)
+    if bits is None:
+        raise ValueError(f"unknown element size of dtype {dtype!r}")
+    return max(1, int(bits.group()) // 8)
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def format_flow(row: Row, shapes: str) -> str:
+    """The input shapes -> the output shapes: "(B, T, C), (1, T, 1, D/2) -> (B, T, C)"."""
+    ins = ", ".join(shape_text(t, shapes) for t in row.inputs)
+    outs = ", ".join(shape_text(t, shapes) for t in row.outputs)
+    return f"{ins} -> {outs}"
+
+
+def format_weights(row: Row) -> str:
+    """The call's own parameter shapes, out_features x in_features for a Linear: "(3072, 768)"."""
+    shapes = ["(" + ", ".join(str(d) for d in w.shape) + ")" for w in row.weights]
+    if len(row.weights) == 1 and row.weights[0].name == "weight":
+        return shapes[0]
+    return ", ".join(f"{w.name} {s}" for w, s in zip(row.weights, shapes, strict=True))
+
+
+def _number(n: int) -> str:
+    return f"{n:,}"
+
+
+def _cells(row: Row, shapes: str) -> list[str]:
+    """The text cells of a row, without indentation. Ops have no parameters: blank, not 0."""
+    is_call = row.call is not None
+    return [
+        row.name,
+        row.kind,
+        format_flow(row, shapes),
+        format_weights(row),
+        _number(row.params) if is_call else "",
+        _number(row.trainable) if is_call else "",
+        _number(row.flops) if is_call or row.flops else "",
+    ]
+
+
+def human(n: int, units: tuple[str, ...], base: int = 1000) -> str:
+    """Three significant digits in the largest unit that keeps the number at least 1: "142 GFLOP"."""
+    value, step = float(n), 0
+    while abs(value) >= base and step < len(units) - 1:
+        value, step = value / base, step + 1
+    digits = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"  # .3g would write 1023 as 1.02e+03
+    return f"{digits} {units[step]}"
+
+
+_FLOP_UNITS = ("FLOP", "kFLOP", "MFLOP", "GFLOP", "TFLOP", "PFLOP", "EFLOP")
+_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def footer(table: Table) -> list[str]:
+    """The totals as sentences, the same in text and markdown."""
+    t = table.totals
+    lines = [
+        f"parameters: {_number(t.params)} (trainable {_number(t.trainable)}, frozen {_number(t.frozen)})",
+        f"forward FLOPs: {_number(t.flops)} ({human(t.flops, _FLOP_UNITS)};"
+        " matmuls and attention, attention not halved for is_causal)",
+        f"activations: {_number(t.activation_bytes)} bytes"
+        f" ({human(t.activation_bytes, _BYTE_UNITS, 1024)}) at {t.dtype};"
+        " every tensor the forward creates, views excluded",
+    ]
+    if table.symbols:
+        lines.append("symbols: " + ", ".join(f"{k}={v}" for k, v in table.symbols.items()))
+    return lines
+
+
+# SIMPLE_HEAD with a 7-bit rule under the header, for streams that cannot carry "─"
+_ASCII_HEAD = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
+_UNLIMITED = 100_000  # columns: a table this wide never wraps a cell
+
+
+# the diagram's colours: module names cyan, shapes green, the residual stream bold yellow
+_NAME_STYLE, _SHAPE_STYLE, _RESIDUAL_STYLE, _OP_STYLE = "cyan", "green", "bold yellow", "dim"
+
+
+def rich_table(table: Table, shapes: str = "symbolic", ascii_only: bool = False) -> RichTable:
+    out = RichTable(box=_ASCII_HEAD if ascii_only else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for i, header in enumerate(HEADERS):
+        out.add_column(
+            header,
+            justify="right" if i >= 4 else "left",
+            no_wrap=i != 2,  # only the shapes may wrap in a narrow terminal
+            style=_SHAPE_STYLE if i == 2 else None,
+        )
+    for row in table.rows:
+        cells = _cells(row, shapes)
+        name = Text("  " * row.depth + cells[0], style=_NAME_STYLE if row.call is not None else "")
+        style = _RESIDUAL_STYLE if row.kind == RESIDUAL_KIND else ("" if row.call is not None else _OP_STYLE)
+        out.add_row(name, *cells[1:], style=style)
+    return out
+
+
+def print_text(table: Table, console: Console, shapes: str = "symbolic") -> None:
+    """The table and its footer on `console`: fitted to a terminal, with colour where rich allows
+    it (NO_COLOR honoured); to a file or a pipe as plain `to_text`, one line per row."""
+    if not console.is_terminal:
+        console.file.write(to_text(table, shapes, console.options.ascii_only))
+        console.file.flush()
+        return
+    console.print(rich_table(table, shapes, console.options.ascii_only))
+    for line in footer(table):
+        console.print(line, highlight=False, markup=False)
+
+
+def to_text(table: Table, shapes: str = "symbolic", ascii_only: bool = False) -> str:
+    """The table as plain characters, as wide as it needs, with no trailing blanks; then the totals."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=_UNLIMITED, force_terminal=False, color_system=None)
+    console.print(rich_table(table, shapes, ascii_only))
+    lines = [line.rstrip() for line in buffer.getvalue().splitlines()]
+    return "\n".join([*lines, *footer(table)]) + "\n"
+
+
+def to_markdown(table: Table, shapes: str = "symbolic") -> str:
+    nbsp = "\u00a0"  # markdown collapses plain spaces at the start of a cell
+    lines = [
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join("---:" if i >= 4 else "---" for i in range(len(HEADERS))) + "|",
+    ]
+    for row in table.rows:
+        cells = _cells(row, shapes)
+        cells[0] = nbsp * 2 * row.depth + cells[0]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines.append("")
+    lines += [f"- {line}" for line in footer(table)]
+    return "\n".join(lines) + "\n"
+
+
+def to_dict(table: Table, shapes: str = "symbolic") -> dict[str, Any]:
+    t = table.totals
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "model": table.model,
+        "config": dict(table.config),
+        "symbols": dict(table.symbols),
+        "shapes": shapes,
+        "depth": table.depth,
+        "rows": [_row_dict(row, shapes) for row in table.rows],
+        "totals": {
+            "params": t.params,
+            "trainable": t.trainable,
+            "frozen": t.frozen,
+            "flops": t.flops,
+            "activation_bytes": t.activation_bytes,
+            "dtype": t.dtype,
+        },
+    }
+
+
+def _row_dict(row: Row, shapes: str) -> dict[str, Any]:
+    return {
+        "depth": row.depth,
+        "name": row.name,
+        "kind": row.kind,
+        "path": row.path,
+        "inputs": [shape_text(t, shapes) for t in row.inputs],
+        "outputs": [shape_text(t, shapes) for t in row.outputs],
+        "weight": format_weights(row),
+        "params": row.params,
+        "trainable": row.trainable,
+        "flops": row.flops,
+        "call": row.call,
+        "op": row.op,
+    }
+
+
+def to_json(table: Table, shapes: str = "symbolic") -> str:
+    return json.dumps(to_dict(table, shapes), indent=2) + "\n"
+
+
+def to_csv(table: Table, shapes: str = "symbolic") -> str:
+    """One line per row (no totals: they are the JSON's, or the root row's params and FLOPs);
+    several input or output shapes are joined with "; "."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in table.rows:
+        d = _row_dict(row, shapes)
+        d["inputs"], d["outputs"] = "; ".join(d["inputs"]), "; ".join(d["outputs"])
+        writer.writerow([d[c] for c in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def render(table: Table, fmt: str, shapes: str = "symbolic") -> str:
+    """The table in `fmt` (one of FORMATS) as a string."""
+    if fmt == "text":
+        return to_text(table, shapes)
+    if fmt == "markdown":
+        return to_markdown(table, shapes)
+    if fmt == "json":
+        return to_json(table, shapes)
+    if fmt == "csv":
+        return to_csv(table, shapes)
+    raise ValueError(f"unknown table format {fmt!r}; expected one of {', '.join(FORMATS)}")
