@@ -97,7 +97,7 @@ NKvHead = Annotated[
     typer.Option(
         "--n-kv-head",
         min=1,
-        help="Hkv: key/value heads (GQA when < H); H must divide by it. [default: --n-head]",
+        help="Hkv: key/value heads (GQA when < H); H must divide by it. Default: the --n-head value.",
         show_default=False,
         rich_help_panel=_MODEL,
     ),
@@ -129,6 +129,15 @@ DeviceOpt = Annotated[
             "cpu / cuda: run it with real tensors."
         ),
         rich_help_panel=_TRACE,
+    ),
+]
+
+ShapesOpt = Annotated[
+    Shapes,
+    typer.Option(
+        "--shapes",
+        help="symbolic: (B, T, C); concrete: (8, 1024, 768); both: (B, T, C)=(8, 1024, 768).",
+        rich_help_panel=_OUT,
     ),
 ]
 
@@ -187,14 +196,7 @@ def diagram(
     n_layer: NLayer = 1,
     dtype: DtypeOpt = Dtype.float32,
     device: DeviceOpt = Device.probe,
-    shapes: Annotated[
-        Shapes,
-        typer.Option(
-            "--shapes",
-            help="symbolic: (B, T, C); concrete: (8, 1024, 768); both: (B, T, C)=(8, 1024, 768).",
-            rich_help_panel=_OUT,
-        ),
-    ] = Shapes.symbolic,
+    shapes: ShapesOpt = Shapes.symbolic,
     formulas: Annotated[
         bool,
         typer.Option("--formulas", help="Add the formulas of each residual step.", rich_help_panel=_OUT),
@@ -296,14 +298,7 @@ def table(
             rich_help_panel=_OUT,
         ),
     ] = None,
-    shapes: Annotated[
-        Shapes,
-        typer.Option(
-            "--shapes",
-            help="symbolic: (B, T, C); concrete: (8, 1024, 768); both: (B, T, C)=(8, 1024, 768).",
-            rich_help_panel=_OUT,
-        ),
-    ] = Shapes.symbolic,
+    shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
         TableFormat,
         typer.Option(

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 from torch import nn
 
 from blocktrace.config import BlockConfig
 from blocktrace.model import MLP, Block, CausalSelfAttention, example_inputs, norm
+from blocktrace.pipeline import trace_config
+from blocktrace.trace import Trace
+
+
+@cache
+def traced(config: BlockConfig, frozen: tuple[str, ...] = ()) -> Trace:
+    """The default (probe) trace of `config`, once per test session: a Trace is immutable."""
+    return trace_config(config, "probe", frozen)
+
 
 SMALL = BlockConfig(n_embd=32, n_head=4, n_kv_head=2, seq=6, batch=2)
 

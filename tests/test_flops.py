@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,9 +10,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from blocktrace.config import BlockConfig
 from blocktrace.flops import linear_flops, matmul_flops, op_flops, sdpa_flops, shapes_flops
 from blocktrace.model import build_module, example_inputs
-from blocktrace.pipeline import trace_config
 from blocktrace.table import build_table
-from blocktrace.trace import TensorMeta, Trace
+from blocktrace.trace import TensorMeta
+from tests.models import traced
 
 CONFIGS = [
     BlockConfig(n_embd=64, n_head=4, seq=8, batch=2),
@@ -22,12 +20,6 @@ CONFIGS = [
     BlockConfig(n_embd=48, n_head=6, n_kv_head=1, seq=5, batch=3, mlp_ratio=2),  # MQA, odd sizes
     BlockConfig(n_embd=32, n_head=2, seq=4, batch=1, n_layer=2),
 ]
-
-
-@cache
-def traced(config: BlockConfig, frozen: tuple[str, ...] = ()) -> Trace:
-    """The default (probe) trace of `config`, once per test session: a Trace is immutable."""
-    return trace_config(config, "probe", frozen)
 
 
 def meta(*shape: int) -> TensorMeta:

@@ -25,7 +25,8 @@ from blocktrace.model import build_module, example_inputs
 from blocktrace.pipeline import freeze, trace_config
 from blocktrace.table import CSV_COLUMNS, HEADERS, Row, Table, build_table, itemsize, print_text, to_text
 from blocktrace.tracer import trace
-from tests.test_flops import CONFIGS, traced
+from tests.models import traced
+from tests.test_flops import CONFIGS
 
 SMALL = BlockConfig(n_embd=64, n_head=4, seq=8, batch=2)
 GQA = replace(SMALL, n_kv_head=2)
