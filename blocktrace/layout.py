@@ -73,13 +73,17 @@ class Diagram:
         return max(ends, default=0)
 
 
-def shape_text(t: TensorMeta, shapes: str = "symbolic") -> str:
+def dims_text(shape: tuple[int, ...], symbols: tuple[str, ...] | None, shapes: str = "symbolic") -> str:
     """(B, T, C), (8, 1024, 768) or (B, T, C)=(8, 1024, 768); numbers where no name is known."""
-    numbers = "(" + ", ".join(str(n) for n in t.shape) + ")"
-    if shapes == "concrete" or t.symbols is None:
+    numbers = "(" + ", ".join(str(n) for n in shape) + ")"
+    if shapes == "concrete" or symbols is None:
         return numbers
-    names = "(" + ", ".join(t.symbols) + ")"
+    names = "(" + ", ".join(symbols) + ")"
     return f"{names}={numbers}" if shapes == "both" and names != numbers else names
+
+
+def shape_text(t: TensorMeta, shapes: str = "symbolic") -> str:
+    return dims_text(t.shape, t.symbols, shapes)
 
 
 def _shapes_text(ts: tuple[TensorMeta, ...], shapes: str) -> str:

@@ -18,7 +18,7 @@ from torch import nn
 from blocktrace.config import BlockConfig
 from blocktrace.model import build_module, example_inputs
 from blocktrace.symbols import PROBE_DIMS, Dim, fit, legend
-from blocktrace.trace import TensorMeta, Trace
+from blocktrace.trace import TensorMeta, Trace, Weight
 from blocktrace.tracer import parameters, trace
 
 
@@ -26,6 +26,7 @@ from blocktrace.tracer import parameters, trace
 class ShapeFit:
     probe: Trace  # the trace of the first probe
     dims: dict[int, tuple[Dim | None, ...]]  # tensor id -> one fitted Dim per axis (None: no fit)
+    weights: dict[tuple[int, int], tuple[Dim | None, ...]]  # (call, weight) -> the same, per axis
 
     @property
     def complete(self) -> bool:
@@ -64,11 +65,16 @@ def fit_shapes(config: BlockConfig) -> ShapeFit | None:
     if any(structure(t) != structure(traces[0]) for t in traces[1:]):
         return None
     shapes = [{t.id: t.shape for t in tr.tensors()} for tr in traces]
-    dims = {
-        tid: tuple(fit([s[tid][axis] for s in shapes]) for axis in range(len(shape)))
-        for tid, shape in shapes[0].items()
+    weights = [{(c.index, i): w.shape for c in tr.calls for i, w in enumerate(c.weights)} for tr in traces]
+    return ShapeFit(traces[0], _fit_all(shapes), _fit_all(weights))
+
+
+def _fit_all(shapes: list[dict]) -> dict:
+    """key -> fitted dims, from key -> shape in each probe."""
+    return {
+        key: tuple(fit([s[key][axis] for s in shapes]) for axis in range(len(shape)))
+        for key, shape in shapes[0].items()
     }
-    return ShapeFit(traces[0], dims)
 
 
 def derived_trace(config: BlockConfig, shape_fit: ShapeFit, module: nn.Module) -> Trace | None:
@@ -107,12 +113,18 @@ def named(trace: Trace, config: BlockConfig, shape_fit: ShapeFit | None) -> Trac
     sizes = config.dims()
     used: list[Dim] = []
 
-    def name(t: TensorMeta) -> TensorMeta:
-        dims = shape_fit.dims[t.id]
-        if any(d is None or d.value(sizes) != n for d, n in zip(dims, t.shape, strict=True)):
-            return t
+    def names(dims: tuple[Dim | None, ...], shape: tuple[int, ...]) -> tuple[str, ...] | None:
+        if any(d is None or d.value(sizes) != n for d, n in zip(dims, shape, strict=True)):
+            return None
         used.extend(dims)  # type: ignore[arg-type]
-        return replace(t, symbols=tuple(d.name(sizes) for d in dims))  # type: ignore[union-attr]
+        return tuple(d.name(sizes) for d in dims)  # type: ignore[union-attr]
 
-    named_trace = named_trace.map_tensors(name)
-    return replace(named_trace, symbols=legend(used, sizes))
+    def named_weight(call: int, index: int, w: Weight) -> Weight:
+        return replace(w, symbols=names(shape_fit.weights[call, index], w.shape))
+
+    named_trace = named_trace.map_tensors(lambda t: replace(t, symbols=names(shape_fit.dims[t.id], t.shape)))
+    calls = tuple(
+        replace(c, weights=tuple(named_weight(c.index, i, w) for i, w in enumerate(c.weights)))
+        for c in named_trace.calls
+    )
+    return replace(named_trace, calls=calls, symbols=legend(used, sizes))

@@ -24,7 +24,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from blocktrace.flops import op_flops
-from blocktrace.layout import shape_text
+from blocktrace.layout import dims_text, shape_text
 from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
 
 SCHEMA = "blocktrace.table"
@@ -267,12 +267,12 @@ def format_flow(row: Row, shapes: str) -> str:
     return f"{ins} -> {outs}"
 
 
-def format_weights(row: Row) -> str:
-    """The call's own parameter shapes, out_features x in_features for a Linear: "(3072, 768)"."""
-    shapes = ["(" + ", ".join(str(d) for d in w.shape) + ")" for w in row.weights]
+def format_weights(row: Row, shapes: str = "symbolic") -> str:
+    """The call's own parameter shapes, out_features x in_features for a Linear: "(4C, C)"."""
+    texts = [dims_text(w.shape, w.symbols, shapes) for w in row.weights]
     if len(row.weights) == 1 and row.weights[0].name == "weight":
-        return shapes[0]
-    return ", ".join(f"{w.name} {s}" for w, s in zip(row.weights, shapes, strict=True))
+        return texts[0]
+    return ", ".join(f"{w.name} {s}" for w, s in zip(row.weights, texts, strict=True))
 
 
 def _number(n: int) -> str:
@@ -286,7 +286,7 @@ def _cells(row: Row, shapes: str) -> list[str]:
         row.name,
         row.kind,
         format_flow(row, shapes),
-        format_weights(row),
+        format_weights(row, shapes),
         _number(row.params) if is_call else "",
         _number(row.trainable) if is_call else "",
         _number(row.flops) if is_call or row.flops else "",
@@ -414,7 +414,7 @@ def _row_dict(row: Row, shapes: str) -> dict[str, Any]:
         "path": row.path,
         "inputs": [shape_text(t, shapes) for t in row.inputs],
         "outputs": [shape_text(t, shapes) for t in row.outputs],
-        "weight": format_weights(row),
+        "weight": format_weights(row, shapes),
         "params": row.params,
         "trainable": row.trainable,
         "flops": row.flops,

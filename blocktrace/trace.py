@@ -36,15 +36,20 @@ class TensorMeta:
 @dataclass(frozen=True)
 class Weight:
     name: str  # the parameter's name inside its module, e.g. "weight"
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # a Linear's weight is (out_features, in_features)
     trainable: bool  # requires_grad
+    symbols: tuple[str, ...] | None = None  # e.g. ("4C", "C"), as for TensorMeta
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "trainable": self.trainable}
+        out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "trainable": self.trainable}
+        if self.symbols is not None:
+            out["symbols"] = list(self.symbols)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Weight:
-        return cls(d["name"], tuple(d["shape"]), d["trainable"])
+        symbols = d.get("symbols")
+        return cls(d["name"], tuple(d["shape"]), d["trainable"], None if symbols is None else tuple(symbols))
 
 
 @dataclass(frozen=True)
