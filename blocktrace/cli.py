@@ -5,6 +5,7 @@ torch is imported only inside the commands that trace, so `blocktrace --help` st
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from enum import Enum
@@ -165,6 +166,14 @@ def block_config(
     )
 
 
+def _load_torch() -> None:
+    """Import torch, then exempt what it made from garbage collection: otherwise every collection
+    rescans torch's objects, which costs this one-shot command more than its whole trace."""
+    import torch  # noqa: F401
+
+    gc.freeze()
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"blocktrace {__version__}")
@@ -248,6 +257,7 @@ def diagram(
     from blocktrace.pipeline import trace_config
 
     config = block_config(n_embd, n_head, n_kv_head, seq, batch, mlp_ratio, n_layer, dtype)
+    _load_torch()
     trace = trace_config(config, device.value)
     emit(
         trace,
@@ -329,6 +339,7 @@ def table(
     from blocktrace.table import build_table, print_text, render
 
     config = block_config(n_embd, n_head, n_kv_head, seq, batch, mlp_ratio, n_layer, dtype)
+    _load_torch()
     result = build_table(trace_config(config, device.value, tuple(freeze or ())), depth)
     if fmt is TableFormat.text:
         print_text(result, Console(highlight=False), shapes.value)

@@ -7,6 +7,7 @@ box-drawing characters.
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -98,24 +99,32 @@ def emit(
     stream: TextIO | None = None,
 ) -> None:
     """Write the trace as `fmt` to `output`, or to `stream` (stdout by default)."""
-    from rich.console import Console
-
     stream = stream or sys.stdout
     if fmt == "json":
         return _write(trace.to_json() + "\n", output, stream)
-    console = Console(file=stream, highlight=False, soft_wrap=True)
-    terminal = output is None and console.is_terminal
-    if width is None and terminal:
+    console = _terminal(stream) if output is None else None
+    if width is None and console is not None:
         width = console.width
     ascii_only = ascii_only or (output is None and not _can_encode(stream))
     rows = render(layout(trace, shapes, width), ascii_only)
     if fmt == "markdown":
         return _write(markdown_report(rows, trace, shapes, formulas), output, stream)
     text = text_report(rows, trace, shapes, formulas, width)
-    if terminal and console.color_system and not console.no_color:
+    if console is not None and console.color_system and not console.no_color:
         console.print(_styled(text, rows), end="")
         return None
     return _write(text, output, stream)
+
+
+def _terminal(stream: TextIO):
+    """A rich Console for `stream` if it is a terminal (or FORCE_COLOR says to treat it as one);
+    None otherwise, so that piped output never pays for importing rich."""
+    if not (stream.isatty() or os.environ.get("FORCE_COLOR")):
+        return None
+    from rich.console import Console
+
+    console = Console(file=stream, highlight=False, soft_wrap=True)
+    return console if console.is_terminal else None
 
 
 def _styled(text: str, rows: list[list[Cell]]):

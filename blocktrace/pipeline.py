@@ -49,5 +49,5 @@ def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, 
     if device == "probe" and shape_fit is not None:
         derived = derived_trace(config, shape_fit, module)
         if derived is not None:
-            return named(derived, config, shape_fit)
+            return named(derived, config, shape_fit, derived=True)
     return named(trace(module, example_inputs(config, full_device)), config, shape_fit)

@@ -18,8 +18,11 @@ from torch import nn
 from blocktrace.config import BlockConfig
 from blocktrace.model import build_module, example_inputs
 from blocktrace.symbols import PROBE_DIMS, Dim, fit, legend
-from blocktrace.trace import TensorMeta, Trace, Weight
+from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
 from blocktrace.tracer import parameters, trace
+
+# The smallest sizes a Block can take (D must be even): a deep stack's structure costs nothing.
+SKELETON_DIMS = {"B": 1, "T": 1, "Hkv": 1, "G": 1, "D": 2, "r": 1}
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,27 @@ class ShapeFit:
         return all(d is not None for dims in self.dims.values() for d in dims)
 
 
-def structure(trace: Trace) -> Trace:
-    """The trace without sizes: what must match between traces of the same code at other sizes."""
-    bare = trace.map_tensors(lambda t: TensorMeta(t.id, (0,) * len(t.shape), t.dtype))
-    return replace(
-        bare,
-        device="",
-        calls=tuple(replace(c, params=0, trainable=0, weights=()) for c in bare.calls),
+def structure(trace: Trace) -> tuple:
+    """The trace without sizes: what must match between traces of the same code at other sizes.
+    Tensor ids and frames are renumbered by first appearance, so a part of a trace can be compared
+    with a whole one."""
+    ids: dict[int, int] = {}
+    frames: dict[int, int] = {}
+
+    def bare(ts: tuple[TensorMeta, ...]) -> tuple:
+        return tuple((ids.setdefault(t.id, len(ids)), len(t.shape), t.dtype) for t in ts)
+
+    return (
+        trace.model,
+        bare(trace.inputs),
+        bare(trace.outputs),
+        tuple((c.index, c.path, c.type, c.parent, bare(c.inputs), bare(c.outputs)) for c in trace.calls),
+        tuple(
+            (o.index, o.name, o.call, o.function, o.line, frames.setdefault(o.frame, len(frames)))
+            for o in trace.ops
+        ),
+        tuple((tuple(o.attrs.items()), bare(o.inputs), bare(o.outputs)) for o in trace.ops),
+        tuple((r.op, r.calls, r.ops, bare((r.stream, r.branch, r.output))) for r in trace.residual_adds),
     )
 
 
@@ -50,23 +67,115 @@ def probe_module(config: BlockConfig) -> nn.Module:
     shared: dict[tuple[int, ...], torch.Tensor] = {}
     for m in module.modules():
         for name, p in list(m.named_parameters(recurse=False)):
-            data = shared.setdefault(tuple(p.shape), torch.zeros(p.shape, dtype=p.dtype))
-            setattr(m, name, nn.Parameter(data, requires_grad=p.requires_grad))
+            if p.shape not in shared:
+                shared[p.shape] = torch.zeros(p.shape, dtype=p.dtype)
+            setattr(m, name, nn.Parameter(shared[p.shape], requires_grad=p.requires_grad))
     return module
+
+
+def probe_trace(config: BlockConfig) -> Trace:
+    """A real CPU trace of `config`'s module, on one thread: the tensors are tiny, so threads would
+    only add hand-offs, and they stall when the cores are busy with something else."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return trace(probe_module(config), example_inputs(config, "cpu"))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def fit_shapes(config: BlockConfig) -> ShapeFit | None:
     """Fit every dimension of `config`'s trace from the probes; None if the probes differ in
-    structure (the code takes other paths at other sizes)."""
-    traces = []
-    for dims in PROBE_DIMS:
-        probe = config.with_dims(dims)
-        traces.append(trace(probe_module(probe), example_inputs(probe, "cpu")))
+    structure (the code takes other paths at other sizes).
+
+    A stack of Blocks is fitted from the probes of one Block and a trace of the whole stack at the
+    smallest sizes, which must show every layer doing exactly what the probed Block did."""
+    if config.n_layer == 1:
+        return _fit_probes(config)
+    block = _fit_probes(replace(config, n_layer=1))
+    skeleton = probe_trace(config.with_dims(SKELETON_DIMS))
+    return None if block is None else _repeat(block, skeleton)
+
+
+def _fit_probes(config: BlockConfig) -> ShapeFit | None:
+    traces = [probe_trace(config.with_dims(dims)) for dims in PROBE_DIMS]
     if any(structure(t) != structure(traces[0]) for t in traces[1:]):
         return None
     shapes = [{t.id: t.shape for t in tr.tensors()} for tr in traces]
     weights = [{(c.index, i): w.shape for c in tr.calls for i, w in enumerate(c.weights)} for tr in traces]
     return ShapeFit(traces[0], _fit_all(shapes), _fit_all(weights))
+
+
+def _repeat(block: ShapeFit, stack: Trace) -> ShapeFit | None:
+    """The fit of `stack` if each of its root's children is a call doing what `block` traced (same
+    calls, ops and wiring), so that each tensor takes the fit of its twin in the Block; else None."""
+    bare_block = structure(block.probe)
+    root = next(c for c in stack.calls if c.parent is None)
+    layers = stack.children(root.index)
+    if any(o.call == root.index for o in stack.ops) or not layers:
+        return None
+    dims: dict[int, tuple[Dim | None, ...]] = {}
+    weights: dict[tuple[int, int], tuple[Dim | None, ...]] = {}
+    n_calls, n_ops = len(block.probe.calls), len(block.probe.ops)
+    block_dims = [block.dims[t.id] for t in block.probe.tensors()]
+    first_op = 0
+    for layer in layers:
+        calls = stack.calls[layer.index : layer.index + n_calls]
+        ops = stack.ops[first_op : first_op + n_ops]
+        first_op += n_ops
+        twin = _rebased(stack, layer.index, calls, ops)
+        if twin is None or structure(twin) != bare_block:
+            return None
+        for mine, fitted in zip(twin.tensors(), block_dims, strict=True):
+            if dims.setdefault(mine.id, fitted) != fitted:
+                return None
+        for c in twin.calls:
+            for i in range(len(c.weights)):
+                weights[c.index + layer.index, i] = block.weights[c.index, i]
+    if any(t.id not in dims for t in stack.tensors()):
+        return None
+    return ShapeFit(stack, dims, weights)
+
+
+def _rebased(
+    stack: Trace, start: int, calls: tuple[ModuleCall, ...], ops: tuple[OpCall, ...]
+) -> Trace | None:
+    """The calls and ops of one layer as if the layer were the root: indices and paths relative to
+    it, tensor ids kept (they are what maps to the Block's)."""
+    if not calls or any(c.index - start >= len(calls) for c in calls):
+        return None
+    prefix = calls[0].path + "."
+    if any(c.path != calls[0].path and not c.path.startswith(prefix) for c in calls):
+        return None
+    if any(o.call is None or not start <= o.call < start + len(calls) for o in ops):
+        return None
+    rebased_calls = tuple(
+        replace(
+            c,
+            index=c.index - start,
+            path=c.path.removeprefix(calls[0].path).removeprefix("."),
+            parent=None if c.index == start else c.parent - start,  # type: ignore[operator]
+        )
+        for c in calls
+    )
+    first = ops[0].index if ops else 0
+    rebased_ops = tuple(replace(o, index=o.index - first, call=o.call - start) for o in ops)  # type: ignore[operator]
+    adds = tuple(
+        replace(
+            r, op=r.op - first, calls=tuple(c - start for c in r.calls), ops=tuple(i - first for i in r.ops)
+        )
+        for r in stack.residual_adds
+        if first <= r.op < first + len(ops)
+    )
+    return replace(
+        stack,
+        model=calls[0].type,
+        inputs=calls[0].inputs,
+        outputs=calls[0].outputs,
+        calls=rebased_calls,
+        ops=rebased_ops,
+        residual_adds=adds,
+    )
 
 
 def _fit_all(shapes: list[dict]) -> dict:
@@ -82,22 +191,21 @@ def derived_trace(config: BlockConfig, shape_fit: ShapeFit, module: nn.Module) -
     `module` is the full-size module (on meta): the parameters are read from it."""
     if not shape_fit.complete:
         return None
-    sizes = config.dims()
-
-    def scaled(t: TensorMeta) -> TensorMeta:
-        values = [d.value(sizes) for d in shape_fit.dims[t.id]]  # type: ignore[union-attr]
-        return TensorMeta(t.id, tuple(int(v) for v in values), t.dtype)
-
-    if any(v.denominator != 1 for dims in shape_fit.dims.values() for v in _values(dims, sizes)):
+    size = _Evaluator(config.dims())
+    if any(size.value(d).denominator != 1 for dims in shape_fit.dims.values() for d in dims):  # type: ignore[arg-type]
         return None
+    scaled: dict[int, TensorMeta] = {}
+
+    def scale(t: TensorMeta) -> TensorMeta:
+        if t.id not in scaled:
+            shape = tuple(int(size.value(d)) for d in shape_fit.dims[t.id])  # type: ignore[arg-type]
+            scaled[t.id] = TensorMeta(t.id, shape, t.dtype)
+        return scaled[t.id]
+
     modules = dict(module.named_modules())
-    full = shape_fit.probe.map_tensors(scaled)
+    full = shape_fit.probe.map_tensors(scale)
     calls = tuple(replace(c, **_params(modules[c.path])) for c in full.calls)
     return replace(full, calls=calls, device="probe")
-
-
-def _values(dims: tuple[Dim | None, ...], sizes: dict[str, int]) -> list[Fraction]:
-    return [d.value(sizes) for d in dims if d is not None]
 
 
 def _params(module: nn.Module) -> dict:
@@ -105,26 +213,54 @@ def _params(module: nn.Module) -> dict:
     return {"params": params, "trainable": trainable, "weights": weights}
 
 
-def named(trace: Trace, config: BlockConfig, shape_fit: ShapeFit | None) -> Trace:
-    """`trace` with symbolic names on every dimension whose fit gives its size, and the legend."""
+class _Evaluator:
+    """Dims at one set of sizes, each value and name worked out once: a deep stack's tensors share
+    their Block's Dim objects, so they are looked up by identity."""
+
+    def __init__(self, sizes: dict[str, int]):
+        self.sizes = sizes
+        self.values: dict[int, Fraction] = {}
+        self.names: dict[int, str] = {}
+        self.used: dict[int, Dim] = {}
+
+    def value(self, dim: Dim) -> Fraction:
+        if id(dim) not in self.values:
+            self.values[id(dim)] = dim.value(self.sizes)
+        return self.values[id(dim)]
+
+    def name(self, dim: Dim) -> str:
+        if id(dim) not in self.names:
+            self.names[id(dim)] = dim.name(self.sizes)
+            self.used[id(dim)] = dim
+        return self.names[id(dim)]
+
+
+def named(trace: Trace, config: BlockConfig, shape_fit: ShapeFit | None, derived: bool = False) -> Trace:
+    """`trace` with symbolic names on every dimension whose fit gives its size, and the legend.
+    `derived`: the trace was made from `shape_fit` itself, so its structure needs no check."""
     named_trace = replace(trace, config=config.to_dict())
-    if shape_fit is None or structure(trace) != structure(shape_fit.probe):
+    if shape_fit is None or not (derived or structure(trace) == structure(shape_fit.probe)):
         return named_trace
-    sizes = config.dims()
-    used: list[Dim] = []
+    size = _Evaluator(config.dims())
 
     def names(dims: tuple[Dim | None, ...], shape: tuple[int, ...]) -> tuple[str, ...] | None:
-        if any(d is None or d.value(sizes) != n for d, n in zip(dims, shape, strict=True)):
+        if any(d is None or size.value(d) != n for d, n in zip(dims, shape, strict=True)):
             return None
-        used.extend(dims)  # type: ignore[arg-type]
-        return tuple(d.name(sizes) for d in dims)  # type: ignore[union-attr]
+        return tuple(size.name(d) for d in dims)  # type: ignore[arg-type]
 
-    def named_weight(call: int, index: int, w: Weight) -> Weight:
-        return replace(w, symbols=names(shape_fit.weights[call, index], w.shape))
+    done: dict[int, TensorMeta] = {}
 
-    named_trace = named_trace.map_tensors(lambda t: replace(t, symbols=names(shape_fit.dims[t.id], t.shape)))
+    def name_tensor(t: TensorMeta) -> TensorMeta:
+        if t.id not in done:
+            done[t.id] = TensorMeta(t.id, t.shape, t.dtype, names(shape_fit.dims[t.id], t.shape))
+        return done[t.id]
+
+    def name_weight(call: int, index: int, w: Weight) -> Weight:
+        return Weight(w.name, w.shape, w.trainable, names(shape_fit.weights[call, index], w.shape))
+
+    named_trace = named_trace.map_tensors(name_tensor)
     calls = tuple(
-        replace(c, weights=tuple(named_weight(c.index, i, w) for i, w in enumerate(c.weights)))
+        replace(c, weights=tuple(name_weight(c.index, i, w) for i, w in enumerate(c.weights)))
         for c in named_trace.calls
     )
-    return replace(named_trace, calls=calls, symbols=legend(used, sizes))
+    return replace(named_trace, calls=calls, symbols=legend(list(size.used.values()), config.dims()))

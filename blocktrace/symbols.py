@@ -29,10 +29,10 @@ MEANINGS = {
 }
 # Basis sizes of the probes: distinct primes (D is 2 * prime); every size, and so every product
 # of sizes, differs between the two probes, so a dim equal in both is a constant. Of the pairs of
-# assignments with that property, these cost the fewest multiply-adds in a Block's forward.
+# assignments with that property, these need the least memory for a Block's weights and activations.
 PROBE_DIMS: tuple[dict[str, int], ...] = (
-    {"B": 11, "T": 13, "Hkv": 3, "G": 5, "D": 2 * 7, "r": 19},
-    {"B": 17, "T": 7, "Hkv": 5, "G": 11, "D": 2 * 3, "r": 13},
+    {"B": 11, "T": 19, "Hkv": 3, "G": 5, "D": 2 * 7, "r": 13},
+    {"B": 17, "T": 13, "Hkv": 5, "G": 11, "D": 2 * 3, "r": 7},
 )
 
 

@@ -190,9 +190,16 @@ class Trace:
         return [o for o in self.ops if o.call == call]
 
     def tensors(self) -> list[TensorMeta]:
-        """Every TensorMeta in the trace (a tensor appears once per place it is recorded)."""
-        found: list[TensorMeta] = []
-        self.map_tensors(lambda t: found.append(t) or t)
+        """Every TensorMeta in the trace, once per place it is recorded, in map_tensors' order."""
+        found = [*self.inputs, *self.outputs]
+        for c in self.calls:
+            found += c.inputs
+            found += c.outputs
+        for o in self.ops:
+            found += o.inputs
+            found += o.outputs
+        for r in self.residual_adds:
+            found += (r.stream, r.branch, r.output)
         return found
 
     def map_tensors(self, fn: Callable[[TensorMeta], TensorMeta]) -> Trace:

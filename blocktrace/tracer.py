@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import torch
@@ -95,11 +95,17 @@ class _Recorder:
 
     # --- ops ----------------------------------------------------------------------------------
     def record_op(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
-        out_tensors = list(_tensors(result))
-        if not out_tensors:
+        if isinstance(result, torch.Tensor):
+            out_tensors: list[torch.Tensor] = [result]
+        elif isinstance(result, (tuple, list)) and not isinstance(result, torch.Size):
+            out_tensors = list(_tensors(result))
+        else:
             return  # size(), dim(), shape: no data flow
-        inputs = self.metas((args, kwargs))
-        name = getattr(func, "__name__", str(func)).strip("_")
+        if not out_tensors:
+            return
+        inputs = self.metas(args)
+        if kwargs:
+            inputs += self.metas(kwargs)
         index = len(self.ops)
         parent_ids = tuple(t.id for t in inputs)
         outputs = tuple(self.meta(t, parent_ids, new=True) for t in out_tensors)
@@ -112,6 +118,7 @@ class _Recorder:
         function, line = (frame.f_code.co_name, frame.f_lineno) if frame else ("?", 0)
         attrs = {k: v for k, v in kwargs.items() if isinstance(v, _ATTR_TYPES)}
         call = self.stack[-1].index if self.stack else None
+        name = _op_name(func)
         self.ops.append(OpCall(index, name, call, function, line, self.frames, inputs, outputs, attrs))
         if name in _ADDS and len(inputs) == 2:
             self.check_residual(self.ops[-1])
@@ -210,12 +217,20 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+@functools.cache
+def _op_name(func: Any) -> str:
+    return getattr(func, "__name__", str(func)).strip("_")  # Tensor.__add__ -> "add"
+
+
+@functools.cache
+def _is_torch_code(code: CodeType) -> bool:
+    return code.co_filename.startswith(_TORCH_DIR) or code.co_filename == _THIS_FILE
+
+
 def _caller() -> FrameType | None:
     """The innermost Python frame outside torch and this file: where the user wrote the op."""
     frame: FrameType | None = sys._getframe(2)
-    while frame is not None and (
-        frame.f_code.co_filename.startswith(_TORCH_DIR) or frame.f_code.co_filename == _THIS_FILE
-    ):
+    while frame is not None and _is_torch_code(frame.f_code):
         frame = frame.f_back
     return frame
 

@@ -77,7 +77,9 @@ def test_json_has_calls_ops_and_residual_adds() -> None:
     c_fc = next(c for c in data["calls"] if c["path"] == "mlp.c_fc")
     assert c_fc["outputs"][0]["symbols"] == ["B", "T", "4C"]
     assert c_fc["params"] == 32 * 128 and c_fc["trainable"] == 32 * 128
-    assert c_fc["weights"] == [{"name": "weight", "shape": [128, 32], "trainable": True, "symbols": ["4C", "C"]}]
+    assert c_fc["weights"] == [
+        {"name": "weight", "shape": [128, 32], "trainable": True, "symbols": ["4C", "C"]}
+    ]
     assert any(o["name"] == "scaled_dot_product_attention" for o in data["ops"])
 
 

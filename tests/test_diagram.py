@@ -95,3 +95,11 @@ def test_json_round_trips() -> None:
     module, args, _ = STRUCTURES["two_blocks"]
     t = trace(module, args)
     assert Trace.from_json(t.to_json()) == t
+
+
+def test_tensors_lists_what_map_tensors_visits_in_the_same_order() -> None:
+    module, args, _ = STRUCTURES["two_blocks"]
+    t = trace(module, args)
+    visited: list = []
+    t.map_tensors(lambda m: visited.append(m) or m)
+    assert t.tensors() == visited and len(visited) > 100
