@@ -222,6 +222,14 @@ def diagram(
         bool,
         typer.Option("--ascii", help="7-bit ASCII instead of Unicode box drawing.", rich_help_panel=_OUT),
     ] = False,
+    collapse: Annotated[
+        bool,
+        typer.Option(
+            "--collapse/--no-collapse",
+            help="Draw a run of identical Blocks once, as 'Block × N' (the JSON keeps every call).",
+            rich_help_panel=_OUT,
+        ),
+    ] = True,
     width: Annotated[
         int | None,
         typer.Option(
@@ -267,6 +275,7 @@ def diagram(
         ascii_only=ascii_only,
         width=width,
         output=output,
+        collapse=collapse,
     )
 
 

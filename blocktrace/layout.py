@@ -162,8 +162,10 @@ def _op_name(trace: Trace, index: int) -> str:
     return op.function if op.function != "forward" else op.name
 
 
-def layout(trace: Trace, shapes: str = "symbolic", width: int | None = None) -> Diagram:
-    steps = stream_steps(trace)
+def layout(
+    trace: Trace, shapes: str = "symbolic", width: int | None = None, collapse: bool = True
+) -> Diagram:
+    steps = stream_steps(trace, collapse)
     boxes = [s for s in steps if s.kind not in ("residual", "section")]
     box_w = max([MIN_BOX_WIDTH, *(len(line) + 4 for s in boxes for line in box_lines(s))])
     box_w += (box_w + 1) % 2  # odd, so the stream leaves from the middle
@@ -180,12 +182,14 @@ def layout(trace: Trace, shapes: str = "symbolic", width: int | None = None) -> 
     merges: list[tuple[int, int]] = []  # (fork row, merge row) per highway
     stream_from, busy_until, last = y + 1, y, stream_in
 
+    drawn_adds = [s.residual for s in steps if s.residual is not None]
+
     def edge(out: TensorMeta) -> None:
         """The stream from the last node down to the next: past its notes, its shape, its forks, ▼."""
         nonlocal y
         y = max(y + 1, busy_until + 1)
         texts.append(Label(cx + 2, y, shape_text(out, shapes), "shape"))
-        for r in trace.residual_adds:
+        for r in drawn_adds:
             if r.stream.id == out.id:
                 y += 1
                 forks.setdefault(out.id, []).append(y)

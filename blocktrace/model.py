@@ -11,11 +11,13 @@ Notable features:
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from blocktrace.config import BlockConfig
+from blocktrace.config import BlockConfig, ConfigError
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
@@ -105,6 +107,18 @@ class BlockStack(nn.Module):
         for block in self.h:
             x = block(x, cos_sin)
         return x
+
+
+def freeze(module: nn.Module, patterns: tuple[str, ...]) -> None:
+    """requires_grad=False for the parameters of every module whose path matches a glob pattern."""
+    paths = dict(module.named_modules())
+    for pattern in patterns:
+        matched = [m for path, m in paths.items() if path and fnmatchcase(path, pattern)]
+        if not matched:
+            examples = ", ".join(list(paths)[1:4])
+            raise ConfigError(f"--freeze {pattern!r} matches no module path (e.g. {examples})")
+        for m in matched:
+            m.requires_grad_(False)
 
 
 def build_module(config: BlockConfig, device: str = "meta") -> nn.Module:

@@ -97,6 +97,7 @@ def emit(
     width: int | None = None,
     output: Path | None = None,
     stream: TextIO | None = None,
+    collapse: bool = True,
 ) -> None:
     """Write the trace as `fmt` to `output`, or to `stream` (stdout by default)."""
     stream = stream or sys.stdout
@@ -106,7 +107,7 @@ def emit(
     if width is None and console is not None:
         width = console.width
     ascii_only = ascii_only or (output is None and not _can_encode(stream))
-    rows = render(layout(trace, shapes, width), ascii_only)
+    rows = render(layout(trace, shapes, width, collapse), ascii_only)
     if fmt == "markdown":
         return _write(markdown_report(rows, trace, shapes, formulas), output, stream)
     text = text_report(rows, trace, shapes, formulas, width)

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from blocktrace.config import BlockConfig, ConfigError
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from blocktrace.trace import Trace
-
-
-def freeze(module: nn.Module, patterns: tuple[str, ...]) -> None:
-    """requires_grad=False for the parameters of every module whose path matches a glob pattern."""
-    paths = dict(module.named_modules())
-    for pattern in patterns:
-        matched = [m for path, m in paths.items() if path and fnmatchcase(path, pattern)]
-        if not matched:
-            raise ConfigError(
-                f"--freeze {pattern!r} matches no module path (e.g. {', '.join(list(paths)[1:4])})"
-            )
-        for m in matched:
-            m.requires_grad_(False)
 
 
 def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, ...] = ()) -> Trace:
@@ -33,7 +17,7 @@ def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, 
     if the probes cannot be fitted); "meta" traces the full-size module on PyTorch's meta device;
     "cpu" and "cuda" run it with real tensors. `frozen`: module path globs to set requires_grad=False.
     """
-    from blocktrace.model import build_module, example_inputs
+    from blocktrace.model import build_module, example_inputs, freeze
     from blocktrace.probe import derived_trace, fit_shapes, named
     from blocktrace.tracer import trace
 
@@ -42,12 +26,12 @@ def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, 
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
-    shape_fit = fit_shapes(config)
+    shape_fit = fit_shapes(config, frozen)
+    if device == "probe" and shape_fit is not None:
+        derived = derived_trace(config, shape_fit)
+        if derived is not None:
+            return derived
     full_device = "meta" if device == "probe" else device
     module = build_module(config, full_device)
     freeze(module, frozen)
-    if device == "probe" and shape_fit is not None:
-        derived = derived_trace(config, shape_fit, module)
-        if derived is not None:
-            return named(derived, config, shape_fit, derived=True)
     return named(trace(module, example_inputs(config, full_device)), config, shape_fit)

@@ -9,6 +9,7 @@ full-size module built on the meta device, which allocates nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -16,10 +17,10 @@ import torch
 from torch import nn
 
 from blocktrace.config import BlockConfig
-from blocktrace.model import build_module, example_inputs
+from blocktrace.model import build_module, example_inputs, freeze
 from blocktrace.symbols import PROBE_DIMS, Dim, fit, legend
 from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
-from blocktrace.tracer import parameters, trace
+from blocktrace.tracer import trace
 
 # The smallest sizes a Block can take (D must be even): a deep stack's structure costs nothing.
 SKELETON_DIMS = {"B": 1, "T": 1, "Hkv": 1, "G": 1, "D": 2, "r": 1}
@@ -30,10 +31,13 @@ class ShapeFit:
     probe: Trace  # the trace of the first probe
     dims: dict[int, tuple[Dim | None, ...]]  # tensor id -> one fitted Dim per axis (None: no fit)
     weights: dict[tuple[int, int], tuple[Dim | None, ...]]  # (call, weight) -> the same, per axis
+    all_called: bool  # every module with parameters of its own was called: the calls count them all
 
     @property
     def complete(self) -> bool:
-        return all(d is not None for dims in self.dims.values() for d in dims)
+        """Whether every dimension, of tensors and of weights, has a fit."""
+        fitted = (*self.dims.values(), *self.weights.values())
+        return all(d is not None for dims in fitted for d in dims)
 
 
 def structure(trace: Trace) -> tuple:
@@ -60,7 +64,7 @@ def structure(trace: Trace) -> tuple:
     )
 
 
-def probe_module(config: BlockConfig) -> nn.Module:
+def probe_module(config: BlockConfig, frozen: tuple[str, ...] = ()) -> nn.Module:
     """The module for `config` on the CPU, every parameter of one shape sharing one zero tensor:
     shapes do not depend on values, and a deep stack then costs one Block of memory."""
     module = build_module(config, "meta")
@@ -70,43 +74,57 @@ def probe_module(config: BlockConfig) -> nn.Module:
             if p.shape not in shared:
                 shared[p.shape] = torch.zeros(p.shape, dtype=p.dtype)
             setattr(m, name, nn.Parameter(shared[p.shape], requires_grad=p.requires_grad))
+    freeze(module, frozen)
     return module
 
 
-def probe_trace(config: BlockConfig) -> Trace:
-    """A real CPU trace of `config`'s module, on one thread: the tensors are tiny, so threads would
-    only add hand-offs, and they stall when the cores are busy with something else."""
+def probe_trace(config: BlockConfig, module: nn.Module) -> tuple[Trace, bool]:
+    """A real CPU trace of `module` built for `config`, and whether every module with parameters of
+    its own was called. On one thread: the tensors are tiny, so threads would only add hand-offs,
+    and they stall when the cores are busy with something else."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return trace(probe_module(config), example_inputs(config, "cpu"))
+        traced = trace(module, example_inputs(config, "cpu"))
     finally:
         torch.set_num_threads(threads)
+    called = {c.path for c in traced.calls}
+    owners = {
+        path for path, m in module.named_modules() if next(m.parameters(recurse=False), None) is not None
+    }
+    return traced, owners <= called
 
 
-def fit_shapes(config: BlockConfig) -> ShapeFit | None:
+def fit_shapes(config: BlockConfig, frozen: tuple[str, ...] = ()) -> ShapeFit | None:
     """Fit every dimension of `config`'s trace from the probes; None if the probes differ in
-    structure (the code takes other paths at other sizes).
+    structure (the code takes other paths at other sizes). `frozen`: module path globs whose
+    parameters are set to requires_grad=False first.
 
     A stack of Blocks is fitted from the probes of one Block and a trace of the whole stack at the
-    smallest sizes, which must show every layer doing exactly what the probed Block did."""
+    smallest sizes (`SKELETON_DIMS`), which must show every layer doing exactly what the probed
+    Block did."""
     if config.n_layer == 1:
-        return _fit_probes(config)
+        return _fit_probes(config, frozen)
     block = _fit_probes(replace(config, n_layer=1))
-    skeleton = probe_trace(config.with_dims(SKELETON_DIMS))
-    return None if block is None else _repeat(block, skeleton)
+    skeleton = config.with_dims(SKELETON_DIMS)
+    module = build_module(skeleton, "cpu")  # tiny, so no need to share weights
+    freeze(module, frozen)
+    stack, all_called = probe_trace(skeleton, module)
+    return None if block is None else _repeat(block, stack, all_called)
 
 
-def _fit_probes(config: BlockConfig) -> ShapeFit | None:
-    traces = [probe_trace(config.with_dims(dims)) for dims in PROBE_DIMS]
+def _fit_probes(config: BlockConfig, frozen: tuple[str, ...] = ()) -> ShapeFit | None:
+    probes = [config.with_dims(dims) for dims in PROBE_DIMS]
+    traced = [probe_trace(probe, probe_module(probe, frozen)) for probe in probes]
+    traces = [t for t, _ in traced]
     if any(structure(t) != structure(traces[0]) for t in traces[1:]):
         return None
     shapes = [{t.id: t.shape for t in tr.tensors()} for tr in traces]
     weights = [{(c.index, i): w.shape for c in tr.calls for i, w in enumerate(c.weights)} for tr in traces]
-    return ShapeFit(traces[0], _fit_all(shapes), _fit_all(weights))
+    return ShapeFit(traces[0], _fit_all(shapes), _fit_all(weights), traced[0][1])
 
 
-def _repeat(block: ShapeFit, stack: Trace) -> ShapeFit | None:
+def _repeat(block: ShapeFit, stack: Trace, all_called: bool) -> ShapeFit | None:
     """The fit of `stack` if each of its root's children is a call doing what `block` traced (same
     calls, ops and wiring), so that each tensor takes the fit of its twin in the Block; else None."""
     bare_block = structure(block.probe)
@@ -134,7 +152,7 @@ def _repeat(block: ShapeFit, stack: Trace) -> ShapeFit | None:
                 weights[c.index + layer.index, i] = block.weights[c.index, i]
     if any(t.id not in dims for t in stack.tensors()):
         return None
-    return ShapeFit(stack, dims, weights)
+    return ShapeFit(stack, dims, weights, all_called)
 
 
 def _rebased(
@@ -186,42 +204,65 @@ def _fit_all(shapes: list[dict]) -> dict:
     }
 
 
-def derived_trace(config: BlockConfig, shape_fit: ShapeFit, module: nn.Module) -> Trace | None:
-    """The full-size trace of `config` from the probes' fit, or None where the fit is incomplete.
-    `module` is the full-size module (on meta): the parameters are read from it."""
-    if not shape_fit.complete:
+def derived_trace(config: BlockConfig, shape_fit: ShapeFit) -> Trace | None:
+    """The full-size, named trace of `config` from the probes' fit, or None where the fit is
+    incomplete or some module with parameters was never called (the calls would not count them)."""
+    if not (shape_fit.complete and shape_fit.all_called):
         return None
-    size = _Evaluator(config.dims())
-    if any(size.value(d).denominator != 1 for dims in shape_fit.dims.values() for d in dims):  # type: ignore[arg-type]
+    namer = _Namer(config, shape_fit)
+    if any(namer.value(d).denominator != 1 for d in namer.all_dims()):
         return None
-    scaled: dict[int, TensorMeta] = {}
 
     def scale(t: TensorMeta) -> TensorMeta:
-        if t.id not in scaled:
-            shape = tuple(int(size.value(d)) for d in shape_fit.dims[t.id])  # type: ignore[arg-type]
-            scaled[t.id] = TensorMeta(t.id, shape, t.dtype)
-        return scaled[t.id]
+        return namer.tensor(TensorMeta(t.id, namer.shape(shape_fit.dims[t.id]), t.dtype))
 
-    modules = dict(module.named_modules())
     full = shape_fit.probe.map_tensors(scale)
-    calls = tuple(replace(c, **_params(modules[c.path])) for c in full.calls)
-    return replace(full, calls=calls, device="probe")
+    own: dict[str, tuple[Weight, ...]] = {}  # module path -> its own weights at full size
+    for c in full.calls:
+        if c.path not in own:
+            own[c.path] = namer.weights(c, full_size=True).weights
+    totals: dict[str, list[int]] = {}  # module path -> [parameters, trainable], submodules included
+    for path, weights in own.items():
+        params = sum(math.prod(w.shape) for w in weights)
+        trainable = sum(math.prod(w.shape) for w in weights if w.trainable)
+        for ancestor in _ancestors(path):
+            total = totals.setdefault(ancestor, [0, 0])
+            total[0] += params
+            total[1] += trainable
+    calls = tuple(
+        replace(c, params=totals[c.path][0], trainable=totals[c.path][1], weights=own[c.path])
+        for c in full.calls
+    )
+    return replace(full, calls=calls, device="probe", config=config.to_dict(), symbols=namer.legend())
 
 
-def _params(module: nn.Module) -> dict:
-    params, trainable, weights = parameters(module)
-    return {"params": params, "trainable": trainable, "weights": weights}
+def _ancestors(path: str) -> list[str]:
+    """ "h.0.attn" -> ["h.0.attn", "h.0", "h", ""]: the module and every module holding it."""
+    parts = path.split(".") if path else []
+    return [".".join(parts[:i]) for i in range(len(parts), -1, -1)]
 
 
-class _Evaluator:
-    """Dims at one set of sizes, each value and name worked out once: a deep stack's tensors share
-    their Block's Dim objects, so they are looked up by identity."""
+def named(trace: Trace, config: BlockConfig, shape_fit: ShapeFit | None) -> Trace:
+    """`trace` with symbolic names on every dimension whose fit gives its size, and the legend."""
+    named_trace = replace(trace, config=config.to_dict())
+    if shape_fit is None or structure(trace) != structure(shape_fit.probe):
+        return named_trace
+    namer = _Namer(config, shape_fit)
+    named_trace = named_trace.map_tensors(namer.tensor)
+    return replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), symbols=namer.legend())
 
-    def __init__(self, sizes: dict[str, int]):
-        self.sizes = sizes
+
+class _Namer:
+    """Names dims at one config's sizes where the fit gives the traced size. Each Dim's value and name
+    is worked out once, looked up by identity: a deep stack's tensors share their Block's Dims."""
+
+    def __init__(self, config: BlockConfig, shape_fit: ShapeFit):
+        self.sizes = config.dims()
+        self.fit = shape_fit
         self.values: dict[int, Fraction] = {}
         self.names: dict[int, str] = {}
         self.used: dict[int, Dim] = {}
+        self.done: dict[int, TensorMeta] = {}
 
     def value(self, dim: Dim) -> Fraction:
         if id(dim) not in self.values:
@@ -234,33 +275,30 @@ class _Evaluator:
             self.used[id(dim)] = dim
         return self.names[id(dim)]
 
+    def all_dims(self) -> list[Dim]:
+        return [d for fitted in (*self.fit.dims.values(), *self.fit.weights.values()) for d in fitted if d]
 
-def named(trace: Trace, config: BlockConfig, shape_fit: ShapeFit | None, derived: bool = False) -> Trace:
-    """`trace` with symbolic names on every dimension whose fit gives its size, and the legend.
-    `derived`: the trace was made from `shape_fit` itself, so its structure needs no check."""
-    named_trace = replace(trace, config=config.to_dict())
-    if shape_fit is None or not (derived or structure(trace) == structure(shape_fit.probe)):
-        return named_trace
-    size = _Evaluator(config.dims())
+    def shape(self, dims: tuple[Dim | None, ...]) -> tuple[int, ...]:
+        return tuple(int(self.value(d)) for d in dims)  # type: ignore[arg-type]
 
-    def names(dims: tuple[Dim | None, ...], shape: tuple[int, ...]) -> tuple[str, ...] | None:
-        if any(d is None or size.value(d) != n for d, n in zip(dims, shape, strict=True)):
+    def symbols(self, dims: tuple[Dim | None, ...], shape: tuple[int, ...]) -> tuple[str, ...] | None:
+        if any(d is None or self.value(d) != n for d, n in zip(dims, shape, strict=True)):
             return None
-        return tuple(size.name(d) for d in dims)  # type: ignore[arg-type]
+        return tuple(self.name(d) for d in dims)  # type: ignore[arg-type]
 
-    done: dict[int, TensorMeta] = {}
+    def tensor(self, t: TensorMeta) -> TensorMeta:
+        if t.id not in self.done:
+            self.done[t.id] = TensorMeta(t.id, t.shape, t.dtype, self.symbols(self.fit.dims[t.id], t.shape))
+        return self.done[t.id]
 
-    def name_tensor(t: TensorMeta) -> TensorMeta:
-        if t.id not in done:
-            done[t.id] = TensorMeta(t.id, t.shape, t.dtype, names(shape_fit.dims[t.id], t.shape))
-        return done[t.id]
+    def weights(self, call: ModuleCall, full_size: bool = False) -> ModuleCall:
+        """The call with its weights named; `full_size`: their shapes first scaled from the fit."""
+        named_weights = []
+        for i, w in enumerate(call.weights):
+            dims = self.fit.weights[call.index, i]
+            shape = self.shape(dims) if full_size else w.shape
+            named_weights.append(Weight(w.name, shape, w.trainable, self.symbols(dims, shape)))
+        return replace(call, weights=tuple(named_weights))
 
-    def name_weight(call: int, index: int, w: Weight) -> Weight:
-        return Weight(w.name, w.shape, w.trainable, names(shape_fit.weights[call, index], w.shape))
-
-    named_trace = named_trace.map_tensors(name_tensor)
-    calls = tuple(
-        replace(c, weights=tuple(name_weight(c.index, i, w) for i, w in enumerate(c.weights)))
-        for c in named_trace.calls
-    )
-    return replace(named_trace, calls=calls, symbols=legend(list(size.used.values()), config.dims()))
+    def legend(self) -> dict[str, int]:
+        return legend(list(self.used.values()), self.sizes)

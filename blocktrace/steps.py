@@ -114,20 +114,48 @@ def _joins(last: Step, step: Step) -> bool:
     return step.kind == "compute" and last.kind == "compute"  # a chain like relu, square
 
 
-def stream_steps(trace: Trace) -> list[Step]:
-    """The stream from input to output: opened calls expanded in place, each after a section step."""
+def stream_steps(trace: Trace, collapse: bool = True) -> list[Step]:
+    """The stream from input to output: opened calls expanded in place, each after a section step.
+    With `collapse`, a run of opened calls doing the same thing (a stack of identical Blocks, with
+    the same shapes all through) is drawn once: its section reads "h.0 … h.79" and "Block × 80"."""
     opened = opened_calls(trace)
 
     def expand(call: ModuleCall) -> list[Step]:
         out: list[Step] = []
+        run: tuple[int, int, tuple] | None = None  # (index of the run's section in out, length, signature)
         for step in inner_steps(trace, call):
-            if step.call is not None and step.call.index in opened:
-                out.append(
-                    Step("section", step.call.path, step.call.type, step.inputs, step.output, step.call)
-                )
-                out.extend(expand(step.call))
-            else:
+            if step.call is None or step.call.index not in opened:
                 out.append(step)
+                run = None
+                continue
+            inner = expand(step.call)
+            signature = (step.call.type, _signature(trace, inner))
+            if collapse and run is not None and run[2] == signature:
+                first = out[run[0]]
+                assert first.call is not None
+                count = run[1] + 1
+                label = f"{first.call.path} … {step.call.path}"
+                out[run[0]] = Step(
+                    "section", label, f"{first.call.type} × {count}", first.inputs, step.output, first.call
+                )
+                run = (run[0], count, signature)
+                continue
+            run = (len(out), 1, signature)
+            out.append(Step("section", step.call.path, step.call.type, step.inputs, step.output, step.call))
+            out.extend(inner)
         return out
 
     return [s for root in trace.calls if root.parent is None for s in expand(root)]
+
+
+def _signature(trace: Trace, steps: list[Step]) -> tuple:
+    """What a reader of these steps sees, internals of boxes included: equal signatures draw alike."""
+
+    def shape(t: TensorMeta) -> tuple:
+        return t.shape, t.symbols
+
+    return tuple(
+        (s.kind, s.label, s.title, tuple(map(shape, s.inputs)), shape(s.output))
+        + ((_signature(trace, inner_steps(trace, s.call)),) if s.kind == "call" and s.call else ())
+        for s in steps
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 SCHEMA = "blocktrace.trace"
@@ -184,10 +185,26 @@ class Trace:
     symbols: dict[str, int] = field(default_factory=dict)  # legend: symbol -> value, e.g. C -> 768
 
     def children(self, call: int | None) -> list[ModuleCall]:
-        return [c for c in self.calls if c.parent == call]
+        """The calls made directly inside `call` (None: the root calls)."""
+        return self._children.get(call, [])
 
     def ops_in(self, call: int | None) -> list[OpCall]:
-        return [o for o in self.ops if o.call == call]
+        """The ops run directly inside `call`, not inside its children."""
+        return self._ops_in.get(call, [])
+
+    @cached_property
+    def _children(self) -> dict[int | None, list[ModuleCall]]:
+        index: dict[int | None, list[ModuleCall]] = {}
+        for c in self.calls:
+            index.setdefault(c.parent, []).append(c)
+        return index
+
+    @cached_property
+    def _ops_in(self) -> dict[int | None, list[OpCall]]:
+        index: dict[int | None, list[OpCall]] = {}
+        for o in self.ops:
+            index.setdefault(o.call, []).append(o)
+        return index
 
     def tensors(self) -> list[TensorMeta]:
         """Every TensorMeta in the trace, once per place it is recorded, in map_tensors' order."""
@@ -206,19 +223,32 @@ class Trace:
         """The same trace with every TensorMeta t replaced by fn(t)."""
 
         def each(ts: tuple[TensorMeta, ...]) -> tuple[TensorMeta, ...]:
-            return tuple(fn(t) for t in ts)
+            return tuple(map(fn, ts))
 
+        # built field by field rather than with dataclasses.replace: a deep stack has thousands
         return replace(
             self,
             inputs=each(self.inputs),
             outputs=each(self.outputs),
-            calls=tuple(replace(c, inputs=each(c.inputs), outputs=each(c.outputs)) for c in self.calls),
-            ops=tuple(replace(o, inputs=each(o.inputs), outputs=each(o.outputs)) for o in self.ops),
+            calls=tuple(
+                ModuleCall(
+                    c.index, c.path, c.type, c.parent, each(c.inputs), each(c.outputs),
+                    c.params, c.trainable, c.weights,
+                )
+                for c in self.calls
+            ),
+            ops=tuple(
+                OpCall(
+                    o.index, o.name, o.call, o.function, o.line, o.frame, each(o.inputs), each(o.outputs),
+                    o.attrs,
+                )
+                for o in self.ops
+            ),
             residual_adds=tuple(
-                replace(r, stream=fn(r.stream), branch=fn(r.branch), output=fn(r.output))
+                ResidualAdd(r.op, fn(r.stream), fn(r.branch), fn(r.output), r.calls, r.ops)
                 for r in self.residual_adds
             ),
-        )
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {

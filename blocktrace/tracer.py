@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
@@ -20,13 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils.weak import WeakIdKeyDictionary
 
 from blocktrace.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace, Weight
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _THIS_FILE = __file__
 _ADDS = ("add", "radd", "iadd")
+_TAG = "_blocktrace_id"
 _ATTR_TYPES = (bool, float, str)  # scalar kwargs worth keeping; ints are left out as they may be sizes
 
 
@@ -46,7 +47,10 @@ class _OpenCall:
 @dataclass
 class _Recorder:
     names: dict[int, str]  # id(module) -> path
-    tensor_ids: WeakIdKeyDictionary = field(default_factory=WeakIdKeyDictionary)
+    # each tensor seen carries (token, id) in an attribute: cheaper than any lookup table, and it
+    # dies with the tensor; tensors the trace did not make are untagged when it ends
+    token: object = field(default_factory=object)
+    untag: list[weakref.ref] = field(default_factory=list)
     parents: list[tuple[int, ...]] = field(default_factory=list)  # tensor id -> ids it came from
     produced_by_call: dict[int, list[int]] = field(default_factory=dict)  # tensor id -> call indices
     producer_op: dict[int, int] = field(default_factory=dict)  # tensor id -> op index
@@ -60,12 +64,21 @@ class _Recorder:
 
     def meta(self, t: torch.Tensor, parents: tuple[int, ...] = (), new: bool = False) -> TensorMeta:
         """The TensorMeta of `t`, giving it a fresh id if it is new (or `new` is asked)."""
-        tid = None if new else self.tensor_ids.get(t)
-        if tid is None:
+        tag = None if new else getattr(t, _TAG, None)
+        if tag is not None and tag[0] is self.token:
+            tid = tag[1]
+        else:
             tid = len(self.parents)
             self.parents.append(parents)
-            self.tensor_ids[t] = tid
+            if not new:
+                self.untag.append(weakref.ref(t))
+            setattr(t, _TAG, (self.token, tid))
         return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype))
+
+    def remove_tags(self, outputs: Any) -> None:
+        for t in (*(ref() for ref in self.untag), *_tensors(outputs)):
+            if t is not None and hasattr(t, _TAG):
+                delattr(t, _TAG)
 
     def metas(self, values: Any) -> tuple[TensorMeta, ...]:
         return tuple(self.meta(t) for t in _tensors(values) if not isinstance(t, nn.Parameter))
@@ -242,6 +255,7 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
     recorder = _Recorder(names)
     training = {m: m.training for m in module.modules()}
     handles = []
+    output = None
     try:
         for m in module.modules():
             handles.append(m.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
@@ -258,6 +272,7 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
         outputs = recorder.metas(output)
     finally:
         recorder.last_frame = None
+        recorder.remove_tags(output)
         for handle in handles:
             handle.remove()
         for m, mode in training.items():

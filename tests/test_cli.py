@@ -188,3 +188,12 @@ def test_help_does_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
     )
     assert result.stdout.strip().splitlines()[-1] == "False", result.stderr
+
+
+def test_a_stack_is_drawn_once_unless_asked_otherwise() -> None:
+    collapsed = run("diagram", *TINY, "--n-layer", "3").stdout
+    assert "[h.0 … h.2: Block × 3]" in collapsed and collapsed.count("(+)") == 2
+    expanded = run("diagram", *TINY, "--n-layer", "3", "--no-collapse").stdout
+    assert "[h.2: Block]" in expanded and expanded.count("(+)") == 6
+    data = json.loads(run("diagram", *TINY, "--n-layer", "3", "--format", "json").stdout)
+    assert len(data["residual_adds"]) == 6 and sum(c["type"] == "Block" for c in data["calls"]) == 3

@@ -3,21 +3,24 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
+import torch
 
 from blocktrace.layout import layout, shape_text
+from blocktrace.model import Block, example_inputs
 from blocktrace.output import markdown_report, text_report
 from blocktrace.render import render, to_text
 from blocktrace.trace import Trace
 from blocktrace.tracer import trace
-from tests.models import structures
+from tests.models import SMALL, structures
 
 STRUCTURES = structures()
 
 
-def drawn(t: Trace, ascii_only: bool = False) -> str:
-    return to_text(render(layout(t, "concrete"), ascii_only))
+def drawn(t: Trace, ascii_only: bool = False, collapse: bool = True) -> str:
+    return to_text(render(layout(t, "concrete", collapse=collapse), ascii_only))
 
 
 @pytest.mark.parametrize("name", list(STRUCTURES))
@@ -25,7 +28,7 @@ def test_one_highway_per_residual_add(name: str, golden) -> None:
     module, args, adds = STRUCTURES[name]
     t = trace(module, args)
     assert len(json.loads(t.to_json())["residual_adds"]) == adds
-    text = drawn(t)
+    text = drawn(t, collapse=False)
     assert text.count("(+)") == adds
     assert text.count("◄") == adds  # each highway comes back into its (+)
     assert text.count("├") == adds  # ... after leaving the stream
@@ -103,3 +106,27 @@ def test_tensors_lists_what_map_tensors_visits_in_the_same_order() -> None:
     visited: list = []
     t.map_tensors(lambda m: visited.append(m) or m)
     assert t.tensors() == visited and len(visited) > 100
+
+
+def test_identical_blocks_in_a_row_are_drawn_once() -> None:
+    module, args, _ = STRUCTURES["two_blocks"]
+    text = drawn(trace(module, args))
+    assert "[h.0 … h.1: Block × 2]" in text
+    assert text.count("(+)") == text.count("◄") == 2
+
+
+def test_blocks_that_differ_are_all_drawn() -> None:
+    wide, narrow = Block(SMALL), Block(replace(SMALL, mlp_ratio=2))
+    x, cos_sin = example_inputs(SMALL, "cpu")
+
+    class Two(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = wide, narrow
+
+        def forward(self, x: torch.Tensor, cos_sin: tuple) -> torch.Tensor:
+            return self.b(self.a(x, cos_sin), cos_sin)
+
+    text = drawn(trace(Two(), (x, cos_sin)))
+    assert "Block ×" not in text and text.count("(+)") == 4
+    assert "(2, 6, 128)" in text and "(2, 6, 64)" in text  # each MLP's own hidden width

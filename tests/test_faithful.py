@@ -82,9 +82,10 @@ def test_the_output_equals_the_real_output_shape() -> None:
     group=st.integers(1, 3),
     half_d=st.integers(1, 4),
     mlp_ratio=st.integers(1, 4),
+    n_layer=st.integers(1, 3),
 )
 def test_probe_derivation_equals_meta_for_any_config(
-    batch: int, seq: int, n_kv_head: int, group: int, half_d: int, mlp_ratio: int
+    batch: int, seq: int, n_kv_head: int, group: int, half_d: int, mlp_ratio: int, n_layer: int
 ) -> None:
     n_head = n_kv_head * group
     config = BlockConfig(
@@ -112,3 +113,17 @@ def test_derived_trace_carries_the_config_and_a_full_legend() -> None:
     t = trace_config(CONFIGS[1], "probe")
     assert t.config["n_kv_head"] == 2
     assert t.symbols == {"B": 3, "T": 5, "C": 48, "H": 6, "Hkv": 2, "D": 8}
+
+
+def test_derivation_needs_every_parameter_owner_called_and_every_dim_fitted() -> None:
+    from dataclasses import replace
+
+    from blocktrace.probe import derived_trace, fit_shapes
+
+    config = CONFIGS[1]
+    shape_fit = fit_shapes(config)
+    assert shape_fit is not None and derived_trace(config, shape_fit) is not None
+    assert derived_trace(config, replace(shape_fit, all_called=False)) is None
+    some_tensor = next(iter(shape_fit.dims))
+    unfitted = {**shape_fit.dims, some_tensor: (None,)}
+    assert derived_trace(config, replace(shape_fit, dims=unfitted)) is None

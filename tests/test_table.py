@@ -21,8 +21,8 @@ from typer.testing import CliRunner, Result
 
 from blocktrace.cli import app
 from blocktrace.config import BlockConfig
-from blocktrace.model import build_module, example_inputs
-from blocktrace.pipeline import freeze, trace_config
+from blocktrace.model import build_module, example_inputs, freeze
+from blocktrace.pipeline import trace_config
 from blocktrace.table import CSV_COLUMNS, HEADERS, Row, Table, build_table, itemsize, print_text, to_text
 from blocktrace.tracer import trace
 from tests.models import traced

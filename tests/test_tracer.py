@@ -108,3 +108,11 @@ def test_training_flag_and_hooks_are_restored() -> None:
     trace(model, example_inputs(SMALL, "cpu"))
     assert all(m.training for m in model.modules())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_tensors_come_back_untagged_and_a_second_trace_starts_afresh() -> None:
+    model = Block(SMALL)
+    args = example_inputs(SMALL, "cpu")
+    first = trace(model, args)
+    assert not any(hasattr(t, "_blocktrace_id") for t in (args[0], *args[1]))
+    assert trace(model, args) == first
