@@ -5,7 +5,6 @@ torch is imported only inside the commands that trace, so `blocktrace --help` st
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from enum import Enum
@@ -133,6 +132,18 @@ DeviceOpt = Annotated[
     ),
 ]
 
+CacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cache/--no-cache",
+        help=(
+            "Answer a repeated request from the cache of traces in $XDG_CACHE_HOME/blocktrace "
+            "(keyed by blocktrace's source, torch's version, the config and --device; probe and "
+            "meta only), without importing torch."
+        ),
+        rich_help_panel=_TRACE,
+    ),
+]
 ShapesOpt = Annotated[
     Shapes,
     typer.Option(
@@ -166,14 +177,6 @@ def block_config(
     )
 
 
-def _load_torch() -> None:
-    """Import torch, then exempt what it made from garbage collection: otherwise every collection
-    rescans torch's objects, which costs this one-shot command more than its whole trace."""
-    import torch  # noqa: F401
-
-    gc.freeze()
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"blocktrace {__version__}")
@@ -205,6 +208,7 @@ def diagram(
     n_layer: NLayer = 1,
     dtype: DtypeOpt = Dtype.float32,
     device: DeviceOpt = Device.probe,
+    cache: CacheOpt = True,
     shapes: ShapesOpt = Shapes.symbolic,
     formulas: Annotated[
         bool,
@@ -262,11 +266,10 @@ def diagram(
       blocktrace diagram --format json | jq '.residual_adds[].wraps'
     """
     from blocktrace.output import emit
-    from blocktrace.pipeline import trace_config
+    from blocktrace.pipeline import cached_trace
 
     config = block_config(n_embd, n_head, n_kv_head, seq, batch, mlp_ratio, n_layer, dtype)
-    _load_torch()
-    trace = trace_config(config, device.value)
+    trace = cached_trace(config, device.value, use_cache=cache)
     emit(
         trace,
         fmt=fmt.value,
@@ -297,6 +300,7 @@ def table(
     n_layer: NLayer = 1,
     dtype: DtypeOpt = Dtype.float32,
     device: DeviceOpt = Device.probe,
+    cache: CacheOpt = True,
     freeze: Annotated[
         list[str] | None,
         typer.Option(
@@ -344,12 +348,11 @@ def table(
     """
     from rich.console import Console
 
-    from blocktrace.pipeline import trace_config
+    from blocktrace.pipeline import cached_trace
     from blocktrace.table import build_table, print_text, render
 
     config = block_config(n_embd, n_head, n_kv_head, seq, batch, mlp_ratio, n_layer, dtype)
-    _load_torch()
-    result = build_table(trace_config(config, device.value, tuple(freeze or ())), depth)
+    result = build_table(cached_trace(config, device.value, tuple(freeze or ()), cache), depth)
     if fmt is TableFormat.text:
         print_text(result, Console(highlight=False), shapes.value)
     else:

@@ -35,3 +35,29 @@ def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, 
     module = build_module(config, full_device)
     freeze(module, frozen)
     return named(trace(module, example_inputs(config, full_device)), config, shape_fit)
+
+
+def cached_trace(
+    config: BlockConfig, device: str = "probe", frozen: tuple[str, ...] = (), use_cache: bool = True
+) -> Trace:
+    """trace_config, answered from the cache of traces when it holds this exact request; torch is
+    imported only on a miss."""
+    from blocktrace import cache
+
+    if use_cache and (hit := cache.load(config, device, frozen)) is not None:
+        return hit
+    load_torch()
+    traced = trace_config(config, device, frozen)
+    if use_cache:
+        cache.store(traced, config, device, frozen)
+    return traced
+
+
+def load_torch() -> None:
+    """Import torch, then exempt what it made from garbage collection: otherwise every collection
+    rescans torch's objects, which costs a one-shot command more than its whole trace."""
+    import gc
+
+    import torch  # noqa: F401
+
+    gc.freeze()

@@ -30,3 +30,9 @@ def golden(request: pytest.FixtureRequest):
         assert text == expected, f"output differs from {path}; review, then refresh with --update-golden"
 
     return check
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read or write the user's cache of traces."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
