@@ -57,7 +57,11 @@ def load_torch() -> None:
     """Import torch, then exempt what it made from garbage collection: otherwise every collection
     rescans torch's objects, which costs a one-shot command more than its whole trace."""
     import gc
+    import warnings
 
-    import torch  # noqa: F401
+    with warnings.catch_warnings():
+        # a torch build beside no numpy says so at import; blocktrace never hands torch numpy arrays
+        warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+        import torch  # noqa: F401
 
     gc.freeze()

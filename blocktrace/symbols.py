@@ -49,19 +49,27 @@ class Dim:
             v *= Fraction(dims[s]) ** e
         return v
 
-    def name(self, dims: dict[str, int]) -> str:
-        """E.g. "B", "4C", "Hkv*D", "D/2", "T^2"; the mlp ratio r is shown by its value."""
+    def factors(self) -> tuple[list[str], int, bool]:
+        """The dim's symbols with repeats, composites first (Hkv*G*D is "C"); the power of the mlp
+        ratio r, which is shown by its value; and whether any power is negative (no name then)."""
         powers = dict(self.powers)
-        coeff = self.coeff * Fraction(dims["r"]) ** powers.pop("r", 0)
-        factors: list[str] = []
+        r = powers.pop("r", 0)
+        found: list[str] = []
         for name, parts in COMPOSITES:
             while all(powers.get(s, 0) >= e for s, e in parts.items()):
-                factors.append(name)
+                found.append(name)
                 for s, e in parts.items():
                     powers[s] -= e
-        factors += [s for s in BASIS for _ in range(powers.get(s, 0))]
-        if any(e < 0 for e in powers.values()):
-            return str(int(self.value(dims))) if self.value(dims).denominator == 1 else str(self.value(dims))
+        found += [s for s in BASIS for _ in range(powers.get(s, 0))]
+        return found, r, any(e < 0 for e in powers.values())
+
+    def name(self, dims: dict[str, int]) -> str:
+        """E.g. "B", "4C", "Hkv*D", "D/2", "T^2"; the mlp ratio r is shown by its value."""
+        factors, r, negative = self.factors()
+        if negative:
+            value = self.value(dims)
+            return str(value.numerator) if value.denominator == 1 else str(value)
+        coeff = self.coeff * Fraction(dims["r"]) ** r
         term = _power_product(factors)
         if not term:
             return str(coeff)
@@ -74,17 +82,9 @@ class Dim:
         return f"{coeff.numerator}*{term}/{coeff.denominator}"
 
     def names(self) -> list[str]:
-        """The symbols a legend needs for this dim (composites resolved as in name())."""
-        powers = dict(self.powers)
-        powers.pop("r", None)
-        used: list[str] = []
-        for name, parts in COMPOSITES:
-            while all(powers.get(s, 0) >= e for s, e in parts.items()):
-                used.append(name)
-                for s, e in parts.items():
-                    powers[s] -= e
-        used += [s for s in BASIS if powers.get(s, 0) > 0]
-        return used
+        """The symbols a legend needs for this dim: none where it is written as a number."""
+        factors, _, negative = self.factors()
+        return [] if negative else list(dict.fromkeys(factors))
 
 
 def _power_product(factors: list[str]) -> str:

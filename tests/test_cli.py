@@ -197,3 +197,14 @@ def test_a_stack_is_drawn_once_unless_asked_otherwise() -> None:
     assert "[h.2: Block]" in expanded and expanded.count("(+)") == 6
     data = json.loads(run("diagram", *TINY, "--n-layer", "3", "--format", "json").stdout)
     assert len(data["residual_adds"]) == 6 and sum(c["type"] == "Block" for c in data["calls"]) == 3
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda runs")
+    result = run("diagram", *TINY, "--device", "cuda")
+    assert result.exit_code == 2
+    expected = "blocktrace: error: --device cuda: this torch build or machine has no CUDA device"
+    assert result.stderr.strip() == expected
