@@ -62,12 +62,18 @@ def legend(trace: Trace) -> list[str]:
 def text_report(
     rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool, width: int | None = None
 ) -> str:
-    parts = [header(trace, width), "", to_text(rows).rstrip("\n")]
+    before, after = text_frame(trace, shapes, formulas, width)
+    return before + to_text(rows) + after
+
+
+def text_frame(trace: Trace, shapes: str, formulas: bool, width: int | None = None) -> tuple[str, str]:
+    """What the text report says before the diagram (the header) and after it (legend, formulas)."""
+    after: list[str] = []
     if shapes != "concrete" and trace.symbols:
-        parts += ["", *legend(trace)]
+        after += ["", *legend(trace)]
     if formulas:
-        parts += ["", *formula_lines(trace)]
-    return "\n".join(parts) + "\n"
+        after += ["", *formula_lines(trace)]
+    return header(trace, width) + "\n\n", "".join(line + "\n" for line in after)
 
 
 def markdown_report(rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool) -> str:
@@ -110,11 +116,10 @@ def emit(
     rows = render(layout(trace, shapes, width, collapse), ascii_only)
     if fmt == "markdown":
         return _write(markdown_report(rows, trace, shapes, formulas), output, stream)
-    text = text_report(rows, trace, shapes, formulas, width)
     if console is not None and console.color_system and not console.no_color:
-        console.print(_styled(text, rows), end="")
+        console.print(_styled(rows, *text_frame(trace, shapes, formulas, width)), end="")
         return None
-    return _write(text, output, stream)
+    return _write(text_report(rows, trace, shapes, formulas, width), output, stream)
 
 
 def _terminal(stream: TextIO):
@@ -128,22 +133,19 @@ def _terminal(stream: TextIO):
     return console if console.is_terminal else None
 
 
-def _styled(text: str, rows: list[list[Cell]]):
-    """The report as rich Text, the diagram's cells coloured by their style."""
+def _styled(rows: list[list[Cell]], before: str, after: str):
+    """The report as rich Text: the diagram's cells coloured by their style, a run at a time."""
     from rich.text import Text
 
-    lines = text.split("\n")
-    start = lines.index(to_text(rows).split("\n")[0])
-    styled = Text()
-    for i, line in enumerate(lines):
-        cells = rows[i - start] if 0 <= i - start < len(rows) else None
-        if cells is None:
-            styled.append(line)
-        else:
-            for x, char in enumerate(line):
-                styled.append(char, STYLES.get(cells[x].style, "") if x < len(cells) else "")
-        if i < len(lines) - 1:
-            styled.append("\n")
+    styled = Text(before)
+    for line, cells in zip(to_text(rows).splitlines(), rows, strict=True):
+        start = 0
+        for x in range(1, len(line) + 1):
+            if x == len(line) or cells[x].style != cells[start].style:
+                styled.append(line[start:x], STYLES.get(cells[start].style, ""))
+                start = x
+        styled.append("\n")
+    styled.append(after)
     return styled
 
 
