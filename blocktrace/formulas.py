@@ -9,7 +9,7 @@ MLP(x) = c_proj(square(relu(c_fc(x)))). No torch here.
 
 from __future__ import annotations
 
-from blocktrace.steps import TITLES, Step, inner_steps, stream_steps
+from blocktrace.steps import Step, branch, inner_steps, stream_steps
 from blocktrace.trace import Trace
 
 # What a functional op computes, by the name torch gives it.
@@ -42,12 +42,8 @@ def residual_formulas(trace: Trace) -> list[str]:
     lines = []
     for r, out_name in zip(adds, _stream_names(len(adds)), strict=True):
         stream = names.get(r.stream.id, "x")
-        parts = [(trace.calls[i].outputs[0].id, trace.calls[i].type) for i in r.calls]
-        parts += [
-            (trace.ops[i].outputs[0].id, TITLES.get(trace.ops[i].name, trace.ops[i].name)) for i in r.ops
-        ]
         inner = stream
-        for _, title in sorted(parts):
+        for _, title in branch(trace, r):
             inner = f"{title}({inner})"
         lines.append(f"{out_name} = {stream} + {inner}")
         names[r.output.id] = out_name

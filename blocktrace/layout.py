@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from blocktrace.steps import Step, inner_steps, stream_steps
+from blocktrace.steps import Step, branch, inner_steps, stream_steps
 from blocktrace.trace import TensorMeta, Trace
 
 MIN_BOX_WIDTH = 11
@@ -148,18 +148,10 @@ def box_lines(step: Step) -> list[str]:
 def expression(trace: Trace, step: Step) -> str:
     """x + attn(norm(x)): a residual add written as the code writes it, from its branch's steps."""
     assert step.residual is not None
-    r = step.residual
-    parts = [(trace.calls[i].outputs[0].id, trace.calls[i].path.rsplit(".", 1)[-1]) for i in r.calls]
-    parts += [(trace.ops[i].outputs[0].id, _op_name(trace, i)) for i in r.ops]
     inner = "x"
-    for _, name in sorted(parts):
+    for name, _ in branch(trace, step.residual):
         inner = f"{name}({inner})"
     return f"x + {inner}"
-
-
-def _op_name(trace: Trace, index: int) -> str:
-    op = trace.ops[index]
-    return op.function if op.function != "forward" else op.name
 
 
 def layout(

@@ -52,6 +52,19 @@ def _op_title(op: OpCall) -> str:
     return TITLES.get(op.name, op.name)
 
 
+def branch(trace: Trace, r: ResidualAdd) -> list[tuple[str, str]]:
+    """(name in the code, title) of each step on a residual add's branch, first applied first:
+    [("norm", "RMSNorm"), ("attn", "CausalSelfAttention")] for x + attn(norm(x))."""
+    parts = [
+        (trace.calls[i].outputs[0].id, trace.calls[i].path.rsplit(".", 1)[-1], trace.calls[i].type)
+        for i in r.calls
+    ]
+    for i in r.ops:
+        op = trace.ops[i]
+        parts.append((op.outputs[0].id, op.function if op.function != "forward" else op.name, _op_title(op)))
+    return [(name, title) for _, name, title in sorted(parts)]
+
+
 def opened_calls(trace: Trace) -> set[int]:
     """Indices of the calls drawn as a stream: the root and every call with a residual add inside."""
     by_index = {c.index: c for c in trace.calls}
