@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from blocktrace import __version__
 from blocktrace.config import BlockConfig, ConfigError
+from blocktrace.trace import TraceError
 
 
 class _OneLineErrors(TyperGroup):
@@ -28,6 +29,8 @@ class _OneLineErrors(TyperGroup):
             code = super().main(args, prog_name or "blocktrace", **extra)
         except ConfigError as error:
             _fail(str(error), 2)
+        except TraceError as error:
+            _fail(str(error), 1)
         except click.ClickException as error:  # usage errors (exit_code 2) and the like
             _fail(error.format_message(), getattr(error, "exit_code", 1))  # type: ignore[attr-defined]
         except click.Abort:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from blocktrace.config import BlockConfig, ConfigError
-
-if TYPE_CHECKING:
-    from blocktrace.trace import Trace
+from blocktrace.trace import Trace, TraceError
 
 
 def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, ...] = ()) -> Trace:
@@ -32,9 +28,34 @@ def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, 
         if derived is not None:
             return derived
     full_device = "meta" if device == "probe" else device
-    module = build_module(config, full_device)
-    freeze(module, frozen)
-    return named(trace(module, example_inputs(config, full_device)), config, shape_fit)
+    if device == "cpu":
+        _check_memory(config)
+    try:
+        module = build_module(config, full_device)
+        freeze(module, frozen)
+        traced = trace(module, example_inputs(config, full_device))
+    except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
+        if isinstance(error, TraceError):
+            raise
+        raise TraceError(f"--device {device}: {str(error).splitlines()[0]}") from error
+    return named(traced, config, shape_fit)
+
+
+def _check_memory(config: BlockConfig) -> None:
+    """Refuse, in one sentence, a real run whose weights and input alone would take over half of the
+    memory this machine has free, rather than be killed halfway through by the kernel."""
+    import os
+
+    from blocktrace.model import build_module
+
+    weights = sum(p.numel() * p.element_size() for p in build_module(config, "meta").parameters())
+    x = config.batch * config.seq * config.n_embd * (4 if config.dtype == "float32" else 2)
+    free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    if 2 * (weights + x) > free:
+        raise ConfigError(
+            f"--device cpu: the weights and input alone take {(weights + x) / 2**30:.1f} GiB, over half "
+            f"of the {free / 2**30:.1f} GiB free; --device probe (the default) gives the same shapes"
+        )
 
 
 def cached_trace(

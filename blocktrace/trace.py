@@ -15,6 +15,10 @@ SCHEMA = "blocktrace.trace"
 SCHEMA_VERSION = 1
 
 
+class TraceError(RuntimeError):
+    """A forward pass that could not be traced; the message says where, in one sentence."""
+
+
 @dataclass(frozen=True)
 class TensorMeta:
     id: int  # one id per tensor value; follow it from producer to consumers

@@ -22,17 +22,13 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from blocktrace.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace, Weight
+from blocktrace.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace, TraceError, Weight
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _THIS_FILE = __file__
 _ADDS = ("add", "radd", "iadd")
 _TAG = "_blocktrace_id"
 _ATTR_TYPES = (bool, float, str)  # scalar kwargs worth keeping; ints are left out as they may be sizes
-
-
-class TraceError(RuntimeError):
-    """The forward pass failed; says in which module call."""
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from blocktrace.cli import app
 from blocktrace.output import emit
 from blocktrace.pipeline import trace_config
+from blocktrace.trace import TraceError
 from tests.models import SMALL
 
 runner = CliRunner()
@@ -208,3 +209,25 @@ def test_cuda_without_a_gpu_is_a_one_line_error() -> None:
     assert result.exit_code == 2
     expected = "blocktrace: error: --device cuda: this torch build or machine has no CUDA device"
     assert result.stderr.strip() == expected
+
+
+def test_a_real_run_too_big_for_this_machine_is_refused_in_one_line() -> None:
+    big = ["--n-embd", "8192", "--n-head", "64", "--seq", "131072", "--batch", "1", "--n-layer", "1000"]
+    result = run("diagram", *big, "--device", "cpu")
+    assert result.exit_code == 2
+    assert "GiB" in result.stderr and "--device probe" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_failed_forward_is_one_line_and_exit_1(monkeypatch) -> None:
+    import blocktrace.pipeline
+
+    message = "forward failed in attn.c_q (Linear): mat1 and mat2 shapes cannot be multiplied"
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TraceError(message)
+
+    monkeypatch.setattr(blocktrace.pipeline, "trace_config", broken)
+    result = run("diagram", *TINY, "--no-cache")
+    assert result.exit_code == 1
+    assert result.stderr == f"blocktrace: error: {message}\n"
