@@ -155,20 +155,20 @@ class _Recorder:
 
     def between(self, ancestor: int, descendant: int) -> set[int]:
         """Ids on some data-flow path ancestor -> descendant, the descendant included."""
-        # ids grow with time, so nothing older than the ancestor can lie on such a path
-        reaches: dict[int, bool] = {ancestor: True}
-
-        def visit(t: int) -> bool:
-            if t in reaches:
-                return reaches[t]
-            reaches[t] = False
-            if t > ancestor:
-                reaches[t] = any([visit(p) for p in self.parents[t]])
-            return reaches[t]
-
-        if not visit(descendant):
-            return set()
-        return {t for t, ok in reaches.items() if ok and t != ancestor}
+        # ids grow with time, so nothing older than the ancestor can lie on such a path, and a
+        # tensor's parents always have smaller ids: one pass in id order decides each tensor
+        upstream: set[int] = set()
+        todo = [descendant]
+        while todo:
+            t = todo.pop()
+            if t >= ancestor and t not in upstream:
+                upstream.add(t)
+                todo.extend(self.parents[t])
+        on_path = {ancestor}
+        for t in sorted(upstream - {ancestor}):
+            if any(p in on_path for p in self.parents[t]):
+                on_path.add(t)
+        return on_path - {ancestor} if descendant in on_path else set()
 
     def _has_ancestor_in(self, call: int, calls: set[int]) -> bool:
         parent = self._parent_of(call)

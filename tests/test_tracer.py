@@ -116,3 +116,21 @@ def test_tensors_come_back_untagged_and_a_second_trace_starts_afresh() -> None:
     first = trace(model, args)
     assert not any(hasattr(t, "_blocktrace_id") for t in (args[0], *args[1]))
     assert trace(model, args) == first
+
+
+class LongBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.f(x)
+        for _ in range(3000):  # deeper than Python's recursion limit
+            y = y * 1.0
+        return x + y
+
+
+def test_a_branch_of_thousands_of_ops_is_still_found() -> None:
+    t = trace(LongBranch(), (torch.randn(2, 4),))
+    (r,) = t.residual_adds
+    assert [t.calls[c].path for c in r.calls] == ["f"] and len(r.ops) == 3000
