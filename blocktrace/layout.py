@@ -117,21 +117,21 @@ def notes(trace: Trace, step: Step, shapes: str = "symbolic") -> list[str]:
     """The internals of a module call, one line per inner step: label, inputs -> output."""
     if step.kind != "call" or step.call is None:
         return []
-    entries: list[tuple[str, str]] = []
+    entries: list[list] = []  # [label, times in a row, text]
     for inner in inner_steps(trace, step.call):
         text = f"{_shapes_text(_note_inputs(inner), shapes)} -> {shape_text(inner.output, shapes)}"
-        label = inner.label + ("()" if inner.kind == "helper" else "")
-        if entries and entries[-1][1] == text and entries[-1][0].split(" ×")[0] == label:
-            count = int(entries[-1][0].split(" ×")[1]) + 1 if " ×" in entries[-1][0] else 2
-            entries[-1] = (f"{label} ×{count}", text)
+        label = code_name(inner)
+        if entries and entries[-1][0] == label and entries[-1][2] == text:
+            entries[-1][1] += 1
         else:
-            entries.append((label, text))
+            entries.append([label, 1, text])
         scores = _scores(inner)
         if scores is not None:
             causal = ", causal" if inner.ops[-1].attrs.get("is_causal") else ""
-            entries.append(("", f"scores {shape_text(scores, shapes)}{causal}"))
+            entries.append(["", 1, f"scores {shape_text(scores, shapes)}{causal}"])
     lines: list[str] = []
-    for label, text in entries:
+    for name, times, text in entries:
+        label = name if times == 1 else f"{name} ×{times}"
         if len(label) >= LABEL_WIDTH:
             lines += [label, " " * LABEL_WIDTH + text]
         else:
@@ -139,9 +139,14 @@ def notes(trace: Trace, step: Step, shapes: str = "symbolic") -> list[str]:
     return lines
 
 
+def code_name(step: Step) -> str:
+    """The step as the code names it: "attn", "c_q, view", a helper call as "norm()"."""
+    return step.label + ("()" if step.kind == "helper" else "")
+
+
 def box_lines(step: Step) -> list[str]:
     """What a box says: its title, and the name the code gives it when that differs."""
-    name = step.label + ("()" if step.kind == "helper" else "")
+    name = code_name(step)
     return [step.title] if name == step.title else [step.title, name]
 
 
