@@ -160,7 +160,7 @@ def _rebased(
 ) -> Trace | None:
     """The calls and ops of one layer as if the layer were the root: indices and paths relative to
     it, tensor ids kept (they are what maps to the Block's)."""
-    if not calls or any(c.index - start >= len(calls) for c in calls):
+    if not calls:
         return None
     prefix = calls[0].path + "."
     if any(c.path != calls[0].path and not c.path.startswith(prefix) for c in calls):
