@@ -59,8 +59,11 @@ def composition(trace: Trace, step: Step) -> str | None:
     for s in inner:
         if not s.inputs or s.inputs[0].id != current:
             return None
-        names = [s.label.split(", ")[0]] if s.kind in ("call", "helper") else []
-        names += [o.name for o in s.ops] if s.kind != "helper" else []
+        if s.kind == "helper":  # one call of a helper function: norm(x)
+            names = [s.label]
+        else:  # a module call and the views folded into it (c_q, view), or a run of ops
+            names = [s.call.path.rsplit(".", 1)[-1]] if s.call else []
+            names += [o.name for o in s.ops]
         for name in names:
             text = f"{name}({text})"
         current = s.output.id

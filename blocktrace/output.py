@@ -69,7 +69,7 @@ def text_report(
 def text_frame(trace: Trace, shapes: str, formulas: bool, width: int | None = None) -> tuple[str, str]:
     """What the text report says before the diagram (the header) and after it (legend, formulas)."""
     after: list[str] = []
-    if shapes != "concrete" and trace.symbols:
+    if _shows_legend(trace, shapes):
         after += ["", *legend(trace)]
     if formulas:
         after += ["", *formula_lines(trace)]
@@ -78,12 +78,16 @@ def text_frame(trace: Trace, shapes: str, formulas: bool, width: int | None = No
 
 def markdown_report(rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool) -> str:
     parts = [f"**{header(trace)}**", "", "```text", to_text(rows).rstrip("\n"), "```"]
-    if shapes != "concrete" and trace.symbols:
+    if _shows_legend(trace, shapes):
         parts += ["", "| symbol | value | meaning |", "| --- | --- | --- |"]
         parts += [f"| {n} | {v} | {MEANINGS.get(n, '')} |" for n, v in trace.symbols.items()]
     if formulas:
         parts += ["", *(f"- `{line}`" for line in formula_lines(trace))]
     return "\n".join(parts) + "\n"
+
+
+def _shows_legend(trace: Trace, shapes: str) -> bool:
+    return shapes != "concrete" and bool(trace.symbols)
 
 
 def _can_encode(stream: TextIO, sample: str = "┌─┐│▼◄×…") -> bool:
