@@ -21,7 +21,8 @@ from blocktrace.trace import TraceError
 
 
 class _OneLineErrors(TyperGroup):
-    """Bad flags and bad configs end as one line on stderr and exit code 2, never a traceback."""
+    """Errors end as one line on stderr, never a traceback: exit code 2 for bad flags and configs,
+    1 for a forward that failed."""
 
     def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:
         extra["standalone_mode"] = False
@@ -32,7 +33,7 @@ class _OneLineErrors(TyperGroup):
         except TraceError as error:
             _fail(str(error), 1)
         except click.ClickException as error:  # usage errors (exit_code 2) and the like
-            _fail(error.format_message(), getattr(error, "exit_code", 1))  # type: ignore[attr-defined]
+            _fail(error.format_message(), error.exit_code)
         except click.Abort:
             _fail("aborted", 1)
         except BrokenPipeError:
