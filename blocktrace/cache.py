@@ -15,7 +15,7 @@ from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from blocktrace.config import BlockConfig
+from blocktrace.spec import ModelSpec
 from blocktrace.trace import Trace
 
 CACHED_DEVICES = ("probe", "meta")
@@ -43,33 +43,34 @@ def _torch_version() -> str:
         return "none"
 
 
-def key(config: BlockConfig, device: str, frozen: tuple[str, ...]) -> str:
+def key(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> str:
     parts = {
         "blocktrace": _source_digest(),
         "torch": _torch_version(),
-        "config": config.to_dict(),
+        "spec": type(spec).__name__,
+        "config": spec.describe(),
         "device": device,
         "frozen": list(frozen),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def load(config: BlockConfig, device: str, frozen: tuple[str, ...]) -> Trace | None:
+def load(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace | None:
     if device not in CACHED_DEVICES:
         return None
-    path = cache_dir() / f"{key(config, device, frozen)}.json"
+    path = cache_dir() / f"{key(spec, device, frozen)}.json"
     try:
         return Trace.from_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def store(trace: Trace, config: BlockConfig, device: str, frozen: tuple[str, ...]) -> None:
+def store(trace: Trace, spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> None:
     """Write the entry atomically; a cache that cannot be written is no reason to fail."""
     if device not in CACHED_DEVICES:
         return
     directory = cache_dir()
-    path = directory / f"{key(config, device, frozen)}.json"
+    path = directory / f"{key(spec, device, frozen)}.json"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")

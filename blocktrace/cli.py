@@ -5,8 +5,11 @@ torch is imported only inside the commands that trace, so `blocktrace --help` st
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +19,8 @@ import typer
 from typer.core import TyperGroup
 
 from blocktrace import __version__
-from blocktrace.config import BlockConfig, ConfigError
+from blocktrace.config import PRESETS, BlockConfig, ConfigError
+from blocktrace.shapes import Shapes
 from blocktrace.trace import TraceError
 
 
@@ -73,10 +77,31 @@ class Dtype(str, Enum):
     float16 = "float16"
 
 
-class Shapes(str, Enum):
-    symbolic = "symbolic"
-    concrete = "concrete"
-    both = "both"
+Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
+
+
+class Norm(str, Enum):
+    rmsnorm = "rmsnorm"
+    layernorm = "layernorm"
+
+
+class Activation(str, Enum):
+    relu2 = "relu2"
+    gelu = "gelu"
+    silu = "silu"
+    swiglu = "swiglu"
+
+
+class Residual(str, Enum):
+    pre = "pre"
+    post = "post"
+    parallel = "parallel"
+    single = "single"
+
+
+class Qkv(str, Enum):
+    separate = "separate"
+    fused = "fused"
 
 
 class DiagramFormat(str, Enum):
@@ -85,7 +110,8 @@ class DiagramFormat(str, Enum):
     json = "json"
 
 
-_MODEL = "Model"
+_MODEL = "Model sizes"
+_FAMILY = "Block family"
 _TRACE = "Tracing"
 _OUT = "Output"
 
@@ -119,6 +145,100 @@ MlpRatio = Annotated[
 ]
 NLayer = Annotated[
     int, typer.Option("--n-layer", min=1, help="Blocks chained one after another.", rich_help_panel=_MODEL)
+]
+MlpHidden = Annotated[
+    int | None,
+    typer.Option(
+        "--mlp-hidden",
+        help="F: the MLP's inner width, if not --mlp-ratio times C (Llama 70B: 28672 for C = 8192).",
+        show_default=False,
+        rich_help_panel=_MODEL,
+    ),
+]
+PresetOpt = Annotated[
+    Preset,
+    typer.Option(
+        "--preset",
+        help=(
+            "The Block to build: nanochat (functional RMSNorm, ReLU², QK-norm, rotary, GQA), gpt2 "
+            "(LayerNorm, fused c_attn, GELU, biases), llama (RMSNorm, SwiGLU, rotary, GQA), neox "
+            "(attention and MLP in parallel, one add), bert (post-norm, bidirectional). "
+            "The flags below override its choices."
+        ),
+        rich_help_panel=_FAMILY,
+    ),
+]
+NormOpt = Annotated[
+    Norm | None,
+    typer.Option(
+        "--norm",
+        help="Norm before each sub-layer (after, with --residual post).",
+        show_default=False,
+        rich_help_panel=_FAMILY,
+    ),
+]
+ActivationOpt = Annotated[
+    Activation | None,
+    typer.Option(
+        "--activation",
+        help="relu2: relu(x).square(); gelu; silu; swiglu: down(silu(gate(x)) * up(x)).",
+        show_default=False,
+        rich_help_panel=_FAMILY,
+    ),
+]
+ResidualOpt = Annotated[
+    Residual | None,
+    typer.Option(
+        "--residual",
+        help=(
+            "pre: x + f(norm(x)) twice; post: norm(x + f(x)) twice; parallel: x + attn(norm(x)) + "
+            "mlp(norm(x)); single: x + mlp(attn(norm(x))), one residual around both."
+        ),
+        show_default=False,
+        rich_help_panel=_FAMILY,
+    ),
+]
+BiasOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--bias/--no-bias",
+        help="Biases in the Linears (and LayerNorms).",
+        show_default=False,
+        rich_help_panel=_FAMILY,
+    ),
+]
+QkNormOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--qk-norm/--no-qk-norm",
+        help="Normalise q and k per head.",
+        show_default=False,
+        rich_help_panel=_FAMILY,
+    ),
+]
+RotaryOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--rotary/--no-rotary",
+        help="Rotary position embeddings on q and k.",
+        show_default=False,
+        rich_help_panel=_FAMILY,
+    ),
+]
+CausalOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--causal/--no-causal", help="Causal attention mask.", show_default=False, rich_help_panel=_FAMILY
+    ),
+]
+QkvOpt = Annotated[
+    Qkv | None,
+    typer.Option(
+        "--qkv",
+        help="separate q, k, v projections, or one fused C -> 3C (needs --n-kv-head = --n-head).",
+        show_default=False,
+        rich_help_panel=_FAMILY,
+    ),
 ]
 DtypeOpt = Annotated[
     Dtype, typer.Option("--dtype", help="dtype of weights and activations.", rich_help_panel=_MODEL)
@@ -158,27 +278,59 @@ ShapesOpt = Annotated[
 ]
 
 
-def block_config(
-    n_embd: int,
-    n_head: int,
-    n_kv_head: int | None,
-    seq: int,
-    batch: int,
-    mlp_ratio: int,
-    n_layer: int,
-    dtype: Dtype,
-) -> BlockConfig:
-    """The validated config for the shared model flags (raises ConfigError)."""
-    return BlockConfig(
-        n_embd=n_embd,
-        n_head=n_head,
-        n_kv_head=n_head if n_kv_head is None else n_kv_head,
-        seq=seq,
-        batch=batch,
-        mlp_ratio=mlp_ratio,
-        n_layer=n_layer,
-        dtype=dtype.value,
-    )
+# Every command that builds a Block takes these flags, defined once: `block_flags` adds them to it.
+_BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("n_embd", NEmbd, 768),
+    ("n_head", NHead, 6),
+    ("n_kv_head", NKvHead, None),
+    ("seq", Seq, 1024),
+    ("batch", Batch, 8),
+    ("mlp_ratio", MlpRatio, 4),
+    ("mlp_hidden", MlpHidden, None),
+    ("n_layer", NLayer, 1),
+    ("dtype", DtypeOpt, Dtype.float32),
+    ("preset", PresetOpt, Preset.nanochat),  # type: ignore[attr-defined]
+    ("norm", NormOpt, None),
+    ("activation", ActivationOpt, None),
+    ("residual", ResidualOpt, None),
+    ("bias", BiasOpt, None),
+    ("qk_norm", QkNormOpt, None),
+    ("rotary", RotaryOpt, None),
+    ("causal", CausalOpt, None),
+    ("qkv", QkvOpt, None),
+)
+
+
+def block_config(preset: str = "nanochat", **flags: Any) -> BlockConfig:
+    """The validated config for the Block flags (raises ConfigError): the preset, with every flag
+    given in place of its choice."""
+    values = {k: v.value if isinstance(v, Enum) else v for k, v in flags.items()}
+    if values.get("mlp_hidden") is not None and values["mlp_hidden"] <= 0:
+        raise ConfigError(f"--mlp-hidden must be a positive integer, got {values['mlp_hidden']}")
+    return BlockConfig.from_preset(preset.value if isinstance(preset, Enum) else preset, **values)
+
+
+def block_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """`command(config, ...)` as a command taking the Block flags in place of `config`."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "config"]
+    flags = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+        for n, a, d in _BLOCK_FLAGS
+    ]
+
+    @functools.wraps(command)
+    def with_flags(**kwargs: Any) -> None:
+        config = block_config(**{name: kwargs.pop(name) for name, _, _ in _BLOCK_FLAGS})
+        command(config=config, **kwargs)
+
+    with_flags.__signature__ = inspect.Signature(
+        [*flags, *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own)]
+    )  # type: ignore[attr-defined]
+    with_flags.__annotations__ = {
+        **{n: a for n, a, _ in _BLOCK_FLAGS},
+        **{k: v for k, v in command.__annotations__.items() if k != "config"},
+    }
+    return with_flags
 
 
 def _version(value: bool) -> None:
@@ -202,15 +354,9 @@ def _root(
 
 
 @app.command()
+@block_flags
 def diagram(
-    n_embd: NEmbd = 768,
-    n_head: NHead = 6,
-    n_kv_head: NKvHead = None,
-    seq: Seq = 1024,
-    batch: Batch = 8,
-    mlp_ratio: MlpRatio = 4,
-    n_layer: NLayer = 1,
-    dtype: DtypeOpt = Dtype.float32,
+    config: BlockConfig,
     device: DeviceOpt = Device.probe,
     cache: CacheOpt = True,
     shapes: ShapesOpt = Shapes.symbolic,
@@ -272,7 +418,6 @@ def diagram(
     from blocktrace.output import emit
     from blocktrace.pipeline import cached_trace
 
-    config = block_config(n_embd, n_head, n_kv_head, seq, batch, mlp_ratio, n_layer, dtype)
     trace = cached_trace(config, device.value, use_cache=cache)
     emit(
         trace,
@@ -294,15 +439,9 @@ class TableFormat(str, Enum):
 
 
 @app.command()
+@block_flags
 def table(
-    n_embd: NEmbd = 768,
-    n_head: NHead = 6,
-    n_kv_head: NKvHead = None,
-    seq: Seq = 1024,
-    batch: Batch = 8,
-    mlp_ratio: MlpRatio = 4,
-    n_layer: NLayer = 1,
-    dtype: DtypeOpt = Dtype.float32,
+    config: BlockConfig,
     device: DeviceOpt = Device.probe,
     cache: CacheOpt = True,
     freeze: Annotated[
@@ -355,7 +494,6 @@ def table(
     from blocktrace.pipeline import cached_trace
     from blocktrace.table import build_table, print_text, render
 
-    config = block_config(n_embd, n_head, n_kv_head, seq, batch, mlp_ratio, n_layer, dtype)
     result = build_table(cached_trace(config, device.value, tuple(freeze or ()), cache), depth)
     if fmt is TableFormat.text:
         print_text(result, Console(highlight=False), shapes.value)

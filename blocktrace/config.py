@@ -1,14 +1,75 @@
-"""The Block's hyper-parameters and the probe input, validated. No torch here."""
+"""The Block's hyper-parameters, its family (preset and structural choices), and the probe input,
+validated; and the size symbols a Block's shapes are named with. No torch here."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from blocktrace.symbols import Composite, Symbol, SymbolSet
 
 DTYPES = ("float32", "bfloat16", "float16")
+NORMS = ("rmsnorm", "layernorm")
+ACTIVATIONS = ("relu2", "gelu", "silu", "swiglu")
+RESIDUALS = ("pre", "post", "parallel", "single")
+QKV_LAYOUTS = ("separate", "fused")
+# A stack is traced layer by layer at its smallest sizes: bounded so that a call ends in seconds.
+MAX_LAYERS = 1024
+# torch indexes elements with int64: no tensor, nor a product of sizes that names one, may exceed it.
+MAX_ELEMENTS = 2**63 - 1
 
 
 class ConfigError(ValueError):
     """A configuration a Block cannot be built from; the message is one sentence for the user."""
+
+
+# Each preset is the structure of the reference it is named after; the flags override its choices.
+# "norm_weights": the norms are modules with parameters (False: nanochat's functional norm()).
+PRESETS: dict[str, dict[str, Any]] = {
+    "nanochat": {
+        "norm": "rmsnorm", "activation": "relu2", "residual": "pre", "bias": False, "qk_norm": True,
+        "rotary": True, "causal": True, "qkv": "separate", "norm_weights": False,
+    },
+    "gpt2": {  # transformers' GPT2Block
+        "norm": "layernorm", "activation": "gelu", "residual": "pre", "bias": True, "qk_norm": False,
+        "rotary": False, "causal": True, "qkv": "fused", "norm_weights": True,
+    },
+    "llama": {  # transformers' LlamaDecoderLayer
+        "norm": "rmsnorm", "activation": "swiglu", "residual": "pre", "bias": False, "qk_norm": False,
+        "rotary": True, "causal": True, "qkv": "separate", "norm_weights": True,
+    },
+    "neox": {  # transformers' GPTNeoXLayer with use_parallel_residual=True
+        "norm": "layernorm", "activation": "gelu", "residual": "parallel", "bias": True, "qk_norm": False,
+        "rotary": True, "causal": True, "qkv": "fused", "norm_weights": True,
+    },
+    "bert": {  # transformers' BertLayer
+        "norm": "layernorm", "activation": "gelu", "residual": "post", "bias": True, "qk_norm": False,
+        "rotary": False, "causal": False, "qkv": "separate", "norm_weights": True,
+    },
+}  # fmt: skip
+
+# The basis every Block's shapes are products of, with the sizes of the two probes (see symbols.py):
+# every product of sizes differs between the probes, and of such assignments these keep a probe
+# Block's weights and activations small.
+_B = Symbol("B", "batch", (11, 17))
+_T = Symbol("T", "sequence length", (19, 13))
+_HKV = Symbol("Hkv", "n_kv_head", (3, 5))
+_G = Symbol("G", "n_head / n_kv_head", (5, 11))
+_H = Symbol("H", "n_head", (3, 5))  # the basis where key/value heads are query heads (fused qkv)
+_D = Symbol("D", "head dim, C / H", (7, 3), step=2)
+_R = Symbol("r", "mlp_hidden / n_embd", (13, 7), by_value=True)
+_F = Symbol("F", "mlp_hidden, the MLP's inner width", (23, 29))
+_ORDER = ("B", "T", "C", "F", "H", "Hkv", "G", "D")
+_C_GQA = Composite("C", "n_embd", (("Hkv", 1), ("G", 1), ("D", 1)))
+_H_GQA = Composite("H", "n_head", (("Hkv", 1), ("G", 1)))
+_C_MHA = Composite("C", "n_embd", (("H", 1), ("D", 1)))
+SYMBOL_SETS = {
+    # (grouped-query heads, MLP width a multiple of C)
+    (True, True): SymbolSet((_B, _T, _HKV, _G, _D, _R), (_C_GQA, _H_GQA), _ORDER),
+    (True, False): SymbolSet((_B, _T, _HKV, _G, _D, _F), (_C_GQA, _H_GQA), _ORDER),
+    (False, True): SymbolSet((_B, _T, _H, _D, _R), (_C_MHA,), _ORDER),
+    (False, False): SymbolSet((_B, _T, _H, _D, _F), (_C_MHA,), _ORDER),
+}
 
 
 @dataclass(frozen=True)
@@ -18,56 +79,133 @@ class BlockConfig:
     n_kv_head: int = 0  # Hkv: number of key/value heads (GQA when < n_head); 0 means n_head
     seq: int = 1024  # T: tokens per sequence in the probe input
     batch: int = 8  # B: sequences per batch in the probe input
-    mlp_ratio: int = 4  # the MLP widens C to mlp_ratio * C
+    mlp_ratio: int = 4  # the MLP widens C to mlp_ratio * C, unless mlp_hidden says otherwise
+    mlp_hidden: int = 0  # F: the MLP's inner width; 0 means mlp_ratio * n_embd
     n_layer: int = 1  # Blocks chained one after another
     dtype: str = "float32"  # dtype of weights and activations
+    preset: str = "nanochat"  # the family: module names, and whether norms have weights
+    norm: str = "rmsnorm"  # rmsnorm or layernorm
+    activation: str = "relu2"  # relu2 (relu(x).square()), gelu, silu, or swiglu (gated silu)
+    residual: str = "pre"  # pre: x + f(norm(x)); post: norm(x + f(x)); parallel; single: one add
+    bias: bool = False  # biases in the Linears
+    qk_norm: bool = True  # normalise q and k per head
+    rotary: bool = True  # rotary position embeddings on q and k
+    causal: bool = True  # causal attention mask
+    qkv: str = "separate"  # separate q, k, v projections, or one fused C -> 3C
+    norm_weights: bool = False  # norms are modules with a weight (and a bias for layernorm)
 
     def __post_init__(self) -> None:
-        if self.n_kv_head == 0 and isinstance(self.n_head, int):
+        if self.n_kv_head == 0 and _is_int(self.n_head):
             object.__setattr__(self, "n_kv_head", self.n_head)
         for name in ("n_embd", "n_head", "n_kv_head", "seq", "batch", "mlp_ratio", "n_layer"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not _is_int(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_int(self.mlp_hidden) or self.mlp_hidden < 0:
+            raise ConfigError(f"mlp_hidden must be a positive integer, got {self.mlp_hidden!r}")
+        for name, choices in (
+            ("dtype", DTYPES), ("preset", tuple(PRESETS)), ("norm", NORMS), ("activation", ACTIVATIONS),
+            ("residual", RESIDUALS), ("qkv", QKV_LAYOUTS),
+        ):  # fmt: skip
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_head % self.n_kv_head:
             raise ConfigError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({self.n_kv_head})")
-        if self.head_dim % 2:
+        if self.qkv == "fused" and self.n_kv_head != self.n_head:
+            raise ConfigError(
+                f"qkv fused projects n_head key and value heads; it cannot have n_kv_head ({self.n_kv_head}) "
+                f"< n_head ({self.n_head}): use qkv separate for grouped-query attention"
+            )
+        if self.rotary and self.head_dim % 2:
             raise ConfigError(
                 f"head dim n_embd/n_head = {self.n_embd}/{self.n_head} = {self.head_dim} "
                 "must be even for rotary embeddings"
             )
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.n_layer > MAX_LAYERS:
+            raise ConfigError(f"n_layer ({self.n_layer}) is over the {MAX_LAYERS} blocktrace traces")
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Every tensor a Block makes must be indexable by torch's int64, and so must be every
+        product of sizes its shapes are named with."""
+        b, t, c, f, h = self.batch, self.seq, self.n_embd, self.hidden, self.n_head
+        largest = {
+            "batch * seq * mlp_hidden": b * t * f,
+            "batch * seq * 3 * n_embd": b * t * 3 * c,
+            "batch * n_head * seq * seq (attention scores)": b * h * t * t,
+            "n_embd * mlp_hidden": c * f,
+        }
+        for what, elements in largest.items():
+            if elements > MAX_ELEMENTS:
+                raise ConfigError(
+                    f"{what} = {elements} elements is over torch's int64 limit; use smaller sizes"
+                )
+
+    @classmethod
+    def from_preset(cls, preset: str = "nanochat", **overrides: Any) -> BlockConfig:
+        """The config of `preset`, with every override that is not None in its place."""
+        if preset not in PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{**PRESETS[preset], "preset": preset, **chosen})
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
+    @property
+    def hidden(self) -> int:
+        """F, the MLP's inner width."""
+        return self.mlp_hidden or self.mlp_ratio * self.n_embd
+
+    @property
+    def grouped(self) -> bool:
+        """Whether key/value heads are a basis size of their own (separate projections can group)."""
+        return self.qkv == "separate"
+
+    @property
+    def symbols(self) -> SymbolSet:
+        """The size symbols this Block's shapes are named with."""
+        return SYMBOL_SETS[self.grouped, self.hidden % self.n_embd == 0]
+
     def dims(self) -> dict[str, int]:
-        """The independent sizes every tensor shape in a Block is built from."""
-        return {
+        """The independent sizes every tensor shape in a Block is built from (the symbols' basis)."""
+        sizes = {
             "B": self.batch,
             "T": self.seq,
+            "H": self.n_head,
             "Hkv": self.n_kv_head,
             "G": self.n_head // self.n_kv_head,  # query heads per key/value head
             "D": self.head_dim,
-            "r": self.mlp_ratio,
+            "r": self.hidden // self.n_embd,
+            "F": self.hidden,
         }
+        return {name: sizes[name] for name in self.symbols.names}
 
     def with_dims(self, dims: dict[str, int]) -> BlockConfig:
         """The config whose dims() are `dims` (the inverse of dims())."""
-        n_head = dims["Hkv"] * dims["G"]
+        n_head = dims["H"] if "H" in dims else dims["Hkv"] * dims["G"]
+        n_embd = n_head * dims["D"]
         return replace(
             self,
             batch=dims["B"],
             seq=dims["T"],
-            n_kv_head=dims["Hkv"],
+            n_kv_head=dims.get("Hkv", n_head),
             n_head=n_head,
-            n_embd=n_head * dims["D"],
-            mlp_ratio=dims["r"],
+            n_embd=n_embd,
+            mlp_ratio=dims.get("r", self.mlp_ratio),
+            mlp_hidden=dims.get("F", 0),
         )
 
-    def to_dict(self) -> dict[str, int | str]:
+    def to_dict(self) -> dict[str, int | str | bool]:
         return asdict(self)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

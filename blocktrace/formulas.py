@@ -1,15 +1,19 @@
-"""The formulas of a traced stream, written from its structure (question 5 of the source dialogue):
+"""The formulas of a traced stream, written from its data flow, never from a pattern:
 
     x_mid = x + CausalSelfAttention(RMSNorm(x))
     x_out = x_mid + MLP(RMSNorm(x_mid))
 
-plus what each functional op computes and, for a box whose internals are one chain, its composition:
-MLP(x) = c_proj(square(relu(c_fc(x)))). No torch here.
+Each value on the stream is named by where it came from: the input is x, the stream a residual
+add starts from gets a name of its own, and so does the output; everything between is written out
+as the calls and ops that made it (post-norm: h = LayerNorm(x + Attn(x))). A residual sum lists its
+branches (x + Attn(LN1(x)) + MLP(LN2(x))). Then what each functional op computes and, for a box
+whose internals are one chain, its composition: MLP(x) = c_proj(square(relu(c_fc(x)))). A collapsed
+run of identical Blocks is written once, as drawn. No torch here.
 """
 
 from __future__ import annotations
 
-from blocktrace.steps import Step, branch, inner_steps, stream_steps
+from blocktrace.steps import Step, StepKind, StepTree, short_path
 from blocktrace.trace import Trace
 
 # What a functional op computes, by the name torch gives it.
@@ -35,34 +39,66 @@ def _stream_names(count: int) -> list[str]:
     return [f"x_{i}" for i in range(1, count)] + ["x_out"]
 
 
-def residual_formulas(trace: Trace) -> list[str]:
-    """One line per residual add: out = stream + F(G(stream)), named by the traced branch."""
-    names = {trace.inputs[0].id: "x"} if trace.inputs else {}
-    adds = sorted(trace.residual_adds, key=lambda r: r.op)
+def stream_formulas(tree: StepTree, steps: list[Step]) -> list[str]:
+    """One line per named value of the stream, each written from the steps that made it."""
+    trace = tree.trace
+    made: dict[int, Step] = {s.output.id: s for s in steps if s.kind != StepKind.section}
+    residuals = [s.residual for s in steps if s.residual is not None]
+    if not residuals:
+        return []
+    named_ids = [r.stream.id for r in residuals]
+    final = next(s.output.id for s in reversed(steps) if s.kind != StepKind.section)
+    named_ids = list(dict.fromkeys([*named_ids, final]))
+    first = trace.inputs[0].id if trace.inputs else named_ids[0]
+    names = {first: "x"}
+    made_ids = [i for i in named_ids if i != first and i in made]
+    for i, name in zip(made_ids, _stream_names(len(made_ids)), strict=True):
+        names[i] = name
+
+    def written(tensor_id: int) -> str:
+        if tensor_id in names:
+            return names[tensor_id]
+        step = made.get(tensor_id)
+        if step is None or not step.inputs:
+            return "?"
+        if step.residual is not None:
+            return " + ".join(written(t.id) for t in step.inputs)
+        args = ", ".join(written(t.id) for t in _data_inputs(step))
+        return f"{_title(step)}({args})"
+
     lines = []
-    for r, out_name in zip(adds, _stream_names(len(adds)), strict=True):
-        stream = names.get(r.stream.id, "x")
-        inner = stream
-        for _, title in branch(trace, r):
-            inner = f"{title}({inner})"
-        lines.append(f"{out_name} = {stream} + {inner}")
-        names[r.output.id] = out_name
+    for i in made_ids:
+        step = made[i]
+        if step.residual is not None:
+            text = " + ".join(written(t.id) for t in step.inputs)
+        else:
+            text = f"{_title(step)}({', '.join(written(t.id) for t in _data_inputs(step))})"
+        lines.append(f"{names[i]} = {text}")
     return lines
 
 
-def composition(trace: Trace, step: Step) -> str | None:
+def _data_inputs(step: Step) -> tuple:
+    # a call or a helper is written with its data input; an op with every tensor it took
+    return step.inputs if step.kind in (StepKind.compute, StepKind.shape) else step.inputs[:1]
+
+
+def _title(step: Step) -> str:
+    return step.title
+
+
+def composition(tree: StepTree, step: Step) -> str | None:
     """Type(x) = f(g(x)) when the call's inner steps form one chain from its input, else None."""
-    if step.call is None:
+    if step.call is None or tree.is_one_op(step.call):
         return None
-    inner = inner_steps(trace, step.call)
+    inner = tree.inner(step.call)
     current, text = step.call.inputs[0].id if step.call.inputs else -1, "x"
     for s in inner:
-        if not s.inputs or s.inputs[0].id != current:
+        if not s.inputs or s.inputs[0].id != current or (s.kind == StepKind.compute and len(s.inputs) > 1):
             return None
-        if s.kind == "helper":  # one call of a helper function: norm(x)
+        if s.kind == StepKind.helper:  # one call of a helper function: norm(x)
             names = [s.label]
         else:  # a module call and the views folded into it (c_q, view), or a run of ops
-            names = [s.call.path.rsplit(".", 1)[-1]] if s.call else []
+            names = [short_path(s.call)] if s.call else []
             names += [o.name for o in s.ops]
         for name in names:
             text = f"{name}({text})"
@@ -70,11 +106,12 @@ def composition(trace: Trace, step: Step) -> str | None:
     return f"{step.call.type}(x) = {text}" if inner else None
 
 
-def formulas(trace: Trace) -> list[str]:
-    lines = residual_formulas(trace)
-    steps = stream_steps(trace)
+def formulas(trace: Trace, collapse: bool = True) -> list[str]:
+    tree = StepTree(trace)
+    steps = tree.stream(collapse)
+    lines = stream_formulas(tree, steps)
     for step in steps:
-        line = composition(trace, step) if step.kind == "call" else None
+        line = composition(tree, step) if step.kind == StepKind.call else None
         if line and line not in lines:
             lines.append(line)
     used = dict.fromkeys(op.name for op in trace.ops)

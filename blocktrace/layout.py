@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from blocktrace.steps import Step, branch, inner_steps, stream_steps
-from blocktrace.trace import TensorMeta, Trace
+from blocktrace.shapes import Shapes, shape_text, shapes_text
+from blocktrace.steps import Step, StepKind, StepTree, code_name
+from blocktrace.trace import ResidualAdd, TensorMeta, Trace
 
 MIN_BOX_WIDTH = 11
 LABEL_WIDTH = 20  # notes: step labels are padded to this, longer ones get a line of their own
@@ -73,39 +74,14 @@ class Diagram:
         return max(ends, default=0)
 
 
-def dims_text(shape: tuple[int, ...], symbols: tuple[str, ...] | None, shapes: str = "symbolic") -> str:
-    """(B, T, C), (8, 1024, 768) or (B, T, C)=(8, 1024, 768); numbers where no name is known."""
-    numbers = "(" + ", ".join(str(n) for n in shape) + ")"
-    if shapes == "concrete" or symbols is None:
-        return numbers
-    names = "(" + ", ".join(symbols) + ")"
-    return f"{names}={numbers}" if shapes == "both" and names != numbers else names
-
-
-def shape_text(t: TensorMeta, shapes: str = "symbolic") -> str:
-    return dims_text(t.shape, t.symbols, shapes)
-
-
-def _shapes_text(ts: tuple[TensorMeta, ...], shapes: str) -> str:
-    """Inputs as a list, a repeated shape written once with its count: (B, H, T, D), 2×(B, Hkv, T, D)."""
-    texts = [shape_text(t, shapes) for t in ts]
-    runs: list[tuple[str, int]] = []
-    for text in texts:
-        if runs and runs[-1][0] == text:
-            runs[-1] = (text, runs[-1][1] + 1)
-        else:
-            runs.append((text, 1))
-    return ", ".join(text if n == 1 else f"{n}×{text}" for text, n in runs)
-
-
 def _note_inputs(step: Step) -> tuple[TensorMeta, ...]:
     # a module call or helper shows its data input; an op shows every tensor it took (q, k, v)
-    return step.inputs if step.kind in ("compute", "shape") else step.inputs[:1]
+    return step.inputs if step.kind in (StepKind.compute, StepKind.shape) else step.inputs[:1]
 
 
 def _scores(step: Step) -> TensorMeta | None:
     """The (B, H, Tq, Tk) attention-score shape an SDPA implies, from its traced q and k."""
-    op = step.ops[-1] if step.kind == "compute" and len(step.ops) == 1 else None
+    op = step.ops[-1] if step.kind == StepKind.compute and len(step.ops) == 1 else None
     if op is None or op.name != "scaled_dot_product_attention" or len(op.inputs) < 2:
         return None
     q, k = op.inputs[0], op.inputs[1]
@@ -113,13 +89,13 @@ def _scores(step: Step) -> TensorMeta | None:
     return TensorMeta(-1, (*q.shape[:-1], k.shape[-2]), q.dtype, symbols)
 
 
-def notes(trace: Trace, step: Step, shapes: str = "symbolic") -> list[str]:
+def notes(tree: StepTree, step: Step, shapes: Shapes = Shapes.symbolic) -> list[str]:
     """The internals of a module call, one line per inner step: label, inputs -> output."""
-    if step.kind != "call" or step.call is None:
+    if step.kind != StepKind.call or step.call is None or tree.is_one_op(step.call):
         return []
     entries: list[list] = []  # [label, times in a row, text]
-    for inner in inner_steps(trace, step.call):
-        text = f"{_shapes_text(_note_inputs(inner), shapes)} -> {shape_text(inner.output, shapes)}"
+    for inner in tree.inner(step.call):
+        text = f"{shapes_text(_note_inputs(inner), shapes)} -> {shape_text(inner.output, shapes)}"
         label = code_name(inner)
         if entries and entries[-1][0] == label and entries[-1][2] == text:
             entries[-1][1] += 1
@@ -139,91 +115,161 @@ def notes(trace: Trace, step: Step, shapes: str = "symbolic") -> list[str]:
     return lines
 
 
-def code_name(step: Step) -> str:
-    """The step as the code names it: "attn", "c_q, view", a helper call as "norm()"."""
-    return step.label + ("()" if step.kind == "helper" else "")
-
-
 def box_lines(step: Step) -> list[str]:
     """What a box says: its title, and the name the code gives it when that differs."""
     name = code_name(step)
     return [step.title] if name == step.title else [step.title, name]
 
 
-def expression(trace: Trace, step: Step) -> str:
-    """x + attn(norm(x)): a residual add written as the code writes it, from its branch's steps."""
-    assert step.residual is not None
-    inner = "x"
-    for name, _ in branch(trace, step.residual):
-        inner = f"{name}({inner})"
-    return f"x + {inner}"
+def expression(tree: StepTree, r: ResidualAdd) -> str:
+    """x + attn(norm(x)): a residual add written as the code writes it, from its branches' steps."""
+    terms = []
+    for steps in tree.branches(r):
+        inner = "x"
+        for name, _ in steps:
+            inner = f"{name}({inner})"
+        terms.append(inner)
+    return " + ".join(["x", *terms])
+
+
+def _columns(steps: list[Step]) -> dict[int, int]:
+    """Step position -> column, for the steps of a residual's second and later branches: drawn
+    beside the first branch, each in a column of its own. A step on several branches (one norm
+    feeding both) stays on the stream."""
+    column: dict[int, int] = {}
+    for r in (s.residual for s in steps if s.residual is not None):
+        if len(r.branches) < 2:
+            continue
+        for i, step in enumerate(steps):
+            if step.call is not None and step.kind == StepKind.call:
+                on = [k for k, b in enumerate(r.branches) if step.call.index in b.calls]
+            else:
+                on = [
+                    k
+                    for k, b in enumerate(r.branches)
+                    if step.ops and all(o.index in b.ops for o in step.ops)
+                ]
+            if len(on) == 1 and on[0] > 0:
+                column[i] = on[0]
+    return column
 
 
 def layout(
-    trace: Trace, shapes: str = "symbolic", width: int | None = None, collapse: bool = True
+    trace: Trace, shapes: Shapes = Shapes.symbolic, width: int | None = None, collapse: bool = True
 ) -> Diagram:
-    steps = stream_steps(trace, collapse)
-    boxes = [s for s in steps if s.kind not in ("residual", "section")]
+    tree = StepTree(trace)
+    steps = tree.stream(collapse)
+    column_of = _columns(steps)
+    boxes = [s for s in steps if s.kind not in (StepKind.residual, StepKind.section)]
     box_w = max([MIN_BOX_WIDTH, *(len(line) + 4 for s in boxes for line in box_lines(s))])
     box_w += (box_w + 1) % 2  # odd, so the stream leaves from the middle
     x0 = 2
-    cx = x0 + box_w // 2
-    notes_x = x0 + box_w + 2
+    # side columns for parallel branches: far enough apart that an edge's shape fits between lines
+    widest_shape = max([len(shape_text(s.output, shapes)) for s in steps] + [0])
+    pitch = max(box_w + 2, widest_shape + 4)
+    columns = 1 + max(column_of.values(), default=0)
+    col_x = [x0 + k * pitch for k in range(columns)]
+    col_cx = [x + box_w // 2 for x in col_x]
+    cx = col_cx[0]
+    notes_x = col_x[-1] + box_w + 2
     diagram = Diagram()
     texts: list[Label] = []  # words right of the stream, cut to the width once the lanes are known
 
     y = 0
     stream_in = trace.inputs[0] if trace.inputs else steps[0].inputs[0]
     diagram.labels.append(Label(x0, y, f"input  {shape_text(stream_in, shapes)}", "terminal"))
-    forks: dict[int, list[int]] = {}  # tensor id -> rows of the forks made from it
+    forks: dict[int, list[int]] = {}  # tensor id -> rows of the highway forks made from it
+    side_forks: dict[int, int] = {}  # tensor id -> the row a side column leaves the stream from it
     merges: list[tuple[int, int]] = []  # (fork row, merge row) per highway
     stream_from, busy_until, last = y + 1, y, stream_in
+    # per side column: the row its line continues from, and the tensor it carries (None: not started)
+    side_from: dict[int, int] = {}
+    side_last: dict[int, TensorMeta] = {}
 
     drawn_adds = [s.residual for s in steps if s.residual is not None]
+    side_sources = {steps[i].inputs[0].id for i in column_of if steps[i].inputs}
 
-    def edge(out: TensorMeta) -> None:
-        """The stream from the last node down to the next: past its notes, its shape, its forks, ▼."""
+    def edge(out: TensorMeta) -> int:
+        """The stream from the last node down to the next: past its notes, its shape, its forks, ▼.
+        Returns the row of its shape."""
         nonlocal y
         y = max(y + 1, busy_until + 1)
+        label_row = y
         texts.append(Label(cx + 2, y, shape_text(out, shapes), "shape"))
         for r in drawn_adds:
             if r.stream.id == out.id:
                 y += 1
                 forks.setdefault(out.id, []).append(y)
+        if out.id in side_sources:
+            if out.id not in forks:
+                y += 1
+            side_forks[out.id] = y
         y += 1
         diagram.segments.append(Segment(cx, stream_from, cx, y))
         diagram.arrows.append(Arrow(cx, y, "down"))
+        return label_row
 
-    for step in steps:
-        if step.kind == "section":
+    def side_edge(k: int, step: Step) -> None:
+        """A side column's line down to its next box, leaving the stream first if it is its first."""
+        nonlocal y
+        y = max(y + 1, busy_until + 1)
+        if k not in side_from:
+            fork = side_forks.get(step.inputs[0].id, stream_from)
+            diagram.segments.append(Segment(cx, fork, col_cx[k], fork))
+            side_from[k] = fork
+        else:
+            texts.append(Label(col_cx[k] + 2, y, shape_text(side_last[k], shapes), "shape"))
+        y += 1
+        diagram.segments.append(Segment(col_cx[k], side_from[k], col_cx[k], y))
+        diagram.arrows.append(Arrow(col_cx[k], y, "down"))
+
+    def box(step: Step, k: int) -> int:
+        """The step's box in column k at row y, its notes beside the last column; its bottom row."""
+        nonlocal busy_until
+        lines = box_lines(step)
+        h = len(lines) + 2
+        diagram.rects.append(Rect(col_x[k], y, box_w, h))
+        for i, line in enumerate(lines):
+            style = "title" if i == 0 else "name"
+            diagram.labels.append(Label(col_x[k] + (box_w - len(line)) // 2, y + 1 + i, line, style))
+        side = notes(tree, step, shapes)
+        texts.extend(Label(notes_x, y + i, line, "note") for i, line in enumerate(side))
+        busy_until = max(y + h - 1, y + len(side) - 1)
+        return y + h - 1
+
+    for i, step in enumerate(steps):
+        if step.kind == StepKind.section:
             y = max(y + 1, busy_until + 1)
             diagram.segments.append(Segment(cx, stream_from, cx, y))
             texts.append(Label(cx + 2, y, f"[{step.label}: {step.title}]", "section"))
             stream_from = busy_until = y
             continue
-        edge(last)
+        if i in column_of:
+            k = column_of[i]
+            side_edge(k, step)
+            y += 1
+            y = side_from[k] = box(step, k)
+            side_last[k] = step.output
+            continue
+        label_row = edge(last)
         y += 1
-        if step.kind == "residual":
+        if step.kind == StepKind.residual:
             assert step.residual is not None
             r = step.residual
+            for k in sorted(side_from):  # the side columns come back into the (+) from the right
+                texts.append(Label(col_cx[k] + 2, label_row, shape_text(side_last[k], shapes), "shape"))
+                diagram.segments.append(Segment(col_cx[k], side_from[k], col_cx[k], y))
+                diagram.segments.append(Segment(cx + 3, y, col_cx[k], y))
+                diagram.arrows.append(Arrow(cx + 2, y, "left"))
+            side_from.clear()
             diagram.labels.append(Label(cx - 1, y, "(+)", "merge"))
             fork_rows = forks.get(r.stream.id, [])
             if fork_rows:
                 merges.append((fork_rows.pop(0), y))
-            texts.append(Label(cx + 2, y + 1, expression(trace, step), "expr"))
+            texts.append(Label(cx + 2, y + 1, expression(tree, r), "expr"))
             stream_from, busy_until = y + 1, y + 1
         else:
-            lines = box_lines(step)
-            h = len(lines) + 2
-            diagram.rects.append(Rect(x0, y, box_w, h))
-            for i, line in enumerate(lines):
-                style = "title" if i == 0 else "name"
-                diagram.labels.append(Label(x0 + (box_w - len(line)) // 2, y + 1 + i, line, style))
-            side = notes(trace, step, shapes)
-            texts += [Label(notes_x, y + i, line, "note") for i, line in enumerate(side)]
-            stream_from = y + h - 1
-            busy_until = max(y + h - 1, y + len(side) - 1)
-            y = y + h - 1
+            y = stream_from = box(step, 0)
         last = step.output
     edge(last)
     out = trace.outputs[0] if trace.outputs else last
@@ -248,7 +294,7 @@ def _place_highways(
         else:
             lanes.append([(top, bottom)])
             lane_of.append(len(lanes) - 1)
-    right = max([cx + 4, *(t.x + len(t.text) for t in texts)])
+    right = max([cx + 4, diagram.width, *(t.x + len(t.text) for t in texts)])
     if width is not None:
         limit = width - 3 - 2 * max(len(lanes) - 1, 0) if lanes else width
         right = min(right, max(limit, cx + 4))

@@ -16,7 +16,6 @@ from typing import TextIO
 from blocktrace.formulas import formulas as formula_lines
 from blocktrace.layout import layout
 from blocktrace.render import Cell, render, to_text
-from blocktrace.symbols import MEANINGS
 from blocktrace.trace import Trace
 
 STYLES = {
@@ -41,9 +40,10 @@ SOURCES = {
 
 def header(trace: Trace, width: int | None = None) -> str:
     source = SOURCES.get(trace.device, trace.device)
+    adds = len(trace.residual_adds)
     text = (
         f"{trace.model}: {len(trace.calls)} module calls, {len(trace.ops)} ops, "
-        f"{len(trace.residual_adds)} residual adds (shapes from {source})"
+        f"{adds} residual add{'' if adds == 1 else 's'} (shapes from {source})"
     )
     return "\n".join(textwrap.wrap(text, width)) if width else text
 
@@ -55,34 +55,44 @@ def legend(trace: Trace) -> list[str]:
     name_w = max(len(n) for n in trace.symbols)
     value_w = max(len(str(v)) for v in trace.symbols.values())
     return [
-        f"{n:<{name_w}} = {v:<{value_w}}  {MEANINGS.get(n, '')}".rstrip() for n, v in trace.symbols.items()
+        f"{n:<{name_w}} = {v:<{value_w}}  {trace.meanings.get(n, '')}".rstrip()
+        for n, v in trace.symbols.items()
     ]
 
 
 def text_report(
-    rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool, width: int | None = None
+    rows: list[list[Cell]],
+    trace: Trace,
+    shapes: str,
+    formulas: bool,
+    width: int | None = None,
+    collapse: bool = True,
 ) -> str:
-    before, after = text_frame(trace, shapes, formulas, width)
+    before, after = text_frame(trace, shapes, formulas, width, collapse)
     return before + to_text(rows) + after
 
 
-def text_frame(trace: Trace, shapes: str, formulas: bool, width: int | None = None) -> tuple[str, str]:
+def text_frame(
+    trace: Trace, shapes: str, formulas: bool, width: int | None = None, collapse: bool = True
+) -> tuple[str, str]:
     """What the text report says before the diagram (the header) and after it (legend, formulas)."""
     after: list[str] = []
     if _shows_legend(trace, shapes):
         after += ["", *legend(trace)]
     if formulas:
-        after += ["", *formula_lines(trace)]
+        after += ["", *formula_lines(trace, collapse)]
     return header(trace, width) + "\n\n", "".join(line + "\n" for line in after)
 
 
-def markdown_report(rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool) -> str:
+def markdown_report(
+    rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool, collapse: bool = True
+) -> str:
     parts = [f"**{header(trace)}**", "", "```text", to_text(rows).rstrip("\n"), "```"]
     if _shows_legend(trace, shapes):
         parts += ["", "| symbol | value | meaning |", "| --- | --- | --- |"]
-        parts += [f"| {n} | {v} | {MEANINGS.get(n, '')} |" for n, v in trace.symbols.items()]
+        parts += [f"| {n} | {v} | {trace.meanings.get(n, '')} |" for n, v in trace.symbols.items()]
     if formulas:
-        parts += ["", *(f"- `{line}`" for line in formula_lines(trace))]
+        parts += ["", *(f"- `{line}`" for line in formula_lines(trace, collapse))]
     return "\n".join(parts) + "\n"
 
 
@@ -119,11 +129,11 @@ def emit(
     ascii_only = ascii_only or (output is None and not _can_encode(stream))
     rows = render(layout(trace, shapes, width, collapse), ascii_only)
     if fmt == "markdown":
-        return _write(markdown_report(rows, trace, shapes, formulas), output, stream)
+        return _write(markdown_report(rows, trace, shapes, formulas, collapse), output, stream)
     if console is not None and console.color_system and not console.no_color:
-        console.print(_styled(rows, *text_frame(trace, shapes, formulas, width)), end="")
+        console.print(_styled(rows, *text_frame(trace, shapes, formulas, width, collapse)), end="")
         return None
-    return _write(text_report(rows, trace, shapes, formulas, width), output, stream)
+    return _write(text_report(rows, trace, shapes, formulas, width, collapse), output, stream)
 
 
 def _terminal(stream: TextIO):

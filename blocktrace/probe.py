@@ -1,29 +1,27 @@
 """Shapes at any size, from two small probes.
 
-The Block is traced twice on the CPU with tiny sizes whose basis sizes are primes (symbols.PROBE_DIMS).
-Every tensor dimension is fitted as a product of basis sizes (symbols.fit) and must agree with both
-probes. That fit names the dimension (B, T, 4C, ...) and, evaluated at the requested sizes, gives its
-exact size there, so a 70B-class config costs what a toy one does. The parameters come from the
-full-size module built on the meta device, which allocates nothing.
+The model is traced twice on the CPU with tiny sizes whose basis sizes are primes (its SymbolSet's
+probes). Every tensor dimension is fitted as a product of basis sizes (SymbolSet.fit) and must agree
+with both probes. That fit names the dimension (B, T, 4C, ...) and, evaluated at the requested sizes,
+gives its exact size there, so a 70B-class config costs what a toy one does. Parameter counts come
+from the fitted weight shapes. Everything here works from the model seam (spec.ModelSpec).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import torch
 from torch import nn
 
-from blocktrace.config import BlockConfig
-from blocktrace.model import build_module, example_inputs, freeze
-from blocktrace.symbols import PROBE_DIMS, Dim, fit, legend
-from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
+from blocktrace.model import freeze
+from blocktrace.spec import ModelSpec
+from blocktrace.symbols import Dim
+from blocktrace.trace import Branch, ModuleCall, OpCall, TensorMeta, Trace, Weight
 from blocktrace.tracer import trace
-
-# The smallest sizes a Block can take (D must be even): a deep stack's structure costs nothing.
-SKELETON_DIMS = {"B": 1, "T": 1, "Hkv": 1, "G": 1, "D": 2, "r": 1}
 
 
 @dataclass(frozen=True)
@@ -32,6 +30,7 @@ class ShapeFit:
     dims: dict[int, tuple[Dim | None, ...]]  # tensor id -> one fitted Dim per axis (None: no fit)
     weights: dict[tuple[int, int], tuple[Dim | None, ...]]  # (call, weight) -> the same, per axis
     all_called: bool  # every module with parameters of its own was called: the calls count them all
+    varying: frozenset[tuple[int, str]] = frozenset()  # (op, attr) whose value differs between probes
 
     @property
     def complete(self) -> bool:
@@ -59,15 +58,28 @@ def structure(trace: Trace) -> tuple:
             (o.index, o.name, o.call, o.function, o.line, frames.setdefault(o.frame, len(frames)))
             for o in trace.ops
         ),
-        tuple((tuple(o.attrs.items()), bare(o.inputs), bare(o.outputs)) for o in trace.ops),
-        tuple((r.op, r.calls, r.ops, bare((r.stream, r.branch, r.output))) for r in trace.residual_adds),
+        tuple((_bare_attrs(o.attrs), bare(o.inputs), bare(o.outputs)) for o in trace.ops),
+        tuple(
+            (
+                r.op,
+                r.adds,
+                bare((r.stream, r.output)),
+                tuple((b.calls, b.ops, bare((b.output,))) for b in r.branches),
+            )
+            for r in trace.residual_adds
+        ),
     )
 
 
-def probe_module(config: BlockConfig, frozen: tuple[str, ...] = ()) -> nn.Module:
-    """The module for `config` on the CPU, every parameter of one shape sharing one zero tensor:
-    shapes do not depend on values, and a deep stack then costs one Block of memory."""
-    module = build_module(config, "meta")
+def _bare_attrs(attrs: dict) -> tuple:
+    # a float argument may follow the sizes (SDPA's scale=1/sqrt(D)): its name must match, not its value
+    return tuple((k, None if isinstance(v, float) else v) for k, v in attrs.items())
+
+
+def probe_module(spec: ModelSpec, sizes: dict[str, int], frozen: tuple[str, ...] = ()) -> nn.Module:
+    """One unit of the model at `sizes` on the CPU, every parameter of one shape sharing one zero
+    tensor: shapes do not depend on values."""
+    module = spec.build(sizes, "meta", 1)
     shared: dict[tuple[int, ...], torch.Tensor] = {}
     for m in module.modules():
         for name, p in list(m.named_parameters(recurse=False)):
@@ -78,14 +90,15 @@ def probe_module(config: BlockConfig, frozen: tuple[str, ...] = ()) -> nn.Module
     return module
 
 
-def probe_trace(config: BlockConfig, module: nn.Module) -> tuple[Trace, bool]:
-    """A real CPU trace of `module` built for `config`, and whether every module with parameters of
+def probe_trace(spec: ModelSpec, sizes: dict[str, int], module: nn.Module) -> tuple[Trace, bool]:
+    """A real CPU trace of `module` built at `sizes`, and whether every module with parameters of
     its own was called. On one thread: the tensors are tiny, so threads would only add hand-offs,
     and they stall when the cores are busy with something else."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        traced = trace(module, example_inputs(config, "cpu"))
+        args, kwargs = spec.inputs(sizes, "cpu")
+        traced = trace(module, args, kwargs)
     finally:
         torch.set_num_threads(threads)
     called = {c.path for c in traced.calls}
@@ -95,33 +108,38 @@ def probe_trace(config: BlockConfig, module: nn.Module) -> tuple[Trace, bool]:
     return traced, owners <= called
 
 
-def fit_shapes(config: BlockConfig, frozen: tuple[str, ...] = ()) -> ShapeFit | None:
-    """Fit every dimension of `config`'s trace from the probes; None if the probes differ in
+def fit_shapes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | None:
+    """Fit every dimension of `spec`'s trace from the probes; None if the probes differ in
     structure (the code takes other paths at other sizes). `frozen`: module path globs whose
     parameters are set to requires_grad=False first.
 
-    A stack of Blocks is fitted from the probes of one Block and a trace of the whole stack at the
-    smallest sizes (`SKELETON_DIMS`), which must show every layer doing exactly what the probed
-    Block did."""
-    if config.n_layer == 1:
-        return _fit_probes(config, frozen)
-    block = _fit_probes(replace(config, n_layer=1))
-    skeleton = config.with_dims(SKELETON_DIMS)
-    module = build_module(skeleton, "cpu")  # tiny, so no need to share weights
+    A stack is fitted from the probes of one unit and a trace of the whole stack at the smallest
+    sizes (the symbols' skeleton), which must show every layer doing exactly what the probed unit
+    did."""
+    if spec.layers == 1:
+        return _fit_probes(spec, frozen)
+    unit = _fit_probes(spec)
+    skeleton = spec.symbols.skeleton()
+    module = spec.build(skeleton, "cpu", spec.layers)  # tiny, so no need to share weights
     freeze(module, frozen)
-    stack, all_called = probe_trace(skeleton, module)
-    return None if block is None else _repeat(block, stack, all_called)
+    stack, all_called = probe_trace(spec, skeleton, module)
+    return None if unit is None else _repeat(unit, stack, all_called)
 
 
-def _fit_probes(config: BlockConfig, frozen: tuple[str, ...] = ()) -> ShapeFit | None:
-    probes = [config.with_dims(dims) for dims in PROBE_DIMS]
-    traced = [probe_trace(probe, probe_module(probe, frozen)) for probe in probes]
+def _fit_probes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | None:
+    probes = spec.symbols.probes()
+    traced = [probe_trace(spec, sizes, probe_module(spec, sizes, frozen)) for sizes in probes]
     traces = [t for t, _ in traced]
     if any(structure(t) != structure(traces[0]) for t in traces[1:]):
         return None
     shapes = [{t.id: t.shape for t in tr.tensors()} for tr in traces]
     weights = [{(c.index, i): w.shape for c in tr.calls for i, w in enumerate(c.weights)} for tr in traces]
-    return ShapeFit(traces[0], _fit_all(shapes), _fit_all(weights), traced[0][1])
+    varying = frozenset(
+        (o.index, k) for o, twin in zip(traces[0].ops, traces[1].ops, strict=True) for k, v in o.attrs.items()
+        if twin.attrs[k] != v
+    )  # fmt: skip
+    fit = spec.symbols.fit
+    return ShapeFit(traces[0], _fit_all(shapes, fit), _fit_all(weights, fit), traced[0][1], varying)
 
 
 def _repeat(block: ShapeFit, stack: Trace, all_called: bool) -> ShapeFit | None:
@@ -152,7 +170,11 @@ def _repeat(block: ShapeFit, stack: Trace, all_called: bool) -> ShapeFit | None:
                 weights[c.index + layer.index, i] = block.weights[c.index, i]
     if any(t.id not in dims for t in stack.tensors()):
         return None
-    return ShapeFit(stack, dims, weights, all_called)
+    n_ops = len(block.probe.ops)
+    varying = frozenset(
+        (layer * n_ops + op, key) for layer in range(len(layers)) for op, key in block.varying
+    )
+    return ShapeFit(stack, dims, weights, all_called, varying)
 
 
 def _rebased(
@@ -180,7 +202,13 @@ def _rebased(
     rebased_ops = tuple(replace(o, index=o.index - first, call=o.call - start) for o in ops)  # type: ignore[operator]
     adds = tuple(
         replace(
-            r, op=r.op - first, calls=tuple(c - start for c in r.calls), ops=tuple(i - first for i in r.ops)
+            r,
+            op=r.op - first,
+            adds=tuple(i - first for i in r.adds),
+            branches=tuple(
+                Branch(b.output, tuple(c - start for c in b.calls), tuple(i - first for i in b.ops))
+                for b in r.branches
+            ),
         )
         for r in stack.residual_adds
         if first <= r.op < first + len(ops)
@@ -196,7 +224,7 @@ def _rebased(
     )
 
 
-def _fit_all(shapes: list[dict]) -> dict:
+def _fit_all(shapes: list[dict], fit: Callable[[list[int]], Dim | None]) -> dict:
     """key -> fitted dims, from key -> shape in each probe."""
     return {
         key: tuple(fit([s[key][axis] for s in shapes]) for axis in range(len(shape)))
@@ -204,12 +232,12 @@ def _fit_all(shapes: list[dict]) -> dict:
     }
 
 
-def derived_trace(config: BlockConfig, shape_fit: ShapeFit) -> Trace | None:
-    """The full-size, named trace of `config` from the probes' fit, or None where the fit is
+def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
+    """The full-size, named trace of `spec` from the probes' fit, or None where the fit is
     incomplete or some module with parameters was never called (the calls would not count them)."""
     if not (shape_fit.complete and shape_fit.all_called):
         return None
-    namer = _Namer(config, shape_fit)
+    namer = _Namer(spec, shape_fit)
     if any(namer.value(d).denominator != 1 for d in namer.all_dims()):
         return None
 
@@ -233,7 +261,13 @@ def derived_trace(config: BlockConfig, shape_fit: ShapeFit) -> Trace | None:
         replace(c, params=totals[c.path][0], trainable=totals[c.path][1], weights=own[c.path])
         for c in full.calls
     )
-    return replace(full, calls=calls, device="probe", config=config.to_dict(), symbols=namer.legend())
+    # an argument that differed between the probes (a scale of 1/sqrt(D)) is unknown at full size
+    ops = tuple(
+        replace(o, attrs={k: v for k, v in o.attrs.items() if (o.index, k) not in shape_fit.varying})
+        if any(o.index == i for i, _ in shape_fit.varying) else o
+        for o in full.ops
+    )  # fmt: skip
+    return replace(full, calls=calls, ops=ops, device="probe", config=spec.describe(), **namer.legend())
 
 
 def _ancestors(path: str) -> list[str]:
@@ -242,22 +276,23 @@ def _ancestors(path: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(len(parts), -1, -1)]
 
 
-def named(trace: Trace, config: BlockConfig, shape_fit: ShapeFit | None) -> Trace:
+def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
     """`trace` with symbolic names on every dimension whose fit gives its size, and the legend."""
-    named_trace = replace(trace, config=config.to_dict())
+    named_trace = replace(trace, config=spec.describe())
     if shape_fit is None or structure(trace) != structure(shape_fit.probe):
         return named_trace
-    namer = _Namer(config, shape_fit)
+    namer = _Namer(spec, shape_fit)
     named_trace = named_trace.map_tensors(namer.tensor)
-    return replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), symbols=namer.legend())
+    return replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), **namer.legend())
 
 
 class _Namer:
     """Names dims at one config's sizes where the fit gives the traced size. Each Dim's value and name
     is worked out once, looked up by identity: a deep stack's tensors share their Block's Dims."""
 
-    def __init__(self, config: BlockConfig, shape_fit: ShapeFit):
-        self.sizes = config.dims()
+    def __init__(self, spec: ModelSpec, shape_fit: ShapeFit):
+        self.sizes = spec.sizes
+        self.symbol_set = spec.symbols
         self.fit = shape_fit
         self.values: dict[int, Fraction] = {}
         self.names: dict[int, str] = {}
@@ -271,7 +306,7 @@ class _Namer:
 
     def name(self, dim: Dim) -> str:
         if id(dim) not in self.names:
-            self.names[id(dim)] = dim.name(self.sizes)
+            self.names[id(dim)] = self.symbol_set.name(dim, self.sizes)
             self.used[id(dim)] = dim
         return self.names[id(dim)]
 
@@ -300,5 +335,7 @@ class _Namer:
             named_weights.append(Weight(w.name, shape, w.trainable, self.symbols(dims, shape)))
         return replace(call, weights=tuple(named_weights))
 
-    def legend(self) -> dict[str, int]:
-        return legend(list(self.used.values()), self.sizes)
+    def legend(self) -> dict[str, dict]:
+        """The trace's symbols (name -> value) and their meanings, for the names given so far."""
+        values = self.symbol_set.legend(list(self.used.values()), self.sizes)
+        return {"symbols": values, "meanings": {n: self.symbol_set.meanings[n] for n in values}}

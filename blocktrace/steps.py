@@ -4,12 +4,15 @@ A module call is opened up (its steps drawn on the stream) when a residual add h
 the root always is. Any other call is one box, with its internals listed beside it. Ops that one
 call of a helper function made (apply_rotary_emb(q), norm(x)) are one step; so is a call followed
 by the views that reshape its output, and a run of ops each consuming the last one's output.
-No torch here.
+The adds of one residual sum (x + attn(..) + mlp(..)) are one step. Steps come in the order the
+trace's clock gives: the order calls returned and ops ran. Built once per trace by `StepTree`,
+which the layout, the formulas and the source view all read. No torch here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from blocktrace.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace
 
@@ -29,85 +32,218 @@ TITLES = {
 }
 
 
+class StepKind(str, Enum):
+    call = "call"  # a module call drawn as one box
+    helper = "helper"  # the ops of one call of a helper function: norm(x)
+    shape = "shape"  # views that reshape
+    compute = "compute"  # other ops
+    residual = "residual"  # a residual sum
+    section = "section"  # the header of an opened call
+
+
 @dataclass(frozen=True)
 class Step:
     """One thing done to the data: a module call, a helper call, a run of ops, or a residual add."""
 
-    kind: str  # "call", "helper", "shape" (views), "compute" (other ops), "residual", "section"
+    kind: StepKind
     label: str  # as the code names it: "attn", "c_q, view", "norm", "relu, square", "+"
     title: str  # for a box: "CausalSelfAttention", "RMSNorm", "MLP"
     inputs: tuple[TensorMeta, ...]
     output: TensorMeta
-    call: ModuleCall | None = None  # for "call" and "section" (an opened call's header)
+    time: int  # when it finished, on the trace's clock
+    call: ModuleCall | None = None  # for call and section (an opened call's header)
     ops: tuple[OpCall, ...] = ()  # the ops the step is made of
-    residual: ResidualAdd | None = None  # for "residual"
-
-    @property
-    def time(self) -> int:
-        # tensor ids are handed out in creation order, so the output's id orders the steps
-        return self.output.id
+    residual: ResidualAdd | None = None  # for residual
 
 
-def _op_title(op: OpCall) -> str:
+def op_title(op: OpCall) -> str:
     return TITLES.get(op.name, op.name)
 
 
-def branch(trace: Trace, r: ResidualAdd) -> list[tuple[str, str]]:
-    """(name in the code, title) of each step on a residual add's branch, first applied first:
-    [("norm", "RMSNorm"), ("attn", "CausalSelfAttention")] for x + attn(norm(x))."""
-    parts = [
-        (trace.calls[i].outputs[0].id, trace.calls[i].path.rsplit(".", 1)[-1], trace.calls[i].type)
-        for i in r.calls
-    ]
-    for i in r.ops:
-        op = trace.ops[i]
-        parts.append((op.outputs[0].id, op.function if op.function != "forward" else op.name, _op_title(op)))
-    return [(name, title) for _, name, title in sorted(parts)]
+def code_name(step: Step) -> str:
+    """The step as the code names it: "attn", "c_q, view", a helper call as "norm()"."""
+    return step.label + ("()" if step.kind == StepKind.helper else "")
 
 
-def opened_calls(trace: Trace) -> set[int]:
-    """Indices of the calls drawn as a stream: the root and every call with a residual add inside."""
-    by_index = {c.index: c for c in trace.calls}
-    opened = {c.index for c in trace.calls if c.parent is None}
-    for r in trace.residual_adds:
-        call = trace.ops[r.op].call
-        while call is not None:
-            opened.add(call)
-            call = by_index[call].parent
-    return opened
+def short_path(call: ModuleCall) -> str:
+    return call.path.rsplit(".", 1)[-1]
 
 
-def inner_steps(trace: Trace, call: ModuleCall) -> list[Step]:
-    """The steps directly inside `call`, grouped and folded as described above, in order."""
-    steps = [
-        Step("call", c.path.rsplit(".", 1)[-1], c.type, c.inputs, c.outputs[0], call=c)
-        for c in trace.children(call.index)
-        if c.outputs
-    ]
-    residual_ops = {r.op: r for r in trace.residual_adds}
-    for op in trace.ops_in(call.index):
-        r = residual_ops.get(op.index)
-        if r is not None:
-            steps.append(Step("residual", "+", "+", (r.stream, r.branch), r.output, ops=(op,), residual=r))
-        elif op.function != "forward":
-            steps.append(Step("helper", op.function, _op_title(op), op.inputs[:1], op.outputs[0], ops=(op,)))
-        else:
-            kind = "shape" if op.name in SHAPE_OPS else "compute"
-            steps.append(Step(kind, op.name, _op_title(op), op.inputs, op.outputs[0], ops=(op,)))
-    steps.sort(key=lambda s: s.time)
+class StepTree:
+    """The steps of one trace, each call's worked out once."""
+
+    def __init__(self, trace: Trace):
+        self.trace = trace
+        self.residual_at = {r.op: r for r in trace.residual_adds}
+        self.in_sums = {i for r in trace.residual_adds for i in r.adds}
+        self._inner: dict[int, list[Step]] = {}
+
+    def inner(self, call: ModuleCall) -> list[Step]:
+        """The steps directly inside `call`, grouped and folded as described above, in order."""
+        if call.index not in self._inner:
+            self._inner[call.index] = _merged(self._steps_in(call))
+        return self._inner[call.index]
+
+    def _steps_in(self, call: ModuleCall) -> list[Step]:
+        steps: list[Step] = []
+        for item in self.trace.timeline(call.index):
+            if isinstance(item, ModuleCall):
+                if item.outputs:
+                    steps.append(
+                        Step(
+                            StepKind.call,
+                            short_path(item),
+                            item.type,
+                            item.inputs,
+                            item.outputs[0],
+                            item.end,
+                            item,
+                        )
+                    )
+                continue
+            op = item
+            r = self.residual_at.get(op.index)
+            if r is not None:
+                inputs = (r.stream, *(b.output for b in r.branches))
+                steps.append(
+                    Step(StepKind.residual, "+", "+", inputs, r.output, op.time, ops=(op,), residual=r)
+                )
+            elif op.index in self.in_sums:
+                continue  # an add inside a residual sum: drawn as that sum's (+)
+            elif op.function != "forward":
+                steps.append(
+                    Step(
+                        StepKind.helper,
+                        op.function,
+                        op_title(op),
+                        op.inputs[:1],
+                        op.outputs[0],
+                        op.time,
+                        ops=(op,),
+                    )
+                )
+            else:
+                kind = StepKind.shape if op.name in SHAPE_OPS else StepKind.compute
+                steps.append(Step(kind, op.name, op_title(op), op.inputs, op.outputs[0], op.time, ops=(op,)))
+        return steps
+
+    def is_one_op(self, call: ModuleCall) -> bool:
+        """Whether the call is one op that returns its output (a LayerNorm module and its
+        F.layer_norm): then the op is the call, and listing it would say nothing new."""
+        ops = self.trace.ops_in(call.index)
+        return not self.trace.children(call.index) and len(ops) == 1 and ops[0].outputs == call.outputs
+
+    def opened(self) -> set[int]:
+        """Indices of the calls drawn as a stream: the root and every call with a residual add inside."""
+        by_index = {c.index: c for c in self.trace.calls}
+        opened = {c.index for c in self.trace.calls if c.parent is None}
+        for r in self.trace.residual_adds:
+            call = self.trace.ops[r.op].call
+            while call is not None:
+                opened.add(call)
+                call = by_index[call].parent
+        return opened
+
+    def stream(self, collapse: bool = True) -> list[Step]:
+        """The stream from input to output: opened calls expanded in place, each after a section step.
+        With `collapse`, a run of opened calls doing the same thing (a stack of identical Blocks, with
+        the same shapes all through) is drawn once: its section reads "h.0 … h.79" and "Block × 80"."""
+        opened = self.opened()
+
+        def expand(call: ModuleCall) -> list[Step]:
+            out: list[Step] = []
+            run: tuple[int, int, tuple] | None = (
+                None  # (index of the run's section in out, length, signature)
+            )
+            for step in self.inner(call):
+                if step.call is None or step.call.index not in opened:
+                    out.append(step)
+                    run = None
+                    continue
+                inner = expand(step.call)
+                signature = (step.call.type, self.signature(inner))
+                if collapse and run is not None and run[2] == signature:
+                    first = out[run[0]]
+                    assert first.call is not None
+                    count = run[1] + 1
+                    label = f"{first.call.path} … {step.call.path}"
+                    title = f"{first.call.type} × {count}"
+                    out[run[0]] = Step(
+                        StepKind.section, label, title, first.inputs, step.output, step.time, first.call
+                    )
+                    run = (run[0], count, signature)
+                    continue
+                run = (len(out), 1, signature)
+                out.append(
+                    Step(
+                        StepKind.section,
+                        step.call.path,
+                        step.call.type,
+                        step.inputs,
+                        step.output,
+                        step.time,
+                        step.call,
+                    )
+                )
+                out.extend(inner)
+            return out
+
+        return [s for root in self.trace.calls if root.parent is None for s in expand(root)]
+
+    def signature(self, steps: list[Step]) -> tuple:
+        """What a reader of these steps sees, internals of boxes included: equal signatures draw alike."""
+
+        def shape(t: TensorMeta) -> tuple:
+            return t.shape, t.symbols
+
+        return tuple(
+            (s.kind, s.label, s.title, tuple(map(shape, s.inputs)), shape(s.output))
+            + ((self.signature(self.inner(s.call)),) if s.kind == StepKind.call and s.call else ())
+            for s in steps
+        )
+
+    def branches(self, r: ResidualAdd) -> list[list[tuple[str, str]]]:
+        """For each branch of a residual add, (name in the code, title) of each step on it, first
+        applied first: [[("norm", "RMSNorm"), ("attn", "CausalSelfAttention")]] for x + attn(norm(x))."""
+        found = []
+        for b in r.branches:
+            parts: list[tuple[int, str, str]] = [
+                (self.trace.calls[i].end, short_path(self.trace.calls[i]), self.trace.calls[i].type)
+                for i in b.calls
+            ]
+            last_frame = None
+            for i in b.ops:
+                op = self.trace.ops[i]
+                if op.function != "forward" and op.frame == last_frame:
+                    continue  # more ops of the same helper call
+                last_frame = op.frame
+                parts.append((op.time, op.function if op.function != "forward" else op.name, op_title(op)))
+            found.append([(name, title) for _, name, title in sorted(parts)])
+        return found
+
+
+def _merged(steps: list[Step]) -> list[Step]:
     merged: list[Step] = []
     for step in steps:
         if merged and _joins(merged[-1], step):
             last = merged[-1]
             # a helper of several ops is titled by its function's name: "apply_rotary_emb"
-            if step.kind == "helper":
+            if step.kind == StepKind.helper:
                 label, title = last.label, last.label
-            elif step.kind == "compute":  # relu, square -> "ReLU, square"
+            elif step.kind == StepKind.compute:  # relu, square -> "ReLU, square"
                 label, title = f"{last.label}, {step.label}", f"{last.title}, {step.title}"
             else:
                 label, title = f"{last.label}, {step.label}", last.title
-            step = Step(last.kind, label, title, last.inputs, step.output, last.call, (*last.ops, *step.ops))
-            merged[-1] = step
+            merged[-1] = Step(
+                last.kind,
+                label,
+                title,
+                last.inputs,
+                step.output,
+                step.time,
+                last.call,
+                (*last.ops, *step.ops),
+            )
         else:
             merged.append(step)
     return merged
@@ -115,60 +251,13 @@ def inner_steps(trace: Trace, call: ModuleCall) -> list[Step]:
 
 def _joins(last: Step, step: Step) -> bool:
     """Whether `step` continues `last` as one step."""
-    if step.kind == "helper":  # more ops of the same call of the same helper function
-        return last.kind == "helper" and (last.ops[0].function, last.ops[0].frame) == (
+    if step.kind == StepKind.helper:  # more ops of the same call of the same helper function
+        return last.kind == StepKind.helper and (last.ops[0].function, last.ops[0].frame) == (
             step.ops[0].function,
             step.ops[0].frame,
         )
     if not step.inputs or step.inputs[0].id != last.output.id:
         return False
-    if step.kind == "shape":  # views of what the last step made
-        return last.kind in ("call", "helper", "shape")
-    return step.kind == "compute" and last.kind == "compute"  # a chain like relu, square
-
-
-def stream_steps(trace: Trace, collapse: bool = True) -> list[Step]:
-    """The stream from input to output: opened calls expanded in place, each after a section step.
-    With `collapse`, a run of opened calls doing the same thing (a stack of identical Blocks, with
-    the same shapes all through) is drawn once: its section reads "h.0 … h.79" and "Block × 80"."""
-    opened = opened_calls(trace)
-
-    def expand(call: ModuleCall) -> list[Step]:
-        out: list[Step] = []
-        run: tuple[int, int, tuple] | None = None  # (index of the run's section in out, length, signature)
-        for step in inner_steps(trace, call):
-            if step.call is None or step.call.index not in opened:
-                out.append(step)
-                run = None
-                continue
-            inner = expand(step.call)
-            signature = (step.call.type, _signature(trace, inner))
-            if collapse and run is not None and run[2] == signature:
-                first = out[run[0]]
-                assert first.call is not None
-                count = run[1] + 1
-                label = f"{first.call.path} … {step.call.path}"
-                out[run[0]] = Step(
-                    "section", label, f"{first.call.type} × {count}", first.inputs, step.output, first.call
-                )
-                run = (run[0], count, signature)
-                continue
-            run = (len(out), 1, signature)
-            out.append(Step("section", step.call.path, step.call.type, step.inputs, step.output, step.call))
-            out.extend(inner)
-        return out
-
-    return [s for root in trace.calls if root.parent is None for s in expand(root)]
-
-
-def _signature(trace: Trace, steps: list[Step]) -> tuple:
-    """What a reader of these steps sees, internals of boxes included: equal signatures draw alike."""
-
-    def shape(t: TensorMeta) -> tuple:
-        return t.shape, t.symbols
-
-    return tuple(
-        (s.kind, s.label, s.title, tuple(map(shape, s.inputs)), shape(s.output))
-        + ((_signature(trace, inner_steps(trace, s.call)),) if s.kind == "call" and s.call else ())
-        for s in steps
-    )
+    if step.kind == StepKind.shape:  # views of what the last step made
+        return last.kind in (StepKind.call, StepKind.helper, StepKind.shape)
+    return step.kind == StepKind.compute and last.kind == StepKind.compute  # a chain like relu, square

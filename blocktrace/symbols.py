@@ -1,39 +1,42 @@
 """Names for dimensions, decided from structure rather than from values.
 
-A dimension is fitted as coeff * product of basis sizes (B, T, Hkv, G, D, r) from probe traces whose
-basis sizes are distinct primes (D is twice a prime, as rotary needs it even): the exponent of each
-basis size is read off the prime factorisation, and a second probe with other primes must confirm
-the fit. So (B, T, 4C) stays (B, T, 4C) even when the real T and C are both 1024. No torch here.
+A model declares its size symbols once, as a `SymbolSet`: the independent sizes (the basis: B, T,
+Hkv, G, D, ...) each with its meaning and its sizes in two probes, and the composite names a
+reader expects (C = Hkv * G * D). A dimension is fitted as coeff * product of basis sizes from
+probe traces whose basis sizes are distinct primes: the exponent of each basis size is read off
+the prime factorisation, and the second probe must confirm the fit. So (B, T, 4C) stays (B, T, 4C)
+even when the real T and C are both 1024. No torch here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from itertools import product
 
-BASIS = ("B", "T", "Hkv", "G", "D", "r")
-# Composite names, tried in order: C = H * D = Hkv * G * D, H = Hkv * G.
-COMPOSITES: tuple[tuple[str, dict[str, int]], ...] = (
-    ("C", {"Hkv": 1, "G": 1, "D": 1}),
-    ("H", {"Hkv": 1, "G": 1}),
-)
-MEANINGS = {
-    "B": "batch",
-    "T": "sequence length",
-    "C": "n_embd",
-    "H": "n_head",
-    "Hkv": "n_kv_head",
-    "G": "n_head / n_kv_head",
-    "D": "head dim, C / H",
-}
-# Basis sizes of the probes: distinct primes (D is 2 * prime); every size, and so every product
-# of sizes, differs between the two probes, so a dim equal in both is a constant. Of the pairs of
-# assignments with that property, these need the least memory for a Block's weights and activations.
-PROBE_DIMS: tuple[dict[str, int], ...] = (
-    {"B": 11, "T": 19, "Hkv": 3, "G": 5, "D": 2 * 7, "r": 13},
-    {"B": 17, "T": 13, "Hkv": 5, "G": 11, "D": 2 * 3, "r": 7},
-)
+
+@dataclass(frozen=True)
+class Symbol:
+    """One independent size of a model."""
+
+    name: str  # "B", "T", "D", ...
+    meaning: str  # for the legend: "batch", "head dim, C / H"
+    primes: tuple[int, int]  # its size in each probe is `step` times one of these: distinct primes
+    step: int = 1  # a factor every size has: D is even for rotary embeddings, so 2 * prime
+    by_value: bool = False  # written as its value inside a name: the MLP ratio r makes "4C"
+
+    def probe(self, i: int) -> int:
+        return self.step * self.primes[i]
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A name for a product of basis sizes, used wherever that product divides a dimension."""
+
+    name: str  # "C"
+    meaning: str  # "n_embd"
+    parts: tuple[tuple[str, int], ...]  # (("Hkv", 1), ("G", 1), ("D", 1))
 
 
 @dataclass(frozen=True)
@@ -41,35 +44,105 @@ class Dim:
     """coeff * prod(basis[s] ** e for s, e in powers)."""
 
     coeff: Fraction
-    powers: tuple[tuple[str, int], ...]  # in BASIS order, exponents != 0
+    powers: tuple[tuple[str, int], ...]  # in basis order, exponents != 0
 
-    def value(self, dims: dict[str, int]) -> Fraction:
+    def value(self, sizes: dict[str, int]) -> Fraction:
         v = self.coeff
         for s, e in self.powers:
-            v *= Fraction(dims[s]) ** e
+            v *= Fraction(sizes[s]) ** e
         return v
 
-    def factors(self) -> tuple[list[str], int, bool]:
-        """The dim's symbols with repeats, composites first (Hkv*G*D is "C"); the power of the mlp
-        ratio r, which is shown by its value; and whether any power is negative (no name then)."""
-        powers = dict(self.powers)
-        r = powers.pop("r", 0)
-        found: list[str] = []
-        for name, parts in COMPOSITES:
-            while all(powers.get(s, 0) >= e for s, e in parts.items()):
-                found.append(name)
-                for s, e in parts.items():
-                    powers[s] -= e
-        found += [s for s in BASIS for _ in range(powers.get(s, 0))]
-        return found, r, any(e < 0 for e in powers.values())
 
-    def name(self, dims: dict[str, int]) -> str:
-        """E.g. "B", "4C", "Hkv*D", "D/2", "T^2"; the mlp ratio r is shown by its value."""
-        factors, r, negative = self.factors()
+@dataclass(frozen=True)
+class SymbolSet:
+    """The size symbols of one model: its basis, the composite names, and the order of the legend."""
+
+    basis: tuple[Symbol, ...]
+    composites: tuple[Composite, ...] = ()  # tried in order: C before H, as C = H * D
+    order: tuple[str, ...] = ()  # legend order; symbols not listed follow in declaration order
+
+    def __post_init__(self) -> None:
+        for i in (0, 1):
+            primes = [s.primes[i] for s in self.basis]
+            steps = {p for s in self.basis if s.step > 1 for p in _prime_factors(s.step)}
+            if len(set(primes)) != len(primes) or steps & set(primes):
+                raise ValueError(f"probe {i}: the basis primes must be distinct and share no step factor")
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.basis)
+
+    @cached_property
+    def meanings(self) -> dict[str, str]:
+        return {s.name: s.meaning for s in (*self.basis, *self.composites)}
+
+    def probes(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The basis sizes of the two probes."""
+        return ({s.name: s.probe(0) for s in self.basis}, {s.name: s.probe(1) for s in self.basis})
+
+    def skeleton(self) -> dict[str, int]:
+        """The smallest sizes: a deep stack's structure at no cost."""
+        return {s.name: s.step for s in self.basis}
+
+    def values(self, sizes: dict[str, int]) -> dict[str, int]:
+        """Every symbol's value at `sizes`, composites included, in legend order."""
+        found = dict(sizes)
+        for c in self.composites:
+            value = 1
+            for s, e in c.parts:
+                value *= sizes[s] ** e
+            found[c.name] = value
+        ordered = [n for n in self.order if n in found] + [n for n in found if n not in self.order]
+        return {n: found[n] for n in ordered}
+
+    # --- fitting ------------------------------------------------------------------------------
+    def fit(self, values: list[int]) -> Dim | None:
+        """The Dim that gives values[i] under probe i for every i, or None if there is no single one.
+
+        A dim equal in every probe is a constant. Otherwise each basis size's exponent is at most how
+        often its prime divides the first probe's value; a constant factor may share a prime with a
+        size (3 * r when Hkv is 3), so every split is tried and exactly one must fit every probe.
+        """
+        probes = self.probes()
+        first, sizes = values[0], probes[0]
+        if all(v == first for v in values):
+            return Dim(Fraction(first), ())
+        if first <= 0:
+            return None
+        ranges = [range(_multiplicity(first, s.primes[0]) + 1) for s in self.basis]
+        found = []
+        for exponents in product(*ranges):
+            powers = tuple((s, e) for s, e in zip(self.names, exponents, strict=True) if e)
+            unit = Dim(Fraction(1), powers)
+            dim = Dim(Fraction(first) / unit.value(sizes), powers)
+            if all(dim.value(p) == v for v, p in zip(values, probes, strict=True)):
+                found.append(dim)
+        return found[0] if len(found) == 1 else None
+
+    # --- naming -------------------------------------------------------------------------------
+    def factors(self, dim: Dim) -> tuple[list[str], dict[str, int], bool]:
+        """The dim's symbols with repeats, composites first (Hkv*G*D is "C"); the powers of the
+        symbols written by value (the MLP ratio); and whether any power is negative (no name then)."""
+        powers = dict(dim.powers)
+        by_value = {s.name: powers.pop(s.name) for s in self.basis if s.by_value and s.name in powers}
+        found: list[str] = []
+        for c in self.composites:
+            while all(powers.get(s, 0) >= e for s, e in c.parts):
+                found.append(c.name)
+                for s, e in c.parts:
+                    powers[s] -= e
+        found += [s for s in self.names for _ in range(powers.get(s, 0))]
+        return found, by_value, any(e < 0 for e in powers.values())
+
+    def name(self, dim: Dim, sizes: dict[str, int]) -> str:
+        """E.g. "B", "4C", "Hkv*D", "D/2", "T^2"; a by-value symbol shows as its value."""
+        factors, by_value, negative = self.factors(dim)
         if negative:
-            value = self.value(dims)
+            value = dim.value(sizes)
             return str(value.numerator) if value.denominator == 1 else str(value)
-        coeff = self.coeff * Fraction(dims["r"]) ** r
+        coeff = dim.coeff
+        for s, e in by_value.items():
+            coeff *= Fraction(sizes[s]) ** e
         term = _power_product(factors)
         if not term:
             return str(coeff)
@@ -81,10 +154,14 @@ class Dim:
             return f"{term}/{coeff.denominator}"
         return f"{coeff.numerator}*{term}/{coeff.denominator}"
 
-    def names(self) -> list[str]:
-        """The symbols a legend needs for this dim: none where it is written as a number."""
-        factors, _, negative = self.factors()
-        return [] if negative else list(dict.fromkeys(factors))
+    def legend(self, dims: list[Dim], sizes: dict[str, int]) -> dict[str, int]:
+        """Symbol -> value for every symbol the given dims are named with, in legend order."""
+        used = set()
+        for d in dims:
+            factors, _, negative = self.factors(d)
+            if not negative:
+                used.update(factors)
+        return {n: v for n, v in self.values(sizes).items() if n in used}
 
 
 def _power_product(factors: list[str]) -> str:
@@ -103,40 +180,11 @@ def _multiplicity(value: int, prime: int) -> int:
     return e
 
 
-def fit(values: list[int], probes: tuple[dict[str, int], ...] = PROBE_DIMS) -> Dim | None:
-    """The Dim that gives values[i] under probes[i] for every i, or None if there is no single one.
-
-    A dim equal in every probe is a constant. Otherwise each basis size's exponent is at most how
-    often its prime divides the first probe's value; a constant factor may share a prime with a
-    size (3 * r when Hkv is 3), so every split is tried and exactly one must fit every probe.
-    """
-    first, dims = values[0], probes[0]
-    if all(v == first for v in values):
-        return Dim(Fraction(first), ())
-    if first <= 0:
-        return None
-    primes = {s: dims[s] // 2 if s == "D" else dims[s] for s in BASIS}
-    ranges = [range(_multiplicity(first, primes[s]) + 1) for s in BASIS]
-    found = []
-    for exponents in product(*ranges):
-        powers = tuple((s, e) for s, e in zip(BASIS, exponents, strict=True) if e)
-        unit = Dim(Fraction(1), powers)
-        dim = Dim(Fraction(first) / unit.value(dims), powers)
-        if all(dim.value(d) == v for v, d in zip(values, probes, strict=True)):
-            found.append(dim)
-    return found[0] if len(found) == 1 else None
-
-
-def legend(dims: list[Dim], sizes: dict[str, int]) -> dict[str, int]:
-    """Symbol -> value for every symbol the given dims are named with, in a fixed order."""
-    used = {n for d in dims for n in d.names()}
-    values = {
-        "B": sizes["B"],
-        "T": sizes["T"],
-        "C": sizes["Hkv"] * sizes["G"] * sizes["D"],
-        "H": sizes["Hkv"] * sizes["G"],
-        "Hkv": sizes["Hkv"],
-        "G": sizes["G"],
-        "D": sizes["D"],
-    }
-    return {name: value for name, value in values.items() if name in used}
+def _prime_factors(n: int) -> set[int]:
+    found, p = set(), 2
+    while n > 1:
+        while n % p == 0:
+            found.add(p)
+            n //= p
+        p += 1
+    return found

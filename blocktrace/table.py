@@ -1,9 +1,8 @@
 """The table: one row per module call, functional op and residual add of a Trace, with totals.
 
-Rows come in execution order, each under the call it ran in. Tensor ids are handed out in creation
-order, so the newest tensor id a call or op touched tells when it finished: siblings never overlap
-in time, so sorting siblings by it is sorting them by execution. A leaf call that ran exactly one op
-returning the call's own output (a Linear and its F.linear) is that op: one row, not two.
+Rows come in execution order (the trace's clock: when each op ran and each call returned), each
+under the call it ran in. A leaf call that ran exactly one op returning the call's own output (a
+Linear and its F.linear) is that op: one row, not two.
 
 No torch here: the table is built from the plain Trace data.
 """
@@ -24,7 +23,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from blocktrace.flops import op_flops
-from blocktrace.layout import dims_text, shape_text
+from blocktrace.shapes import dims_text, shape_text
 from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
 
 SCHEMA = "blocktrace.table"
@@ -140,9 +139,8 @@ class Table:
 
 @dataclass(frozen=True)
 class _Node:
-    """A call or op with its place in time and its children."""
+    """A call or op with its children."""
 
-    when: int
     row: Row
     children: tuple[_Node, ...]
 
@@ -165,24 +163,18 @@ class _Builder:
     def __init__(self, trace: Trace):
         self.trace = trace
         self.residuals = {r.op: r for r in trace.residual_adds}
-        self.calls_in: dict[int | None, list[ModuleCall]] = {}
-        self.ops_in: dict[int | None, list[OpCall]] = {}
-        for c in trace.calls:
-            self.calls_in.setdefault(c.parent, []).append(c)
-        for o in trace.ops:
-            self.ops_in.setdefault(o.call, []).append(o)
 
     def nodes(self, call: int | None, depth: int) -> list[_Node]:
         """The calls and ops directly inside `call`, in execution order."""
-        nodes = [self.call_node(c, depth) for c in self.calls_in.get(call, [])]
-        nodes += [self.op_node(o, depth) for o in self.ops_in.get(call, [])]
-        # on a tie an op comes first: a call that returns the op's output unchanged ended after it
-        return sorted(nodes, key=lambda n: (n.when, n.row.call is not None))
+        return [
+            self.call_node(item, depth) if isinstance(item, ModuleCall) else self.op_node(item, depth)
+            for item in self.trace.timeline(call)
+        ]
 
     def call_node(self, call: ModuleCall, depth: int) -> _Node:
         children = self.nodes(call.index, depth + 1)
         flops = sum(c.row.flops for c in children)  # a nested call's FLOPs include its own insides
-        ops = self.ops_in.get(call.index, [])
+        ops = self.trace.ops_in(call.index)
         if len(children) == 1 and len(ops) == 1 and ops[0].outputs == call.outputs:
             children = []  # the op is the call itself
         row = Row(
@@ -198,8 +190,7 @@ class _Builder:
             flops=flops,
             call=call.index,
         )
-        ids = [t.id for t in (*call.inputs, *call.outputs)]
-        return _Node(max([*ids, *(c.when for c in children), -1]), row, tuple(children))
+        return _Node(row, tuple(children))
 
     def op_node(self, op: OpCall, depth: int) -> _Node:
         path = "" if op.call is None else self.trace.calls[op.call].path
@@ -210,7 +201,7 @@ class _Builder:
         else:
             name, kind = op.name, op_kind(op.name)
         row = Row(depth, name, kind, path, op.inputs, op.outputs, (), 0, 0, op_flops(op), op=op.index)
-        return _Node(max(t.id for t in op.outputs), row, ())
+        return _Node(row, ())
 
 
 def _flatten(node: _Node, depth: int | None) -> list[Row]:

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 SCHEMA = "blocktrace.trace"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class TraceError(RuntimeError):
@@ -70,6 +70,7 @@ class ModuleCall:
     params: int  # parameters of the module and its submodules
     trainable: int  # how many of them require grad
     weights: tuple[Weight, ...] = ()  # the module's own parameters (not its submodules')
+    end: int = 0  # when it returned, on the clock that OpCall.time reads
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +83,7 @@ class ModuleCall:
             "params": self.params,
             "trainable": self.trainable,
             "weights": [w.to_dict() for w in self.weights],
+            "end": self.end,
         }
 
     @classmethod
@@ -96,6 +98,7 @@ class ModuleCall:
             d["params"],
             d["trainable"],
             tuple(Weight.from_dict(w) for w in d["weights"]),
+            d["end"],
         )
 
 
@@ -112,6 +115,7 @@ class OpCall:
     inputs: tuple[TensorMeta, ...]
     outputs: tuple[TensorMeta, ...]
     attrs: dict[str, Any] = field(default_factory=dict)  # scalar arguments, e.g. is_causal
+    time: int = 0  # when it ran: one clock ticks at every op and every module call's return
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +128,7 @@ class OpCall:
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "attrs": dict(self.attrs),
+            "time": self.time,
         }
 
     @classmethod
@@ -138,41 +143,61 @@ class OpCall:
             tuple(TensorMeta.from_dict(t) for t in d["inputs"]),
             tuple(TensorMeta.from_dict(t) for t in d["outputs"]),
             dict(d["attrs"]),
+            d["time"],
         )
 
 
 @dataclass(frozen=True)
-class ResidualAdd:
-    """An add x + f(x): one operand (the stream) is a data-flow ancestor of the other (the branch)
-    through at least one module call."""
+class Branch:
+    """One term f(x) of a residual sum: what was computed from the stream on the way to the add."""
 
-    op: int  # index of the add in Trace.ops
-    stream: TensorMeta  # x, the residual stream that skips the branch
-    branch: TensorMeta  # f(x)
-    output: TensorMeta  # x + f(x)
-    calls: tuple[int, ...]  # the outermost module calls on the branch, in order
-    ops: tuple[int, ...]  # ops on the branch outside those calls, at the add's own level
+    output: TensorMeta  # f(x)
+    calls: tuple[int, ...]  # the outermost module calls on it, in the order they returned
+    ops: tuple[int, ...]  # ops on it outside those calls, at the add's own level
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output.to_dict(), "calls": list(self.calls), "ops": list(self.ops)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Branch:
+        return cls(TensorMeta.from_dict(d["output"]), tuple(d["calls"]), tuple(d["ops"]))
+
+
+@dataclass(frozen=True)
+class ResidualAdd:
+    """A sum x + f(x) (+ g(x) ...): one term, the stream, is a data-flow ancestor of every other
+    term, each through at least one module call. x + attn(ln1(x)) + mlp(ln2(x)) is one residual
+    add of two branches, whatever the order of its terms."""
+
+    op: int  # index in Trace.ops of the add that makes the new stream: the sum's last add
+    adds: tuple[int, ...]  # every add of the sum, in order (one for x + f(x))
+    stream: TensorMeta  # x, the residual stream that skips the branches
+    branches: tuple[Branch, ...]  # f(x), g(x), ... in the order their values were made
+    output: TensorMeta  # x + f(x) + ...
+
+    @property
+    def calls(self) -> tuple[int, ...]:
+        """The outermost module calls of every branch."""
+        return tuple(c for b in self.branches for c in b.calls)
 
     def to_dict(self, trace: Trace) -> dict[str, Any]:
         return {
             "op": self.op,
+            "adds": list(self.adds),
             "wraps": [trace.calls[i].path for i in self.calls],
             "stream": self.stream.to_dict(),
-            "branch": self.branch.to_dict(),
+            "branches": [b.to_dict() for b in self.branches],
             "output": self.output.to_dict(),
-            "calls": list(self.calls),
-            "ops": list(self.ops),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResidualAdd:
         return cls(
             d["op"],
+            tuple(d["adds"]),
             TensorMeta.from_dict(d["stream"]),
-            TensorMeta.from_dict(d["branch"]),
+            tuple(Branch.from_dict(b) for b in d["branches"]),
             TensorMeta.from_dict(d["output"]),
-            tuple(d["calls"]),
-            tuple(d["ops"]),
         )
 
 
@@ -187,6 +212,7 @@ class Trace:
     residual_adds: tuple[ResidualAdd, ...]
     config: dict[str, Any] = field(default_factory=dict)
     symbols: dict[str, int] = field(default_factory=dict)  # legend: symbol -> value, e.g. C -> 768
+    meanings: dict[str, str] = field(default_factory=dict)  # legend: symbol -> meaning, e.g. C -> n_embd
 
     def children(self, call: int | None) -> list[ModuleCall]:
         """The calls made directly inside `call` (None: the root calls)."""
@@ -195,6 +221,11 @@ class Trace:
     def ops_in(self, call: int | None) -> list[OpCall]:
         """The ops run directly inside `call`, not inside its children."""
         return self._ops_in.get(call, [])
+
+    def timeline(self, call: int | None) -> list[ModuleCall | OpCall]:
+        """The calls and ops made directly inside `call`, in the order they finished."""
+        found: list[ModuleCall | OpCall] = [*self.children(call), *self.ops_in(call)]
+        return sorted(found, key=lambda item: item.end if isinstance(item, ModuleCall) else item.time)
 
     @cached_property
     def _children(self) -> dict[int | None, list[ModuleCall]]:
@@ -220,7 +251,7 @@ class Trace:
             found += o.inputs
             found += o.outputs
         for r in self.residual_adds:
-            found += (r.stream, r.branch, r.output)
+            found += (r.stream, *(b.output for b in r.branches), r.output)
         return found
 
     def map_tensors(self, fn: Callable[[TensorMeta], TensorMeta]) -> Trace:
@@ -237,19 +268,22 @@ class Trace:
             calls=tuple(
                 ModuleCall(
                     c.index, c.path, c.type, c.parent, each(c.inputs), each(c.outputs),
-                    c.params, c.trainable, c.weights,
+                    c.params, c.trainable, c.weights, c.end,
                 )
                 for c in self.calls
             ),
             ops=tuple(
                 OpCall(
                     o.index, o.name, o.call, o.function, o.line, o.frame, each(o.inputs), each(o.outputs),
-                    o.attrs,
+                    o.attrs, o.time,
                 )
                 for o in self.ops
             ),
             residual_adds=tuple(
-                ResidualAdd(r.op, fn(r.stream), fn(r.branch), fn(r.output), r.calls, r.ops)
+                ResidualAdd(
+                    r.op, r.adds, fn(r.stream),
+                    tuple(Branch(fn(b.output), b.calls, b.ops) for b in r.branches), fn(r.output),
+                )
                 for r in self.residual_adds
             ),
         )  # fmt: skip
@@ -262,6 +296,7 @@ class Trace:
             "device": self.device,
             "config": dict(self.config),
             "symbols": dict(self.symbols),
+            "meanings": dict(self.meanings),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "calls": [c.to_dict() for c in self.calls],
@@ -286,6 +321,7 @@ class Trace:
             tuple(ResidualAdd.from_dict(r) for r in d["residual_adds"]),
             dict(d["config"]),
             dict(d["symbols"]),
+            dict(d["meanings"]),
         )
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -22,11 +22,12 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from blocktrace.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace, TraceError, Weight
+from blocktrace.trace import Branch, ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace, TraceError, Weight
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _THIS_FILE = __file__
-_ADDS = ("add", "radd", "iadd")
+_ADDS = frozenset({"add", "radd", "iadd"})
+_SAME_VALUE = frozenset({"contiguous"})  # ops whose output is their input's value, copied or not
 _TAG = "_blocktrace_id"
 _ATTR_TYPES = (bool, float, str)  # scalar kwargs worth keeping; ints are left out as they may be sizes
 
@@ -38,6 +39,7 @@ class _OpenCall:
     module: nn.Module
     parent: int | None
     inputs: tuple[TensorMeta, ...]
+    file: str  # where the module's class is written: its ops are attributed to code there
 
 
 @dataclass
@@ -53,7 +55,7 @@ class _Recorder:
     stack: list[_OpenCall] = field(default_factory=list)
     calls: list[ModuleCall | None] = field(default_factory=list)
     ops: list[OpCall] = field(default_factory=list)
-    residual_adds: list[ResidualAdd] = field(default_factory=list)
+    clock: int = 0  # ticks at every op and every call's return: one order for both
     # the caller's frame of the last op, held so that its id cannot be reused by the next call
     last_frame: FrameType | None = None
     frames: int = 0
@@ -71,6 +73,13 @@ class _Recorder:
             setattr(t, _TAG, (self.token, tid))
         return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype))
 
+    def alias(self, t: torch.Tensor, tid: int) -> TensorMeta:
+        """`t` under the id `tid` of a tensor holding the same value."""
+        if getattr(t, _TAG, None) is None:
+            self.untag.append(weakref.ref(t))
+        setattr(t, _TAG, (self.token, tid))
+        return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype))
+
     def remove_tags(self, outputs: Any) -> None:
         for t in (*(ref() for ref in self.untag), *_tensors(outputs)):
             if t is not None and hasattr(t, _TAG):
@@ -85,7 +94,8 @@ class _Recorder:
         self.calls.append(None)  # filled in when the call returns
         parent = self.stack[-1].index if self.stack else None
         path = self.names[id(module)]
-        self.stack.append(_OpenCall(index, path, module, parent, self.metas((args, kwargs))))
+        inputs = self.metas((args, kwargs))
+        self.stack.append(_OpenCall(index, path, module, parent, inputs, _class_file(type(module))))
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         call = self.stack.pop()
@@ -100,7 +110,9 @@ class _Recorder:
             call.inputs,
             outputs,
             *parameters(module),
+            self.clock,
         )
+        self.clock += 1
 
     # --- ops ----------------------------------------------------------------------------------
     def record_op(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
@@ -112,46 +124,98 @@ class _Recorder:
             return  # size(), dim(), shape: no data flow
         if not out_tensors:
             return
-        inputs = self.metas(args)
-        if kwargs:
-            inputs += self.metas(kwargs)
+        taken = [t for t in _tensors((args, kwargs)) if not isinstance(t, nn.Parameter)]
+        inputs = tuple(self.meta(t) for t in taken)
         index = len(self.ops)
         parent_ids = tuple(t.id for t in inputs)
-        outputs = tuple(self.meta(t, parent_ids, new=True) for t in out_tensors)
-        for t in outputs:
-            self.producer_op[t.id] = index
-        frame = _caller()
+        in_place = _is_in_place(func)
+        name = _op_name(func)
+        outputs = []
+        for t in out_tensors:
+            # an op that hands back its input (x.float() on a float, eval-mode dropout) leaves the
+            # value as it was: it keeps its id. So does contiguous(), whether or not the memory
+            # layout (which differs between devices) made it copy.
+            if not in_place and any(t is x for x in taken):
+                meta = self.meta(t)
+            elif name in _SAME_VALUE and len(inputs) == 1:
+                meta = self.alias(t, inputs[0].id)
+            else:
+                meta = self.meta(t, parent_ids, new=True)
+                self.producer_op[meta.id] = index
+            outputs.append(meta)
+        frame = _caller(self.stack[-1].file if self.stack else None)
         if frame is not self.last_frame:
             self.frames += 1
             self.last_frame = frame
         function, line = (frame.f_code.co_name, frame.f_lineno) if frame else ("?", 0)
         attrs = {k: v for k, v in kwargs.items() if isinstance(v, _ATTR_TYPES)}
         call = self.stack[-1].index if self.stack else None
-        name = _op_name(func)
-        self.ops.append(OpCall(index, name, call, function, line, self.frames, inputs, outputs, attrs))
-        if name in _ADDS and len(inputs) == 2:
-            self.check_residual(self.ops[-1])
+        self.ops.append(
+            OpCall(index, name, call, function, line, self.frames, inputs, tuple(outputs), attrs, self.clock)
+        )
+        self.clock += 1
 
-    def check_residual(self, op: OpCall) -> None:
-        a, b = op.inputs
-        for stream, branch in ((a, b), (b, a)):
-            on_path = self.between(stream.id, branch.id)
-            calls = sorted({c for t in on_path for c in self.produced_by_call.get(t, ())})
-            if not calls:
-                continue
-            inside = set(calls)
-            outermost = tuple(c for c in calls if not self._has_ancestor_in(c, inside))
-            branch_ops = tuple(
-                sorted(
-                    self.producer_op[t]
-                    for t in on_path
-                    if t in self.producer_op and self.ops[self.producer_op[t]].call == op.call
-                )
+    # --- residual adds, once the forward is over ---------------------------------------------
+    def residual_adds(self) -> list[ResidualAdd]:
+        """Every sum of an add's terms whose oldest term is an ancestor of each other term through
+        at least one module call. Adds whose value only feeds the next add in the same call are
+        terms of that bigger sum: x + attn(ln1(x)) + mlp(ln2(x)) is one residual of two branches."""
+        users: dict[int, list[int]] = {}  # tensor id -> ops that took it
+        for op in self.ops:
+            for t in op.inputs:
+                users.setdefault(t.id, []).append(op.index)
+        adds = {op.index for op in self.ops if op.name in _ADDS and len(op.inputs) == 2}
+        inner = {
+            i
+            for i in adds
+            if len(u := users.get(self.ops[i].outputs[0].id, [])) == 1
+            and u[0] in adds
+            and self.ops[u[0]].call == self.ops[i].call
+        }
+        found = []
+        for i in sorted(adds - inner):
+            terms, sum_adds = self._terms(i, inner)
+            residual = self._residual(self.ops[i], terms, sum_adds)
+            if residual is not None:
+                found.append(residual)
+        return found
+
+    def _terms(self, root: int, inner: set[int]) -> tuple[list[TensorMeta], tuple[int, ...]]:
+        """The terms of the sum that the add `root` completes, and every add of that sum."""
+        terms: list[TensorMeta] = []
+        sum_adds: list[int] = []
+        todo = [root]
+        while todo:
+            i = todo.pop()
+            sum_adds.append(i)
+            for t in self.ops[i].inputs:
+                producer = self.producer_op.get(t.id)
+                if producer in inner and self.ops[producer].outputs[0].id == t.id:
+                    todo.append(producer)
+                else:
+                    terms.append(t)
+        return terms, tuple(sorted(sum_adds))
+
+    def _residual(self, op: OpCall, terms: list[TensorMeta], sum_adds: tuple[int, ...]) -> ResidualAdd | None:
+        # an ancestor is always made before its descendants: only the oldest term can be the stream
+        stream = min(terms, key=lambda t: t.id)
+        branches = []
+        for term in sorted((t for t in terms if t is not stream), key=lambda t: t.id):
+            on_path = self.between(stream.id, term.id)
+            calls = {c for t in on_path for c in self.produced_by_call.get(t, ())}
+            if not calls or term.id == stream.id:
+                return None
+            outermost = [c for c in calls if not self._has_ancestor_in(c, calls)]
+            ops = sorted(
+                self.producer_op[t]
+                for t in on_path
+                if t in self.producer_op and self.ops[self.producer_op[t]].call == op.call
             )
-            self.residual_adds.append(
-                ResidualAdd(op.index, stream, branch, op.outputs[0], outermost, branch_ops)
-            )
-            return
+            ends = {c: self.calls[c].end for c in outermost}  # type: ignore[union-attr]
+            branches.append(Branch(term, tuple(sorted(outermost, key=ends.__getitem__)), tuple(ops)))
+        if not branches:
+            return None
+        return ResidualAdd(op.index, sum_adds, stream, tuple(branches), op.outputs[0])
 
     def between(self, ancestor: int, descendant: int) -> set[int]:
         """Ids on some data-flow path ancestor -> descendant, the descendant included."""
@@ -171,18 +235,12 @@ class _Recorder:
         return on_path - {ancestor} if descendant in on_path else set()
 
     def _has_ancestor_in(self, call: int, calls: set[int]) -> bool:
-        parent = self._parent_of(call)
+        parent = self.calls[call].parent  # type: ignore[union-attr]
         while parent is not None:
             if parent in calls:
                 return True
-            parent = self._parent_of(parent)
+            parent = self.calls[parent].parent  # type: ignore[union-attr]
         return False
-
-    def _parent_of(self, call: int) -> int | None:
-        done = self.calls[call]
-        if done is not None:
-            return done.parent
-        return next(c.parent for c in self.stack if c.index == call)
 
 
 def parameters(module: nn.Module) -> tuple[int, int, tuple[Weight, ...]]:
@@ -232,14 +290,30 @@ def _op_name(func: Any) -> str:
 
 
 @functools.cache
+def _is_in_place(func: Any) -> bool:
+    """Tensor.add_ and x += y write into their input: the value it held is gone."""
+    name = getattr(func, "__name__", "")
+    return (name.endswith("_") and not name.endswith("__")) or (
+        name.startswith("__i") and name.endswith("__")
+    )
+
+
+@functools.cache
 def _is_torch_code(code: CodeType) -> bool:
     return code.co_filename.startswith(_TORCH_DIR) or code.co_filename == _THIS_FILE
 
 
-def _caller() -> FrameType | None:
-    """The innermost Python frame outside torch and this file: where the user wrote the op."""
+@functools.cache
+def _class_file(cls: type) -> str:
+    return getattr(sys.modules.get(cls.__module__), "__file__", None) or ""
+
+
+def _caller(module_file: str | None) -> FrameType | None:
+    """Where the op was written: the innermost Python frame outside torch and this file, or in the
+    file of the module running it (torch's own layers, such as nn.TransformerEncoderLayer, are code
+    too: their ops belong to them, not to whoever called the module)."""
     frame: FrameType | None = sys._getframe(2)
-    while frame is not None and _is_torch_code(frame.f_code):
+    while frame is not None and _is_torch_code(frame.f_code) and frame.f_code.co_filename != module_file:
         frame = frame.f_back
     return frame
 
@@ -280,7 +354,7 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
         outputs=outputs,
         calls=tuple(c for c in recorder.calls if c is not None),
         ops=tuple(recorder.ops),
-        residual_adds=tuple(recorder.residual_adds),
+        residual_adds=tuple(recorder.residual_adds()),
     )
 
 

@@ -72,7 +72,7 @@ def test_shapes_both_and_concrete() -> None:
 
 def test_json_has_calls_ops_and_residual_adds() -> None:
     data = json.loads(run("diagram", *TINY, "--format", "json").stdout)
-    assert data["schema"] == "blocktrace.trace" and data["version"] == 1
+    assert data["schema"] == "blocktrace.trace" and data["version"] == 2
     assert [r["wraps"] for r in data["residual_adds"]] == [["attn"], ["mlp"]]
     assert data["residual_adds"][0]["stream"]["shape"] == [2, 6, 32]
     c_fc = next(c for c in data["calls"] if c["path"] == "mlp.c_fc")
@@ -227,7 +227,7 @@ def test_a_failed_forward_is_one_line_and_exit_1(monkeypatch) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise TraceError(message)
 
-    monkeypatch.setattr(blocktrace.pipeline, "trace_config", broken)
+    monkeypatch.setattr(blocktrace.pipeline, "trace_spec", broken)
     result = run("diagram", *TINY, "--no-cache")
     assert result.exit_code == 1
     assert result.stderr == f"blocktrace: error: {message}\n"

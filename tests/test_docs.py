@@ -64,3 +64,4 @@ def test_schema_doc_lists_exactly_the_keys_of_the_json() -> None:
     assert documented_keys("call") == set(data["calls"][0])
     assert documented_keys("op") == set(data["ops"][0])
     assert documented_keys("residual") == set(data["residual_adds"][0])
+    assert documented_keys("branch") == set(data["residual_adds"][0]["branches"][0])

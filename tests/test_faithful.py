@@ -119,11 +119,12 @@ def test_derivation_needs_every_parameter_owner_called_and_every_dim_fitted() ->
     from dataclasses import replace
 
     from blocktrace.probe import derived_trace, fit_shapes
+    from blocktrace.spec import BlockSpec
 
-    config = CONFIGS[1]
-    shape_fit = fit_shapes(config)
-    assert shape_fit is not None and derived_trace(config, shape_fit) is not None
-    assert derived_trace(config, replace(shape_fit, all_called=False)) is None
+    spec = BlockSpec(CONFIGS[1])
+    shape_fit = fit_shapes(spec)
+    assert shape_fit is not None and derived_trace(spec, shape_fit) is not None
+    assert derived_trace(spec, replace(shape_fit, all_called=False)) is None
     some_tensor = next(iter(shape_fit.dims))
     unfitted = {**shape_fit.dims, some_tensor: (None,)}
-    assert derived_trace(config, replace(shape_fit, dims=unfitted)) is None
+    assert derived_trace(spec, replace(shape_fit, dims=unfitted)) is None

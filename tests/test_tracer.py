@@ -50,7 +50,10 @@ def test_ops_modules_cannot_see_are_recorded_where_they_ran() -> None:
 def test_residual_adds_are_found_from_data_flow() -> None:
     t = block_trace()
     assert [[t.calls[c].path for c in r.calls] for r in t.residual_adds] == [["attn"], ["mlp"]]
-    assert [[t.ops[o].name for o in r.ops] for r in t.residual_adds] == [["rms_norm"], ["rms_norm"]]
+    assert [[t.ops[o].name for o in r.branches[0].ops] for r in t.residual_adds] == [
+        ["rms_norm"],
+        ["rms_norm"],
+    ]
     first, second = t.residual_adds
     assert first.stream.id == t.inputs[0].id
     assert second.stream.id == first.output.id
@@ -74,7 +77,7 @@ class Reversed(nn.Module):
 def test_operand_order_in_place_adds_and_plain_adds() -> None:
     t = trace(Reversed(), (torch.randn(2, 4),))
     assert [[t.calls[c].path for c in r.calls] for r in t.residual_adds] == [["f"], ["g"]]
-    assert [t.ops[o].name for o in t.residual_adds[1].ops] == ["relu"]
+    assert [t.ops[o].name for o in t.residual_adds[1].branches[0].ops] == ["relu"]
 
 
 def test_a_module_called_twice_gives_two_calls() -> None:
@@ -133,4 +136,4 @@ class LongBranch(nn.Module):
 def test_a_branch_of_thousands_of_ops_is_still_found() -> None:
     t = trace(LongBranch(), (torch.randn(2, 4),))
     (r,) = t.residual_adds
-    assert [t.calls[c].path for c in r.calls] == ["f"] and len(r.ops) == 3000
+    assert [t.calls[c].path for c in r.calls] == ["f"] and len(r.branches[0].ops) == 3000

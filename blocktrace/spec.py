@@ -1,0 +1,90 @@
+"""The model seam: what blocktrace needs to know of a model to trace it, whoever wrote the model.
+
+Probing, naming, caching and the memory guard work from this interface alone. The built-in Block
+families (`BlockSpec`) are one implementation; a user's module file or a Hugging Face config can be
+others. No torch at import: building is done inside the methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from blocktrace.config import BlockConfig
+from blocktrace.symbols import SymbolSet
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class ModelSpec(Protocol):
+    """A model to trace, at sizes given by its own size symbols."""
+
+    @property
+    def symbols(self) -> SymbolSet:
+        """Its size symbols: the basis every shape is a product of, with meanings and probe sizes."""
+        ...
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The requested value of each basis symbol."""
+        ...
+
+    @property
+    def layers(self) -> int:
+        """How many times the model repeats its unit one after another (1: no stack)."""
+        ...
+
+    def build(self, sizes: dict[str, int], device: str, layers: int) -> nn.Module:
+        """The module at `sizes`, with `layers` repeated units, its parameters on `device`."""
+        ...
+
+    def inputs(self, sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:
+        """The positional and keyword arguments to call the module built at `sizes` with."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the trace records as its config, JSON-able; also the spec's part of the cache key."""
+        ...
+
+    def dtype_bytes(self) -> int:
+        """Bytes per element of its weights and activations."""
+        ...
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """The built-in Block families, from a BlockConfig."""
+
+    config: BlockConfig
+
+    @property
+    def symbols(self) -> SymbolSet:
+        return self.config.symbols
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return self.config.dims()
+
+    @property
+    def layers(self) -> int:
+        return self.config.n_layer
+
+    def at(self, sizes: dict[str, int], layers: int) -> BlockConfig:
+        return replace(self.config.with_dims(sizes), n_layer=layers)
+
+    def build(self, sizes: dict[str, int], device: str, layers: int) -> nn.Module:
+        from blocktrace.model import build_module
+
+        return build_module(self.at(sizes, layers), device)
+
+    def inputs(self, sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:
+        from blocktrace.model import example_inputs
+
+        return example_inputs(self.at(sizes, 1), device), {}
+
+    def describe(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def dtype_bytes(self) -> int:
+        return 4 if self.config.dtype == "float32" else 2
