@@ -109,7 +109,10 @@ def composition(tree: StepTree, step: Step) -> str | None:
 def formulas(trace: Trace, collapse: bool = True) -> list[str]:
     tree = StepTree(trace)
     steps = tree.stream(collapse)
-    lines = stream_formulas(tree, steps)
+    # a collapsed run is drawn as its first call: its formulas are that call's, said to hold for each
+    runs = [s for s in steps if s.kind == StepKind.section and s.call is not None and s.label != s.call.path]
+    lines = [f"each of {s.label} ({s.title}):" for s in runs]
+    lines += stream_formulas(tree, steps)
     for step in steps:
         line = composition(tree, step) if step.kind == StepKind.call else None
         if line and line not in lines:

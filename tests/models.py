@@ -10,6 +10,7 @@ from torch import nn
 from blocktrace.config import BlockConfig
 from blocktrace.model import MLP, Block, CausalSelfAttention, example_inputs, norm
 from blocktrace.pipeline import trace_config
+from blocktrace.probe import structure
 from blocktrace.trace import Trace
 
 
@@ -54,3 +55,14 @@ def structures(config: BlockConfig = SMALL) -> dict[str, tuple[nn.Module, tuple,
         "single_residual": (SingleResidual(config), (x, cos_sin), 1),
         "two_blocks": (TwoBlocks(config), (x, cos_sin), 4),
     }
+
+
+def same(a: Trace, b: Trace) -> None:
+    """Two traces of the same code agree: structure, every shape and name, parameters, legend."""
+    assert structure(a) == structure(b)
+    assert [m.shape for m in a.tensors()] == [m.shape for m in b.tensors()]
+    assert [m.symbols for m in a.tensors()] == [m.symbols for m in b.tensors()]
+    assert [(c.params, c.trainable, c.weights) for c in a.calls] == [
+        (c.params, c.trainable, c.weights) for c in b.calls
+    ]
+    assert a.symbols == b.symbols

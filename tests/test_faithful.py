@@ -3,14 +3,11 @@ CPU run agree shape for shape, and module outputs match plain hooks on an untrac
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from blocktrace.config import BlockConfig
 from blocktrace.model import build_module, example_inputs
 from blocktrace.pipeline import trace_config
-from blocktrace.probe import structure
-from blocktrace.trace import Trace
+from tests.models import same
 
 CONFIGS = [
     BlockConfig(n_embd=32, n_head=4, seq=6, batch=2),
@@ -18,20 +15,6 @@ CONFIGS = [
     BlockConfig(n_embd=64, n_head=8, n_kv_head=1, seq=8, batch=1, mlp_ratio=3),  # H == D
     BlockConfig(n_embd=16, n_head=2, seq=16, batch=1, n_layer=2, dtype="bfloat16"),  # T == C
 ]
-
-
-def shapes(t: Trace) -> list[tuple[int, ...]]:
-    return [m.shape for m in t.tensors()]
-
-
-def same(a: Trace, b: Trace) -> None:
-    assert structure(a) == structure(b)
-    assert shapes(a) == shapes(b)
-    assert [m.symbols for m in a.tensors()] == [m.symbols for m in b.tensors()]
-    assert [(c.params, c.trainable, c.weights) for c in a.calls] == [
-        (c.params, c.trainable, c.weights) for c in b.calls
-    ]
-    assert a.symbols == b.symbols
 
 
 def hooked_output_shapes(config: BlockConfig) -> dict[str, list[tuple[int, ...]]]:
@@ -72,31 +55,6 @@ def test_the_output_equals_the_real_output_shape() -> None:
     with torch.no_grad():
         out = build_module(config, "cpu")(*example_inputs(config, "cpu"))
     assert trace_config(config, "probe").outputs[0].shape == tuple(out.shape)
-
-
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    batch=st.integers(1, 4),
-    seq=st.integers(1, 12),
-    n_kv_head=st.integers(1, 3),
-    group=st.integers(1, 3),
-    half_d=st.integers(1, 4),
-    mlp_ratio=st.integers(1, 4),
-    n_layer=st.integers(1, 3),
-)
-def test_probe_derivation_equals_meta_for_any_config(
-    batch: int, seq: int, n_kv_head: int, group: int, half_d: int, mlp_ratio: int, n_layer: int
-) -> None:
-    n_head = n_kv_head * group
-    config = BlockConfig(
-        n_embd=n_head * 2 * half_d,
-        n_head=n_head,
-        n_kv_head=n_kv_head,
-        seq=seq,
-        batch=batch,
-        mlp_ratio=mlp_ratio,
-    )
-    same(trace_config(config, "probe"), trace_config(config, "meta"))
 
 
 def test_frozen_parameters_show_in_every_device() -> None:

@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blocktrace.layout import layout
 from blocktrace.model import MLP, Block, build_module, example_inputs
+from blocktrace.render import render, to_text
 from blocktrace.tracer import TraceError, trace
 from tests.models import SMALL
 
@@ -137,3 +139,108 @@ def test_a_branch_of_thousands_of_ops_is_still_found() -> None:
     t = trace(LongBranch(), (torch.randn(2, 4),))
     (r,) = t.residual_adds
     assert [t.calls[c].path for c in r.calls] == ["f"] and len(r.branches[0].ops) == 3000
+
+
+class CastsAndDropout(nn.Module):
+    """Ops that hand back their input: x.float() on a float, eval-mode dropout, contiguous()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = nn.Linear(4, 4)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        x = x + self.drop(self.f(x))
+        y = x.contiguous()
+        return y + self.f(y)
+
+
+def test_an_op_that_hands_back_its_input_keeps_its_id() -> None:
+    x = torch.randn(2, 4)
+    t = trace(CastsAndDropout(), (x,))
+    first, second = t.residual_adds
+    assert first.stream.id == t.inputs[0].id  # x.float() did not make a new value
+    assert second.stream.id == first.output.id  # nor did contiguous()
+    assert [t.calls[c].path for c in first.calls] == ["f", "drop"]
+    text = to_text(render(layout(t)))
+    assert text.count("├") == text.count("◄") == 2  # both highways drawn
+
+
+def test_in_place_ops_make_a_new_value() -> None:
+    t = trace(Reversed(), (torch.randn(2, 4),))
+    first, in_place, _ = [o for o in t.ops if o.name == "add"]  # y += g(relu(y)): Tensor.add_ underneath
+    assert in_place.line == first.line + 2
+    assert in_place.outputs[0].id not in {i.id for i in in_place.inputs}
+
+
+def test_ops_of_torch_layers_belong_to_them() -> None:
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=True)
+    t = trace(layer, (torch.randn(2, 5, 8),))
+    assert {o.function for o in t.ops} <= {"forward", "_sa_block", "_ff_block"}
+    assert [[t.calls[c].path for c in r.calls] for r in t.residual_adds] == [
+        ["norm1", "self_attn", "dropout1"],
+        ["norm2", "linear1", "dropout", "linear2", "dropout2"],
+    ]
+
+
+class PassThrough(nn.Module):
+    """x + mlp(a_scale(b_norm(x))): a pass-through module sorts before its producer by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b_norm = nn.LayerNorm(4)
+        self.a_scale = nn.Identity()
+        self.mlp = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.a_scale(self.b_norm(x)))
+
+
+def test_pass_through_calls_keep_the_order_they_ran_in() -> None:
+    t = trace(PassThrough(), (torch.randn(2, 4),))
+    (r,) = t.residual_adds
+    assert [t.calls[c].path for c in r.calls] == ["b_norm", "a_scale", "mlp"]
+    assert "x + mlp(a_scale(b_norm(x)))" in to_text(render(layout(t)))
+
+
+class Parallel(nn.Module):
+    """The terms of a parallel residual in any order, as GPT-J and NeoX write them."""
+
+    def __init__(self, order: str) -> None:
+        super().__init__()
+        self.order = order
+        self.ln_1, self.ln_2 = nn.LayerNorm(4), nn.LayerNorm(4)
+        self.attn, self.mlp = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.attn(self.ln_1(x))
+        m = self.mlp(self.ln_2(x))
+        if self.order == "xam":
+            return x + a + m
+        if self.order == "amx":
+            return a + m + x
+        if self.order == "max":
+            return m + (a + x)
+        return m + x + a
+
+
+@pytest.mark.parametrize("order", ["xam", "amx", "max", "mxa"])
+def test_a_parallel_residual_is_one_add_of_two_branches(order: str) -> None:
+    t = trace(Parallel(order), (torch.randn(2, 4),))
+    (r,) = t.residual_adds
+    assert r.stream.id == t.inputs[0].id and len(r.adds) == 2
+    assert [[t.calls[c].path for c in b.calls] for b in r.branches] == [["ln_1", "attn"], ["ln_2", "mlp"]]
+    assert r.output.id == t.outputs[0].id
+
+
+def test_adds_of_unrelated_terms_are_no_residual() -> None:
+    class Sum(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.f, self.g = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.f(x) + self.g(y) + x  # g(y) does not come from x
+
+    assert trace(Sum(), (torch.randn(2, 4), torch.randn(2, 4))).residual_adds == ()

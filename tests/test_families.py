@@ -1,0 +1,194 @@
+"""Every Block family and flag combination traces, draws, tables and writes formulas from its data
+flow, and the probe-derived trace equals the meta and real CPU traces of the same module."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from blocktrace.cli import app
+from blocktrace.config import ACTIVATIONS, NORMS, PRESETS, QKV_LAYOUTS, RESIDUALS, BlockConfig, ConfigError
+from blocktrace.formulas import formulas
+from blocktrace.layout import layout
+from blocktrace.model import build_module
+from blocktrace.pipeline import trace_config
+from blocktrace.render import render, to_text
+from blocktrace.table import build_table
+from blocktrace.table import to_text as table_text
+from tests.models import same
+
+ADDS_PER_LAYER = {"pre": 2, "post": 2, "parallel": 1, "single": 1}
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> BlockConfig:
+    """Any valid family at small sizes: a preset, any of its choices overridden, GQA where it can be."""
+    qkv = draw(st.sampled_from(QKV_LAYOUTS))
+    n_kv_head = draw(st.integers(1, 3))
+    n_head = n_kv_head * (1 if qkv == "fused" else draw(st.integers(1, 3)))
+    n_embd = n_head * 2 * draw(st.integers(1, 4))
+    return BlockConfig.from_preset(
+        draw(st.sampled_from(list(PRESETS))),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_kv_head=n_kv_head,
+        seq=draw(st.integers(1, 9)),
+        batch=draw(st.integers(1, 3)),
+        mlp_hidden=draw(st.sampled_from([None, n_embd * 3, n_embd + 2])),
+        n_layer=draw(st.integers(1, 3)),
+        qkv=qkv,
+        norm=draw(st.sampled_from([None, *NORMS])),
+        activation=draw(st.sampled_from([None, *ACTIVATIONS])),
+        residual=draw(st.sampled_from([None, *RESIDUALS])),
+        bias=draw(st.sampled_from([None, True, False])),
+        qk_norm=draw(st.sampled_from([None, True, False])),
+        rotary=draw(st.sampled_from([None, True, False])),
+        causal=draw(st.sampled_from([None, True, False])),
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs())
+def test_probe_meta_and_cpu_agree_on_every_family(config: BlockConfig) -> None:
+    probe = trace_config(config, "probe")
+    assert probe.device == "probe", "the probes must fit every family"
+    same(probe, trace_config(config, "meta"))
+    same(probe, trace_config(config, "cpu"))
+    assert len(probe.residual_adds) == ADDS_PER_LAYER[config.residual] * config.n_layer
+    drawing = to_text(render(layout(probe, collapse=False)))
+    assert drawing.count("(+)") == len(probe.residual_adds)
+    assert build_table(probe).rows and formulas(probe)
+    assert all(d is not None for t in probe.tensors() for d in [t.symbols])
+
+
+SMALL = {"n_embd": 32, "n_head": 4, "seq": 6, "batch": 2}
+
+
+def family(preset: str = "nanochat", **flags: object):
+    return trace_config(BlockConfig.from_preset(preset, **{**SMALL, **flags}), "probe")
+
+
+@pytest.mark.parametrize(
+    ("preset", "flags", "expected"),
+    [
+        (
+            "nanochat",
+            {},
+            ["x_mid = x + CausalSelfAttention(RMSNorm(x))", "x_out = x_mid + MLP(RMSNorm(x_mid))"],
+        ),
+        (
+            "gpt2",
+            {},
+            ["x_mid = x + CausalSelfAttention(LayerNorm(x))", "x_out = x_mid + MLP(LayerNorm(x_mid))"],
+        ),
+        (
+            "bert",
+            {},
+            ["x_mid = LayerNorm(x + CausalSelfAttention(x))", "x_out = LayerNorm(x_mid + MLP(x_mid))"],
+        ),
+        ("neox", {}, ["x_out = x + CausalSelfAttention(LayerNorm(x)) + MLP(LayerNorm(x))"]),
+        ("nanochat", {"residual": "single"}, ["x_out = x + MLP(CausalSelfAttention(RMSNorm(x)))"]),
+        (
+            "nanochat",
+            {"residual": "post"},
+            ["x_mid = RMSNorm(x + CausalSelfAttention(x))", "x_out = RMSNorm(x_mid + MLP(x_mid))"],
+        ),
+    ],
+)
+def test_formulas_are_written_from_the_data_flow(preset: str, flags: dict, expected: list[str]) -> None:
+    lines = formulas(family(preset, **flags))
+    assert lines[: len(expected)] == expected
+    assert not any(line.startswith("x_") for line in lines[len(expected) :])
+
+
+def test_a_stack_collapsed_in_the_drawing_has_the_formulas_of_one_block() -> None:
+    lines = formulas(family(n_layer=3))
+    assert lines[0] == "each of h.0 … h.2 (Block × 3):"
+    assert [line for line in lines if line.startswith("x")] == [
+        "x_mid = x + CausalSelfAttention(RMSNorm(x))",
+        "x_out = x_mid + MLP(RMSNorm(x_mid))",
+    ]
+    expanded = [line for line in formulas(family(n_layer=3), collapse=False) if line.startswith("x_")]
+    assert len(expanded) == 6 and expanded[-1] == "x_out = x_5 + MLP(RMSNorm(x_5))"
+
+
+def drawing(preset: str = "nanochat", **flags: object) -> str:
+    return to_text(render(layout(family(preset, **flags))))
+
+
+def test_post_norm_draws_the_norm_on_the_stream_after_the_add() -> None:
+    lines = drawing("bert").splitlines()
+    plus = [i for i, line in enumerate(lines) if "(+)" in line]
+    norms = [i for i, line in enumerate(lines) if "LayerNorm" in line]
+    assert len(plus) == 2 and len(norms) == 2
+    assert plus[0] < norms[0] < plus[1] < norms[1]  # each norm right after its add
+    assert "attention_norm" in lines[norms[0] + 1] and "output_norm" in lines[norms[1] + 1]
+
+
+def test_parallel_draws_the_branches_side_by_side_into_one_add() -> None:
+    lines = drawing("neox").splitlines()
+    assert sum("(+)" in line for line in lines) == 1
+    fork = next(line for line in lines if "├" in line)
+    assert "┬" in fork  # the second branch leaves the stream where the highway does
+    join = next(line for line in lines if "(+)" in line)
+    assert "┴" in join  # ... and comes back into the same (+)
+    attention = next(i for i, line in enumerate(lines) if "CausalSelfAttention" in line)
+    mlp = next(i for i, line in enumerate(lines) if "│            MLP            │" in line)
+    assert lines[attention].index("CausalSelfAttention") < lines[mlp].index("MLP")  # a column further right
+    assert "x + attention(input_layernorm(x)) + mlp(post_attention_layernorm(x))" in "\n".join(lines)
+
+
+def test_single_residual_is_one_highway_around_both_sublayers() -> None:
+    text = drawing(residual="single")
+    assert text.count("(+)") == text.count("├") == 1
+    assert text.index("CausalSelfAttention") < text.index("MLP") < text.index("(+)")
+    assert "x + mlp(attn(norm(x)))" in text
+
+
+def test_f_is_named_when_the_mlp_width_is_no_multiple_of_c() -> None:
+    t = family("llama", mlp_hidden=100)
+    up = next(c for c in t.calls if c.path == "mlp.up_proj")
+    assert up.outputs[0].symbols == ("B", "T", "F") and up.weights[0].symbols == ("F", "C")
+    assert t.symbols["F"] == 100 and "F" in t.meanings
+    assert "r" not in t.symbols
+    wide = family("llama", mlp_hidden=96)  # 3C: a multiple, written as such
+    assert next(c for c in wide.calls if c.path == "mlp.up_proj").outputs[0].symbols == ("B", "T", "3C")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "bogus"], "'bogus' is not one of"),
+        (["--residual", "sideways"], "'sideways' is not one of"),
+        (["--mlp-hidden", "0"], "--mlp-hidden must be a positive integer, got 0"),
+        (["--mlp-hidden", "-5"], "--mlp-hidden must be a positive integer, got -5"),
+        (
+            ["--qkv", "fused", "--n-head", "6", "--n-kv-head", "2"],
+            "qkv fused projects n_head key and value heads",
+        ),
+        (["--n-embd", "30", "--n-head", "2"], "must be even for rotary embeddings"),
+        (["--n-layer", "100000"], "n_layer (100000) is over the 1024"),
+        (["--seq", str(2**40), "--batch", str(2**20)], "over torch's int64 limit"),
+    ],
+)
+def test_bad_family_flags_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["diagram", *args, "--no-cache"])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_odd_head_dims_draw_without_rotary() -> None:
+    t = family("gpt2", n_embd=30, n_head=2)  # D = 15: fine without rotary embeddings
+    assert t.device == "probe" and t.symbols["D"] == 15
+    with pytest.raises(ConfigError, match="even for rotary"):
+        BlockConfig.from_preset("llama", n_embd=30, n_head=2)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_tables_with_its_own_parameter_count(preset: str) -> None:
+    table = build_table(family(preset))
+    module = build_module(BlockConfig.from_preset(preset, **SMALL), "meta")
+    assert table.totals.params == sum(p.numel() for p in module.parameters())
+    assert "residual add" in table_text(table)
