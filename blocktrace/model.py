@@ -152,6 +152,7 @@ class MLP(nn.Module):
         super().__init__()
         self.names = NAMES[config.preset]
         self.activation = config.activation
+        self.gelu = "tanh" if config.preset == "gpt2" else "none"  # GPT-2's gelu_new is the tanh form
         C, F_, bias = config.n_embd, config.hidden, config.bias
         if self.activation == "swiglu":
             self.add_module(self.names.gate, nn.Linear(C, F_, bias=bias))
@@ -166,7 +167,7 @@ class MLP(nn.Module):
         if self.activation == "relu2":
             x = F.relu(x).square()
         elif self.activation == "gelu":
-            x = F.gelu(x)
+            x = F.gelu(x, approximate=self.gelu)
         else:
             x = F.silu(x)
         x = down(x)  # (B, T, F) -> (B, T, C)

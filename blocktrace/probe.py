@@ -123,7 +123,7 @@ def fit_shapes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | None
     module = spec.build(skeleton, "cpu", spec.layers)  # tiny, so no need to share weights
     freeze(module, frozen)
     stack, all_called = probe_trace(spec, skeleton, module)
-    return None if unit is None else _repeat(unit, stack, all_called)
+    return None if unit is None else _repeat(unit, stack, all_called, skeleton)
 
 
 def _fit_probes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | None:
@@ -142,9 +142,10 @@ def _fit_probes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | Non
     return ShapeFit(traces[0], _fit_all(shapes, fit), _fit_all(weights, fit), traced[0][1], varying)
 
 
-def _repeat(block: ShapeFit, stack: Trace, all_called: bool) -> ShapeFit | None:
-    """The fit of `stack` if each of its root's children is a call doing what `block` traced (same
-    calls, ops and wiring), so that each tensor takes the fit of its twin in the Block; else None."""
+def _repeat(block: ShapeFit, stack: Trace, all_called: bool, sizes: dict[str, int]) -> ShapeFit | None:
+    """The fit of `stack`, traced at `sizes`, if each of its root's children is a call doing what
+    `block` traced (same calls, ops and wiring), so that each tensor takes the fit of its twin in
+    the Block, and that fit gives the size the stack really had; else None."""
     bare_block = structure(block.probe)
     root = next(c for c in stack.calls if c.parent is None)
     layers = stack.children(root.index)
@@ -170,7 +171,14 @@ def _repeat(block: ShapeFit, stack: Trace, all_called: bool) -> ShapeFit | None:
                 weights[c.index + layer.index, i] = block.weights[c.index, i]
     if any(t.id not in dims for t in stack.tensors()):
         return None
-    n_ops = len(block.probe.ops)
+    # layers of the same code can still differ in size (a wider last layer): the stack's own shapes
+    # must be what its twins' fits say
+    if any(not _fits(dims[t.id], t.shape, sizes) for t in stack.tensors()):
+        return None
+    for c in stack.calls:
+        if any((c.index, i) not in weights or not _fits(weights[c.index, i], w.shape, sizes)
+               for i, w in enumerate(c.weights)):  # fmt: skip
+            return None
     varying = frozenset(
         (layer * n_ops + op, key) for layer in range(len(layers)) for op, key in block.varying
     )
@@ -183,9 +191,6 @@ def _rebased(
     """The calls and ops of one layer as if the layer were the root: indices and paths relative to
     it, tensor ids kept (they are what maps to the Block's)."""
     if not calls:
-        return None
-    prefix = calls[0].path + "."
-    if any(c.path != calls[0].path and not c.path.startswith(prefix) for c in calls):
         return None
     if any(o.call is None or not start <= o.call < start + len(calls) for o in ops):
         return None
@@ -222,6 +227,11 @@ def _rebased(
         ops=rebased_ops,
         residual_adds=adds,
     )
+
+
+def _fits(dims: tuple[Dim | None, ...], shape: tuple[int, ...], sizes: dict[str, int]) -> bool:
+    """Whether the fitted dims give `shape` at `sizes` (an axis with no fit is judged later)."""
+    return all(d is None or d.value(sizes) == n for d, n in zip(dims, shape, strict=True))
 
 
 def _fit_all(shapes: list[dict], fit: Callable[[list[int]], Dim | None]) -> dict:

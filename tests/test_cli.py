@@ -68,6 +68,7 @@ def test_shapes_both_and_concrete() -> None:
     assert "(B, T, C)=(2, 6, 32)" in both
     concrete = run("diagram", *TINY, "--shapes", "concrete").stdout
     assert "(2, 6, 32)" in concrete and "(B, T, C)" not in concrete
+    assert "n_embd" in both and "n_embd" not in concrete  # no legend where no symbol is drawn
 
 
 def test_json_has_calls_ops_and_residual_adds() -> None:

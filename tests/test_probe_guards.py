@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,63 +133,78 @@ def test_every_layer_must_take_the_fit_its_twin_in_the_unit_has() -> None:
     stack_fit = fit_shapes(spec)
     assert unit is not None and stack_fit is not None
     stack = stack_fit.probe
-    assert _repeat(unit, stack, True) is not None
+    skeleton = spec.symbols.skeleton()
+    assert _repeat(unit, stack, True, skeleton) is not None
     # a unit whose output is fitted otherwise than its input: layer 0's output is layer 1's input,
     # so the two layers would give one tensor two sizes
     out = unit.probe.outputs[0].id
     first = unit.probe.inputs[0].id
     skewed = {**unit.dims, out: (*unit.dims[out][:-1], unit.dims[first][0])}
-    assert _repeat(replace(unit, dims=skewed), stack, True) is None
+    assert _repeat(replace(unit, dims=skewed), stack, True, skeleton) is None
 
 
-class SharedInside(nn.Module):
-    """Each layer calls a module registered at the root of the stack, not under the layer."""
+class Widening(nn.Module):
+    """x + down(up(x)) with an inner width of `factor` * D."""
 
-    def __init__(self, d: int, shared: nn.Module) -> None:
+    def __init__(self, d: int, factor: int = 1) -> None:
+        super().__init__()
+        self.up = nn.Linear(d, factor * d)
+        self.down = nn.Linear(factor * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(self.up(x))
+
+
+class Repeating(nn.Module):
+    """x + fc(x repeated `factor` times, cut back to D): other activations, the same weights."""
+
+    def __init__(self, d: int, factor: int = 1) -> None:
+        super().__init__()
+        self.d = d
+        self.factor = factor
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc(x.repeat(1, 1, self.factor)[..., : self.d])
+
+
+class Scaling(nn.Module):
+    """x + fc(x) * scale, the scale one per channel or one in all: other weights, the same activations."""
+
+    def __init__(self, d: int, factor: int = 1) -> None:
         super().__init__()
         self.fc = nn.Linear(d, d)
-        self.__dict__["norm"] = shared  # called, but not one of the layer's submodules
+        self.scale = nn.Parameter(torch.ones(d if factor == 1 else 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fc(self.norm(x))
-
-
-class SharedStack(nn.Module):
-    def __init__(self, d: int, layers: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(d)
-        self.h = nn.ModuleList(SharedInside(d, self.norm) for _ in range(layers))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.h:
-            x = layer(x)
-        return x
+        return x + self.fc(x) * self.scale
 
 
 @dataclass(frozen=True)
-class SharedSpec(Spec):
+class OtherLastLayer(Spec):
+    """A stack of the same code whose last layer is built with factor 2: the same calls and ops as
+    the probed unit, other sizes."""
+
     def build(self, sizes: dict[str, int], device: str, layers: int) -> nn.Module:
         with torch.device(device):
-            return SharedStack(sizes["D"], layers) if layers > 1 else Unit1(sizes["D"])
+            if layers == 1:
+                return self.make(sizes["D"])
+            return Stack([self.make(sizes["D"], 1 if i < layers - 1 else 2) for i in range(layers)])
 
 
-class Unit1(nn.Module):
-    """One layer alone, owning its norm: what the probes see of SharedStack's layers."""
-
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(d, d)
-        self.norm = nn.LayerNorm(d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fc(self.norm(x))
-
-
-def test_a_layer_calling_a_module_outside_itself_is_not_taken_for_its_unit() -> None:
-    spec = SharedSpec(Unit, {"B": 2, "T": 3, "D": 8}, layers=2)
-    t = trace_spec(spec, "probe")
-    assert params_by_path(t) == {p: n for p, n in real_params(spec).items() if p in params_by_path(t)}
-    assert params_by_path(t)["h.0"] == 8 * 8 + 8  # fc only: the norm belongs to the root
+@pytest.mark.parametrize("make", [Widening, Repeating, Scaling])
+def test_a_stack_whose_layers_differ_in_size_is_not_given_one_layer_s_shapes(make: type) -> None:
+    spec = OtherLastLayer(make, {"B": 2, "T": 3, "D": 8}, layers=3)
+    probe = trace_spec(spec, "probe")
+    assert probe.device == "meta"  # the fit of one layer is not every layer's
+    real = trace_spec(spec, "cpu")
+    assert [t.shape for t in probe.tensors()] == [t.shape for t in real.tensors()]
+    assert (
+        params_by_path(probe)
+        == params_by_path(real)
+        == {p: n for p, n in real_params(spec).items() if p in params_by_path(real)}
+    )
+    assert trace_spec(Spec(make, spec.sizes, layers=3), "probe").device == "probe"  # alike: derived
 
 
 def test_attrs_that_follow_the_sizes_are_left_out_of_a_derived_trace() -> None:

@@ -148,6 +148,24 @@ def test_any_module_tabulates_in_order() -> None:
     assert table.rows[0].weights[0].shape == (8, 4) and table.totals.params == 8 * 4 + 4 * 3 + 3
 
 
+class _Remembers(nn.Module):
+    """One op whose value is kept aside, while the call hands back its input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.doubled = x * 2
+        return x
+
+
+def test_a_call_is_its_one_op_only_when_it_returns_that_op_s_value() -> None:
+    rows = build_table(trace(nn.Sequential(nn.Linear(4, 4), _Remembers()), (torch.zeros(2, 4),))).rows
+    assert [(r.depth, r.name, r.kind) for r in rows] == [
+        (0, "(root)", "Sequential"),
+        (1, "0", "Linear"),  # F.linear returned what the Linear did: one row
+        (1, "1", "_Remembers"),
+        (2, "mul", "elementwise"),  # x * 2 is not what the call returned: its own row
+    ]
+
+
 def test_activation_memory_is_every_tensor_created_at_the_dtype() -> None:
     # per Block, counted from model.py: 14 + 3r tensors of (B, T, C), 7 of (B, T, Hkv*D) (c_k, c_v,
     # k's rotary halves, cat and norm), and -sin twice, (T, D/2)
