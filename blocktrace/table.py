@@ -369,8 +369,9 @@ def to_text(table: Table, shapes: str = "symbolic", ascii_only: bool = False) ->
     return "\n".join([*lines, *footer(table)]) + "\n"
 
 
-def to_markdown(table: Table, shapes: str = "symbolic") -> str:
-    nbsp = "\u00a0"  # markdown collapses plain spaces at the start of a cell
+def to_markdown(table: Table, shapes: str = "symbolic", nbsp: str = "\u00a0") -> str:
+    """A pipe table; nesting is indented with `nbsp` (markdown collapses plain spaces at the start of
+    a cell): a no-break space, or "&nbsp;" for a stream that cannot carry one."""
     lines = [
         "| " + " | ".join(HEADERS) + " |",
         "|" + "|".join("---:" if i >= 4 else "---" for i in range(len(HEADERS))) + "|",
@@ -440,12 +441,12 @@ def to_csv(table: Table, shapes: str = "symbolic") -> str:
     return buffer.getvalue()
 
 
-def render(table: Table, fmt: str, shapes: str = "symbolic") -> str:
+def render(table: Table, fmt: str, shapes: str = "symbolic", nbsp: str = "\u00a0") -> str:
     """The table in `fmt` (one of FORMATS) as a string."""
     if fmt == "text":
         return to_text(table, shapes)
     if fmt == "markdown":
-        return to_markdown(table, shapes)
+        return to_markdown(table, shapes, nbsp)
     if fmt == "json":
         return to_json(table, shapes)
     if fmt == "csv":

@@ -1,0 +1,229 @@
+"""Issue 9: every failure one line, nothing half-written, output independent of the terminal.
+
+Each test here failed before its fix. The CLI runs in-process through tests/harness.py, which lets
+a traceback escape (and fail the test) instead of catching it, and can give the command a full, a
+closed, a broken or an ASCII-only stdout.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blocktrace import output
+from tests.harness import ANSI, invoke
+
+TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
+
+
+def one_error(result, code: int, *words: str) -> str:
+    """The one stderr line of a failed run, checked for its exit code and words."""
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("blocktrace: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+# --- --output: bad paths are exit 2, failed writes exit 1, and nothing is half-written ----------
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "words"),
+    [
+        ("missing/folder/out.txt", 2, ["folder does not exist"]),
+        ("", 2, ["--output is empty"]),
+        (".", 2, ["is a folder"]),
+        ("sub/", 2, ["names a folder"]),
+        ("afile/out.txt", 2, ["not a folder"]),
+        ("/dev/full", 1, ["no space left"]),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, code: int, words: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    for command in ("diagram", "table"):
+        one_error(invoke([command, *TINY, "-o", path]), code, *words)
+
+
+def test_an_unwritable_folder_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(*args: object, **kwargs: object):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(output.tempfile, "mkstemp", denied)  # root may write anywhere: pretend
+    one_error(
+        invoke(["diagram", *TINY, "--no-cache", "-o", str(tmp_path / "out.txt")]), 2, "permission denied"
+    )
+
+
+def test_a_failed_write_leaves_the_old_file_whole_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "block.txt"
+    target.write_text("the old diagram\n")
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd: int, mode: str):
+            self.file = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def write(self, data: bytes) -> int:
+            self.file.write(data[:4096])  # half of it, as a full disk does
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(output.os, "fdopen", FullDisk)
+    for command in ("diagram", "table"):
+        one_error(invoke([command, *TINY, "--no-cache", "-o", str(target)]), 1, "no space left")
+        assert target.read_text() == "the old diagram\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["block.txt"]
+
+
+def test_ctrl_c_during_a_write_leaves_nothing_and_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(src: str, dst: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(output.os, "replace", interrupted)
+    result = invoke(["diagram", *TINY, "--no-cache", "-o", str(tmp_path / "out.txt")])
+    assert result.exit_code == 130 and result.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_is_written_whole_with_the_mode_a_new_file_gets(tmp_path: Path) -> None:
+    target = tmp_path / "block.json"
+    for command in ("diagram", "table"):
+        assert invoke([command, *TINY, "--format", "json", "-o", str(target)]).exit_code == 0
+        assert json.loads(target.read_text())["model"] == "Block"
+        assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_dash_is_stdout_and_table_takes_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for command in ("diagram", "table"):
+        result = invoke([command, *TINY, "-o", "-"])
+        assert result.exit_code == 0 and "(B, T, C)" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+    assert invoke(["table", *TINY, "--format", "csv", "-o", "t.csv"]).stdout == ""
+    assert (tmp_path / "t.csv").read_text().startswith("depth,name,kind")
+
+
+# --- stdout: full, closed, broken; exit codes ---------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"], ["--version"]])
+def test_a_full_stdout_is_one_line_and_exit_1(args: list[str]) -> None:
+    one_error(invoke(args, stdout="full"), 1, "cannot write to stdout", "No space left")
+
+
+@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"], ["--version"]])
+def test_a_closed_stdout_is_one_line_and_exit_1(args: list[str]) -> None:
+    one_error(invoke(args, stdout="closed"), 1, "stdout is closed")
+
+
+@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"]])
+def test_a_reader_that_went_away_is_success(args: list[str]) -> None:
+    result = invoke(args, stdout="broken")
+    assert (result.exit_code, result.stderr) == (0, "")
+
+
+def _shell(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        f"set -o pipefail; {command}", shell=True, capture_output=True, text=True, check=False,
+        executable="/bin/bash",
+    )  # fmt: skip
+
+
+def test_real_pipes_and_redirections() -> None:
+    python = f"{sys.executable} -m blocktrace"
+    tiny = " ".join(TINY)
+    assert _shell(f"{python} diagram {tiny} --n-layer 30 --no-collapse | true").returncode == 0
+    for command in (f"diagram {tiny}", "--help", "--version"):
+        full = _shell(f"{python} {command} > /dev/full")
+        assert full.returncode == 1 and full.stderr.count("\n") == 1, full.stderr
+        closed = _shell(f"{python} {command} >&-")
+        assert closed.returncode == 1 and closed.stderr.count("\n") == 1, closed.stderr
+        assert "Traceback" not in full.stderr + closed.stderr
+
+
+def test_ctrl_c_is_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    import blocktrace.pipeline
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(blocktrace.pipeline, "trace_config", interrupted)
+    assert invoke(["diagram", *TINY, "--no-cache"]).exit_code == 130
+
+
+def test_a_mistyped_command_is_suggested_once() -> None:
+    line = one_error(invoke(["digram"]), 2, "No such command 'digram'")
+    assert line.count("Did you mean") == 1
+
+
+@pytest.mark.parametrize("stray", ["", " ", "x"])
+def test_a_stray_argument_is_named(stray: str) -> None:
+    one_error(invoke(["diagram", stray]), 2, f"unexpected argument {stray!r}")
+
+
+def test_dash_h_is_help() -> None:
+    for args in (["-h"], ["diagram", "-h"], ["table", "-h"]):
+        result = invoke(args)
+        assert result.exit_code == 0 and "Usage: blocktrace" in result.stdout
+
+
+def test_width_help_keeps_its_default_and_help_is_ascii() -> None:
+    text = " ".join(invoke(["diagram", "--help"], env={"COLUMNS": "80"}).stdout.split())
+    assert "Default: the terminal's width, else no limit." in text
+    for args in (["--help"], ["diagram", "--help"], ["table", "--help"]):
+        result = invoke(args, encoding="ascii")
+        assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_help_paragraphs_are_filled_not_broken_mid_sentence() -> None:
+    text = invoke(["diagram", "--help"], env={"COLUMNS": "60"}).stdout
+    paragraph = text.split("\n\n")[2].splitlines()  # "The input x (B, T, C) enters at the top; ..."
+    assert paragraph[0].strip().startswith("The input x (B, T, C)")
+    assert all(len(line) <= 60 for line in paragraph)
+    assert all(len(line) >= 45 for line in paragraph[:-1]), paragraph
+
+
+# --- encodings and terminals ---------------------------------------------------------------------
+
+
+def test_an_ascii_stdout_gets_markdown_with_entities() -> None:
+    result = invoke(["table", *TINY, "--format", "markdown"], encoding="ascii")
+    assert result.exit_code == 0, result.stderr
+    assert "| &nbsp;&nbsp;attn |" in result.stdout
+    utf8 = invoke(["table", *TINY, "--format", "markdown"]).stdout
+    assert "| \u00a0\u00a0attn |" in utf8
+
+
+@pytest.mark.parametrize(
+    "args", [["diagram", "--format", "markdown"], ["table"], ["diagram"], ["table", "--format", "markdown"]]
+)
+def test_force_color_does_not_change_what_a_pipe_gets(args: list[str]) -> None:
+    plain = invoke([*args, *TINY], env={"FORCE_COLOR": None, "COLUMNS": None})
+    forced = invoke([*args, *TINY], env={"FORCE_COLOR": "1", "COLUMNS": "40", "TERM": "xterm-256color"})
+    assert forced.stdout == plain.stdout and ANSI not in forced.stdout
