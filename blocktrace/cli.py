@@ -478,5 +478,41 @@ def _isatty(stream: Any) -> bool:
     return isatty(stream)
 
 
+class CacheAction(str, Enum):
+    info = "info"
+    clear = "clear"
+
+
+@app.command("cache", cls=_Command)
+def cache_command(
+    action: Annotated[
+        CacheAction,
+        typer.Argument(help="info: where the cache is, its entries and size; clear: remove every entry."),
+    ] = CacheAction.info,
+) -> None:
+    """Show or clear the cache of traces that lets a repeated call skip importing torch.
+
+    It lives in $XDG_CACHE_HOME/blocktrace (~/.cache/blocktrace when that is unset or relative) and
+    is kept under a size limit by removing the entries used longest ago.
+    """
+    from blocktrace import cache
+    from blocktrace.output import write_output
+
+    if action is CacheAction.clear:
+        removed, size = cache.clear()
+        entries = "entry" if removed == 1 else "entries"
+        size_text = cache.human_size(size)
+        write_output(f"removed {removed} {entries} ({size_text}) from {cache.cache_dir()}\n", None)
+        return
+    info = cache.info()
+    write_output(
+        f"folder:  {info.folder}\n"
+        f"entries: {info.entries}\n"
+        f"size:    {cache.human_size(info.size)} (limit {cache.human_size(cache.MAX_BYTES)};"
+        " beyond it the entries used longest ago are removed)\n",
+        None,
+    )
+
+
 def main() -> None:
     app()

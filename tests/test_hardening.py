@@ -142,7 +142,7 @@ def test_a_closed_stdout_is_one_line_and_exit_1(args: list[str]) -> None:
     one_error(invoke(args, stdout="closed"), 1, "stdout is closed")
 
 
-@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"]])
+@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"], ["cache"]])
 def test_a_reader_that_went_away_is_success(args: list[str]) -> None:
     result = invoke(args, stdout="broken")
     assert (result.exit_code, result.stderr) == (0, "")
@@ -188,7 +188,7 @@ def test_a_stray_argument_is_named(stray: str) -> None:
 
 
 def test_dash_h_is_help() -> None:
-    for args in (["-h"], ["diagram", "-h"], ["table", "-h"]):
+    for args in (["-h"], ["diagram", "-h"], ["table", "-h"], ["cache", "-h"]):
         result = invoke(args)
         assert result.exit_code == 0 and "Usage: blocktrace" in result.stdout
 
@@ -196,7 +196,7 @@ def test_dash_h_is_help() -> None:
 def test_width_help_keeps_its_default_and_help_is_ascii() -> None:
     text = " ".join(invoke(["diagram", "--help"], env={"COLUMNS": "80"}).stdout.split())
     assert "Default: the terminal's width, else no limit." in text
-    for args in (["--help"], ["diagram", "--help"], ["table", "--help"]):
+    for args in (["--help"], ["diagram", "--help"], ["table", "--help"], ["cache", "--help"]):
         result = invoke(args, encoding="ascii")
         assert result.exit_code == 0 and result.stderr == ""
 
