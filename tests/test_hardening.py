@@ -227,3 +227,26 @@ def test_force_color_does_not_change_what_a_pipe_gets(args: list[str]) -> None:
     plain = invoke([*args, *TINY], env={"FORCE_COLOR": None, "COLUMNS": None})
     forced = invoke([*args, *TINY], env={"FORCE_COLOR": "1", "COLUMNS": "40", "TERM": "xterm-256color"})
     assert forced.stdout == plain.stdout and ANSI not in forced.stdout
+
+
+# --- warnings and the cost of --help ---------------------------------------------------------------
+
+
+def test_importing_the_cli_warns_nothing_even_outside_pytest() -> None:
+    command = [sys.executable, "-W", "error", "-c", "import blocktrace.cli"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_help_imports_neither_rich_markdown_nor_torch() -> None:
+    code = (
+        "import sys\n"
+        "from blocktrace.cli import app\n"
+        "try:\n"
+        "    app(['diagram', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('rich.markdown', 'markdown_it', 'torch') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
