@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from blocktrace import output
+from blocktrace.pipeline import cached_trace
 from tests.harness import ANSI, invoke
 
 TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
@@ -250,3 +251,92 @@ def test_help_imports_neither_rich_markdown_nor_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
+
+
+# --- fitting the terminal: the table, the diagram's notes, --width ---------------------------------
+
+
+def _fitted_table(width: int) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from blocktrace.config import BlockConfig
+    from blocktrace.table import build_table, print_text
+
+    buffer = StringIO()
+    table = build_table(cached_trace(BlockConfig()))
+    print_text(table, Console(file=buffer, force_terminal=True, color_system=None, width=width))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("width", [200, 120, 100, 80, 60, 40])
+def test_a_terminal_table_fits_and_never_cuts_a_number(width: int) -> None:
+    import re
+
+    from blocktrace.config import BlockConfig
+    from blocktrace.table import build_table, to_text
+
+    text = _fitted_table(width)
+    rows = text.splitlines()[: -4 - 1]  # the footer wraps on its own
+    full = to_text(build_table(cached_trace(BlockConfig())))
+    numbers = set(re.findall(r"\d{1,3}(?:,\d{3})+", full.split("parameters:")[0]))
+    shown = set(re.findall(r"\d{1,3}(?:,\d{3})+", text.split("parameters:")[0]))
+    assert {n for n in numbers if len(n) > 7} <= shown  # params and FLOPs stay whole
+    assert not any(re.search(r"\d…|,…", line) for line in rows)
+    if width >= 80:
+        assert max(len(line) for line in rows) <= width
+        assert "input -> output" in rows[0] and "params" in rows[0] and "FLOPs" in rows[0]
+
+
+def test_the_table_leaves_out_columns_in_the_stated_order() -> None:
+    from blocktrace.config import BlockConfig
+    from blocktrace.table import DROP_ORDER, HEADERS, build_table, fit
+
+    table = build_table(cached_trace(BlockConfig()))
+    assert fit(table).columns == HEADERS
+    natural = fit(table).width
+    seen = []
+    for width in range(natural, 60, -1):
+        columns = fit(table, width=width).columns
+        assert set(HEADERS) - set(DROP_ORDER) <= set(columns)
+        gone = [h for h in DROP_ORDER if h not in columns]
+        if gone != seen:
+            assert gone == list(DROP_ORDER[: len(gone)]), gone
+            seen = gone
+    assert seen == list(DROP_ORDER)
+
+
+def test_a_pipe_gets_the_whole_table_whatever_columns_says() -> None:
+    wide = invoke(["table", *TINY], env={"COLUMNS": "200"}).stdout
+    narrow = invoke(["table", *TINY], env={"COLUMNS": "40", "FORCE_COLOR": "1"}).stdout
+    assert wide == narrow and "weight" in narrow and ANSI not in narrow
+
+
+def test_the_diagram_at_80_columns_wraps_notes_instead_of_cutting_shapes() -> None:
+    text = invoke(["diagram", "--width", "80"]).stdout
+    drawing = text.split("\n\n")[1].splitlines()
+    assert max(len(line) for line in drawing) <= 80
+    assert "…" not in "\n".join(drawing)
+    assert "(B, T, Hkv, D)" in text and "-> (B, Hkv, T, D)" in text
+    terminal = invoke(["diagram"], stdout="terminal", env={"COLUMNS": "80", "NO_COLOR": "1"})
+    assert terminal.stdout == text
+
+
+@pytest.mark.parametrize("width", range(20, 40))
+def test_a_width_is_kept_or_refused_never_drawn_through_the_boxes(width: int) -> None:
+    result = invoke(["diagram", *TINY, "--width", str(width)])
+    if result.exit_code == 2:
+        one_error(result, 2, f"--width {width} is too narrow", "needs at least")
+        return
+    assert result.exit_code == 0, result.stderr
+    drawing = result.stdout.split("\n\n")[1].splitlines()
+    assert max(len(line) for line in drawing) <= width
+    assert "┼" not in result.stdout
+    boxes = [line for line in drawing if "┌" in line]
+    assert boxes and all(line.startswith("  ┌" + "─" * 21 + "┐") for line in boxes)
+
+
+def test_a_narrow_terminal_is_drawn_as_narrow_as_it_can_be() -> None:
+    result = invoke(["diagram", *TINY], stdout="terminal", env={"COLUMNS": "20", "NO_COLOR": "1"})
+    assert result.exit_code == 0 and "┼" not in result.stdout
