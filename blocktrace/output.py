@@ -69,8 +69,9 @@ class PipeClosed(Exception):
 
 def header(trace: Trace, width: int | None = None) -> str:
     source = SOURCES.get(trace.device, trace.device)
+    dtype = f" ({trace.inputs[0].dtype})" if trace.inputs else ""
     text = (
-        f"{trace.model}: {len(trace.calls)} module calls, {len(trace.ops)} ops, "
+        f"{trace.model}{dtype}: {len(trace.calls)} module calls, {len(trace.ops)} ops, "
         f"{len(trace.residual_adds)} residual adds (shapes from {source})"
     )
     return "\n".join(textwrap.wrap(text, width)) if width else text
@@ -115,7 +116,9 @@ def markdown_report(rows: list[list[Cell]], trace: Trace, shapes: str, formulas:
 
 
 def _shows_legend(trace: Trace, shapes: str, formulas: bool = False) -> bool:
-    return shapes != "concrete" and bool(trace.symbols)
+    """The legend defines the symbols on the page: those of the shapes, unless they are written in
+    numbers, and those of the formulas (sqrt(D)) whenever they are shown."""
+    return (shapes != "concrete" or formulas) and bool(trace.symbols)
 
 
 def emit(

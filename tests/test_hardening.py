@@ -340,3 +340,26 @@ def test_a_width_is_kept_or_refused_never_drawn_through_the_boxes(width: int) ->
 def test_a_narrow_terminal_is_drawn_as_narrow_as_it_can_be() -> None:
     result = invoke(["diagram", *TINY], stdout="terminal", env={"COLUMNS": "20", "NO_COLOR": "1"})
     assert result.exit_code == 0 and "┼" not in result.stdout
+
+
+# --- the text says what the program does ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_the_dtype_is_on_the_page(fmt: str) -> None:
+    for dtype in ("float32", "bfloat16"):
+        text = invoke(["diagram", *TINY, "--dtype", dtype, "--format", fmt]).stdout
+        assert f"Block ({dtype}): " in text.splitlines()[0]
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_formulas_come_with_the_legend_that_defines_their_symbols(fmt: str) -> None:
+    text = invoke(["diagram", *TINY, "--shapes", "concrete", "--formulas", "--format", fmt]).stdout
+    assert "sqrt(D)" in text and ("D   = 8" in text or "| D | 8 |" in text)
+    plain = invoke(["diagram", *TINY, "--shapes", "concrete", "--format", fmt]).stdout
+    assert "D   = 8" not in plain and "| D | 8 |" not in plain  # no symbols on the page, no legend
+
+
+def test_format_help_says_formulas_need_the_flag() -> None:
+    text = " ".join(invoke(["diagram", "--help"]).stdout.split())
+    assert "(and the formulas, with --formulas)" in text
