@@ -1,9 +1,15 @@
 """A cache of traces in the user's cache directory, so that a repeated call skips importing torch.
 
 The key holds everything a trace depends on: blocktrace's own source (so an edited checkout never
-reads a stale entry), the torch version, the full config, the device and the frozen patterns.
-Only the deterministic devices are cached: "probe" and "meta". An entry that cannot be read is
-ignored and rewritten. No torch here.
+reads a stale entry), the torch version, the model spec with its full config, the device and the
+frozen patterns.
+Only the deterministic devices are cached: "probe" and "meta".
+
+An entry is a line with the SHA-256 of the trace's JSON, then that JSON: an entry that cannot be
+read, or whose text does not match its digest (cut short, edited, valid JSON of another shape), is
+ignored and rewritten, never a crash. Entries are written atomically; the whole cache is kept under
+MAX_BYTES by removing the entries used longest ago. A cache that cannot be written is no reason to
+fail, but it is said once on stderr. No torch here.
 """
 
 from __future__ import annotations
@@ -11,6 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import tempfile
+from contextlib import suppress
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -19,11 +29,16 @@ from blocktrace.spec import ModelSpec
 from blocktrace.trace import Trace
 
 CACHED_DEVICES = ("probe", "meta")
+MAX_BYTES = 64 * 2**20  # the whole cache; one 500-layer entry is about 10 MB
+SUFFIX = ".json"
 
 
 def cache_dir() -> Path:
-    """$XDG_CACHE_HOME/blocktrace, or ~/.cache/blocktrace."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    """$XDG_CACHE_HOME/blocktrace, or ~/.cache/blocktrace when it is unset, empty or relative (the XDG
+    spec says a relative path is invalid and to be ignored)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = str(Path.home() / ".cache")
     return Path(base) / "blocktrace"
 
 
@@ -55,26 +70,147 @@ def key(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def _path(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Path:
+    return cache_dir() / f"{key(spec, device, frozen)}{SUFFIX}"
+
+
 def load(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace | None:
+    """The cached trace of this request, or None: not cached, unreadable, or not what was stored."""
     if device not in CACHED_DEVICES:
         return None
-    path = cache_dir() / f"{key(spec, device, frozen)}.json"
     try:
-        return Trace.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError, TypeError):
+        path = _path(spec, device, frozen)
+        data = path.read_bytes()
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to find the cache in
         return None
+    digest, _, body = data.partition(b"\n")
+    if digest != hashlib.sha256(body).hexdigest().encode():
+        return None
+    try:
+        trace = Trace.from_json(body.decode("utf-8"))
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None
+    with suppress(OSError):
+        os.utime(path)  # used now: the last to be removed when the cache is over its size
+    return trace
 
 
 def store(trace: Trace, spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> None:
-    """Write the entry atomically; a cache that cannot be written is no reason to fail."""
+    """Write the entry atomically, then trim the cache to MAX_BYTES. A cache that cannot be written
+    is no reason to fail: say so on stderr, once, and go on."""
     if device not in CACHED_DEVICES:
         return
-    directory = cache_dir()
-    path = directory / f"{key(spec, device, frozen)}.json"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(trace.to_json(indent=None), encoding="utf-8")
-        partial.replace(path)
-    except OSError:
+    body = trace.to_json(indent=None).encode("utf-8")
+    data = hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+    if len(data) > MAX_BYTES:
         return
+    temp: str | None = None
+    try:
+        path = _path(spec, device, frozen)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+        temp = None
+        trim(MAX_BYTES, keep=path)
+    except (OSError, RuntimeError) as error:
+        _warn(f"cache not written: {_reason(error)} (--no-cache skips it)")
+    finally:
+        if temp is not None:
+            with suppress(OSError):
+                os.unlink(temp)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    return str(error)
+
+
+_warned = False
+
+
+def _warn(message: str) -> None:
+    global _warned
+    if _warned or sys.stderr is None:
+        return
+    _warned = True
+    with suppress(OSError, ValueError):
+        sys.stderr.write(f"blocktrace: warning: {message}\n")
+        sys.stderr.flush()
+
+
+def _entries() -> list[os.DirEntry]:
+    try:
+        with os.scandir(cache_dir()) as it:
+            return [e for e in it if e.is_file(follow_symlinks=False) and e.name.endswith(SUFFIX)]
+    except (OSError, RuntimeError):
+        return []
+
+
+def trim(limit: int, keep: Path | None = None) -> None:
+    """Remove the entries used longest ago until the cache holds at most `limit` bytes."""
+    stats = []
+    for entry in _entries():
+        with suppress(OSError):
+            st = entry.stat(follow_symlinks=False)
+            stats.append((st.st_mtime, st.st_size, entry.path))
+    total = sum(size for _, size, _ in stats)
+    for _, size, path in sorted(stats):
+        if total <= limit:
+            break
+        if keep is not None and Path(path) == keep:
+            continue
+        with suppress(OSError):
+            os.unlink(path)
+            total -= size
+
+
+@dataclass(frozen=True)
+class Info:
+    folder: Path
+    entries: int
+    size: int  # bytes
+
+
+def info() -> Info:
+    sizes = []
+    for entry in _entries():
+        with suppress(OSError):
+            sizes.append(entry.stat(follow_symlinks=False).st_size)
+    return Info(cache_dir(), len(sizes), sum(sizes))
+
+
+def clear() -> tuple[int, int]:
+    """Remove every entry (and any temporary file a killed run left); the count and bytes removed."""
+    removed = size = 0
+    try:
+        with os.scandir(cache_dir()) as it:
+            names = [e for e in it if e.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return 0, 0
+    for entry in names:
+        if not (entry.name.endswith(SUFFIX) or entry.name.endswith(".tmp")):
+            continue
+        try:
+            bytes_ = entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)
+        except OSError as error:
+            reason = f"cannot remove a cache entry: {error.strerror}"
+            raise OSError(error.errno, reason, entry.path) from error
+        if entry.name.endswith(SUFFIX):
+            removed, size = removed + 1, size + bytes_
+    return removed, size
+
+
+def human_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"

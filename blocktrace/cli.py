@@ -5,18 +5,19 @@ torch is imported only inside the commands that trace, so `blocktrace --help` st
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
+import io
 import os
 import sys
 from collections.abc import Callable
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any
 
 import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from blocktrace import __version__
 from blocktrace.config import PRESETS, BlockConfig, ConfigError
@@ -25,33 +26,120 @@ from blocktrace.trace import TraceError
 
 
 class _OneLineErrors(TyperGroup):
-    """Errors end as one line on stderr, never a traceback: exit code 2 for bad flags and configs,
-    1 for a forward that failed."""
+    """Every failure ends as one line on stderr, never a traceback. Exit codes: 2 for bad input
+    (flags, configs, an output path that cannot be), 1 for a run that failed (a forward, a full disk),
+    0 when the reader of a pipe went away (`| head -1`), 130 on Ctrl-C."""
 
     def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:
+        from blocktrace.output import OutputError, PipeClosed, stdout_errors
+
         extra["standalone_mode"] = False
+        if sys.stdout is None:  # closed by the shell (`>&-`): a write to it fails, not vanishes
+            sys.stdout = _ClosedStdout()
+        code: Any = 1
         try:
-            code = super().main(args, prog_name or "blocktrace", **extra)
-        except ConfigError as error:
-            _fail(str(error), 2)
+            try:
+                code = super().main(args, prog_name or "blocktrace", **extra)
+                if sys.stdout is not None:  # what is still buffered (help, --version) fails here
+                    with stdout_errors():
+                        sys.stdout.flush()
+            except click.Abort as error:  # Ctrl-C inside click's own handling
+                raise KeyboardInterrupt from error
+            except SystemExit as error:
+                # typer ends a broken pipe it meets itself (the help into `| true`) with exit 1
+                if isinstance(error.__context__, BrokenPipeError):
+                    raise PipeClosed() from error
+                raise
+            except (OSError, UnicodeEncodeError) as error:  # a write no command wrapped (help, --version)
+                if isinstance(error, OSError) and error.filename:
+                    raise OutputError(f"{error.filename}: {error.strerror}", 1) from error
+                with stdout_errors():
+                    raise error
+        except (ConfigError, OutputError) as error:
+            _fail(str(error), getattr(error, "exit_code", 2))
         except TraceError as error:
             _fail(str(error), 1)
         except click.ClickException as error:  # usage errors (exit_code 2) and the like
-            _fail(error.format_message(), error.exit_code)
-        except click.Abort:
-            _fail("aborted", 1)
-        except BrokenPipeError:
-            # the reader went away (`| head`): stop quietly, and let nothing flush into the closed pipe
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _fail(_dedupe(error.format_message()), error.exit_code)
+        except PipeClosed:
+            _silence_stdout()  # let nothing flush into the closed pipe at exit
             sys.exit(0)
+        except KeyboardInterrupt:
+            _silence_stdout()
+            sys.exit(130)
         sys.exit(code or 0)
+
+
+class _ClosedStdout(io.TextIOBase):
+    """What stands in for a stdout the shell closed: every write fails as writing to fd 1 would."""
+
+    encoding = "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+
+class _Command(TyperCommand):
+    """A command that names a stray argument exactly (`blocktrace diagram ''`): the commands take
+    options only."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        allowed, ctx.allow_extra_args = ctx.allow_extra_args, True
+        try:
+            rest = super().parse_args(ctx, args)
+        finally:
+            ctx.allow_extra_args = allowed
+        if ctx.args and not allowed and not ctx.resilient_parsing:
+            stray = ", ".join(repr(a) for a in ctx.args)
+            ctx.fail(f"unexpected argument {stray}: `blocktrace {self.name}` takes only options (see --help)")
+        return rest
 
 
 def _fail(message: str, code: int) -> None:
     one_line = " ".join(message.split())
     if one_line:  # empty when click already printed the help (no command given)
-        print(f"blocktrace: error: {one_line}", file=sys.stderr)
+        _say(f"blocktrace: error: {one_line}")
+    _silence_stdout_if_broken()
     sys.exit(code)
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if there is a stderr to write to."""
+    if sys.stderr is None:
+        return
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _dedupe(message: str) -> str:
+    """Click and typer both add "Did you mean 'diagram'?" to an unknown command: say it once."""
+    sentences = message.split(". ")
+    return ". ".join(s for i, s in enumerate(sentences) if s not in sentences[:i])
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so that the interpreter's last flush has nowhere to fail."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _silence_stdout_if_broken() -> None:
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence_stdout()
 
 
 app = typer.Typer(
@@ -61,6 +149,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: it rewraps paragraphs, and needs no rich.markdown
+    suggest_commands=False,  # click says "Did you mean ...?" itself
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -160,7 +251,7 @@ PresetOpt = Annotated[
     typer.Option(
         "--preset",
         help=(
-            "The Block to build: nanochat (functional RMSNorm, ReLU², QK-norm, rotary, GQA), gpt2 "
+            "The Block to build: nanochat (functional RMSNorm, ReLU squared, QK-norm, rotary, GQA), gpt2 "
             "(LayerNorm, fused c_attn, GELU, biases), llama (RMSNorm, SwiGLU, rotary, GQA), neox "
             "(attention and MLP in parallel, one add), bert (post-norm, bidirectional). "
             "The flags below override its choices."
@@ -268,6 +359,17 @@ CacheOpt = Annotated[
         rich_help_panel=_TRACE,
     ),
 ]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write to FILE instead of stdout ('-': stdout). The file is replaced whole or not at all.",
+        show_default=False,
+        rich_help_panel=_OUT,
+    ),
+]
 ShapesOpt = Annotated[
     Shapes,
     typer.Option(
@@ -353,7 +455,7 @@ def _root(
     """
 
 
-@app.command()
+@app.command(cls=_Command)
 @block_flags
 def diagram(
     config: BlockConfig,
@@ -368,7 +470,8 @@ def diagram(
         DiagramFormat,
         typer.Option(
             "--format",
-            help="text: the drawing; markdown: a fenced block with legend and formulas; json: the trace.",
+            help="text: the drawing; markdown: the drawing as a fenced block, then the legend as a table "
+            "(and the formulas, with --formulas); json: the trace.",
             rich_help_panel=_OUT,
         ),
     ] = DiagramFormat.text,
@@ -380,7 +483,7 @@ def diagram(
         bool,
         typer.Option(
             "--collapse/--no-collapse",
-            help="Draw a run of identical Blocks once, as 'Block × N' (the JSON keeps every call).",
+            help="Draw a run of identical Blocks once, as 'Block x N' (the JSON keeps every call).",
             rich_help_panel=_OUT,
         ),
     ] = True,
@@ -389,15 +492,13 @@ def diagram(
         typer.Option(
             "--width",
             min=20,
-            help="Fit the drawing in N columns, cutting side notes. [default: the terminal's, else no limit]",
+            help="Fit the drawing in N columns: side notes wrap, then are cut; a width the drawing cannot "
+            "fit in is refused. Default: the terminal's width, else no limit.",
             show_default=False,
             rich_help_panel=_OUT,
         ),
     ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Write to FILE instead of stdout.", rich_help_panel=_OUT),
-    ] = None,
+    output: OutputOpt = None,
 ) -> None:
     """Draw the Block's data flow with the tensor shape on every edge.
 
@@ -407,12 +508,10 @@ def diagram(
 
     Examples:
 
+    \b
       blocktrace diagram --n-embd 768 --seq 1024
-
       blocktrace diagram --n-embd 8192 --n-head 64 --n-kv-head 8 --seq 131072 --batch 1
-
       blocktrace diagram --format markdown --formulas -o docs/block.md
-
       blocktrace diagram --format json | jq '.residual_adds[].wraps'
     """
     from blocktrace.output import emit
@@ -438,7 +537,7 @@ class TableFormat(str, Enum):
     csv = "csv"
 
 
-@app.command()
+@app.command(cls=_Command)
 @block_flags
 def table(
     config: BlockConfig,
@@ -474,6 +573,7 @@ def table(
             rich_help_panel=_OUT,
         ),
     ] = TableFormat.text,
+    output: OutputOpt = None,
 ) -> None:
     """List every module call, functional op and residual add with its shapes, weights,
     parameters, requires_grad and FLOPs, then the totals.
@@ -481,24 +581,75 @@ def table(
     Rows come in execution order, indented by nesting. FLOPs count matmuls and attention as
     torch.utils.flop_counter does; activations are every tensor the forward creates, at --dtype.
 
+    In a terminal the text table fits its width: it leaves out the weight column, then trainable,
+    then kind, then wraps the shapes and shortens the paths; a number is never cut. To a file or a
+    pipe it is printed whole.
+
     Examples:
 
+    \b
       blocktrace table --n-embd 768 --seq 1024
-
       blocktrace table --freeze 'attn.*' --depth 1
-
-      blocktrace table --n-head 8 --n-kv-head 2 --format csv > block.csv
+      blocktrace table --n-head 8 --n-kv-head 2 --format csv -o block.csv
     """
-    from rich.console import Console
-
+    from blocktrace.output import can_encode, is_stdout, stdout, stdout_errors, write_output
     from blocktrace.pipeline import cached_trace
     from blocktrace.table import build_table, print_text, render
 
     result = build_table(cached_trace(config, device.value, tuple(freeze or ()), cache), depth)
-    if fmt is TableFormat.text:
-        print_text(result, Console(highlight=False), shapes.value)
-    else:
-        sys.stdout.write(render(result, fmt.value, shapes.value))
+    if fmt is TableFormat.text and is_stdout(output):
+        from rich.console import Console
+
+        stream = stdout()
+        console = Console(file=stream, highlight=False, force_terminal=_isatty(stream))
+        with stdout_errors(stream):
+            print_text(result, console, shapes.value)
+        return
+    # a markdown cell is indented with no-break spaces, written as &nbsp; where stdout cannot carry them
+    plain = not is_stdout(output) or can_encode(stdout(), "\u00a0")
+    write_output(render(result, fmt.value, shapes.value, nbsp="\u00a0" if plain else "&nbsp;"), output)
+
+
+def _isatty(stream: Any) -> bool:
+    from blocktrace.output import isatty
+
+    return isatty(stream)
+
+
+class CacheAction(str, Enum):
+    info = "info"
+    clear = "clear"
+
+
+@app.command("cache", cls=_Command)
+def cache_command(
+    action: Annotated[
+        CacheAction,
+        typer.Argument(help="info: where the cache is, its entries and size; clear: remove every entry."),
+    ] = CacheAction.info,
+) -> None:
+    """Show or clear the cache of traces that lets a repeated call skip importing torch.
+
+    It lives in $XDG_CACHE_HOME/blocktrace (~/.cache/blocktrace when that is unset or relative) and
+    is kept under a size limit by removing the entries used longest ago.
+    """
+    from blocktrace import cache
+    from blocktrace.output import write_output
+
+    if action is CacheAction.clear:
+        removed, size = cache.clear()
+        entries = "entry" if removed == 1 else "entries"
+        size_text = cache.human_size(size)
+        write_output(f"removed {removed} {entries} ({size_text}) from {cache.cache_dir()}\n", None)
+        return
+    info = cache.info()
+    write_output(
+        f"folder:  {info.folder}\n"
+        f"entries: {info.entries}\n"
+        f"size:    {cache.human_size(info.size)} (limit {cache.human_size(cache.MAX_BYTES)};"
+        " beyond it the entries used longest ago are removed)\n",
+        None,
+    )
 
 
 def main() -> None:

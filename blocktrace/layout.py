@@ -8,6 +8,7 @@ Every shape written comes from the trace. No torch here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from blocktrace.shapes import Shapes, shape_text, shapes_text
@@ -16,6 +17,7 @@ from blocktrace.trace import ResidualAdd, TensorMeta, Trace
 
 MIN_BOX_WIDTH = 11
 LABEL_WIDTH = 20  # notes: step labels are padded to this, longer ones get a line of their own
+MIN_NOTE_WIDTH = 16  # notes: shapes wrap in a narrow drawing only if this many columns are left
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,9 @@ def _scores(step: Step) -> TensorMeta | None:
     return TensorMeta(-1, (*q.shape[:-1], k.shape[-2]), q.dtype, symbols)
 
 
-def notes(tree: StepTree, step: Step, shapes: Shapes = Shapes.symbolic) -> list[str]:
-    """The internals of a module call, one line per inner step: label, inputs -> output."""
+def notes(tree: StepTree, step: Step, shapes: Shapes = Shapes.symbolic, room: int | None = None) -> list[str]:
+    """The internals of a module call, one line per inner step: label, inputs -> output. A line
+    longer than `room` wraps its shapes onto indented lines (see wrap_flow) rather than be cut."""
     if step.kind != StepKind.call or step.call is None or tree.is_one_op(step.call):
         return []
     entries: list[list] = []  # [label, times in a row, text]
@@ -108,10 +111,31 @@ def notes(tree: StepTree, step: Step, shapes: Shapes = Shapes.symbolic) -> list[
     lines: list[str] = []
     for name, times, text in entries:
         label = name if times == 1 else f"{name} ×{times}"
+        wraps = room is not None and room - LABEL_WIDTH >= MIN_NOTE_WIDTH  # else cut: nothing would fit
+        texts = wrap_flow(text, room - LABEL_WIDTH) if wraps else [text]
         if len(label) >= LABEL_WIDTH:
-            lines += [label, " " * LABEL_WIDTH + text]
+            lines.append(label)
         else:
-            lines.append(f"{label:<{LABEL_WIDTH}}{text}")
+            lines.append(f"{label:<{LABEL_WIDTH}}{texts.pop(0)}")
+        lines += [" " * LABEL_WIDTH + t for t in texts]
+    return lines
+
+
+# where a shapes text may break: between two shapes ("(B, T, C), (1, T, ...") and before "->"
+_FLOW_BREAK = re.compile(r"(?<=,) (?=\d*×?\()| (?=-> )")
+
+
+def wrap_flow(text: str, width: int, indent: int = 2) -> list[str]:
+    """`text` ("(B, T, Hkv, D) -> (B, Hkv, T, D)") in lines of at most `width`, broken only between
+    shapes and before "->", never inside a shape; later lines indented by `indent`. A piece longer
+    than `width` stays whole."""
+    pieces = _FLOW_BREAK.split(text)
+    lines = [pieces[0]]
+    for piece in pieces[1:]:
+        if len(lines[-1]) + 1 + len(piece) <= width:
+            lines[-1] += " " + piece
+        else:
+            lines.append(" " * indent + piece)
     return lines
 
 
@@ -232,7 +256,7 @@ def layout(
         for i, line in enumerate(lines):
             style = "title" if i == 0 else "name"
             diagram.labels.append(Label(col_x[k] + (box_w - len(line)) // 2, y + 1 + i, line, style))
-        side = notes(tree, step, shapes)
+        side = notes(tree, step, shapes, None if width is None else width - 3 - notes_x)
         texts.extend(Label(notes_x, y + i, line, "note") for i, line in enumerate(side))
         busy_until = max(y + h - 1, y + len(side) - 1)
         return y + h - 1
@@ -297,8 +321,13 @@ def _place_highways(
     right = max([cx + 4, diagram.width, *(t.x + len(t.text) for t in texts)])
     if width is not None:
         limit = width - 3 - 2 * max(len(lanes) - 1, 0) if lanes else width
-        right = min(right, max(limit, cx + 4))
-        texts = [_cut(t, right) for t in texts]
+        # never left of what is not cut (the boxes, the input and output lines): the lanes would run
+        # through them; the drawing is then wider than asked, which the caller can tell
+        floor = max(
+            [cx + 4, *(r.x + r.w for r in diagram.rects), *(t.x + len(t.text) for t in diagram.labels)]
+        )
+        right = min(right, max(limit, floor))
+        texts = [cut for t in texts if (cut := _cut(t, right)) is not None]
     diagram.labels.extend(texts)
     first_lane = right + 2
     for (top, bottom), lane in zip(spans, lane_of, strict=True):
@@ -309,8 +338,11 @@ def _place_highways(
         diagram.arrows.append(Arrow(cx + 2, bottom, "left", "highway"))
 
 
-def _cut(label: Label, right: int) -> Label:
+def _cut(label: Label, right: int) -> Label | None:
+    """The label cut to end before column `right`, marked with "…"; None if not even that fits."""
     room = right - label.x
     if len(label.text) <= room:
         return label
-    return Label(label.x, label.y, label.text[: max(room - 1, 0)] + "…", label.style)
+    if room < 1:
+        return None
+    return Label(label.x, label.y, label.text[: room - 1] + "…", label.style)

@@ -23,6 +23,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from blocktrace.flops import op_flops
+from blocktrace.layout import wrap_flow
 from blocktrace.shapes import dims_text, shape_text
 from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
 
@@ -322,31 +323,89 @@ _UNLIMITED = 100_000  # columns: a table this wide never wraps a cell
 _NAME_STYLE, _SHAPE_STYLE, _RESIDUAL_STYLE, _OP_STYLE = "cyan", "green", "bold yellow", "dim"
 
 
-def rich_table(table: Table, shapes: str = "symbolic", ascii_only: bool = False) -> RichTable:
+# A terminal narrower than the table: these columns are left out first, in this order; then the
+# shapes wrap (down to FLOW_MIN columns), then the paths are shortened with "…" (down to PATH_MIN).
+# A number is never cut: a table that still does not fit is printed wider than the terminal.
+DROP_ORDER = ("weight", "trainable", "kind")
+FLOW_MIN = 24
+PATH_MIN = 12
+_GAP = 3  # columns between two columns: padding on both sides and the box's blank divider
+
+
+@dataclass(frozen=True)
+class Fit:
+    columns: tuple[str, ...]  # the headers shown, in order
+    widths: dict[str, int]  # a width for each column that was narrowed: "input -> output", "path"
+    width: int  # the table's width
+
+
+def fit(table: Table, shapes: str = "symbolic", width: int | None = None) -> Fit:
+    """Which columns to show, and how narrow, for the table to fit in `width` columns."""
+    cells = [
+        ["  " * row.depth + c if i == 0 else c for i, c in enumerate(_cells(row, shapes))]
+        for row in table.rows
+    ]
+    natural = {h: max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(HEADERS)}
+    columns = list(HEADERS)
+
+    def total() -> int:
+        return sum(narrowed.get(c, natural[c]) for c in columns) + _GAP * (len(columns) - 1)
+
+    narrowed: dict[str, int] = {}
+    if width is not None:
+        for name in DROP_ORDER:
+            if total() > width:
+                columns.remove(name)
+        for name, least in (("input -> output", FLOW_MIN), ("path", PATH_MIN)):
+            over = total() - width
+            if over > 0 and natural[name] > least:
+                narrowed[name] = max(least, natural[name] - over)
+    return Fit(tuple(columns), narrowed, total())
+
+
+def rich_table(
+    table: Table, shapes: str = "symbolic", ascii_only: bool = False, shown: Fit | None = None
+) -> RichTable:
+    shown = shown or fit(table, shapes)
     out = RichTable(box=_ASCII_HEAD if ascii_only else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for i, header in enumerate(HEADERS):
+        if header not in shown.columns:
+            continue
         out.add_column(
             header,
             justify="right" if i >= 4 else "left",
             no_wrap=i != 2,  # only the shapes may wrap in a narrow terminal
+            overflow="ellipsis" if i == 0 else "fold",  # a path may be shortened, a number never
             style=_SHAPE_STYLE if i == 2 else None,
+            width=shown.widths.get(header),
         )
+    flow_width = shown.widths.get("input -> output")
     for row in table.rows:
         cells = _cells(row, shapes)
         name = Text("  " * row.depth + cells[0], style=_NAME_STYLE if row.call is not None else "")
         style = _RESIDUAL_STYLE if row.kind == RESIDUAL_KIND else ("" if row.call is not None else _OP_STYLE)
-        out.add_row(name, *cells[1:], style=style)
+        if flow_width is not None:  # wrapped between shapes, not inside one
+            cells[2] = "\n".join(wrap_flow(cells[2], flow_width))
+        out.add_row(
+            *(c for h, c in zip(HEADERS, [name, *cells[1:]], strict=True) if h in shown.columns), style=style
+        )
     return out
 
 
 def print_text(table: Table, console: Console, shapes: str = "symbolic") -> None:
-    """The table and its footer on `console`: fitted to a terminal, with colour where rich allows
-    it (NO_COLOR honoured); to a file or a pipe as plain `to_text`, one line per row."""
+    """The table and its footer on `console`: fitted to a terminal (see DROP_ORDER), with colour
+    where rich allows it (NO_COLOR honoured); to a file or a pipe as plain `to_text`, whole."""
     if not console.is_terminal:
         console.file.write(to_text(table, shapes, console.options.ascii_only))
         console.file.flush()
         return
-    console.print(rich_table(table, shapes, console.options.ascii_only))
+    terminal = console.width
+    shown = fit(table, shapes, terminal)
+    console.width = max(terminal, shown.width)  # rich would squeeze the numbers to fit: never
+    try:
+        console.print(rich_table(table, shapes, console.options.ascii_only, shown))
+    finally:
+        console.width = terminal
     for line in footer(table):
         console.print(line, highlight=False, markup=False)
 
@@ -360,8 +419,9 @@ def to_text(table: Table, shapes: str = "symbolic", ascii_only: bool = False) ->
     return "\n".join([*lines, *footer(table)]) + "\n"
 
 
-def to_markdown(table: Table, shapes: str = "symbolic") -> str:
-    nbsp = "\u00a0"  # markdown collapses plain spaces at the start of a cell
+def to_markdown(table: Table, shapes: str = "symbolic", nbsp: str = "\u00a0") -> str:
+    """A pipe table; nesting is indented with `nbsp` (markdown collapses plain spaces at the start of
+    a cell): a no-break space, or "&nbsp;" for a stream that cannot carry one."""
     lines = [
         "| " + " | ".join(HEADERS) + " |",
         "|" + "|".join("---:" if i >= 4 else "---" for i in range(len(HEADERS))) + "|",
@@ -431,12 +491,12 @@ def to_csv(table: Table, shapes: str = "symbolic") -> str:
     return buffer.getvalue()
 
 
-def render(table: Table, fmt: str, shapes: str = "symbolic") -> str:
+def render(table: Table, fmt: str, shapes: str = "symbolic", nbsp: str = "\u00a0") -> str:
     """The table in `fmt` (one of FORMATS) as a string."""
     if fmt == "text":
         return to_text(table, shapes)
     if fmt == "markdown":
-        return to_markdown(table, shapes)
+        return to_markdown(table, shapes, nbsp)
     if fmt == "json":
         return to_json(table, shapes)
     if fmt == "csv":

@@ -1,11 +1,18 @@
+import errno
+import hashlib
+import json
 import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from blocktrace import cache
 from blocktrace.pipeline import cached_trace, trace_config
 from blocktrace.spec import BlockSpec
+from tests.harness import invoke
 from tests.models import SMALL
 
 SPEC = BlockSpec(SMALL)
@@ -73,3 +80,88 @@ def test_real_runs_are_not_cached_and_bad_entries_are_rewritten() -> None:
 def test_no_cache_neither_reads_nor_writes() -> None:
     cached_trace(SMALL, use_cache=False)
     assert not cache.cache_dir().exists()
+
+
+# --- issue 9: damaged entries, the cache's place, its limit, and `blocktrace cache` ----------------
+
+
+def _entry(config=SMALL) -> Path:
+    return cache.cache_dir() / f"{cache.key(BlockSpec(config), 'probe', ())}.json"
+
+
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest() + "\n" + body
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda body: "[]",
+        lambda body: _digest("[]"),
+        lambda body: _digest("{}"),
+        lambda body: body,  # the JSON without its digest line
+        lambda body: json.dumps({**json.loads(body), "ops": json.loads(body)["ops"][:3]}),
+        lambda body: _digest(body)[: len(body) // 2],  # cut short
+        lambda body: _digest(body).replace('"ops"', '"opz"'),
+        lambda body: "\udcff",
+    ],
+)
+def test_a_damaged_cache_entry_is_ignored_and_rewritten(damage) -> None:
+    fresh = cached_trace(SMALL)
+    body = _entry().read_text(encoding="utf-8").split("\n", 1)[1]
+    _entry().write_text(damage(body), encoding="utf-8", errors="surrogateescape")
+    result = invoke(
+        ["diagram", "--n-embd", "32", "--n-head", "4", "--n-kv-head", "2", "--seq", "6", "--batch", "2"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert cache.load(SPEC, "probe", ()) == fresh
+
+
+def test_a_relative_xdg_cache_home_is_ignored(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert cache.cache_dir() == tmp_path / ".cache" / "blocktrace"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    assert cache.cache_dir() == tmp_path / ".cache" / "blocktrace"
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file_and_says_so_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fail(src: str, dst: str) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", dst)
+
+    monkeypatch.setattr(cache.os, "replace", fail)
+    monkeypatch.setattr(cache, "_warned", False)
+    result = invoke(["diagram", *TINY])
+    assert result.exit_code == 0
+    assert result.stderr.startswith("blocktrace: warning: cache not written: ")
+    assert "Read-only file system" in result.stderr and result.stderr.count("\n") == 1
+    assert list(cache.cache_dir().iterdir()) == []
+    assert invoke(["diagram", *TINY, "--n-layer", "2"]).stderr == ""  # once per run, not per entry
+
+
+def test_the_cache_is_kept_under_its_limit_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    cached_trace(SMALL)
+    one = _entry().stat().st_size
+    monkeypatch.setattr(cache, "MAX_BYTES", int(2.5 * one))
+    configs = [SMALL.__class__(**{**SMALL.to_dict(), "batch": b}) for b in (2, 3, 4, 5)]
+    for i, config in enumerate(configs):
+        cached_trace(config)
+        os.utime(_entry(config), (1000 + i, 1000 + i))
+    cache.trim(cache.MAX_BYTES)
+    kept = [c.batch for c in configs if _entry(c).exists()]
+    assert kept == [4, 5] and cache.info().size <= cache.MAX_BYTES
+
+
+def test_the_cache_command_shows_and_clears() -> None:
+    cached_trace(SMALL)
+    info = invoke(["cache"])
+    assert info.exit_code == 0
+    assert f"folder:  {cache.cache_dir()}" in info.stdout and "entries: 1" in info.stdout
+    assert invoke(["cache", "info"]).stdout == info.stdout
+    cleared = invoke(["cache", "clear"])
+    assert cleared.exit_code == 0 and cleared.stdout.startswith("removed 1 entry (")
+    assert "entries: 0" in invoke(["cache"]).stdout
+    purge = invoke(["cache", "purge"])
+    assert purge.exit_code == 2 and purge.stderr.count("\n") == 1 and "purge" in purge.stderr

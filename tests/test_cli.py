@@ -128,20 +128,27 @@ def test_version_and_help() -> None:
         assert flag in help_text
 
 
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def test_colour_only_in_a_terminal_and_never_with_no_color(monkeypatch) -> None:
     t = trace_config(SMALL)
     monkeypatch.setenv("TERM", "xterm-256color")
     monkeypatch.delenv("NO_COLOR", raising=False)
-    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then treats the stream as a terminal
-    coloured = io.StringIO()
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    coloured = Terminal()
     emit(t, stream=coloured, width=200)
     assert "\x1b[" in coloured.getvalue()
     monkeypatch.setenv("NO_COLOR", "1")
-    plain = io.StringIO()
+    plain = Terminal()
     emit(t, stream=plain, width=200)
     assert "\x1b[" not in plain.getvalue() and "(+)" in plain.getvalue()
-    monkeypatch.delenv("FORCE_COLOR")
     monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # a pipe stays a pipe, whatever FORCE_COLOR says
     piped = io.StringIO()
     emit(t, stream=piped)
     assert "\x1b[" not in piped.getvalue()

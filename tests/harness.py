@@ -1,0 +1,94 @@
+"""Run the CLI in-process as a shell would, with any stdout: a pipe or a terminal, full, closed,
+broken (its reader went away) or 7-bit ASCII only, and a chosen environment.
+
+Unlike typer's CliRunner, nothing here catches an exception for the command: one that escapes
+`invoke` is a traceback the user would have seen, and fails the test that met it.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from blocktrace.cli import app
+
+ANSI = "\x1b["
+STDOUTS = ("pipe", "terminal", "full", "broken", "closed")
+
+
+class Sink(io.RawIOBase):
+    """The far end of stdout: it keeps what it is given, or fails as a full disk or a closed pipe."""
+
+    def __init__(self, mode: str, tty: bool):
+        super().__init__()
+        self.mode, self.tty, self.data = mode, tty, bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, b) -> int:  # type: ignore[override]
+        if self.mode == "full":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if self.mode == "broken":
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+        self.data += bytes(b)
+        return len(b)
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@contextmanager
+def environment(env: dict[str, str | None]) -> Iterator[None]:
+    """os.environ with `env` applied (None removes a name), restored afterwards."""
+    saved = dict(os.environ)
+    try:
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def invoke(
+    args: list[str],
+    stdout: str = "pipe",
+    encoding: str = "utf-8",
+    env: dict[str, str | None] | None = None,
+) -> Result:
+    """`blocktrace *args` with stdout one of STDOUTS, in `encoding`, under `env`."""
+    assert stdout in STDOUTS, stdout
+    sink = Sink("ok" if stdout in ("pipe", "terminal") else stdout, tty=stdout == "terminal")
+    out = io.TextIOWrapper(io.BufferedWriter(sink), encoding=encoding, errors="strict")
+    err = io.StringIO()
+    saved = sys.stdout, sys.stderr
+    code: object = 0
+    try:
+        with environment(env or {}):
+            sys.stdout, sys.stderr = (None if stdout == "closed" else out), err  # type: ignore[assignment]
+            try:
+                app(args, prog_name="blocktrace")
+            except SystemExit as exit_:
+                code = exit_.code
+    finally:
+        sys.stdout, sys.stderr = saved
+        sink.mode = "ok"  # what is still buffered may go now, so that closing it raises nothing
+        out.close()
+    exit_code = 0 if code is None else code if isinstance(code, int) else 1
+    return Result(exit_code, sink.data.decode(encoding, errors="replace"), err.getvalue())

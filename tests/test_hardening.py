@@ -1,0 +1,365 @@
+"""Issue 9: every failure one line, nothing half-written, output independent of the terminal.
+
+Each test here failed before its fix. The CLI runs in-process through tests/harness.py, which lets
+a traceback escape (and fail the test) instead of catching it, and can give the command a full, a
+closed, a broken or an ASCII-only stdout.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blocktrace import output
+from blocktrace.pipeline import cached_trace
+from tests.harness import ANSI, invoke
+
+TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
+
+
+def one_error(result, code: int, *words: str) -> str:
+    """The one stderr line of a failed run, checked for its exit code and words."""
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("blocktrace: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+# --- --output: bad paths are exit 2, failed writes exit 1, and nothing is half-written ----------
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "words"),
+    [
+        ("missing/folder/out.txt", 2, ["folder does not exist"]),
+        ("", 2, ["--output is empty"]),
+        (".", 2, ["is a folder"]),
+        ("sub/", 2, ["names a folder"]),
+        ("afile/out.txt", 2, ["not a folder"]),
+        ("/dev/full", 1, ["no space left"]),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, code: int, words: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    for command in ("diagram", "table"):
+        one_error(invoke([command, *TINY, "-o", path]), code, *words)
+
+
+def test_an_unwritable_folder_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(*args: object, **kwargs: object):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(output.tempfile, "mkstemp", denied)  # root may write anywhere: pretend
+    one_error(
+        invoke(["diagram", *TINY, "--no-cache", "-o", str(tmp_path / "out.txt")]), 2, "permission denied"
+    )
+
+
+def test_a_failed_write_leaves_the_old_file_whole_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "block.txt"
+    target.write_text("the old diagram\n")
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd: int, mode: str):
+            self.file = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def write(self, data: bytes) -> int:
+            self.file.write(data[:4096])  # half of it, as a full disk does
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(output.os, "fdopen", FullDisk)
+    for command in ("diagram", "table"):
+        one_error(invoke([command, *TINY, "--no-cache", "-o", str(target)]), 1, "no space left")
+        assert target.read_text() == "the old diagram\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["block.txt"]
+
+
+def test_ctrl_c_during_a_write_leaves_nothing_and_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(src: str, dst: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(output.os, "replace", interrupted)
+    result = invoke(["diagram", *TINY, "--no-cache", "-o", str(tmp_path / "out.txt")])
+    assert result.exit_code == 130 and result.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_is_written_whole_with_the_mode_a_new_file_gets(tmp_path: Path) -> None:
+    target = tmp_path / "block.json"
+    for command in ("diagram", "table"):
+        assert invoke([command, *TINY, "--format", "json", "-o", str(target)]).exit_code == 0
+        assert json.loads(target.read_text())["model"] == "Block"
+        assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_dash_is_stdout_and_table_takes_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for command in ("diagram", "table"):
+        result = invoke([command, *TINY, "-o", "-"])
+        assert result.exit_code == 0 and "(B, T, C)" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+    assert invoke(["table", *TINY, "--format", "csv", "-o", "t.csv"]).stdout == ""
+    assert (tmp_path / "t.csv").read_text().startswith("depth,name,kind")
+
+
+# --- stdout: full, closed, broken; exit codes ---------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"], ["--version"]])
+def test_a_full_stdout_is_one_line_and_exit_1(args: list[str]) -> None:
+    one_error(invoke(args, stdout="full"), 1, "cannot write to stdout", "No space left")
+
+
+@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"], ["--version"]])
+def test_a_closed_stdout_is_one_line_and_exit_1(args: list[str]) -> None:
+    one_error(invoke(args, stdout="closed"), 1, "stdout is closed")
+
+
+@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"], ["cache"]])
+def test_a_reader_that_went_away_is_success(args: list[str]) -> None:
+    result = invoke(args, stdout="broken")
+    assert (result.exit_code, result.stderr) == (0, "")
+
+
+def _shell(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        f"set -o pipefail; {command}", shell=True, capture_output=True, text=True, check=False,
+        executable="/bin/bash",
+    )  # fmt: skip
+
+
+def test_real_pipes_and_redirections() -> None:
+    python = f"{sys.executable} -m blocktrace"
+    tiny = " ".join(TINY)
+    assert _shell(f"{python} diagram {tiny} --n-layer 30 --no-collapse | true").returncode == 0
+    for command in (f"diagram {tiny}", "--help", "--version"):
+        full = _shell(f"{python} {command} > /dev/full")
+        assert full.returncode == 1 and full.stderr.count("\n") == 1, full.stderr
+        closed = _shell(f"{python} {command} >&-")
+        assert closed.returncode == 1 and closed.stderr.count("\n") == 1, closed.stderr
+        assert "Traceback" not in full.stderr + closed.stderr
+
+
+def test_ctrl_c_is_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    import blocktrace.pipeline
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(blocktrace.pipeline, "trace_spec", interrupted)
+    assert invoke(["diagram", *TINY, "--no-cache"]).exit_code == 130
+
+
+def test_a_mistyped_command_is_suggested_once() -> None:
+    line = one_error(invoke(["digram"]), 2, "No such command 'digram'")
+    assert line.count("Did you mean") == 1
+
+
+@pytest.mark.parametrize("stray", ["", " ", "x"])
+def test_a_stray_argument_is_named(stray: str) -> None:
+    one_error(invoke(["diagram", stray]), 2, f"unexpected argument {stray!r}")
+
+
+def test_dash_h_is_help() -> None:
+    for args in (["-h"], ["diagram", "-h"], ["table", "-h"], ["cache", "-h"]):
+        result = invoke(args)
+        assert result.exit_code == 0 and "Usage: blocktrace" in result.stdout
+
+
+def test_width_help_keeps_its_default_and_help_is_ascii() -> None:
+    text = " ".join(invoke(["diagram", "--help"], env={"COLUMNS": "80"}).stdout.split())
+    assert "Default: the terminal's width, else no limit." in text
+    for args in (["--help"], ["diagram", "--help"], ["table", "--help"], ["cache", "--help"]):
+        result = invoke(args, encoding="ascii")
+        assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_help_paragraphs_are_filled_not_broken_mid_sentence() -> None:
+    text = invoke(["diagram", "--help"], env={"COLUMNS": "60"}).stdout
+    paragraph = text.split("\n\n")[2].splitlines()  # "The input x (B, T, C) enters at the top; ..."
+    assert paragraph[0].strip().startswith("The input x (B, T, C)")
+    assert all(len(line) <= 60 for line in paragraph)
+    assert all(len(line) >= 45 for line in paragraph[:-1]), paragraph
+
+
+# --- encodings and terminals ---------------------------------------------------------------------
+
+
+def test_an_ascii_stdout_gets_markdown_with_entities() -> None:
+    result = invoke(["table", *TINY, "--format", "markdown"], encoding="ascii")
+    assert result.exit_code == 0, result.stderr
+    assert "| &nbsp;&nbsp;attn |" in result.stdout
+    utf8 = invoke(["table", *TINY, "--format", "markdown"]).stdout
+    assert "| \u00a0\u00a0attn |" in utf8
+
+
+@pytest.mark.parametrize(
+    "args", [["diagram", "--format", "markdown"], ["table"], ["diagram"], ["table", "--format", "markdown"]]
+)
+def test_force_color_does_not_change_what_a_pipe_gets(args: list[str]) -> None:
+    plain = invoke([*args, *TINY], env={"FORCE_COLOR": None, "COLUMNS": None})
+    forced = invoke([*args, *TINY], env={"FORCE_COLOR": "1", "COLUMNS": "40", "TERM": "xterm-256color"})
+    assert forced.stdout == plain.stdout and ANSI not in forced.stdout
+
+
+# --- warnings and the cost of --help ---------------------------------------------------------------
+
+
+def test_importing_the_cli_warns_nothing_even_outside_pytest() -> None:
+    command = [sys.executable, "-W", "error", "-c", "import blocktrace.cli"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_help_imports_neither_rich_markdown_nor_torch() -> None:
+    code = (
+        "import sys\n"
+        "from blocktrace.cli import app\n"
+        "try:\n"
+        "    app(['diagram', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('rich.markdown', 'markdown_it', 'torch') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
+
+
+# --- fitting the terminal: the table, the diagram's notes, --width ---------------------------------
+
+
+def _fitted_table(width: int) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from blocktrace.config import BlockConfig
+    from blocktrace.table import build_table, print_text
+
+    buffer = StringIO()
+    table = build_table(cached_trace(BlockConfig()))
+    print_text(table, Console(file=buffer, force_terminal=True, color_system=None, width=width))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("width", [200, 120, 100, 80, 60, 40])
+def test_a_terminal_table_fits_and_never_cuts_a_number(width: int) -> None:
+    import re
+
+    from blocktrace.config import BlockConfig
+    from blocktrace.table import build_table, to_text
+
+    text = _fitted_table(width)
+    rows = text.splitlines()[: -4 - 1]  # the footer wraps on its own
+    full = to_text(build_table(cached_trace(BlockConfig())))
+    numbers = set(re.findall(r"\d{1,3}(?:,\d{3})+", full.split("parameters:")[0]))
+    shown = set(re.findall(r"\d{1,3}(?:,\d{3})+", text.split("parameters:")[0]))
+    assert {n for n in numbers if len(n) > 7} <= shown  # params and FLOPs stay whole
+    assert not any(re.search(r"\d…|,…", line) for line in rows)
+    if width >= 80:
+        assert max(len(line) for line in rows) <= width
+        assert "input -> output" in rows[0] and "params" in rows[0] and "FLOPs" in rows[0]
+
+
+def test_the_table_leaves_out_columns_in_the_stated_order() -> None:
+    from blocktrace.config import BlockConfig
+    from blocktrace.table import DROP_ORDER, HEADERS, build_table, fit
+
+    table = build_table(cached_trace(BlockConfig()))
+    assert fit(table).columns == HEADERS
+    natural = fit(table).width
+    seen = []
+    for width in range(natural, 60, -1):
+        columns = fit(table, width=width).columns
+        assert set(HEADERS) - set(DROP_ORDER) <= set(columns)
+        gone = [h for h in DROP_ORDER if h not in columns]
+        if gone != seen:
+            assert gone == list(DROP_ORDER[: len(gone)]), gone
+            seen = gone
+    assert seen == list(DROP_ORDER)
+
+
+def test_a_pipe_gets_the_whole_table_whatever_columns_says() -> None:
+    wide = invoke(["table", *TINY], env={"COLUMNS": "200"}).stdout
+    narrow = invoke(["table", *TINY], env={"COLUMNS": "40", "FORCE_COLOR": "1"}).stdout
+    assert wide == narrow and "weight" in narrow and ANSI not in narrow
+
+
+def test_the_diagram_at_80_columns_wraps_notes_instead_of_cutting_shapes() -> None:
+    text = invoke(["diagram", "--width", "80"]).stdout
+    drawing = text.split("\n\n")[1].splitlines()
+    assert max(len(line) for line in drawing) <= 80
+    assert "…" not in "\n".join(drawing)
+    assert "(B, T, Hkv, D)" in text and "-> (B, Hkv, T, D)" in text
+    terminal = invoke(["diagram"], stdout="terminal", env={"COLUMNS": "80", "NO_COLOR": "1"})
+    assert terminal.stdout == text
+
+
+@pytest.mark.parametrize("width", range(20, 40))
+def test_a_width_is_kept_or_refused_never_drawn_through_the_boxes(width: int) -> None:
+    result = invoke(["diagram", *TINY, "--width", str(width)])
+    if result.exit_code == 2:
+        one_error(result, 2, f"--width {width} is too narrow", "needs at least")
+        return
+    assert result.exit_code == 0, result.stderr
+    drawing = result.stdout.split("\n\n")[1].splitlines()
+    assert max(len(line) for line in drawing) <= width
+    assert "┼" not in result.stdout
+    boxes = [line for line in drawing if "┌" in line]
+    assert boxes and all(line.startswith("  ┌" + "─" * 21 + "┐") for line in boxes)
+
+
+def test_a_narrow_terminal_is_drawn_as_narrow_as_it_can_be() -> None:
+    result = invoke(["diagram", *TINY], stdout="terminal", env={"COLUMNS": "20", "NO_COLOR": "1"})
+    assert result.exit_code == 0 and "┼" not in result.stdout
+
+
+# --- the text says what the program does ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_the_dtype_is_on_the_page(fmt: str) -> None:
+    for dtype in ("float32", "bfloat16"):
+        text = invoke(["diagram", *TINY, "--dtype", dtype, "--format", fmt]).stdout
+        assert f"Block ({dtype}): " in text.splitlines()[0]
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_formulas_come_with_the_legend_that_defines_their_symbols(fmt: str) -> None:
+    text = invoke(["diagram", *TINY, "--shapes", "concrete", "--formulas", "--format", fmt]).stdout
+    assert "sqrt(D)" in text and ("D   = 8" in text or "| D | 8 |" in text)
+    plain = invoke(["diagram", *TINY, "--shapes", "concrete", "--format", fmt]).stdout
+    assert "D   = 8" not in plain and "| D | 8 |" not in plain  # no symbols on the page, no legend
+
+
+def test_format_help_says_formulas_need_the_flag() -> None:
+    text = " ".join(invoke(["diagram", "--help"]).stdout.split())
+    assert "(and the formulas, with --formulas)" in text
