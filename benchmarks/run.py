@@ -52,6 +52,19 @@ LLAMA_70B = Config(
     "70B", ("--n-embd", "8192", "--n-head", "64", "--n-kv-head", "8", "--seq", "131072", "--batch", "1")
 )
 STACK_70B = Config("70B x 80 layers", (*LLAMA_70B.flags, "--n-layer", "80"))
+# Every Block family at 70B-class sizes, alone and 80 deep. A fused qkv projects as many key/value
+# heads as query heads, so gpt2 and neox run with --n-kv-head 64.
+_MHA_70B = ("--n-embd", "8192", "--n-head", "64", "--n-kv-head", "64", "--seq", "131072", "--batch", "1")
+PRESETS_70B = tuple(
+    Config(f"{name} 70B{depth}", ("--preset", name, *flags, *layers))
+    for name, flags in (
+        ("gpt2", _MHA_70B),
+        ("llama", (*LLAMA_70B.flags, "--mlp-hidden", "28672")),
+        ("neox", _MHA_70B),
+        ("bert", LLAMA_70B.flags),
+    )
+    for depth, layers in (("", ()), (" x 80 layers", ("--n-layer", "80")))
+)
 
 
 @dataclass(frozen=True)
@@ -293,6 +306,7 @@ def blocktrace_commands(no_cache: bool) -> list[Command]:
         diagram(DEFAULT),
         diagram(LLAMA_70B),
         diagram(STACK_70B),
+        *(diagram(config) for config in PRESETS_70B),
         diagram(DEFAULT, "--device", "meta"),
     ]
     if no_cache:

@@ -172,12 +172,25 @@ def _repeat(block: ShapeFit, stack: Trace, all_called: bool, sizes: dict[str, in
     if any(t.id not in dims for t in stack.tensors()):
         return None
     # layers of the same code can still differ in size (a wider last layer): the stack's own shapes
-    # must be what its twins' fits say
-    if any(not _fits(dims[t.id], t.shape, sizes) for t in stack.tensors()):
+    # must be what its twins' fits say; the layers share their unit's Dims, so each is worked out once
+    values: dict[int, Fraction] = {}
+
+    def fits(fitted: tuple[Dim | None, ...], shape: tuple[int, ...]) -> bool:
+        for d, n in zip(fitted, shape, strict=True):
+            if d is not None:
+                if id(d) not in values:
+                    values[id(d)] = d.value(sizes)
+                if values[id(d)] != n:
+                    return False
+        return True
+
+    if any(not fits(dims[i], shape) for i, shape in {t.id: t.shape for t in stack.tensors()}.items()):
         return None
     for c in stack.calls:
-        if any((c.index, i) not in weights or not _fits(weights[c.index, i], w.shape, sizes)
-               for i, w in enumerate(c.weights)):  # fmt: skip
+        if any(
+            (c.index, i) not in weights or not fits(weights[c.index, i], w.shape)
+            for i, w in enumerate(c.weights)
+        ):
             return None
     varying = frozenset(
         (layer * n_ops + op, key) for layer in range(len(layers)) for op, key in block.varying
@@ -229,11 +242,6 @@ def _rebased(
     )
 
 
-def _fits(dims: tuple[Dim | None, ...], shape: tuple[int, ...], sizes: dict[str, int]) -> bool:
-    """Whether the fitted dims give `shape` at `sizes` (an axis with no fit is judged later)."""
-    return all(d is None or d.value(sizes) == n for d, n in zip(dims, shape, strict=True))
-
-
 def _fit_all(shapes: list[dict], fit: Callable[[list[int]], Dim | None]) -> dict:
     """key -> fitted dims, from key -> shape in each probe."""
     return {
@@ -252,7 +260,8 @@ def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
         return None
 
     def scale(t: TensorMeta) -> TensorMeta:
-        return namer.tensor(TensorMeta(t.id, namer.shape(shape_fit.dims[t.id]), t.dtype))
+        done = namer.done.get(t.id)  # a tensor is recorded where it is made and wherever it is used
+        return done or namer.tensor(TensorMeta(t.id, namer.shape(shape_fit.dims[t.id]), t.dtype))
 
     full = shape_fit.probe.map_tensors(scale)
     own: dict[str, tuple[Weight, ...]] = {}  # module path -> its own weights at full size

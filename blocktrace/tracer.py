@@ -45,6 +45,7 @@ class _OpenCall:
 @dataclass
 class _Recorder:
     names: dict[int, str]  # id(module) -> path
+    counts: dict[int, tuple[int, int, tuple[Weight, ...]]]  # id(module) -> parameter_counts()
     # each tensor seen carries (token, id) in an attribute: cheaper than any lookup table, and it
     # dies with the tensor; tensors the trace did not make are untagged when it ends
     token: object = field(default_factory=object)
@@ -86,7 +87,7 @@ class _Recorder:
                 delattr(t, _TAG)
 
     def metas(self, values: Any) -> tuple[TensorMeta, ...]:
-        return tuple(self.meta(t) for t in _tensors(values) if not isinstance(t, nn.Parameter))
+        return tuple(self.meta(t) for t in _tensors(values) if not _is_parameter(t))
 
     # --- module hooks -------------------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -109,22 +110,17 @@ class _Recorder:
             call.parent,
             call.inputs,
             outputs,
-            *parameters(module),
+            *self.counts[id(module)],
             self.clock,
         )
         self.clock += 1
 
     # --- ops ----------------------------------------------------------------------------------
     def record_op(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
-        if isinstance(result, torch.Tensor):
-            out_tensors: list[torch.Tensor] = [result]
-        elif isinstance(result, (tuple, list)) and not isinstance(result, torch.Size):
-            out_tensors = list(_tensors(result))
-        else:
-            return  # size(), dim(), shape: no data flow
+        out_tensors = [result] if isinstance(result, torch.Tensor) else list(_tensors(result))
         if not out_tensors:
             return
-        taken = [t for t in _tensors((args, kwargs)) if not isinstance(t, nn.Parameter)]
+        taken = [t for t in _tensors((args, kwargs)) if not _is_parameter(t)]
         inputs = tuple(self.meta(t) for t in taken)
         index = len(self.ops)
         parent_ids = tuple(t.id for t in inputs)
@@ -243,16 +239,30 @@ class _Recorder:
         return False
 
 
-def parameters(module: nn.Module) -> tuple[int, int, tuple[Weight, ...]]:
-    """(parameters, trainable parameters, own weights) of a module, its submodules' included."""
-    params = trainable = 0
-    for p in module.parameters():
-        params += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    weights = tuple(
-        Weight(name, tuple(p.shape), p.requires_grad) for name, p in module.named_parameters(recurse=False)
-    )
-    return params, trainable, weights
+def parameter_counts(root: nn.Module) -> dict[int, tuple[int, int, tuple[Weight, ...]]]:
+    """id(module) -> (parameters, trainable parameters, own weights) of every module under `root`,
+    its submodules' parameters included and each counted once (tied weights too), as
+    module.parameters() counts them; worked out in one pass, not once per module and depth."""
+    below: dict[int, dict[int, nn.Parameter]] = {}  # id(module) -> its parameters and its submodules'
+
+    def collect(m: nn.Module) -> dict[int, nn.Parameter]:
+        if id(m) not in below:
+            found = {id(p): p for p in m._parameters.values() if p is not None}
+            for child in m._modules.values():
+                if child is not None:
+                    found.update(collect(child))
+            below[id(m)] = found
+        return below[id(m)]
+
+    collect(root)
+    counts = {}
+    for m in root.modules():
+        params = [(p.numel(), p.requires_grad) for p in below[id(m)].values()]
+        own = tuple(
+            Weight(n, tuple(p.shape), p.requires_grad) for n, p in m._parameters.items() if p is not None
+        )
+        counts[id(m)] = (sum(n for n, _ in params), sum(n for n, grad in params if grad), own)
+    return counts
 
 
 class _OpRecorder(TorchFunctionMode):
@@ -263,7 +273,11 @@ class _OpRecorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        self.recorder.record_op(func, args, kwargs, result)
+        # most calls are x.shape, x.size(), x.dim(): no tensor comes back, nothing to record
+        if isinstance(result, torch.Tensor) or (
+            isinstance(result, (tuple, list)) and type(result) is not torch.Size
+        ):
+            self.recorder.record_op(func, args, kwargs, result)
         return result
 
 
@@ -277,6 +291,11 @@ def _tensors(values: Any) -> Iterator[torch.Tensor]:
     elif isinstance(values, dict):
         for v in values.values():
             yield from _tensors(v)
+
+
+def _is_parameter(t: torch.Tensor) -> bool:
+    # by class, not isinstance: nn.Parameter's isinstance goes through a Python metaclass hook
+    return issubclass(type(t), nn.Parameter)
 
 
 @functools.cache
@@ -322,7 +341,7 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
     """Call `module(*args, **kwargs)` once and return what it did."""
     kwargs = kwargs or {}
     names = {id(m): path for path, m in module.named_modules()}
-    recorder = _Recorder(names)
+    recorder = _Recorder(names, parameter_counts(module))
     training = {m: m.training for m in module.modules()}
     handles = []
     output = None
@@ -346,7 +365,7 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
         for handle in handles:
             handle.remove()
         for m, mode in training.items():
-            m.train(mode)
+            m.training = mode  # each module's own flag: train() would redo its whole subtree
     return Trace(
         model=type(module).__name__,
         device=device or _device_of(args),

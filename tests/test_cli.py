@@ -182,6 +182,20 @@ def test_installed_command_pipes_plain_text_and_survives_head() -> None:
     assert pipe.stderr == ""
 
 
+def test_the_quick_exit_loses_nothing_and_keeps_the_exit_code(tmp_path) -> None:
+    # a run that imported torch ends without Python's teardown: everything must be written by then
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    big = blocktrace("diagram", *TINY, "--n-layer", "40", "--no-collapse", "--no-cache", env=env)
+    assert big.returncode == 0 and big.stderr == ""
+    assert big.stdout == run("diagram", *TINY, "--n-layer", "40", "--no-collapse", "--no-cache").stdout
+    assert big.stdout.count("(+)") == 80 and big.stdout.endswith("head dim, C / H\n")
+    out = tmp_path / "block.json"
+    written = blocktrace("diagram", *TINY, "--format", "json", "-o", str(out), env=env)
+    assert written.returncode == 0 and json.loads(out.read_text())["version"] == 2
+    failed = blocktrace("diagram", *TINY, "--device", "cuda", env={**env, "CUDA_VISIBLE_DEVICES": ""})
+    assert failed.returncode == 2 and failed.stderr.startswith("blocktrace: error: --device cuda")
+
+
 def test_help_does_not_import_torch() -> None:
     code = (
         "import sys\n"
