@@ -14,7 +14,7 @@ run of identical Blocks is written once, as drawn. No torch here.
 from __future__ import annotations
 
 from blocktrace.steps import Step, StepKind, StepTree, short_path
-from blocktrace.trace import Trace
+from blocktrace.trace import OpCall, Trace
 
 # What a functional op computes, by the name torch gives it.
 DEFINITIONS = {
@@ -23,6 +23,7 @@ DEFINITIONS = {
     "relu": "relu(x) = max(0, x)",
     "square": "square(x) = x^2",
     "gelu": "gelu(x) = x * Phi(x)",
+    "gelu tanh": "gelu(x) = x * Phi(x), computed as 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))",
     "silu": "silu(x) = x * sigmoid(x)",
     "linear": "Linear(x) = x W^T (+ b); W has shape (out_features, in_features)",
     "scaled_dot_product_attention": (
@@ -106,6 +107,12 @@ def composition(tree: StepTree, step: Step) -> str | None:
     return f"{step.call.type}(x) = {text}" if inner else None
 
 
+def _form(op: OpCall) -> str:
+    """The op's name, with the form it ran in where it has several: gelu(x, approximate="tanh")."""
+    form = op.attrs.get("approximate", "none")
+    return op.name if form == "none" else f"{op.name} {form}"
+
+
 def formulas(trace: Trace, collapse: bool = True) -> list[str]:
     tree = StepTree(trace)
     steps = tree.stream(collapse)
@@ -117,6 +124,6 @@ def formulas(trace: Trace, collapse: bool = True) -> list[str]:
         line = composition(tree, step) if step.kind == StepKind.call else None
         if line and line not in lines:
             lines.append(line)
-    used = dict.fromkeys(op.name for op in trace.ops)
+    used = dict.fromkeys(_form(op) for op in trace.ops)
     lines += [DEFINITIONS[name] for name in used if name in DEFINITIONS]
     return lines

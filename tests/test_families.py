@@ -192,3 +192,12 @@ def test_every_preset_tables_with_its_own_parameter_count(preset: str) -> None:
     module = build_module(BlockConfig.from_preset(preset, **SMALL), "meta")
     assert table.totals.params == sum(p.numel() for p in module.parameters())
     assert "residual add" in table_text(table)
+
+
+def test_each_op_is_defined_in_the_form_that_ran() -> None:
+    gpt2 = formulas(family("gpt2"))  # GPT-2's gelu_new: the tanh form
+    assert [line for line in gpt2 if line.startswith("gelu(x)")] == [
+        "gelu(x) = x * Phi(x), computed as 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))"
+    ]
+    bert = formulas(family("bert"))
+    assert [line for line in bert if line.startswith("gelu(x)")] == ["gelu(x) = x * Phi(x)"]
