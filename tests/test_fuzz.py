@@ -25,11 +25,13 @@ FUZZ_EXAMPLES = LONG or 120
 
 # Values every flag may get: nothing, zero, negative, junk, unicode, the empty string.
 JUNK = ["", " ", "0", "-1", "-0", "two", "1e3", "0x10", "٣", "ü", "--", "-", "4 ", "nan", "None"]
-# Huge values, only where the run fails (or finishes) fast today. n_embd, seq, batch, mlp_ratio and
-# n_layer at 10**30 are left out until config.py bounds sizes (a huge --seq with --device meta is a
-# TypeError deep in torch, a huge --n-layer a JSON of 10**30 calls): add them to HUGE_OK then.
+# Huge values, for every size: config.py refuses sizes whose tensors torch's int64 cannot index and
+# stacks over its layer limit, in one line, before anything is built.
 HUGE = ["4611686018427387904", "1" + "0" * 30, str(2**63), str(2**64 + 1)]
-HUGE_OK = {"--n-head", "--n-kv-head", "--width", "--depth"}
+HUGE_OK = {
+    "--n-embd", "--n-head", "--n-kv-head", "--seq", "--batch", "--mlp-ratio", "--mlp-hidden", "--n-layer",
+    "--width", "--depth",
+}  # fmt: skip
 
 SMALL = {  # valid or nearly valid values for the sizes, small enough to trace in milliseconds
     "--n-embd": ["8", "16", "30", "32", "64"],
@@ -38,6 +40,7 @@ SMALL = {  # valid or nearly valid values for the sizes, small enough to trace i
     "--seq": ["1", "2", "6", "16"],
     "--batch": ["1", "2", "3"],
     "--mlp-ratio": ["1", "2", "4"],
+    "--mlp-hidden": ["1", "30", "64", "100"],
     "--n-layer": ["1", "2", "3"],
     "--width": ["20", "24", "27", "40", "80", "96", "200"],
     "--depth": ["0", "1", "2"],
@@ -46,11 +49,25 @@ CHOICES = {
     "--dtype": ["float32", "bfloat16", "float16"],
     "--device": ["probe", "meta", "cpu", "cuda"],
     "--shapes": ["symbolic", "concrete", "both"],
+    "--preset": ["nanochat", "gpt2", "llama", "neox", "bert", "gpt-2"],
+    "--norm": ["rmsnorm", "layernorm"],
+    "--activation": ["relu2", "gelu", "silu", "swiglu"],
+    "--residual": ["pre", "post", "parallel", "single", "sideways"],
+    "--qkv": ["separate", "fused"],
 }
+FAMILY_SWITCHES = [f"--{no}{name}" for name in ("bias", "qk-norm", "rotary", "causal") for no in ("", "no-")]
 FORMATS = {"diagram": ["text", "markdown", "json"], "table": ["text", "markdown", "json", "csv"]}
 SWITCHES = {
-    "diagram": ["--formulas", "--ascii", "--collapse", "--no-collapse", "--cache", "--no-cache"],
-    "table": ["--cache", "--no-cache"],
+    "diagram": [
+        "--formulas",
+        "--ascii",
+        "--collapse",
+        "--no-collapse",
+        "--cache",
+        "--no-cache",
+        *FAMILY_SWITCHES,
+    ],
+    "table": ["--cache", "--no-cache", *FAMILY_SWITCHES],
 }
 FREEZE = ["attn.*", "mlp.c_fc", "h.*.attn", "nothing", "", "[", "ä*", "*"]
 BASE = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]  # before the fuzzed flags
@@ -104,7 +121,7 @@ def commands(draw: st.DrawFn) -> tuple[list[str], str]:
         return args, "none"
     if kind == "cache":
         return ["cache", *draw(st.sampled_from([[], ["info"], ["clear"], ["purge"], [""], ["-h"]]))], "none"
-    flags = draw(st.lists(flag_and_value(kind), max_size=5))
+    flags = draw(st.lists(flag_and_value(kind), max_size=6))
     output = draw(st.sampled_from(OUTPUTS))
     return [kind, *BASE, *(part for f in flags for part in f)], output
 
