@@ -13,6 +13,8 @@ run of identical Blocks is written once, as drawn. No torch here.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from blocktrace.steps import Step, StepKind, StepTree, short_path
 from blocktrace.trace import OpCall, Trace
 
@@ -41,50 +43,53 @@ def _stream_names(count: int) -> list[str]:
 
 
 def stream_formulas(tree: StepTree, steps: list[Step]) -> list[str]:
-    """One line per named value of the stream, each written from the steps that made it."""
+    """One line per named value of the stream, each written from the steps that made it. Named are
+    the input (x, then in_1, ...), each stream a residual add starts from, the output, and any value
+    that several steps read (h, or h_1, h_2, ...): written out twice it would read as two computations."""
     trace = tree.trace
-    made: dict[int, Step] = {s.output.id: s for s in steps if s.kind != StepKind.section}
-    residuals = [s.residual for s in steps if s.residual is not None]
+    drawn = [s for s in steps if s.kind != StepKind.section]
+    residuals = [s.residual for s in drawn if s.residual is not None]
     if not residuals:
         return []
-    named_ids = [r.stream.id for r in residuals]
-    final = next(s.output.id for s in reversed(steps) if s.kind != StepKind.section)
-    named_ids = list(dict.fromkeys([*named_ids, final]))
-    first = trace.inputs[0].id if trace.inputs else named_ids[0]
-    names = {first: "x"}
-    made_ids = [i for i in named_ids if i != first and i in made]
-    for i, name in zip(made_ids, _stream_names(len(made_ids)), strict=True):
-        names[i] = name
+    made_at: dict[int, list[int]] = {}  # tensor id -> positions in `drawn` of the steps that gave it
+    for pos, step in enumerate(drawn):
+        made_at.setdefault(step.output.id, []).append(pos)
+    names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(trace.inputs)}
+    streams = dict.fromkeys([*(r.stream.id for r in residuals), drawn[-1].output.id])
+    streams_made = [i for i in streams if i not in names and i in made_at]
+    names.update(zip(streams_made, _stream_names(len(streams_made)), strict=True))
+    # an op that hands back its input (eval-mode dropout) does not read it a second time
+    reads = Counter(t.id for step in drawn for t in _read(step) if t.id != step.output.id)
+    shared = [i for i in made_at if reads[i] > 1 and i not in names]
+    names.update((i, "h" if len(shared) == 1 else f"h_{k}") for k, i in enumerate(shared, 1))
 
-    def written(tensor_id: int) -> str:
-        if tensor_id in names:
+    def value(tensor_id: int, before: int) -> str:
+        """The value as a step at position `before` reads it: its name once its last step has run
+        (an op that hands back its input keeps the id), else what the step before made of it."""
+        earlier = [p for p in made_at.get(tensor_id, []) if p < before]
+        if tensor_id in names and (not earlier or earlier[-1] == made_at[tensor_id][-1]):
             return names[tensor_id]
-        step = made.get(tensor_id)
-        if step is None or not step.inputs:
-            return "?"
-        if step.residual is not None:
-            return " + ".join(written(t.id) for t in step.inputs)
-        args = ", ".join(written(t.id) for t in _data_inputs(step))
-        return f"{_title(step)}({args})"
+        return made(earlier[-1]) if earlier else "?"
 
-    lines = []
-    for i in made_ids:
-        step = made[i]
-        if step.residual is not None:
-            text = " + ".join(written(t.id) for t in step.inputs)
-        else:
-            text = f"{_title(step)}({', '.join(written(t.id) for t in _data_inputs(step))})"
-        lines.append(f"{names[i]} = {text}")
-    return lines
+    def made(pos: int) -> str:
+        step = drawn[pos]
+        args = [value(t.id, pos) for t in _read(step)]
+        return " + ".join(args) if step.residual is not None else f"{step.title}({', '.join(args)})"
+
+    inputs = {t.id for t in trace.inputs}
+    named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in inputs)
+    return [f"{names[i]} = {made(pos)}" for pos, i in named]
+
+
+def _read(step: Step) -> tuple:
+    """What a step's formula is written with: a residual add's terms, a call's or helper's data
+    input, an op's every tensor."""
+    return step.inputs if step.residual is not None else _data_inputs(step)
 
 
 def _data_inputs(step: Step) -> tuple:
     # a call or a helper is written with its data input; an op with every tensor it took
     return step.inputs if step.kind in (StepKind.compute, StepKind.shape) else step.inputs[:1]
-
-
-def _title(step: Step) -> str:
-    return step.title
 
 
 def composition(tree: StepTree, step: Step) -> str | None:

@@ -4,6 +4,7 @@ flow, and the probe-derived trace equals the meta and real CPU traces of the sam
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ from blocktrace.pipeline import trace_config
 from blocktrace.render import render, to_text
 from blocktrace.table import build_table
 from blocktrace.table import to_text as table_text
+from blocktrace.tracer import trace
 from tests.models import same
 
 ADDS_PER_LAYER = {"pre": 2, "post": 2, "parallel": 1, "single": 1}
@@ -201,3 +203,22 @@ def test_each_op_is_defined_in_the_form_that_ran() -> None:
     ]
     bert = formulas(family("bert"))
     assert [line for line in bert if line.startswith("gelu(x)")] == ["gelu(x) = x * Phi(x)"]
+
+
+class SharedNorm(torch.nn.Module):
+    """GPT-J's block: one norm feeds both branches of a parallel residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln_1 = torch.nn.LayerNorm(8)
+        self.attn, self.mlp = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+        self.drop = torch.nn.Dropout(0.1)  # eval mode: hands back its input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln_1(x)
+        return self.drop(self.attn(h)) + self.mlp(h) + x
+
+
+def test_a_value_read_twice_is_named_once() -> None:
+    lines = formulas(trace(SharedNorm(), (torch.randn(2, 3, 8),)))
+    assert lines[:2] == ["h = LayerNorm(x)", "x_out = x + Dropout(Linear(h)) + Linear(h)"]
