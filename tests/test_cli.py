@@ -241,6 +241,30 @@ def test_a_real_run_too_big_for_this_machine_is_refused_in_one_line() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_the_memory_guard_counts_what_the_forward_allocates(monkeypatch) -> None:
+    import blocktrace.pipeline
+    import blocktrace.tracer
+
+    # 2 GiB free; tiny weights (64 wide) and an input of 256 MiB, but every (B, T, C) the forward
+    # makes on top of it: about 28 times the input
+    monkeypatch.setattr(blocktrace.pipeline, "_free_bytes", lambda device: 2 * 2**30)
+    real_trace = blocktrace.tracer.trace
+
+    def no_big_runs(module: object, args: tuple = (), *rest: object, **kwargs: object) -> object:
+        assert args[0].shape[1] < 2**20, "the guard let a run through that does not fit"
+        return real_trace(module, args, *rest, **kwargs)
+
+    monkeypatch.setattr(blocktrace.tracer, "trace", no_big_runs)
+    long = ["--n-embd", "64", "--n-head", "4", "--seq", str(2**20), "--batch", "1", "--no-cache"]
+    result = run("diagram", *long, "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    assert "weights, input and activations take" in result.stderr and "over the 2.0 GiB free" in result.stderr
+    needed = float(result.stderr.split("take ")[1].split(" GiB")[0])
+    assert needed > 20 * (2**20 * 64 * 4) / 2**30  # far more than the weights and the input alone
+    fits = run("diagram", "--n-embd", "64", "--n-head", "4", "--seq", "64", "--batch", "1", "--device", "cpu")
+    assert fits.exit_code == 0, fits.output
+
+
 def test_a_failed_forward_is_one_line_and_exit_1(monkeypatch) -> None:
     import blocktrace.pipeline
 
