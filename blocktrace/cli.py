@@ -521,7 +521,7 @@ def diagram(
     emit(
         trace,
         fmt=fmt.value,
-        shapes=shapes.value,
+        shapes=shapes,
         formulas=formulas,
         ascii_only=ascii_only,
         width=width,
@@ -603,11 +603,11 @@ def table(
         stream = stdout()
         console = Console(file=stream, highlight=False, force_terminal=_isatty(stream))
         with stdout_errors(stream):
-            print_text(result, console, shapes.value)
+            print_text(result, console, shapes)
         return
     # a markdown cell is indented with no-break spaces, written as &nbsp; where stdout cannot carry them
     plain = not is_stdout(output) or can_encode(stdout(), "\u00a0")
-    write_output(render(result, fmt.value, shapes.value, nbsp="\u00a0" if plain else "&nbsp;"), output)
+    write_output(render(result, fmt.value, shapes, nbsp="\u00a0" if plain else "&nbsp;"), output)
 
 
 def _isatty(stream: Any) -> bool:

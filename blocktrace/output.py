@@ -26,6 +26,7 @@ from typing import TextIO
 from blocktrace.formulas import formulas as formula_lines
 from blocktrace.layout import layout
 from blocktrace.render import Cell, render, to_text
+from blocktrace.shapes import Shapes
 from blocktrace.trace import Trace
 
 STYLES = {
@@ -92,7 +93,7 @@ def legend(trace: Trace) -> list[str]:
 def text_report(
     rows: list[list[Cell]],
     trace: Trace,
-    shapes: str,
+    shapes: Shapes,
     formulas: bool,
     width: int | None = None,
     collapse: bool = True,
@@ -102,7 +103,7 @@ def text_report(
 
 
 def text_frame(
-    trace: Trace, shapes: str, formulas: bool, width: int | None = None, collapse: bool = True
+    trace: Trace, shapes: Shapes, formulas: bool, width: int | None = None, collapse: bool = True
 ) -> tuple[str, str]:
     """What the text report says before the diagram (the header) and after it (legend, formulas)."""
     after: list[str] = []
@@ -114,7 +115,7 @@ def text_frame(
 
 
 def markdown_report(
-    rows: list[list[Cell]], trace: Trace, shapes: str, formulas: bool, collapse: bool = True
+    rows: list[list[Cell]], trace: Trace, shapes: Shapes, formulas: bool, collapse: bool = True
 ) -> str:
     parts = [f"**{header(trace)}**", "", "```text", to_text(rows).rstrip("\n"), "```"]
     if _shows_legend(trace, shapes, formulas):
@@ -125,16 +126,16 @@ def markdown_report(
     return "\n".join(parts) + "\n"
 
 
-def _shows_legend(trace: Trace, shapes: str, formulas: bool = False) -> bool:
+def _shows_legend(trace: Trace, shapes: Shapes, formulas: bool = False) -> bool:
     """The legend defines the symbols on the page: those of the shapes, unless they are written in
     numbers, and those of the formulas (sqrt(D)) whenever they are shown."""
-    return (shapes != "concrete" or formulas) and bool(trace.symbols)
+    return (shapes != Shapes.concrete or formulas) and bool(trace.symbols)
 
 
 def emit(
     trace: Trace,
     fmt: str = "text",
-    shapes: str = "symbolic",
+    shapes: Shapes = Shapes.symbolic,
     formulas: bool = False,
     ascii_only: bool = False,
     width: int | None = None,

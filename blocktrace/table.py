@@ -24,7 +24,7 @@ from rich.text import Text
 
 from blocktrace.flops import op_flops
 from blocktrace.layout import wrap_flow
-from blocktrace.shapes import dims_text, shape_text
+from blocktrace.shapes import Shapes, dims_text, shape_text
 from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
 
 SCHEMA = "blocktrace.table"
@@ -252,14 +252,14 @@ def itemsize(dtype: str) -> int:
 # --- formatting -------------------------------------------------------------------------------
 
 
-def format_flow(row: Row, shapes: str) -> str:
+def format_flow(row: Row, shapes: Shapes) -> str:
     """The input shapes -> the output shapes: "(B, T, C), (1, T, 1, D/2) -> (B, T, C)"."""
     ins = ", ".join(shape_text(t, shapes) for t in row.inputs)
     outs = ", ".join(shape_text(t, shapes) for t in row.outputs)
     return f"{ins} -> {outs}"
 
 
-def format_weights(row: Row, shapes: str = "symbolic") -> str:
+def format_weights(row: Row, shapes: Shapes = Shapes.symbolic) -> str:
     """The call's own parameter shapes, out_features x in_features for a Linear: "(4C, C)"."""
     texts = [dims_text(w.shape, w.symbols, shapes) for w in row.weights]
     if len(row.weights) == 1 and row.weights[0].name == "weight":
@@ -271,7 +271,7 @@ def _number(n: int) -> str:
     return f"{n:,}"
 
 
-def _cells(row: Row, shapes: str) -> list[str]:
+def _cells(row: Row, shapes: Shapes) -> list[str]:
     """The text cells of a row, without indentation. Ops have no parameters: blank, not 0."""
     is_call = row.call is not None
     return [
@@ -339,7 +339,7 @@ class Fit:
     width: int  # the table's width
 
 
-def fit(table: Table, shapes: str = "symbolic", width: int | None = None) -> Fit:
+def fit(table: Table, shapes: Shapes = Shapes.symbolic, width: int | None = None) -> Fit:
     """Which columns to show, and how narrow, for the table to fit in `width` columns."""
     cells = [
         ["  " * row.depth + c if i == 0 else c for i, c in enumerate(_cells(row, shapes))]
@@ -364,7 +364,7 @@ def fit(table: Table, shapes: str = "symbolic", width: int | None = None) -> Fit
 
 
 def rich_table(
-    table: Table, shapes: str = "symbolic", ascii_only: bool = False, shown: Fit | None = None
+    table: Table, shapes: Shapes = Shapes.symbolic, ascii_only: bool = False, shown: Fit | None = None
 ) -> RichTable:
     shown = shown or fit(table, shapes)
     out = RichTable(box=_ASCII_HEAD if ascii_only else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
@@ -392,7 +392,7 @@ def rich_table(
     return out
 
 
-def print_text(table: Table, console: Console, shapes: str = "symbolic") -> None:
+def print_text(table: Table, console: Console, shapes: Shapes = Shapes.symbolic) -> None:
     """The table and its footer on `console`: fitted to a terminal (see DROP_ORDER), with colour
     where rich allows it (NO_COLOR honoured); to a file or a pipe as plain `to_text`, whole."""
     if not console.is_terminal:
@@ -410,7 +410,7 @@ def print_text(table: Table, console: Console, shapes: str = "symbolic") -> None
         console.print(line, highlight=False, markup=False)
 
 
-def to_text(table: Table, shapes: str = "symbolic", ascii_only: bool = False) -> str:
+def to_text(table: Table, shapes: Shapes = Shapes.symbolic, ascii_only: bool = False) -> str:
     """The table as plain characters, as wide as it needs, with no trailing blanks; then the totals."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=_UNLIMITED, force_terminal=False, color_system=None)
@@ -419,7 +419,7 @@ def to_text(table: Table, shapes: str = "symbolic", ascii_only: bool = False) ->
     return "\n".join([*lines, *footer(table)]) + "\n"
 
 
-def to_markdown(table: Table, shapes: str = "symbolic", nbsp: str = "\u00a0") -> str:
+def to_markdown(table: Table, shapes: Shapes = Shapes.symbolic, nbsp: str = "\u00a0") -> str:
     """A pipe table; nesting is indented with `nbsp` (markdown collapses plain spaces at the start of
     a cell): a no-break space, or "&nbsp;" for a stream that cannot carry one."""
     lines = [
@@ -435,7 +435,7 @@ def to_markdown(table: Table, shapes: str = "symbolic", nbsp: str = "\u00a0") ->
     return "\n".join(lines) + "\n"
 
 
-def to_dict(table: Table, shapes: str = "symbolic") -> dict[str, Any]:
+def to_dict(table: Table, shapes: Shapes = Shapes.symbolic) -> dict[str, Any]:
     t = table.totals
     return {
         "schema": SCHEMA,
@@ -443,7 +443,7 @@ def to_dict(table: Table, shapes: str = "symbolic") -> dict[str, Any]:
         "model": table.model,
         "config": dict(table.config),
         "symbols": dict(table.symbols),
-        "shapes": shapes,
+        "shapes": Shapes(shapes).value,
         "depth": table.depth,
         "rows": [_row_dict(row, shapes) for row in table.rows],
         "totals": {
@@ -457,7 +457,7 @@ def to_dict(table: Table, shapes: str = "symbolic") -> dict[str, Any]:
     }
 
 
-def _row_dict(row: Row, shapes: str) -> dict[str, Any]:
+def _row_dict(row: Row, shapes: Shapes) -> dict[str, Any]:
     return {
         "depth": row.depth,
         "name": row.name,
@@ -474,11 +474,11 @@ def _row_dict(row: Row, shapes: str) -> dict[str, Any]:
     }
 
 
-def to_json(table: Table, shapes: str = "symbolic") -> str:
+def to_json(table: Table, shapes: Shapes = Shapes.symbolic) -> str:
     return json.dumps(to_dict(table, shapes), indent=2) + "\n"
 
 
-def to_csv(table: Table, shapes: str = "symbolic") -> str:
+def to_csv(table: Table, shapes: Shapes = Shapes.symbolic) -> str:
     """One line per row (no totals: they are the JSON's, or the root row's params and FLOPs);
     several input or output shapes are joined with "; "."""
     buffer = io.StringIO()
@@ -491,7 +491,7 @@ def to_csv(table: Table, shapes: str = "symbolic") -> str:
     return buffer.getvalue()
 
 
-def render(table: Table, fmt: str, shapes: str = "symbolic", nbsp: str = "\u00a0") -> str:
+def render(table: Table, fmt: str, shapes: Shapes = Shapes.symbolic, nbsp: str = "\u00a0") -> str:
     """The table in `fmt` (one of FORMATS) as a string."""
     if fmt == "text":
         return to_text(table, shapes)
