@@ -20,7 +20,16 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from blocktrace import __version__
-from blocktrace.config import PRESETS, BlockConfig, ConfigError
+from blocktrace.config import (
+    ACTIVATIONS,
+    DTYPES,
+    NORMS,
+    PRESETS,
+    QKV_LAYOUTS,
+    RESIDUALS,
+    BlockConfig,
+    ConfigError,
+)
 from blocktrace.shapes import Shapes
 from blocktrace.trace import TraceError
 
@@ -162,37 +171,17 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-class Dtype(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum of a config field's choices, for typer: the choices are defined once, in config."""
+    return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
 
-Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
-
-
-class Norm(str, Enum):
-    rmsnorm = "rmsnorm"
-    layernorm = "layernorm"
-
-
-class Activation(str, Enum):
-    relu2 = "relu2"
-    gelu = "gelu"
-    silu = "silu"
-    swiglu = "swiglu"
-
-
-class Residual(str, Enum):
-    pre = "pre"
-    post = "post"
-    parallel = "parallel"
-    single = "single"
-
-
-class Qkv(str, Enum):
-    separate = "separate"
-    fused = "fused"
+Dtype = _choices("Dtype", DTYPES)
+Preset = _choices("Preset", tuple(PRESETS))
+Norm = _choices("Norm", NORMS)
+Activation = _choices("Activation", ACTIVATIONS)
+Residual = _choices("Residual", RESIDUALS)
+Qkv = _choices("Qkv", QKV_LAYOUTS)
 
 
 class DiagramFormat(str, Enum):

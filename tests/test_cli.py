@@ -196,23 +196,6 @@ def test_the_quick_exit_loses_nothing_and_keeps_the_exit_code(tmp_path) -> None:
     assert failed.returncode == 2 and failed.stderr.startswith("blocktrace: error: --device cuda")
 
 
-def test_help_does_not_import_torch() -> None:
-    code = (
-        "import sys\n"
-        "from blocktrace.cli import app\n"
-        "try:\n"
-        "    app(['diagram', '--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print('torch' in sys.modules)\n"
-    )
-    env = {**os.environ, "COLUMNS": "100"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
-    )
-    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr
-
-
 def test_a_stack_is_drawn_once_unless_asked_otherwise() -> None:
     collapsed = run("diagram", *TINY, "--n-layer", "3").stdout
     assert "[h.0 … h.2: Block × 3]" in collapsed and collapsed.count("(+)") == 2
