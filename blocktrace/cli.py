@@ -248,78 +248,31 @@ PresetOpt = Annotated[
         rich_help_panel=_FAMILY,
     ),
 ]
-NormOpt = Annotated[
-    Norm | None,
-    typer.Option(
-        "--norm",
-        help="Norm before each sub-layer (after, with --residual post).",
-        show_default=False,
-        rich_help_panel=_FAMILY,
-    ),
-]
-ActivationOpt = Annotated[
-    Activation | None,
-    typer.Option(
-        "--activation",
-        help="relu2: relu(x).square(); gelu; silu; swiglu: down(silu(gate(x)) * up(x)).",
-        show_default=False,
-        rich_help_panel=_FAMILY,
-    ),
-]
-ResidualOpt = Annotated[
-    Residual | None,
-    typer.Option(
-        "--residual",
-        help=(
-            "pre: x + f(norm(x)) twice; post: norm(x + f(x)) twice; parallel: x + attn(norm(x)) + "
-            "mlp(norm(x)); single: x + mlp(attn(norm(x))), one residual around both."
-        ),
-        show_default=False,
-        rich_help_panel=_FAMILY,
-    ),
-]
-BiasOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--bias/--no-bias",
-        help="Biases in the Linears (and LayerNorms).",
-        show_default=False,
-        rich_help_panel=_FAMILY,
-    ),
-]
-QkNormOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--qk-norm/--no-qk-norm",
-        help="Normalise q and k per head.",
-        show_default=False,
-        rich_help_panel=_FAMILY,
-    ),
-]
-RotaryOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--rotary/--no-rotary",
-        help="Rotary position embeddings on q and k.",
-        show_default=False,
-        rich_help_panel=_FAMILY,
-    ),
-]
-CausalOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--causal/--no-causal", help="Causal attention mask.", show_default=False, rich_help_panel=_FAMILY
-    ),
-]
-QkvOpt = Annotated[
-    Qkv | None,
-    typer.Option(
-        "--qkv",
-        help="separate q, k, v projections, or one fused C -> 3C (needs --n-kv-head = --n-head).",
-        show_default=False,
-        rich_help_panel=_FAMILY,
-    ),
-]
+
+
+def _choice_flag(kind: Any, declaration: str, help: str) -> Any:
+    """A flag that overrides one of the preset's choices; not given (None), the preset's stands."""
+    option = typer.Option(declaration, help=help, show_default=False, rich_help_panel=_FAMILY)
+    return Annotated[kind | None, option]
+
+
+NormOpt = _choice_flag(Norm, "--norm", "Norm before each sub-layer (after, with --residual post).")
+ActivationOpt = _choice_flag(
+    Activation, "--activation", "relu2: relu(x).square(); gelu; silu; swiglu: down(silu(gate(x)) * up(x))."
+)
+ResidualOpt = _choice_flag(
+    Residual,
+    "--residual",
+    "pre: x + f(norm(x)) twice; post: norm(x + f(x)) twice; parallel: x + attn(norm(x)) + mlp(norm(x)); "
+    "single: x + mlp(attn(norm(x))), one residual around both.",
+)
+BiasOpt = _choice_flag(bool, "--bias/--no-bias", "Biases in the Linears (and LayerNorms).")
+QkNormOpt = _choice_flag(bool, "--qk-norm/--no-qk-norm", "Normalise q and k per head.")
+RotaryOpt = _choice_flag(bool, "--rotary/--no-rotary", "Rotary position embeddings on q and k.")
+CausalOpt = _choice_flag(bool, "--causal/--no-causal", "Causal attention mask.")
+QkvOpt = _choice_flag(
+    Qkv, "--qkv", "separate q, k, v projections, or one fused C -> 3C (needs --n-kv-head = --n-head)."
+)
 DtypeOpt = Annotated[
     Dtype, typer.Option("--dtype", help="dtype of weights and activations.", rich_help_panel=_MODEL)
 ]
