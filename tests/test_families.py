@@ -171,7 +171,7 @@ def test_f_is_named_when_the_mlp_width_is_no_multiple_of_c() -> None:
             "qkv fused projects n_head key and value heads",
         ),
         (["--n-embd", "30", "--n-head", "2"], "must be even for rotary embeddings"),
-        (["--n-layer", "1025"], "n_layer (1025) is over the 1024"),
+        (["--n-layer", "1025"], "n_layer (1025) is over 1024, the most layers blocktrace traces"),
         (["--seq", str(2**40), "--batch", str(2**20)], "over torch's int64 limit"),
     ],
 )
