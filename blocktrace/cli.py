@@ -564,6 +564,17 @@ def source(
     config: BlockConfig,
     device: DeviceOpt = Device.probe,
     cache: CacheOpt = True,
+    function: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--function",
+            metavar="PATTERN",
+            help="Print only the functions whose qualified name matches this glob (e.g. 'MLP.forward', "
+            "'*attn*'); repeatable. Default: every function that ran.",
+            show_default=False,
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
     shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
         SourceFormat,
@@ -601,6 +612,7 @@ def source(
     \b
       blocktrace source --n-embd 768 --seq 1024
       blocktrace source --preset llama --shapes both
+      blocktrace source --function 'CausalSelfAttention.*' --width 100
       blocktrace source --format markdown -o block.md
       blocktrace source --format json | jq '.lines[] | select(.line == 131)'
     """
@@ -608,7 +620,7 @@ def source(
     from blocktrace.pipeline import cached_trace
     from blocktrace.source import render, source_view
 
-    view = source_view(cached_trace(config, device.value, use_cache=cache), shapes)
+    view = source_view(cached_trace(config, device.value, use_cache=cache), shapes, tuple(function or ()))
     fit = width
     if fit is None and fmt is SourceFormat.text and is_stdout(output):
         fit = terminal_width(stdout())

@@ -25,15 +25,17 @@ import linecache
 import os
 import sys
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
+from blocktrace.config import ConfigError
 from blocktrace.shapes import Shapes, shapes_text
 from blocktrace.trace import TensorMeta, Trace
 
 SCHEMA = "blocktrace.source"
 SCHEMA_VERSION = 1
 NOT_RUN = "not run"
-NOTE_MIN = 30  # columns an annotation keeps beside the code before it moves to its own line
+NOTE_MIN = 32  # columns an annotation keeps beside the code before it moves to its own line
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ class FunctionView:
 @dataclass(frozen=True)
 class SourceView:
     trace: Trace
-    functions: tuple[FunctionView, ...]
+    functions: tuple[FunctionView, ...]  # those shown
+    ran: int = 0  # how many functions ran, shown or not
 
 
 # --- from the trace ----------------------------------------------------------------------------
@@ -287,8 +290,19 @@ def _branch_start(s: ast.If, branch: list[ast.stmt], lines: tuple[str, ...]) -> 
 # --- the view ------------------------------------------------------------------------------------
 
 
-def source_view(trace: Trace, shapes: Shapes = Shapes.symbolic) -> SourceView:
-    """The annotated source of every function that ran in `trace`."""
+def source_view(trace: Trace, shapes: Shapes = Shapes.symbolic, only: tuple[str, ...] = ()) -> SourceView:
+    """The annotated source of every function that ran in `trace`; with `only`, of those whose
+    qualified name matches one of its glob patterns (ConfigError for a pattern that matches none)."""
+    views = _views(trace, shapes)
+    for pattern in only:
+        if not any(fnmatchcase(v.name, pattern) for v in views):
+            examples = ", ".join(v.name for v in views[:3])
+            raise ConfigError(f"--function {pattern!r} matches no function that ran (e.g. {examples})")
+    shown = [v for v in views if any(fnmatchcase(v.name, p) for p in only)] if only else views
+    return SourceView(trace, tuple(shown), len(views))
+
+
+def _views(trace: Trace, shapes: Shapes) -> list[FunctionView]:
     views = []
     for fn in _functions(trace):
         runs = list(fn.runs.values())
@@ -315,7 +329,7 @@ def source_view(trace: Trace, shapes: Shapes = Shapes.symbolic) -> SourceView:
             notes = _annotations([m.get(number, []) for m in by_line], labels, shapes)
             rows.append(Line(number, lines[number - 1], notes, number in not_run))
         views.append(FunctionView(fn.file, d.qualname, fn.first_line, len(runs), where, tuple(rows), True))
-    return SourceView(trace, tuple(views))
+    return views
 
 
 def _fallback(
@@ -404,12 +418,12 @@ def title(view: SourceView) -> str:
 
     trace = view.trace
     dtype = f" ({trace.inputs[0].dtype})" if trace.inputs else ""
-    n = len(view.functions)
-    source = SOURCES.get(trace.device, trace.device)
-    return (
-        f"{trace.model}{dtype}: {n} function{'' if n == 1 else 's'} ran, each line with the shapes it "
-        f"made (shapes from {source})"
+    n, ran = len(view.functions), max(view.ran, len(view.functions))
+    functions = (
+        f"{ran} function{'' if ran == 1 else 's'} ran" if n == ran else f"{n} of the {ran} functions that ran"
     )
+    source = SOURCES.get(trace.device, trace.device)
+    return f"{trace.model}{dtype}: {functions}, each line with the shapes it made (shapes from {source})"
 
 
 def function_title(fn: FunctionView) -> str:

@@ -74,6 +74,7 @@ SWITCHES = {
     "table": ["--cache", "--no-cache", *FAMILY_SWITCHES],
     "source": ["--cache", "--no-cache", *FAMILY_SWITCHES],
 }
+FUNCTIONS = ["norm", "*.forward", "MLP.*", "nothing", "", "[", "ä*", "*"]
 FREEZE = ["attn.*", "mlp.c_fc", "h.*.attn", "nothing", "", "[", "ä*", "*"]
 BASE = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]  # before the fuzzed flags
 OUTPUTS = ["none", "-", "new", "existing", "missing-folder", "folder", "empty", "under-a-file", "full"]
@@ -102,6 +103,8 @@ def flag_and_value(command: str) -> st.SearchStrategy[list[str]]:
     options = [st.sampled_from(flags).flatmap(with_value), switch, junk]
     if command == "table":
         options.append(freeze)
+    if command == "source":
+        options.append(st.sampled_from(FUNCTIONS).map(lambda p: ["--function", p]))
     return st.one_of(*options)
 
 

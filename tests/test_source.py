@@ -215,3 +215,11 @@ def test_the_source_view_needs_no_torch() -> None:
 
 def test_shapes_mode_is_an_enum_through_the_view(user_trace: Trace) -> None:
     assert "# (2, 2, 4)" in text_report(source_view(user_trace, Shapes.concrete), Shapes.concrete)
+
+
+def test_function_picks_the_functions_shown_and_refuses_a_pattern_that_matches_none() -> None:
+    text = run(*TINY, "--function", "MLP.*", "--function", "norm")
+    assert re.findall(r"^(\S+) · ", text, re.MULTILINE) == ["norm", "MLP.forward"]
+    assert text.startswith("Block (float32): 2 of the 7 functions that ran")
+    result = CliRunner().invoke(app, ["source", *TINY, "--function", "Attention"])
+    assert result.exit_code == 2 and "--function 'Attention' matches no function" in result.stderr
