@@ -153,9 +153,8 @@ def _left(events: list[_Event]) -> list[TensorMeta]:
     taken = {t.id for e in events for t in e.inputs}
     left: dict[int, TensorMeta] = {}
     for e in sorted(events, key=lambda e: e.time):
-        own = {t.id for t in e.inputs}
-        for t in e.outputs:
-            if t.id not in own and t.id not in taken and t.id not in left:
+        for t in e.outputs:  # an output that is its op's input handed back was taken: by that op
+            if t.id not in taken and t.id not in left:
                 left[t.id] = t
     return list(left.values())
 

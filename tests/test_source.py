@@ -47,6 +47,13 @@ class Model(nn.Module):
             z = y + 1
         else:
             z = y - 1
+        if x.dim() > 5:
+            z = z * 3
+        for i in range(2):
+            if i == 0:
+                z = z + 1
+            else:
+                z = z * 2
         return z.contiguous()
 """
 
@@ -103,8 +110,13 @@ def test_only_a_branch_proven_not_to_run_is_marked(user_trace: Trace) -> None:
     lines = numbered(text_report(source_view(user_trace)))
     assert lines[21].endswith("# not run")  # the else branch ran in every call
     assert "not run" not in lines[23] and lines[24].endswith("# (2, 2, 4)")
+    # an if with no other branch: that its body recorded nothing proves nothing
+    assert lines[25].rstrip().endswith("if x.dim() > 5:") and "#" not in lines[26]
+    # in a loop, one branch's record does not prove that the other never ran
+    assert lines[29].endswith("# (2, 2, 4)") and lines[31].endswith("# (2, 2, 4)")
+    assert not any("not run" in lines[n] for n in (27, 28, 30))
     # contiguous() hands back its input's value: the line left nothing new
-    assert "#" not in lines[25]
+    assert lines[32].rstrip().endswith("return z.contiguous()") and "#" not in lines[32]
 
 
 def test_torch_code_is_never_printed(user_trace: Trace) -> None:
