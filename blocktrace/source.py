@@ -274,9 +274,10 @@ def _not_run(node: ast.AST, lines: tuple[str, ...], runs: list[dict[int, Any]]) 
 
 
 def _branch_start(s: ast.If, branch: list[ast.stmt], lines: tuple[str, ...]) -> int:
-    """The line a branch begins at: the `if`, the `elif`, or the `else:` line."""
+    """The line a branch begins at: its body's first line (the `if` line's test did run), or the
+    `elif` or `else:` line."""
     if branch is s.body:
-        return s.lineno
+        return branch[0].lineno
     first = branch[0].lineno
     if isinstance(branch[0], ast.If) and lines[first - 1].lstrip().startswith("elif"):
         return first

@@ -108,7 +108,8 @@ def test_a_line_run_with_different_shapes_lists_each_with_whose_it_was(user_trac
 
 def test_only_a_branch_proven_not_to_run_is_marked(user_trace: Trace) -> None:
     lines = numbered(text_report(source_view(user_trace)))
-    assert lines[21].endswith("# not run")  # the else branch ran in every call
+    assert lines[22].endswith("# not run")  # the else branch ran in every call
+    assert "#" not in lines[21]  # the if's test did run
     assert "not run" not in lines[23] and lines[24].endswith("# (2, 2, 4)")
     # an if with no other branch: that its body recorded nothing proves nothing
     assert lines[25].rstrip().endswith("if x.dim() > 5:") and "#" not in lines[26]
