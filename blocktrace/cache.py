@@ -61,6 +61,7 @@ def _torch_version() -> str:
 def key(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> str:
     parts = {
         "blocktrace": _source_digest(),
+        "where": str(Path(__file__).parent),  # a trace names the files of the code it ran
         "torch": _torch_version(),
         "spec": type(spec).__name__,
         "config": spec.describe(),

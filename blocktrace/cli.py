@@ -552,6 +552,84 @@ def table(
     write_output(render(result, fmt.value, shapes, nbsp="\u00a0" if plain else "&nbsp;"), output)
 
 
+class SourceFormat(str, Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+@app.command(cls=_Command)
+@block_flags
+def source(
+    config: BlockConfig,
+    device: DeviceOpt = Device.probe,
+    cache: CacheOpt = True,
+    function: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--function",
+            metavar="PATTERN",
+            help="Print only the functions whose qualified name matches this glob (e.g. 'MLP.forward', "
+            "'*attn*'); repeatable. Default: every function that ran.",
+            show_default=False,
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
+    shapes: ShapesOpt = Shapes.symbolic,
+    fmt: Annotated[
+        SourceFormat,
+        typer.Option(
+            "--format",
+            help="text: the numbered source; markdown: a fenced python block per function; json: the "
+            "annotated lines (file, line, function, shapes; see docs/source.md).",
+            rich_help_panel=_OUT,
+        ),
+    ] = SourceFormat.text,
+    width: Annotated[
+        int | None,
+        typer.Option(
+            "--width",
+            min=20,
+            help="Fit the annotations in N columns: one that does not fit continues on comment lines "
+            "below its line. Default: the terminal's width, else no limit.",
+            show_default=False,
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Print the code that ran (each module's forward and the helpers it calls), every line
+    annotated with the shapes it made.
+
+    Functions come in the order they were first called, each once with its number of calls (a
+    stack's Blocks share one listing). A statement over several lines is annotated on its last line;
+    a line whose calls made different shapes lists each, with the calls it came from; a branch that
+    provably did not run is marked so. torch's own code is not printed: its calls are annotated where
+    they were made.
+
+    Examples:
+
+    \b
+      blocktrace source --n-embd 768 --seq 1024
+      blocktrace source --preset llama --shapes both
+      blocktrace source --function 'CausalSelfAttention.*' --width 100
+      blocktrace source --format markdown -o block.md
+      blocktrace source --format json | jq '.lines[] | select(.line == 131)'
+    """
+    from blocktrace.output import can_encode, is_stdout, stdout, terminal_width, write_output
+    from blocktrace.pipeline import cached_trace
+    from blocktrace.source import render, source_view
+
+    view = source_view(cached_trace(config, device.value, use_cache=cache), shapes, tuple(function or ()))
+    fit = width
+    if fit is None and fmt is SourceFormat.text and is_stdout(output):
+        fit = terminal_width(stdout())
+    text = render(view, fmt.value, shapes, fit)
+    if is_stdout(output) and not can_encode(stdout(), "×…·–"):
+        text = text.replace("×", "x").replace("…", "...").replace("·", "-").replace("–", "-")
+    write_output(text, output)
+
+
 def _isatty(stream: Any) -> bool:
     from blocktrace.output import isatty
 

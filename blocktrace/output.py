@@ -182,6 +182,12 @@ def _terminal(stream: TextIO | None):
     return console if console.is_terminal else None
 
 
+def terminal_width(stream: TextIO | None) -> int | None:
+    """The width of the terminal `stream` writes to; None for a file or a pipe (no limit)."""
+    console = _terminal(stream)
+    return None if console is None else console.width
+
+
 def isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()

@@ -20,7 +20,7 @@ from torch import nn
 from blocktrace.model import freeze
 from blocktrace.spec import ModelSpec
 from blocktrace.symbols import Dim
-from blocktrace.trace import Branch, ModuleCall, OpCall, TensorMeta, Trace, Weight
+from blocktrace.trace import Branch, ModuleCall, OpCall, Site, TensorMeta, Trace, Weight
 from blocktrace.tracer import trace
 
 
@@ -42,20 +42,38 @@ class ShapeFit:
 def structure(trace: Trace) -> tuple:
     """The trace without sizes: what must match between traces of the same code at other sizes.
     Tensor ids and frames are renumbered by first appearance, so a part of a trace can be compared
-    with a whole one."""
+    with a whole one. The table of frames is left out: the ops and module calls made in them, with
+    their files and lines, already say which code ran."""
     ids: dict[int, int] = {}
     frames: dict[int, int] = {}
 
     def bare(ts: tuple[TensorMeta, ...]) -> tuple:
         return tuple((ids.setdefault(t.id, len(ids)), len(t.shape), t.dtype) for t in ts)
 
+    def site(s: Site | None) -> tuple | None:
+        if s is None:
+            return None
+        return (s.file, s.function, s.first_line, s.line, frames.setdefault(s.frame, len(frames)))
+
     return (
         trace.model,
         bare(trace.inputs),
         bare(trace.outputs),
-        tuple((c.index, c.path, c.type, c.parent, bare(c.inputs), bare(c.outputs)) for c in trace.calls),
         tuple(
-            (o.index, o.name, o.call, o.function, o.line, frames.setdefault(o.frame, len(frames)))
+            (c.index, c.path, c.type, c.parent, bare(c.inputs), bare(c.outputs), site(c.site))
+            for c in trace.calls
+        ),
+        tuple(
+            (
+                o.index,
+                o.name,
+                o.call,
+                o.function,
+                o.file,
+                o.first_line,
+                o.line,
+                frames.setdefault(o.frame, len(frames)),
+            )
             for o in trace.ops
         ),
         tuple((_bare_attrs(o.attrs), bare(o.inputs), bare(o.outputs)) for o in trace.ops),
@@ -213,6 +231,7 @@ def _rebased(
             index=c.index - start,
             path=c.path.removeprefix(calls[0].path).removeprefix("."),
             parent=None if c.index == start else c.parent - start,  # type: ignore[operator]
+            site=None if c.index == start else c.site,  # as the unit's root, called by no model code
         )
         for c in calls
     )

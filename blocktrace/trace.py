@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 SCHEMA = "blocktrace.trace"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class TraceError(RuntimeError):
@@ -58,6 +58,58 @@ class Weight:
 
 
 @dataclass(frozen=True)
+class Site:
+    """Where a module was called from: the line of Python code that ran `self.attn(...)`."""
+
+    file: str  # the code's file, as Python knows it (co_filename)
+    function: str  # the function holding that line: "forward"
+    first_line: int  # where that function's definition starts in the file (co_firstlineno)
+    line: int  # the line of the call
+    frame: int  # which call of that function, numbered as OpCall.frame is
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "function": self.function,
+            "first_line": self.first_line,
+            "line": self.line,
+            "frame": self.frame,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Site | None:
+        if d is None:
+            return None
+        return cls(d["file"], d["function"], d["first_line"], d["line"], d["frame"])
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One call of one Python function of the model's code (a forward, a helper such as norm)."""
+
+    frame: int  # its number: what OpCall.frame and Site.frame name; numbered in the order calls began
+    file: str  # the function's file (co_filename)
+    function: str  # its name (co_name)
+    first_line: int  # where its definition starts (co_firstlineno)
+    caller: int | None  # the frame that called it, where that is model code called directly (a helper)
+    line: int  # the caller's line that made the call; 0 without a caller
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frame": self.frame,
+            "file": self.file,
+            "function": self.function,
+            "first_line": self.first_line,
+            "caller": self.caller,
+            "line": self.line,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Frame:
+        return cls(d["frame"], d["file"], d["function"], d["first_line"], d["caller"], d["line"])
+
+
+@dataclass(frozen=True)
 class ModuleCall:
     """One call of one module: a module called twice gives two calls."""
 
@@ -71,6 +123,7 @@ class ModuleCall:
     trainable: int  # how many of them require grad
     weights: tuple[Weight, ...] = ()  # the module's own parameters (not its submodules')
     end: int = 0  # when it returned, on the clock that OpCall.time reads
+    site: Site | None = None  # where it was called from; None for the root call
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +137,7 @@ class ModuleCall:
             "trainable": self.trainable,
             "weights": [w.to_dict() for w in self.weights],
             "end": self.end,
+            "site": None if self.site is None else self.site.to_dict(),
         }
 
     @classmethod
@@ -99,6 +153,7 @@ class ModuleCall:
             d["trainable"],
             tuple(Weight.from_dict(w) for w in d["weights"]),
             d["end"],
+            Site.from_dict(d["site"]),
         )
 
 
@@ -116,6 +171,8 @@ class OpCall:
     outputs: tuple[TensorMeta, ...]
     attrs: dict[str, Any] = field(default_factory=dict)  # scalar arguments, e.g. is_causal
     time: int = 0  # when it ran: one clock ticks at every op and every module call's return
+    file: str = ""  # the file of that function, as Python knows it (co_filename)
+    first_line: int = 0  # where that function's definition starts in the file (co_firstlineno)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +180,8 @@ class OpCall:
             "name": self.name,
             "call": self.call,
             "function": self.function,
+            "file": self.file,
+            "first_line": self.first_line,
             "line": self.line,
             "frame": self.frame,
             "inputs": [t.to_dict() for t in self.inputs],
@@ -144,6 +203,8 @@ class OpCall:
             tuple(TensorMeta.from_dict(t) for t in d["outputs"]),
             dict(d["attrs"]),
             d["time"],
+            d["file"],
+            d["first_line"],
         )
 
 
@@ -213,6 +274,7 @@ class Trace:
     config: dict[str, Any] = field(default_factory=dict)
     symbols: dict[str, int] = field(default_factory=dict)  # legend: symbol -> value, e.g. C -> 768
     meanings: dict[str, str] = field(default_factory=dict)  # legend: symbol -> meaning, e.g. C -> n_embd
+    frames: tuple[Frame, ...] = ()  # every call of a function of the model's code, by number
 
     def children(self, call: int | None) -> list[ModuleCall]:
         """The calls made directly inside `call` (None: the root calls)."""
@@ -268,14 +330,14 @@ class Trace:
             calls=tuple(
                 ModuleCall(
                     c.index, c.path, c.type, c.parent, each(c.inputs), each(c.outputs),
-                    c.params, c.trainable, c.weights, c.end,
+                    c.params, c.trainable, c.weights, c.end, c.site,
                 )
                 for c in self.calls
             ),
             ops=tuple(
                 OpCall(
                     o.index, o.name, o.call, o.function, o.line, o.frame, each(o.inputs), each(o.outputs),
-                    o.attrs, o.time,
+                    o.attrs, o.time, o.file, o.first_line,
                 )
                 for o in self.ops
             ),
@@ -302,6 +364,7 @@ class Trace:
             "calls": [c.to_dict() for c in self.calls],
             "ops": [o.to_dict() for o in self.ops],
             "residual_adds": [r.to_dict(self) for r in self.residual_adds],
+            "frames": [f.to_dict() for f in self.frames],
         }
 
     @classmethod
@@ -322,6 +385,7 @@ class Trace:
             dict(d["config"]),
             dict(d["symbols"]),
             dict(d["meanings"]),
+            tuple(Frame.from_dict(f) for f in d["frames"]),
         )
 
     def to_json(self, indent: int | None = 2) -> str:

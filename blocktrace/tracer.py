@@ -22,7 +22,18 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from blocktrace.trace import Branch, ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace, TraceError, Weight
+from blocktrace.trace import (
+    Branch,
+    Frame,
+    ModuleCall,
+    OpCall,
+    ResidualAdd,
+    Site,
+    TensorMeta,
+    Trace,
+    TraceError,
+    Weight,
+)
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _THIS_FILE = __file__
@@ -40,6 +51,8 @@ class _OpenCall:
     parent: int | None
     inputs: tuple[TensorMeta, ...]
     file: str  # where the module's class is written: its ops are attributed to code there
+    site: Site | None  # where it was called from
+    live: int  # how many frames were numbered when it began: those numbered after end with it
 
 
 @dataclass
@@ -57,9 +70,57 @@ class _Recorder:
     calls: list[ModuleCall | None] = field(default_factory=list)
     ops: list[OpCall] = field(default_factory=list)
     clock: int = 0  # ticks at every op and every call's return: one order for both
-    # the caller's frame of the last op, held so that its id cannot be reused by the next call
+    # frames are numbered per call of their function, in the order the calls began. A numbered frame
+    # is held while it may still run (until the module call it began in returns), so that its id
+    # cannot be taken by another frame meanwhile
+    live: dict[int, tuple[FrameType, int]] = field(default_factory=dict)  # id(frame) -> (frame, number)
+    live_order: list[int] = field(default_factory=list)  # ids of `live`, in the order they were numbered
     last_frame: FrameType | None = None
+    last_number: int = 0
     frames: int = 0
+    frame_records: list[Frame] = field(default_factory=list)
+
+    def number(self, frame: FrameType) -> int:
+        """Which call of its function `frame` is: one number per frame, first come first numbered.
+        The user frames it was called from are numbered first, as they began first."""
+        if frame is self.last_frame:
+            return self.last_number
+        entry = self.live.get(id(frame))
+        if entry is None or entry[0] is not frame:
+            callers = []
+            caller = frame.f_back
+            while caller is not None and caller.f_code.co_filename != _THIS_FILE:
+                known = self.live.get(id(caller))
+                if known is not None and known[0] is caller:
+                    break
+                if not _is_torch_code(caller.f_code):
+                    callers.append(caller)
+                caller = caller.f_back
+            for f in (*reversed(callers), frame):
+                self.frames += 1
+                entry = (f, self.frames)
+                self.live[id(f)] = entry
+                self.live_order.append(id(f))
+                self.frame_records.append(self.frame_record(f, self.frames))
+        self.last_frame, self.last_number = frame, entry[1]
+        return entry[1]
+
+    def frame_record(self, frame: FrameType, number: int) -> Frame:
+        """The record of a frame just numbered, with its caller where model code called it directly."""
+        code, back = frame.f_code, frame.f_back
+        caller = None
+        if back is not None and not _is_torch_code(back.f_code):
+            known = self.live.get(id(back))
+            caller = known[1] if known is not None and known[0] is back else None
+        line = back.f_lineno if back is not None and caller is not None else 0
+        return Frame(number, code.co_filename, code.co_name, code.co_firstlineno, caller, line)
+
+    def forget_frames(self, keep: int = 0) -> None:
+        """Let go of the frames numbered after the first `keep`: their calls are over."""
+        for key in self.live_order[keep:]:
+            del self.live[key]
+        del self.live_order[keep:]
+        self.last_frame = None
 
     def meta(self, t: torch.Tensor, parents: tuple[int, ...] = (), new: bool = False) -> TensorMeta:
         """The TensorMeta of `t`, giving it a fresh id if it is new (or `new` is asked)."""
@@ -96,10 +157,19 @@ class _Recorder:
         parent = self.stack[-1].index if self.stack else None
         path = self.names[id(module)]
         inputs = self.metas((args, kwargs))
-        self.stack.append(_OpenCall(index, path, module, parent, inputs, _class_file(type(module))))
+        site = None
+        if self.stack:  # the root call is made by the tracer: it has no site in the model's code
+            frame = _caller(self.stack[-1].file)
+            if frame is not None:
+                code = frame.f_code
+                number = self.number(frame)
+                site = Site(code.co_filename, code.co_name, code.co_firstlineno, frame.f_lineno, number)
+        file = _class_file(type(module))
+        self.stack.append(_OpenCall(index, path, module, parent, inputs, file, site, len(self.live_order)))
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         call = self.stack.pop()
+        self.forget_frames(call.live)
         outputs = self.metas(output)
         for t in outputs:
             self.produced_by_call.setdefault(t.id, []).append(call.index)
@@ -112,6 +182,7 @@ class _Recorder:
             outputs,
             *self.counts[id(module)],
             self.clock,
+            call.site,
         )
         self.clock += 1
 
@@ -140,15 +211,20 @@ class _Recorder:
                 self.producer_op[meta.id] = index
             outputs.append(meta)
         frame = _caller(self.stack[-1].file if self.stack else None)
-        if frame is not self.last_frame:
-            self.frames += 1
-            self.last_frame = frame
-        function, line = (frame.f_code.co_name, frame.f_lineno) if frame else ("?", 0)
         attrs = {k: v for k, v in kwargs.items() if isinstance(v, _ATTR_TYPES)}
         call = self.stack[-1].index if self.stack else None
+        if frame is None:
+            where: tuple[str, int, int, str, int] = ("?", 0, 0, "", 0)
+        else:
+            code = frame.f_code
+            where = (code.co_name, frame.f_lineno, self.number(frame), code.co_filename, code.co_firstlineno)
+        function, line, number, file, first_line = where
         self.ops.append(
-            OpCall(index, name, call, function, line, self.frames, inputs, tuple(outputs), attrs, self.clock)
-        )
+            OpCall(
+                index, name, call, function, line, number, inputs, tuple(outputs), attrs, self.clock,
+                file, first_line,
+            )
+        )  # fmt: skip
         self.clock += 1
 
     # --- residual adds, once the forward is over ---------------------------------------------
@@ -360,7 +436,7 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
                 raise TraceError(f"forward failed in {place}: {error}") from error
         outputs = recorder.metas(output)
     finally:
-        recorder.last_frame = None
+        recorder.forget_frames()
         recorder.remove_tags(output)
         for handle in handles:
             handle.remove()
@@ -374,6 +450,7 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
         calls=tuple(c for c in recorder.calls if c is not None),
         ops=tuple(recorder.ops),
         residual_adds=tuple(recorder.residual_adds()),
+        frames=tuple(recorder.frame_records),
     )
 
 

@@ -62,6 +62,8 @@ def test_schema_doc_lists_exactly_the_keys_of_the_json() -> None:
     assert documented_keys("Top level") == set(data)
     assert documented_keys("tensor") == set(data["inputs"][0])
     assert documented_keys("call") == set(data["calls"][0])
+    assert documented_keys("site") == set(data["calls"][1]["site"])
+    assert documented_keys("frame") == set(data["frames"][0])
     assert documented_keys("op") == set(data["ops"][0])
     assert documented_keys("residual") == set(data["residual_adds"][0])
     assert documented_keys("branch") == set(data["residual_adds"][0]["branches"][0])

@@ -56,7 +56,11 @@ CHOICES = {
     "--qkv": ["separate", "fused"],
 }
 FAMILY_SWITCHES = [f"--{no}{name}" for name in ("bias", "qk-norm", "rotary", "causal") for no in ("", "no-")]
-FORMATS = {"diagram": ["text", "markdown", "json"], "table": ["text", "markdown", "json", "csv"]}
+FORMATS = {
+    "diagram": ["text", "markdown", "json"],
+    "table": ["text", "markdown", "json", "csv"],
+    "source": ["text", "markdown", "json"],
+}
 SWITCHES = {
     "diagram": [
         "--formulas",
@@ -68,7 +72,9 @@ SWITCHES = {
         *FAMILY_SWITCHES,
     ],
     "table": ["--cache", "--no-cache", *FAMILY_SWITCHES],
+    "source": ["--cache", "--no-cache", *FAMILY_SWITCHES],
 }
+FUNCTIONS = ["norm", "*.forward", "MLP.*", "nothing", "", "[", "ä*", "*"]
 FREEZE = ["attn.*", "mlp.c_fc", "h.*.attn", "nothing", "", "[", "ä*", "*"]
 BASE = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]  # before the fuzzed flags
 OUTPUTS = ["none", "-", "new", "existing", "missing-folder", "folder", "empty", "under-a-file", "full"]
@@ -97,12 +103,16 @@ def flag_and_value(command: str) -> st.SearchStrategy[list[str]]:
     options = [st.sampled_from(flags).flatmap(with_value), switch, junk]
     if command == "table":
         options.append(freeze)
+    if command == "source":
+        options.append(st.sampled_from(FUNCTIONS).map(lambda p: ["--function", p]))
     return st.one_of(*options)
 
 
 @st.composite
 def commands(draw: st.DrawFn) -> tuple[list[str], str]:
-    kind = draw(st.sampled_from(["diagram", "diagram", "table", "table", "cache", "meta"]))
+    kind = draw(
+        st.sampled_from(["diagram", "diagram", "table", "table", "source", "source", "cache", "meta"])
+    )
     if kind == "meta":
         args = draw(
             st.sampled_from(
@@ -115,6 +125,7 @@ def commands(draw: st.DrawFn) -> tuple[list[str], str]:
                     [""],
                     ["diagram", "--help"],
                     ["table", "-h"],
+                    ["source", "--help"],
                 ]
             )
         )

@@ -122,7 +122,7 @@ def _umask() -> int:
 
 def test_dash_is_stdout_and_table_takes_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    for command in ("diagram", "table"):
+    for command in ("diagram", "table", "source"):
         result = invoke([command, *TINY, "-o", "-"])
         assert result.exit_code == 0 and "(B, T, C)" in result.stdout
     assert list(tmp_path.iterdir()) == []
@@ -133,17 +133,23 @@ def test_dash_is_stdout_and_table_takes_output(tmp_path: Path, monkeypatch: pyte
 # --- stdout: full, closed, broken; exit codes ---------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"], ["--version"]])
+@pytest.mark.parametrize(
+    "args", [["diagram", *TINY], ["table", *TINY], ["source", *TINY], ["--help"], ["--version"]]
+)
 def test_a_full_stdout_is_one_line_and_exit_1(args: list[str]) -> None:
     one_error(invoke(args, stdout="full"), 1, "cannot write to stdout", "No space left")
 
 
-@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"], ["--version"]])
+@pytest.mark.parametrize(
+    "args", [["diagram", *TINY], ["table", *TINY], ["source", *TINY], ["--help"], ["--version"]]
+)
 def test_a_closed_stdout_is_one_line_and_exit_1(args: list[str]) -> None:
     one_error(invoke(args, stdout="closed"), 1, "stdout is closed")
 
 
-@pytest.mark.parametrize("args", [["diagram", *TINY], ["table", *TINY], ["--help"], ["cache"]])
+@pytest.mark.parametrize(
+    "args", [["diagram", *TINY], ["table", *TINY], ["source", *TINY], ["--help"], ["cache"]]
+)
 def test_a_reader_that_went_away_is_success(args: list[str]) -> None:
     result = invoke(args, stdout="broken")
     assert (result.exit_code, result.stderr) == (0, "")

@@ -244,3 +244,53 @@ def test_adds_of_unrelated_terms_are_no_residual() -> None:
             return self.f(x) + self.g(y) + x  # g(y) does not come from x
 
     assert trace(Sum(), (torch.randn(2, 4), torch.randn(2, 4))).residual_adds == ()
+
+
+def _helper(x: torch.Tensor) -> torch.Tensor:
+    y = x * 2
+    return y + 1
+
+
+class CallsAHelperAroundAModule(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = _helper(x)
+        b = self.lin(a)
+        return _helper(b) + a
+
+
+def test_ops_and_calls_say_where_they_were_made_and_in_which_call_of_their_function() -> None:
+    import inspect
+
+    t = trace(CallsAHelperAroundAModule(), (torch.randn(2, 4),))
+    forward_line = inspect.getsourcelines(CallsAHelperAroundAModule.forward)[1]
+    helper_line = inspect.getsourcelines(_helper)[1]
+    lin = t.calls[1]
+    assert lin.site is not None and t.calls[0].site is None  # the root is called by the tracer
+    assert (lin.site.file, lin.site.function, lin.site.first_line) == (__file__, "forward", forward_line)
+    assert lin.site.line == forward_line + 2
+    helper_ops = [o for o in t.ops if o.function == "_helper"]
+    assert {(o.file, o.first_line) for o in helper_ops} == {(__file__, helper_line)}
+    assert [o.line - helper_line for o in helper_ops] == [1, 2, 1, 2]
+    # one frame per call of a function: the two calls of _helper differ, forward's ops before and after
+    # the module call share one, and so does the module call made from it
+    first, second = helper_ops[0].frame, helper_ops[2].frame
+    assert helper_ops[1].frame == first != second == helper_ops[3].frame
+    final_add = t.ops[-1]
+    assert final_add.function == "forward" and final_add.frame == lin.site.frame
+    frames = {f.frame: f for f in t.frames}
+    # callers are numbered before the helpers they call; a forward has no caller, a helper has its line
+    assert frames[first].caller == lin.site.frame < first and frames[first].line == forward_line + 1
+    assert frames[second].line == forward_line + 3
+    assert frames[lin.site.frame].caller is None and frames[lin.site.frame].function == "forward"
+    assert t.ops[0].frame > min(frames)
+
+
+def test_a_trace_of_version_3_reads_back_equal() -> None:
+    from blocktrace.trace import Trace
+
+    t = trace(CallsAHelperAroundAModule(), (torch.randn(2, 4),))
+    assert Trace.from_json(t.to_json()) == t

@@ -1,0 +1,583 @@
+"""Trace -> the model's code, each line annotated with the shapes traced on it (`blocktrace source`).
+
+Every function that ran (each module's forward and the helpers it calls) is printed once, in the order
+the functions were first called, with its run count. No torch here: the view is built from the trace
+(each op's and each module call's file, function and line) and the source files, read as text.
+
+What a line lists: the tensors it *left*. Those are the outputs of the ops recorded at it and of the
+module calls made from it, less the ones another op or call on the same line took (in the same run of
+the function: `self.c_q(x).view(...)` lists the view's output, not c_q's), less an op's output that is
+its input handed back unchanged (`contiguous()`, `x.float()` on a float); each value once, in the
+order they were made. A statement over several lines is annotated on its last line. Where runs of the
+function left different shapes on a line, each is listed with the runs it came from.
+
+A branch is marked "not run" only where that is proven: an `if` (not inside a loop) whose other branch
+recorded something in every run of the function ran that other branch, so not this one.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import json
+import linecache
+import os
+import sys
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from blocktrace.config import ConfigError
+from blocktrace.shapes import Shapes, shapes_text
+from blocktrace.trace import TensorMeta, Trace
+
+SCHEMA = "blocktrace.source"
+SCHEMA_VERSION = 1
+NOT_RUN = "not run"
+NOTE_MIN = 32  # columns an annotation keeps beside the code before it moves to its own line
+
+
+@dataclass(frozen=True)
+class _Event:
+    """One op, or one module call, at a line of one run of a function."""
+
+    time: int
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    name: str  # the op's name, or the called module's path
+
+
+@dataclass
+class _Run:
+    frame: int
+    call: int | None  # the module call the run was made in
+    events: dict[int, list[_Event]] = field(default_factory=dict)  # line -> events at it
+
+
+@dataclass
+class _Function:
+    file: str
+    first_line: int
+    name: str  # co_name
+    runs: dict[int, _Run] = field(default_factory=dict)  # frame -> run, in the order they began
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """What one line left, in the runs listed (their labels: a module path, or "call 2")."""
+
+    tensors: tuple[TensorMeta, ...]
+    runs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int
+    code: str
+    annotations: tuple[Annotation, ...] = ()
+    not_run: bool = False  # the first line of a branch that provably did not run
+
+
+@dataclass(frozen=True)
+class FunctionView:
+    file: str
+    name: str  # qualified where the source is known: "CausalSelfAttention.forward"
+    first_line: int
+    calls: int
+    where: tuple[str, ...]  # module paths of the calls it ran in, in order, each once
+    lines: tuple[Line, ...]  # the source, annotated; for a fallback, the annotated lines only
+    found: bool  # whether the source was found; if not, `lines` lists the ops by line
+    ops: dict[int, tuple[str, ...]] = field(default_factory=dict)  # fallback: line -> op names
+
+
+@dataclass(frozen=True)
+class SourceView:
+    trace: Trace
+    functions: tuple[FunctionView, ...]  # those shown
+    ran: int = 0  # how many functions ran, shown or not
+
+
+# --- from the trace ----------------------------------------------------------------------------
+
+
+def _functions(trace: Trace) -> list[_Function]:
+    """The functions that ran, outside torch, in the order they were first called."""
+    found: dict[tuple[str, int], _Function] = {}
+    runs: dict[int, _Run] = {}  # frame -> its run
+
+    def run_of(file: str, first_line: int, name: str, frame: int) -> _Run:
+        fn = found.setdefault((file, first_line), _Function(file, first_line, name))
+        if frame not in runs:
+            runs[frame] = fn.runs[frame] = _Run(frame, None)
+        return runs[frame]
+
+    for f in trace.frames:
+        run_of(f.file, f.first_line, f.function, f.frame)
+    for op in trace.ops:
+        if op.file and op.line:
+            run = run_of(op.file, op.first_line, op.function, op.frame)
+            run.call = op.call
+            run.events.setdefault(op.line, []).append(_Event(op.time, op.inputs, op.outputs, op.name))
+    for c in trace.calls:
+        s = c.site
+        if s is not None and s.line:
+            run = run_of(s.file, s.first_line, s.function, s.frame)
+            run.call = c.parent
+            run.events.setdefault(s.line, []).append(_Event(c.end, c.inputs, c.outputs, c.path))
+    # a helper's call is an event at its caller's line: it took what the helper took from outside and
+    # made what the helper left. Callers are numbered before their callees, so callees go first
+    for f in sorted(trace.frames, key=lambda f: -f.frame):
+        if f.caller is None or f.caller not in runs:
+            continue
+        callee, caller = runs[f.frame], runs[f.caller]
+        events = [e for line_events in callee.events.values() for e in line_events]
+        made = {t.id for e in events for t in e.outputs}
+        taken = tuple(dict.fromkeys(t for e in events for t in e.inputs if t.id not in made))
+        time = max((e.time for e in events), default=0)
+        caller.events.setdefault(f.line, []).append(_Event(time, taken, tuple(_left(events)), f.function))
+        if caller.call is None:
+            caller.call = callee.call
+    for f in trace.frames:  # a helper with no op of its own ran in its caller's module call
+        if f.caller is not None and f.caller in runs and runs[f.frame].call is None:
+            runs[f.frame].call = runs[f.caller].call
+    kept = [fn for fn in found.values() if not is_torch_file(fn.file) and fn.runs]
+    for fn in kept:
+        fn.runs = dict(sorted(fn.runs.items()))
+    return sorted(kept, key=lambda fn: min(fn.runs))
+
+
+def _left(events: list[_Event]) -> list[TensorMeta]:
+    """What events left: the values they made that none of them took, less any an event handed
+    back unchanged; each once, in the order they were made."""
+    taken = {t.id for e in events for t in e.inputs}
+    left: dict[int, TensorMeta] = {}
+    for e in sorted(events, key=lambda e: e.time):
+        for t in e.outputs:  # an output that is its op's input handed back was taken: by that op
+            if t.id not in taken and t.id not in left:
+                left[t.id] = t
+    return list(left.values())
+
+
+@functools.cache
+def _torch_dir() -> str | None:
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.realpath(next(iter(spec.submodule_search_locations))) + os.sep
+
+
+def is_torch_file(file: str) -> bool:
+    """Whether `file` is torch's own code: never printed (its calls are annotated where they were made)."""
+    torch_dir = _torch_dir()
+    if torch_dir is None or not os.path.isabs(file):
+        return False
+    return os.path.realpath(file).startswith(torch_dir)
+
+
+# --- the source ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Def:
+    qualname: str
+    node: ast.FunctionDef | ast.AsyncFunctionDef
+
+
+@functools.cache
+def _defs(file: str) -> tuple[tuple[str, ...], dict[int, _Def]] | None:
+    """The file's lines and its functions by the line their code starts at (co_firstlineno: the
+    first decorator's line, or the def's); None where the file cannot be read or parsed."""
+    lines = linecache.getlines(file)
+    if not lines:
+        return None
+    try:
+        tree = ast.parse("".join(lines))
+    except (SyntaxError, ValueError):
+        return None
+    defs: dict[int, _Def] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                defs[first] = _Def(prefix + child.name, child)
+                visit(child, f"{prefix}{child.name}.<locals>.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return tuple(line.rstrip("\r\n") for line in lines), defs
+
+
+def _statement_ends(node: ast.AST) -> dict[int, int]:
+    """line -> the line to annotate it on: the last line of the statement it is part of (of a
+    compound statement's header, for the lines of its `if`, `for` or `with` clause)."""
+    ends: dict[int, int] = {}
+
+    def visit(stmts: list[ast.stmt]) -> None:
+        for s in stmts:
+            if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue  # its own code object: its lines are never this function's
+            bodies = [getattr(s, name, None) or [] for name in ("body", "orelse", "finalbody")]
+            bodies += [h.body for h in getattr(s, "handlers", [])]
+            bodies += [c.body for c in getattr(s, "cases", [])]
+            if any(bodies):
+                header = [
+                    child
+                    for child in ast.iter_child_nodes(s)
+                    if not isinstance(child, (ast.stmt, ast.excepthandler)) and hasattr(child, "end_lineno")
+                ]
+                last = max([s.lineno, *(c.end_lineno or c.lineno for c in header)])  # type: ignore[attr-defined]
+                for line in range(s.lineno, last + 1):
+                    ends[line] = last
+                for body in bodies:
+                    visit(body)
+            else:
+                for line in range(s.lineno, (s.end_lineno or s.lineno) + 1):
+                    ends[line] = s.end_lineno or s.lineno
+
+    visit(node.body)  # type: ignore[attr-defined]
+    return ends
+
+
+def _not_run(node: ast.AST, lines: tuple[str, ...], runs: list[dict[int, Any]]) -> set[int]:
+    """The first lines of the branches that provably did not run: an `if` outside loops of which
+    another branch recorded something in every run. `runs`: per run, the lines that recorded."""
+    marked: set[int] = set()
+
+    def recorded(body: list[ast.stmt], run: dict[int, Any]) -> bool:
+        first, last = body[0].lineno, body[-1].end_lineno or body[-1].lineno
+        return any(first <= line <= last for line in run)
+
+    def visit(stmts: list[ast.stmt], in_loop: bool) -> None:
+        for s in stmts:
+            if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            loop = in_loop or isinstance(s, (ast.For, ast.AsyncFor, ast.While))
+            if isinstance(s, ast.If) and not in_loop and s.orelse:
+                for branch, other in ((s.body, s.orelse), (s.orelse, s.body)):
+                    if runs and all(recorded(other, run) for run in runs):
+                        marked.add(_branch_start(s, branch, lines))
+            for name in ("body", "orelse", "finalbody"):
+                visit(getattr(s, name, None) or [], loop)
+            for h in getattr(s, "handlers", []):
+                visit(h.body, loop)
+
+    visit(node.body, False)  # type: ignore[attr-defined]
+    return marked
+
+
+def _branch_start(s: ast.If, branch: list[ast.stmt], lines: tuple[str, ...]) -> int:
+    """The line a branch begins at: its body's first line (the `if` line's test did run), or the
+    `elif` or `else:` line."""
+    if branch is s.body:
+        return branch[0].lineno
+    first = branch[0].lineno
+    if isinstance(branch[0], ast.If) and lines[first - 1].lstrip().startswith("elif"):
+        return first
+    for line in range((s.body[-1].end_lineno or first) + 1, first + 1):
+        if lines[line - 1].lstrip().startswith("else"):
+            return line
+    return first
+
+
+# --- the view ------------------------------------------------------------------------------------
+
+
+def source_view(trace: Trace, shapes: Shapes = Shapes.symbolic, only: tuple[str, ...] = ()) -> SourceView:
+    """The annotated source of every function that ran in `trace`; with `only`, of those whose
+    qualified name matches one of its glob patterns (ConfigError for a pattern that matches none)."""
+    views = _views(trace, shapes)
+    for pattern in only:
+        if not any(fnmatchcase(v.name, pattern) for v in views):
+            examples = ", ".join(v.name for v in views[:3])
+            raise ConfigError(f"--function {pattern!r} matches no function that ran (e.g. {examples})")
+    shown = [v for v in views if any(fnmatchcase(v.name, p) for p in only)] if only else views
+    return SourceView(trace, tuple(shown), len(views))
+
+
+def _views(trace: Trace, shapes: Shapes) -> list[FunctionView]:
+    views = []
+    for fn in _functions(trace):
+        runs = list(fn.runs.values())
+        labels = _labels(trace, runs)
+        where = tuple(dict.fromkeys(_path(trace, r.call) for r in runs))
+        parsed = _defs(fn.file)
+        found = parsed is not None and fn.first_line in parsed[1]
+        if parsed is None or not found:
+            views.append(_fallback(fn, runs, labels, where, shapes))
+            continue
+        lines, defs = parsed
+        d = defs[fn.first_line]
+        ends = _statement_ends(d.node)
+        by_line: list[dict[int, list[_Event]]] = []
+        for run in runs:
+            mapped: dict[int, list[_Event]] = {}
+            for line, events in run.events.items():
+                mapped.setdefault(ends.get(line, line), []).extend(events)
+            by_line.append(mapped)
+        not_run = _not_run(d.node, lines, by_line)
+        last = d.node.end_lineno or d.node.lineno
+        rows = []
+        for number in range(fn.first_line, last + 1):
+            notes = _annotations([m.get(number, []) for m in by_line], labels, shapes)
+            rows.append(Line(number, lines[number - 1], notes, number in not_run))
+        views.append(FunctionView(fn.file, d.qualname, fn.first_line, len(runs), where, tuple(rows), True))
+    return views
+
+
+def _fallback(
+    fn: _Function, runs: list[_Run], labels: list[str], where: tuple[str, ...], shapes: Shapes
+) -> FunctionView:
+    numbers = sorted({line for r in runs for line in r.events})
+    rows = []
+    ops: dict[int, tuple[str, ...]] = {}
+    for number in numbers:
+        notes = _annotations([r.events.get(number, []) for r in runs], labels, shapes)
+        names = [e.name for r in runs for e in sorted(r.events.get(number, []), key=lambda e: e.time)]
+        ops[number] = tuple(dict.fromkeys(names))
+        rows.append(Line(number, "", notes))
+    return FunctionView(fn.file, fn.name, fn.first_line, len(runs), where, tuple(rows), False, ops)
+
+
+def _annotations(per_run: list[list[_Event]], labels: list[str], shapes: Shapes) -> tuple[Annotation, ...]:
+    """Each distinct list of shapes the line left, with the runs that left it; runs that left
+    nothing there (the line did not run in them, or made nothing) are not listed."""
+    groups: dict[str, tuple[list[TensorMeta], list[str]]] = {}
+    for events, label in zip(per_run, labels, strict=True):
+        left = _left(events) if events else []
+        if left:
+            groups.setdefault(shapes_text(tuple(left), shapes), (left, []))[1].append(label)
+    return tuple(Annotation(tuple(ts), tuple(runs)) for ts, runs in groups.values())
+
+
+def _path(trace: Trace, call: int | None) -> str:
+    if call is None:
+        return trace.model
+    return trace.calls[call].path or trace.calls[call].type
+
+
+def _labels(trace: Trace, runs: list[_Run]) -> list[str]:
+    """What names each run: the path of the module call it ran in where each ran in another one,
+    else its place among the function's runs ("call 2")."""
+    paths = [_path(trace, r.call) for r in runs]
+    if len(set(paths)) == len(paths):
+        return paths
+    return [f"call {i}" for i in range(1, len(runs) + 1)]
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def display_path(file: str) -> str:
+    """A file as a reader knows it: relative to the sys.path entry it is under (blocktrace/model.py),
+    else to the working directory, else as given."""
+    if not os.path.isabs(file):
+        return file
+    best = ""
+    for entry in sys.path:
+        base = os.path.abspath(entry or os.curdir).rstrip(os.sep) + os.sep
+        if file.startswith(base) and len(base) > len(best):
+            best = base
+    if best:
+        return file[len(best) :]
+    cwd = os.getcwd().rstrip(os.sep) + os.sep
+    return file[len(cwd) :] if file.startswith(cwd) else file
+
+
+def note_text(line: Line, shapes: Shapes) -> str:
+    """The annotation of a line, without the "# ": `(B, T, H, D)`, or `call 1: (B, T, H, D); call 2:
+    (B, T, Hkv, D)` where runs left different shapes; `not run` for a branch that did not."""
+    if line.not_run:
+        return NOT_RUN
+    if len(line.annotations) == 1:
+        return shapes_text(line.annotations[0].tensors, shapes)
+    return "; ".join(f"{_runs_text(a.runs)}: {shapes_text(a.tensors, shapes)}" for a in line.annotations)
+
+
+def _runs_text(runs: tuple[str, ...]) -> str:
+    if len(runs) <= 3:
+        return ", ".join(runs)
+    return f"{runs[0]} … {runs[-1]} ({len(runs)} runs)"
+
+
+def _calls_text(fn: FunctionView) -> str:
+    times = "once" if fn.calls == 1 else "twice" if fn.calls == 2 else f"{fn.calls} times"
+    where = _runs_text(fn.where) if len(fn.where) <= 3 else f"{fn.where[0]} … {fn.where[-1]}"
+    return f"called {times}, in {where}"
+
+
+def title(view: SourceView) -> str:
+    from blocktrace.output import SOURCES
+
+    trace = view.trace
+    dtype = f" ({trace.inputs[0].dtype})" if trace.inputs else ""
+    n, ran = len(view.functions), max(view.ran, len(view.functions))
+    functions = (
+        f"{ran} function{'' if ran == 1 else 's'} ran" if n == ran else f"{n} of the {ran} functions that ran"
+    )
+    source = SOURCES.get(trace.device, trace.device)
+    return f"{trace.model}{dtype}: {functions}, each line with the shapes it made (shapes from {source})"
+
+
+def function_title(fn: FunctionView) -> str:
+    return f"{fn.name} · {display_path(fn.file)}:{fn.first_line} · {_calls_text(fn)}"
+
+
+def text_report(view: SourceView, shapes: Shapes = Shapes.symbolic, width: int | None = None) -> str:
+    """The listing: per function a title, then its numbered lines with the annotations in one column;
+    an annotation that does not fit `width` continues on comment lines below it."""
+    gutter = max((len(str(line.number)) for fn in view.functions for line in fn.lines), default=1)
+    blocks: list[tuple[FunctionView, list[tuple[str, str]]]] = []
+    for fn in view.functions:
+        rows = []
+        for line in fn.lines:
+            note = note_text(line, shapes) if (line.annotations or line.not_run) else ""
+            if fn.found:
+                code = f"{line.number:>{gutter}} | {line.code}".rstrip()
+            else:
+                ops = ", ".join(fn.ops.get(line.number, ()))
+                code = f"{line.number:>{gutter}} | {ops}"
+            rows.append((code, note))
+        blocks.append((fn, rows))
+    noted = [len(code) for _, rows in blocks for code, note in rows if note]
+    column = max(noted, default=0) + 2
+    if width is not None:
+        column = max(min(column, width - NOTE_MIN), gutter + 3)
+    out = [title(view), ""]
+    for fn, rows in blocks:
+        out.append(function_title(fn))
+        if not fn.found:
+            out.append(f"(source not found in {display_path(fn.file)}: the ops it ran, by line)")
+        for code, note in rows:
+            out += _with_note(code, note, column, width, gutter)
+        out.append("")
+    out += _legend(view.trace, shapes)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _with_note(code: str, note: str, column: int, width: int | None, gutter: int) -> list[str]:
+    if not note:
+        return [code]
+    room = None if width is None else max(width - column - 2, 8)
+    parts = _wrap(note, room)
+    blank = " " * gutter + " |"
+    if len(code) + 2 <= column:
+        first = [code.ljust(column) + "# " + parts[0]]
+    else:
+        first = [code, blank.ljust(column) + "# " + parts[0]]
+    return first + [blank.ljust(column) + "# " + p for p in parts[1:]]
+
+
+def _wrap(text: str, room: int | None) -> list[str]:
+    """`text` in pieces of at most `room` columns, broken only after a `,` or `;` outside parentheses,
+    so that a shape is never split; a piece longer than `room` stands alone, whole."""
+    if room is None or len(text) <= room:
+        return [text]
+    pieces, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch in ",;" and depth == 0:
+            pieces.append(text[start : i + 1])
+            start = i + 1
+    pieces.append(text[start:])
+    lines = [pieces[0]]
+    for piece in pieces[1:]:
+        if len(lines[-1]) + len(piece) <= room:
+            lines[-1] += piece
+        else:
+            lines.append(piece.lstrip())
+    return lines
+
+
+def _legend(trace: Trace, shapes: Shapes) -> list[str]:
+    from blocktrace.output import legend
+
+    return legend(trace) if shapes != Shapes.concrete else []
+
+
+def markdown_report(view: SourceView, shapes: Shapes = Shapes.symbolic) -> str:
+    """A fenced python block per function, under a line naming it, its file, lines and calls; then
+    the legend as a table."""
+    parts = [f"**{title(view)}**", ""]
+    for fn in view.functions:
+        last = fn.lines[-1].number if fn.lines else fn.first_line
+        parts.append(
+            f"`{fn.name}` in `{display_path(fn.file)}`, lines {fn.first_line}–{last}, {_calls_text(fn)}"
+        )
+        parts.append("")
+        rows = []
+        for line in fn.lines:
+            note = note_text(line, shapes) if (line.annotations or line.not_run) else ""
+            code = (
+                line.code.rstrip() if fn.found else f"# line {line.number}: {', '.join(fn.ops[line.number])}"
+            )
+            rows.append((code, note))
+        column = max((len(code) for code, note in rows if note), default=0) + 2
+        if not fn.found:
+            parts.append(f"(source not found in `{display_path(fn.file)}`: the ops it ran, by line)")
+            parts.append("")
+        parts.append("```python")
+        parts += [code.ljust(column) + "# " + note if note else code for code, note in rows]
+        parts += ["```", ""]
+    if shapes != Shapes.concrete and view.trace.symbols:
+        parts += ["| symbol | value | meaning |", "| --- | --- | --- |"]
+        parts += [f"| {n} | {v} | {view.trace.meanings.get(n, '')} |" for n, v in view.trace.symbols.items()]
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def to_dict(view: SourceView, shapes: Shapes = Shapes.symbolic) -> dict[str, Any]:
+    trace = view.trace
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "model": trace.model,
+        "device": trace.device,
+        "symbols": dict(trace.symbols),
+        "functions": [
+            {
+                "file": fn.file,
+                "function": fn.name,
+                "first_line": fn.first_line,
+                "last_line": fn.lines[-1].number if fn.found and fn.lines else None,
+                "calls": fn.calls,
+                "in": list(fn.where),
+                "source": fn.found,
+            }
+            for fn in view.functions
+        ],
+        "lines": [
+            {
+                "file": fn.file,
+                "function": fn.name,
+                "line": line.number,
+                "shapes": [
+                    {
+                        "text": shapes_text(a.tensors, shapes),
+                        "tensors": [t.to_dict() for t in a.tensors],
+                        "runs": list(a.runs),
+                    }
+                    for a in line.annotations
+                ],
+                "not_run": line.not_run,
+            }
+            for fn in view.functions
+            for line in fn.lines
+            if line.annotations or line.not_run
+        ],
+    }
+
+
+def render(view: SourceView, fmt: str, shapes: Shapes = Shapes.symbolic, width: int | None = None) -> str:
+    if fmt == "json":
+        return json.dumps(to_dict(view, shapes), indent=2) + "\n"
+    if fmt == "markdown":
+        return markdown_report(view, shapes)
+    return text_report(view, shapes, width)
