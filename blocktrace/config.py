@@ -124,7 +124,9 @@ class BlockConfig:
                 "must be even for rotary embeddings"
             )
         if self.n_layer > MAX_LAYERS:
-            raise ConfigError(f"n_layer ({self.n_layer}) is over {MAX_LAYERS}, the most layers blocktrace traces")
+            raise ConfigError(
+                f"n_layer ({self.n_layer}) is over {MAX_LAYERS}, the most layers blocktrace traces"
+            )
         self._check_sizes()
 
     def _check_sizes(self) -> None:
