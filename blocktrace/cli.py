@@ -411,8 +411,8 @@ def diagram(
         typer.Option(
             "--format",
             help="text: the drawing; markdown: the drawing as a fenced block, then the legend as a table "
-            "(and the formulas, with --formulas); json: the trace. "
-            "Default: as -o FILE's suffix says, else text.",
+            "(and the formulas, with --formulas); json: the trace; svg, html: the drawing as a picture, "
+            "coloured as in a terminal. Default: as -o FILE's suffix says, else text.",
             show_default=False,
             rich_help_panel=_OUT,
         ),
@@ -455,6 +455,7 @@ def diagram(
       blocktrace diagram --n-embd 8192 --n-head 64 --n-kv-head 8 --seq 131072 --batch 1
       blocktrace diagram --format markdown --formulas -o docs/block.md
       blocktrace diagram --format json | jq '.residual_adds[].wraps'
+      blocktrace diagram --preset llama -o docs/llama.svg
     """
     from blocktrace.pipeline import cached_trace
 
@@ -500,7 +501,8 @@ def table(
         typer.Option(
             "--format",
             help="text: a table for reading; markdown: a pipe table; json and csv: for scripts "
-            "(see docs/table.md). Default: as -o FILE's suffix says, else text.",
+            "(see docs/table.md); svg, html: the whole table as a picture. "
+            "Default: as -o FILE's suffix says, else text.",
             show_default=False,
             rich_help_panel=_OUT,
         ),

@@ -34,6 +34,8 @@ FORMATS: dict[str, Format] = {
         Format("markdown", (".md", ".markdown")),
         Format("json", (".json",)),
         Format("csv", (".csv",)),
+        Format("svg", (".svg",)),
+        Format("html", (".html", ".htm")),
     )
 }
 
@@ -43,12 +45,16 @@ WRITERS: dict[str, dict[str, str]] = {
         "text": "blocktrace.output:write_text",
         "markdown": "blocktrace.output:write_markdown",
         "json": "blocktrace.output:write_json",
+        "svg": "blocktrace.pictures:diagram_svg",
+        "html": "blocktrace.pictures:diagram_html",
     },
     "table": {
         "text": "blocktrace.table:write_text",
         "markdown": "blocktrace.table:write_markdown",
         "json": "blocktrace.table:write_json",
         "csv": "blocktrace.table:write_csv",
+        "svg": "blocktrace.pictures:table_svg",
+        "html": "blocktrace.pictures:table_html",
     },
 }
 DEFAULT = "text"  # with no --format and no -o FILE suffix to go by

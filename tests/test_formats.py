@@ -22,12 +22,19 @@ TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
 @pytest.mark.parametrize(
     ("args", "name", "starts"),
     [
+        (["diagram"], "d.svg", "<svg "),
+        (["diagram"], "D.SVG", "<svg "),
+        (["diagram"], "d.html", "<!DOCTYPE html>"),
+        (["diagram"], "d.htm", "<!DOCTYPE html>"),
         (["diagram"], "d.md", "**Block"),
         (["diagram"], "d.json", "{"),
         (["diagram"], "d.txt", "Block (float32)"),
         (["diagram"], "d", "Block (float32)"),  # no suffix: text
         (["diagram", "--format", "text"], "d.log", "Block (float32)"),  # --format decides
+        (["diagram", "--format", "svg"], "d.svg", "<svg "),
         (["table"], "t.csv", "depth,name,kind"),
+        (["table"], "t.svg", "<svg "),
+        (["table"], "t.html", "<!DOCTYPE html>"),
         (["table"], "t.md", "| path |"),
         (["table"], "t.json", "{"),
         (["table"], "t.txt", "path "),
@@ -49,15 +56,15 @@ def test_the_suffix_of_output_picks_the_format(
     ("args", "name", "message"),
     [
         (
-            ["diagram", "--format", "json"],
+            ["diagram", "--format", "svg"],
             "x.md",
-            "--format json and -o 'x.md' disagree: its suffix means markdown",
+            "and -o 'x.md' disagree: its suffix means markdown",
         ),
-        (["diagram", "--format", "text"], "x.json", "--format text and -o 'x.json' disagree"),
-        (["table", "--format", "csv"], "x.md", "--format csv and -o 'x.md' disagree"),
+        (["diagram", "--format", "text"], "x.svg", "--format text and -o 'x.svg' disagree"),
+        (["table", "--format", "csv"], "x.html", "--format csv and -o 'x.html' disagree"),
         (["diagram"], "x.csv", "asks for csv, which blocktrace diagram does not write"),
         (["diagram"], "x.png", "cannot tell the format of -o 'x.png' from its suffix '.png'"),
-        (["table"], "x.png", "name a file ending in .txt, .md, .markdown, .json, .csv"),
+        (["table"], "x.png", "name a file ending in .txt, .md, .markdown, .json, .csv, .svg, .html, .htm"),
     ],
 )
 def test_a_format_and_suffix_that_disagree_is_one_line_and_exit_2(
@@ -84,7 +91,7 @@ def test_a_format_and_suffix_that_disagree_is_one_line_and_exit_2(
 def test_resolve() -> None:
     assert formats.resolve("diagram", None, None) == "text"
     assert formats.resolve("diagram", None, "-") == "text"
-    assert formats.resolve("diagram", "json", "-") == "json"
+    assert formats.resolve("diagram", "svg", "-") == "svg"
     assert formats.resolve("diagram", None, "out/x.y/block") == "text"  # a dot in a folder is no suffix
     assert formats.resolve("diagram", None, "/dev/null") == "text"
     assert formats.resolve("table", None, "a.Markdown") == "markdown"
@@ -105,3 +112,4 @@ def test_every_writer_is_registered_once_and_imports() -> None:
             assert callable(formats.writer(command, fmt)), (command, fmt)
     assert [f.value for f in cli.DiagramFormat] == list(formats.names("diagram"))
     assert [f.value for f in cli.TableFormat] == list(formats.names("table"))
+    assert {"svg", "html"} <= set(formats.names("diagram")) & set(formats.names("table"))
