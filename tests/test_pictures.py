@@ -184,7 +184,16 @@ def test_html_is_one_self_contained_page_of_the_text_drawing(case: str) -> None:
 
 # --- the same bytes -------------------------------------------------------------------------------
 
-NOISY = {"COLUMNS": "20", "LINES": "3", "NO_COLOR": "1", "FORCE_COLOR": "0", "TERM": "dumb"}
+# what rich would read from the environment; each alone, since one can hide another (LINES gives a
+# console the height that spares it TERM=dumb's 80 columns)
+ENVIRONMENTS = [
+    {"COLUMNS": "20"},
+    {"COLUMNS": "300", "LINES": "3"},
+    {"TERM": "dumb"},
+    {"NO_COLOR": "1"},
+    {"FORCE_COLOR": "0"},
+    {"FORCE_COLOR": "1", "TERM": "xterm-256color"},
+]
 
 
 @pytest.mark.parametrize("fmt", ["svg", "html"])
@@ -194,13 +203,14 @@ def test_the_same_input_gives_the_same_bytes_anywhere(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     args = [command, *TINY, "--no-cache"]
-    first = run([*args, "--format", fmt])
-    assert run([*args, "--format", fmt]) == first
-    assert run([*args, "--format", fmt], env=NOISY) == first
-    assert run([*args, "--format", fmt], env={"COLUMNS": "300", "FORCE_COLOR": "1"}) == first
-    run([*args, "-o", f"picture.{fmt}"], env=NOISY)
+    quiet = {name: None for env in ENVIRONMENTS for name in env}
+    first = run([*args, "--format", fmt], env=quiet)
+    assert run([*args, "--format", fmt], env=quiet) == first
+    for env in ENVIRONMENTS:
+        assert run([*args, "--format", fmt], env={**quiet, **env}) == first, env
+    run([*args, "-o", f"picture.{fmt}"], env={**quiet, "TERM": "dumb"})
     assert (tmp_path / f"picture.{fmt}").read_bytes() == first.encode()
-    terminal = invoke([*args, "--format", fmt], stdout="terminal", env={"COLUMNS": "40"})
+    terminal = invoke([*args, "--format", fmt], stdout="terminal", env={**quiet, "COLUMNS": "40"})
     assert terminal.stdout == first  # a picture is not fitted or coloured for the terminal it goes to
 
 
