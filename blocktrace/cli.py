@@ -19,7 +19,7 @@ import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from blocktrace import __version__
+from blocktrace import __version__, formats
 from blocktrace.config import (
     ACTIVATIONS,
     DTYPES,
@@ -184,10 +184,9 @@ Residual = _choices("Residual", RESIDUALS)
 Qkv = _choices("Qkv", QKV_LAYOUTS)
 
 
-class DiagramFormat(str, Enum):
-    text = "text"
-    markdown = "markdown"
-    json = "json"
+DiagramFormat = _choices("DiagramFormat", formats.names("diagram"))
+TableFormat = _choices("TableFormat", formats.names("table"))
+SourceFormat = _choices("SourceFormat", formats.names("source"))
 
 
 _MODEL = "Model sizes"
@@ -409,14 +408,16 @@ def diagram(
         typer.Option("--formulas", help="Add the formulas of each residual step.", rich_help_panel=_OUT),
     ] = False,
     fmt: Annotated[
-        DiagramFormat,
+        DiagramFormat | None,
         typer.Option(
             "--format",
             help="text: the drawing; markdown: the drawing as a fenced block, then the legend as a table "
-            "(and the formulas, with --formulas); json: the trace.",
+            "(and the formulas, with --formulas); json: the trace; svg, html: the drawing as a picture, "
+            "coloured as in a terminal. Default: as -o FILE's suffix says, else text.",
+            show_default=False,
             rich_help_panel=_OUT,
         ),
-    ] = DiagramFormat.text,
+    ] = None,
     ascii_only: Annotated[
         bool,
         typer.Option("--ascii", help="7-bit ASCII instead of Unicode box drawing.", rich_help_panel=_OUT),
@@ -455,28 +456,18 @@ def diagram(
       blocktrace diagram --n-embd 8192 --n-head 64 --n-kv-head 8 --seq 131072 --batch 1
       blocktrace diagram --format markdown --formulas -o docs/block.md
       blocktrace diagram --format json | jq '.residual_adds[].wraps'
+      blocktrace diagram --preset llama -o docs/llama.svg
     """
-    from blocktrace.output import emit
     from blocktrace.pipeline import cached_trace
 
+    name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
     trace = cached_trace(config, device.value, use_cache=cache)
-    emit(
-        trace,
-        fmt=fmt.value,
-        shapes=shapes,
-        formulas=formulas,
-        ascii_only=ascii_only,
-        width=width,
-        output=output,
-        collapse=collapse,
-    )
+    options = {"shapes": shapes, "formulas": formulas, "ascii_only": ascii_only, "width": width}
+    formats.write("diagram", name, trace, output, collapse=collapse, **options)
 
 
-class TableFormat(str, Enum):
-    text = "text"
-    markdown = "markdown"
-    json = "json"
-    csv = "csv"
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
 
 
 @app.command(cls=_Command)
@@ -507,14 +498,16 @@ def table(
     ] = None,
     shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
-        TableFormat,
+        TableFormat | None,
         typer.Option(
             "--format",
             help="text: a table for reading; markdown: a pipe table; json and csv: for scripts "
-            "(see docs/table.md).",
+            "(see docs/table.md); svg, html: the whole table as a picture. "
+            "Default: as -o FILE's suffix says, else text.",
+            show_default=False,
             rich_help_panel=_OUT,
         ),
-    ] = TableFormat.text,
+    ] = None,
     output: OutputOpt = None,
 ) -> None:
     """List every module call, functional op and residual add with its shapes, weights,
@@ -532,30 +525,14 @@ def table(
     \b
       blocktrace table --n-embd 768 --seq 1024
       blocktrace table --freeze 'attn.*' --depth 1
-      blocktrace table --n-head 8 --n-kv-head 2 --format csv -o block.csv
+      blocktrace table --n-head 8 --n-kv-head 2 -o block.csv
     """
-    from blocktrace.output import can_encode, is_stdout, stdout, stdout_errors, write_output
     from blocktrace.pipeline import cached_trace
-    from blocktrace.table import build_table, print_text, render
+    from blocktrace.table import build_table
 
+    name = formats.resolve("table", _value(fmt), output)
     result = build_table(cached_trace(config, device.value, tuple(freeze or ()), cache), depth)
-    if fmt is TableFormat.text and is_stdout(output):
-        from rich.console import Console
-
-        stream = stdout()
-        console = Console(file=stream, highlight=False, force_terminal=_isatty(stream))
-        with stdout_errors(stream):
-            print_text(result, console, shapes)
-        return
-    # a markdown cell is indented with no-break spaces, written as &nbsp; where stdout cannot carry them
-    plain = not is_stdout(output) or can_encode(stdout(), "\u00a0")
-    write_output(render(result, fmt.value, shapes, nbsp="\u00a0" if plain else "&nbsp;"), output)
-
-
-class SourceFormat(str, Enum):
-    text = "text"
-    markdown = "markdown"
-    json = "json"
+    formats.write("table", name, result, output, shapes=shapes)
 
 
 @app.command(cls=_Command)
@@ -577,14 +554,16 @@ def source(
     ] = None,
     shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
-        SourceFormat,
+        SourceFormat | None,
         typer.Option(
             "--format",
             help="text: the numbered source; markdown: a fenced python block per function; json: the "
-            "annotated lines (file, line, function, shapes; see docs/source.md).",
+            "annotated lines (file, line, function, shapes; see docs/source.md); svg, html: the listing "
+            "as a picture. Default: as -o FILE's suffix says, else text.",
+            show_default=False,
             rich_help_panel=_OUT,
         ),
-    ] = SourceFormat.text,
+    ] = None,
     width: Annotated[
         int | None,
         typer.Option(
@@ -616,24 +595,12 @@ def source(
       blocktrace source --format markdown -o block.md
       blocktrace source --format json | jq '.lines[] | select(.line == 131)'
     """
-    from blocktrace.output import can_encode, is_stdout, stdout, terminal_width, write_output
     from blocktrace.pipeline import cached_trace
-    from blocktrace.source import render, source_view
+    from blocktrace.source import source_view
 
+    name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
     view = source_view(cached_trace(config, device.value, use_cache=cache), shapes, tuple(function or ()))
-    fit = width
-    if fit is None and fmt is SourceFormat.text and is_stdout(output):
-        fit = terminal_width(stdout())
-    text = render(view, fmt.value, shapes, fit)
-    if is_stdout(output) and not can_encode(stdout(), "×…·–"):
-        text = text.replace("×", "x").replace("…", "...").replace("·", "-").replace("–", "-")
-    write_output(text, output)
-
-
-def _isatty(stream: Any) -> bool:
-    from blocktrace.output import isatty
-
-    return isatty(stream)
+    formats.write("source", name, view, output, shapes=shapes, width=width)
 
 
 class CacheAction(str, Enum):

@@ -1,4 +1,4 @@
-"""Trace -> what the user reads: text, markdown or json, to stdout or a file.
+"""Trace -> what the user reads: text, markdown or json (svg and html: pictures.py), to stdout or a file.
 
 Colour and the terminal's width only when stdout is a terminal (then rich decides about colour:
 NO_COLOR, TERM); a file or a pipe gets the same plain text whatever COLUMNS or FORCE_COLOR say.
@@ -134,7 +134,7 @@ def _shows_legend(trace: Trace, shapes: Shapes, formulas: bool = False) -> bool:
 
 def emit(
     trace: Trace,
-    fmt: str = "text",
+    fmt: str | None = None,
     shapes: Shapes = Shapes.symbolic,
     formulas: bool = False,
     ascii_only: bool = False,
@@ -143,32 +143,82 @@ def emit(
     stream: TextIO | None = None,
     collapse: bool = True,
 ) -> None:
-    """Write the trace as `fmt` to `output` (a path, or "-" / None for `stream`, stdout by default).
+    """Write the trace as `fmt` (None: as `output`'s suffix says, else text) to `output` (a path, or
+    "-" / None for `stream`, stdout by default), through the writer formats.py names for it."""
+    from blocktrace import formats
 
-    `width` is a limit asked for (--width): a drawing that cannot fit in it is an OutputError (exit
-    2). Without one, a terminal's width is fitted as far as the drawing allows."""
-    if fmt == "json":
-        return write_output(trace.to_json() + "\n", output, stream)
-    to_stdout = is_stdout(output)
-    if to_stdout:
-        stream = stream or stdout()
-    console = _terminal(stream) if to_stdout and fmt == "text" else None
-    fit = width if width is not None else (console.width if console is not None else None)
-    ascii_only = ascii_only or (to_stdout and not can_encode(stream))
+    out = None if output is None else str(output)
+    options = {"shapes": shapes, "formulas": formulas, "ascii_only": ascii_only, "width": width}
+    formats.write("diagram", fmt, trace, out, stream, collapse=collapse, **options)
+
+
+def drawing(
+    trace: Trace,
+    shapes: Shapes,
+    fit: int | None,
+    collapse: bool,
+    ascii_only: bool,
+    width: int | None,
+) -> list[list[Cell]]:
+    """The diagram's cells, laid out to `fit` columns as far as it allows. `width` is a limit asked
+    for (--width): a drawing that cannot fit in it is an OutputError (exit 2)."""
     diagram = layout(trace, shapes, fit, collapse)
     if width is not None and diagram.width > width:
         raise OutputError(
             f"--width {width} is too narrow for this drawing: it needs at least {diagram.width} columns", 2
         )
-    rows = render(diagram, ascii_only)
-    if fmt == "markdown":
-        return write_output(markdown_report(rows, trace, shapes, formulas, collapse), output, stream)
+    return render(diagram, ascii_only)
+
+
+def write_json(trace: Trace, output: str | None, stream: TextIO | None = None, **_: object) -> None:
+    write_output(trace.to_json() + "\n", output, stream)
+
+
+def write_text(
+    trace: Trace,
+    output: str | None,
+    stream: TextIO | None = None,
+    *,
+    shapes: Shapes = Shapes.symbolic,
+    formulas: bool = False,
+    ascii_only: bool = False,
+    width: int | None = None,
+    collapse: bool = True,
+) -> None:
+    """The text report. Without a --width, a terminal's width is fitted as far as the drawing allows,
+    and a terminal gets colour (where rich allows it)."""
+    to_stdout = is_stdout(output)
+    if to_stdout:
+        stream = stream or stdout()
+    console = _terminal(stream) if to_stdout else None
+    fit = width if width is not None else (console.width if console is not None else None)
+    ascii_only = ascii_only or (to_stdout and not can_encode(stream))
+    rows = drawing(trace, shapes, fit, collapse, ascii_only, width)
     if console is not None and console.color_system and not console.no_color:
         with stdout_errors():
-            console.print(_styled(rows, *text_frame(trace, shapes, formulas, fit, collapse)), end="")
+            console.print(styled(rows, *text_frame(trace, shapes, formulas, fit, collapse)), end="")
             console.file.flush()
-        return None
-    return write_output(text_report(rows, trace, shapes, formulas, fit, collapse), output, stream)
+        return
+    write_output(text_report(rows, trace, shapes, formulas, fit, collapse), output, stream)
+
+
+def write_markdown(
+    trace: Trace,
+    output: str | None,
+    stream: TextIO | None = None,
+    *,
+    shapes: Shapes = Shapes.symbolic,
+    formulas: bool = False,
+    ascii_only: bool = False,
+    width: int | None = None,
+    collapse: bool = True,
+) -> None:
+    """A fenced block, then the legend as a table (and the formulas); never fitted to a terminal."""
+    if is_stdout(output):
+        stream = stream or stdout()
+        ascii_only = ascii_only or not can_encode(stream)
+    rows = drawing(trace, shapes, width, collapse, ascii_only, width)
+    write_output(markdown_report(rows, trace, shapes, formulas, collapse), output, stream)
 
 
 def _terminal(stream: TextIO | None):
@@ -195,7 +245,7 @@ def isatty(stream: TextIO) -> bool:
         return False
 
 
-def _styled(rows: list[list[Cell]], before: str, after: str):
+def styled(rows: list[list[Cell]], before: str, after: str):
     """The report as rich Text: the diagram's cells coloured by their style, a run at a time."""
     from rich.text import Text
 

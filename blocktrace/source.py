@@ -26,7 +26,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, TextIO
 
 from blocktrace.config import ConfigError
 from blocktrace.shapes import Shapes, shapes_text
@@ -575,9 +575,53 @@ def to_dict(view: SourceView, shapes: Shapes = Shapes.symbolic) -> dict[str, Any
     }
 
 
-def render(view: SourceView, fmt: str, shapes: Shapes = Shapes.symbolic, width: int | None = None) -> str:
-    if fmt == "json":
-        return json.dumps(to_dict(view, shapes), indent=2) + "\n"
-    if fmt == "markdown":
-        return markdown_report(view, shapes)
-    return text_report(view, shapes, width)
+# --- writers (see formats.py) ------------------------------------------------------------------
+
+_ASCII_TEXT = str.maketrans({"×": "x", "…": "...", "·": "-", "–": "-"})
+
+
+def write_text(
+    view: SourceView,
+    output: str | None,
+    stream: TextIO | None = None,
+    *,
+    shapes: Shapes = Shapes.symbolic,
+    width: int | None = None,
+) -> None:
+    """The numbered listing; to a terminal, its annotations fitted to the terminal's width."""
+    from blocktrace.output import is_stdout, stdout, terminal_width
+
+    if width is None and is_stdout(output):
+        width = terminal_width(stream or stdout())
+    _write(text_report(view, shapes, width), output, stream)
+
+
+def write_markdown(
+    view: SourceView,
+    output: str | None,
+    stream: TextIO | None = None,
+    *,
+    shapes: Shapes = Shapes.symbolic,
+    **_: Any,
+) -> None:
+    _write(markdown_report(view, shapes), output, stream)
+
+
+def write_json(
+    view: SourceView,
+    output: str | None,
+    stream: TextIO | None = None,
+    *,
+    shapes: Shapes = Shapes.symbolic,
+    **_: Any,
+) -> None:
+    _write(json.dumps(to_dict(view, shapes), indent=2) + "\n", output, stream)
+
+
+def _write(text: str, output: str | None, stream: TextIO | None) -> None:
+    """To its file, or to stdout in 7-bit stand-ins where stdout's encoding cannot carry a character."""
+    from blocktrace.output import can_encode, is_stdout, stdout, write_output
+
+    if is_stdout(output) and not can_encode(stream or stdout(), "×…·–"):
+        text = text.translate(_ASCII_TEXT)
+    write_output(text, output, stream)

@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any
+from typing import Any, TextIO
 
 from rich import box
 from rich.console import Console
@@ -24,12 +24,12 @@ from rich.text import Text
 
 from blocktrace.flops import op_flops
 from blocktrace.layout import wrap_flow
+from blocktrace.output import can_encode, is_stdout, isatty, stdout, stdout_errors, write_output
 from blocktrace.shapes import Shapes, dims_text, shape_text
 from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
 
 SCHEMA = "blocktrace.table"
 SCHEMA_VERSION = 1
-FORMATS = ("text", "markdown", "json", "csv")
 HEADERS = ("path", "kind", "input -> output", "weight", "params", "trainable", "FLOPs")
 CSV_COLUMNS = (
     "depth",
@@ -491,14 +491,37 @@ def to_csv(table: Table, shapes: Shapes = Shapes.symbolic) -> str:
     return buffer.getvalue()
 
 
-def render(table: Table, fmt: str, shapes: Shapes = Shapes.symbolic, nbsp: str = "\u00a0") -> str:
-    """The table in `fmt` (one of FORMATS) as a string."""
-    if fmt == "text":
-        return to_text(table, shapes)
-    if fmt == "markdown":
-        return to_markdown(table, shapes, nbsp)
-    if fmt == "json":
-        return to_json(table, shapes)
-    if fmt == "csv":
-        return to_csv(table, shapes)
-    raise ValueError(f"unknown table format {fmt!r}; expected one of {', '.join(FORMATS)}")
+# --- writers (formats.WRITERS names them) ------------------------------------------------------
+
+
+def write_text(
+    table: Table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic
+) -> None:
+    """To a terminal, fitted and coloured (print_text); to a file or a pipe, whole and plain."""
+    if is_stdout(output):
+        stream = stream or stdout()
+        console = Console(file=stream, highlight=False, force_terminal=isatty(stream))
+        with stdout_errors(stream):
+            print_text(table, console, shapes)
+        return
+    write_output(to_text(table, shapes), output)
+
+
+def write_markdown(
+    table: Table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic
+) -> None:
+    """A cell is indented with no-break spaces, written as &nbsp; where stdout cannot carry them."""
+    plain = not is_stdout(output) or can_encode(stream or stdout(), "\u00a0")
+    write_output(to_markdown(table, shapes, nbsp="\u00a0" if plain else "&nbsp;"), output, stream)
+
+
+def write_json(
+    table: Table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic
+) -> None:
+    write_output(to_json(table, shapes), output, stream)
+
+
+def write_csv(
+    table: Table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic
+) -> None:
+    write_output(to_csv(table, shapes), output, stream)

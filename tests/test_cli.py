@@ -109,7 +109,7 @@ def test_width_bounds_every_line() -> None:
         (["--seq", "-4"], "Invalid value for '--seq'"),
         (["--batch", "two"], "Invalid value for '--batch'"),
         (["--bogus"], "--bogus"),
-        (["--format", "svg"], "Invalid value for '--format'"),
+        (["--format", "png"], "Invalid value for '--format'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(flags: list[str], message: str) -> None:

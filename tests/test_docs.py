@@ -5,7 +5,11 @@ A block in docs is written as
     ```text
     ...what that command prints...
     ```
-and `pytest --update-golden` rewrites the blocks from the current output.
+and `pytest --update-golden` rewrites the blocks from the current output. A picture is written as
+    <!-- blocktrace picture: diagram --preset neox -->
+    ![the NeoX Block](img/neox.svg)
+and the file it shows (relative to the page) must be the bytes that command writes to a file of
+that name; `pytest --update-golden` rewrites the file.
 """
 
 import re
@@ -21,6 +25,13 @@ DOCS = Path(__file__).parent.parent / "docs"
 BLOCK = re.compile(r"<!-- blocktrace: (?P<args>.+?) -->\n```(?P<lang>\w*)\n(?P<body>.*?)```\n", re.DOTALL)
 PAGES = [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]
 FILES = [p for p in PAGES if BLOCK.search(p.read_text(encoding="utf-8"))]
+PICTURE = re.compile(r"<!-- blocktrace picture: (?P<args>.+?) -->\n!\[[^\]]*\]\((?P<path>[^)\s]+)\)\n")
+SHOWN = [
+    ((page.parent / m["path"]).resolve(), m["args"])
+    for page in PAGES
+    for m in PICTURE.finditer(page.read_text(encoding="utf-8"))
+]
+PICTURES = dict(SHOWN)  # picture -> the arguments that draw it
 
 
 def output_of(args: str) -> str:
@@ -44,6 +55,32 @@ def test_doc_blocks_equal_what_blocktrace_prints(path: Path, request: pytest.Fix
         return
     for m in BLOCK.finditer(text):
         assert m["body"] == output_of(m["args"]), f"{path.name}: `blocktrace {m['args']}` prints otherwise"
+
+
+def test_docs_show_pictures_of_two_families() -> None:
+    shown = {path.relative_to(DOCS.resolve()).as_posix(): args for path, args in PICTURES.items()}
+    assert {"img/block.svg", "img/neox.svg"} <= set(shown)
+    assert "--preset neox" in shown["img/neox.svg"] and "--preset" not in shown["img/block.svg"]
+    assert len(set(SHOWN)) == len(PICTURES), "a picture shown twice is drawn by one command"
+    kept = {p.resolve() for p in (DOCS / "img").iterdir()}
+    assert kept == set(PICTURES), "every picture in docs/img is shown, with the command that draws it"
+
+
+@pytest.mark.parametrize("path", sorted(PICTURES), ids=lambda p: p.name)
+def test_doc_pictures_are_what_blocktrace_draws(
+    path: Path, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [*shlex.split(PICTURES[path]), "-o", path.name]  # the file's suffix picks the format
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    fresh = (tmp_path / path.name).read_bytes()
+    if request.config.getoption("--update-golden"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(fresh)
+        return
+    assert path.exists(), f"no picture {path}; draw it with pytest --update-golden"
+    assert path.read_bytes() == fresh, f"`blocktrace {PICTURES[path]} -o {path.name}` draws otherwise"
 
 
 def documented_keys(section: str) -> set[str]:

@@ -1,7 +1,7 @@
 """The CLI as a property: over a grammar of commands, flags, values and environments, every run ends
 with no traceback, an exit code in {0, 1, 2}, at most two lines on stderr (a warning and an error),
-no ANSI codes unless stdout is a terminal, and an existing --output file untouched unless the run
-succeeded.
+no ANSI codes unless stdout is a terminal, an existing --output file untouched unless the run
+succeeded, and a picture written (-o x.svg) that parses as XML.
 
 The normal suite runs a bounded, seeded profile (FUZZ_EXAMPLES below); `.ci/run` sets
 BLOCKTRACE_FUZZ_EXAMPLES for a longer, randomised one. Runs that trace use small sizes, so that the
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -57,9 +58,9 @@ CHOICES = {
 }
 FAMILY_SWITCHES = [f"--{no}{name}" for name in ("bias", "qk-norm", "rotary", "causal") for no in ("", "no-")]
 FORMATS = {
-    "diagram": ["text", "markdown", "json"],
-    "table": ["text", "markdown", "json", "csv"],
-    "source": ["text", "markdown", "json"],
+    "diagram": ["text", "markdown", "json", "svg", "html"],
+    "table": ["text", "markdown", "json", "csv", "svg", "html"],
+    "source": ["text", "markdown", "json", "svg", "html"],
 }
 SWITCHES = {
     "diagram": [
@@ -77,7 +78,13 @@ SWITCHES = {
 FUNCTIONS = ["norm", "*.forward", "MLP.*", "nothing", "", "[", "ä*", "*"]
 FREEZE = ["attn.*", "mlp.c_fc", "h.*.attn", "nothing", "", "[", "ä*", "*"]
 BASE = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]  # before the fuzzed flags
-OUTPUTS = ["none", "-", "new", "existing", "missing-folder", "folder", "empty", "under-a-file", "full"]
+OUTPUTS = [
+    "none", "-", "new", "existing", "missing-folder", "folder", "empty", "under-a-file", "full",
+    "new.svg", "new.html", "new.md", "new.csv", "new.png", "NEW.SVG", "existing.svg",
+]  # fmt: skip
+# the suffix of -o picks the format: these files exist before the run, and must be left as they were
+# by any run that fails (a --format that disagrees with the suffix, say)
+EXISTING = ("existing.txt", "existing.svg")
 
 
 def value(flag: str) -> st.SearchStrategy[str]:
@@ -94,7 +101,7 @@ def flag_and_value(command: str) -> st.SearchStrategy[list[str]]:
 
     def with_value(flag: str) -> st.SearchStrategy[list[str]]:
         if flag == "--format":
-            return st.sampled_from(FORMATS[command] + ["svg", ""]).map(lambda v: [flag, v])
+            return st.sampled_from(FORMATS[command] + ["png", ""]).map(lambda v: [flag, v])
         return value(flag).map(lambda v: [flag, v])
 
     switch = st.sampled_from(SWITCHES[command]).map(lambda s: [s])
@@ -134,7 +141,9 @@ def commands(draw: st.DrawFn) -> tuple[list[str], str]:
         return ["cache", *draw(st.sampled_from([[], ["info"], ["clear"], ["purge"], [""], ["-h"]]))], "none"
     flags = draw(st.lists(flag_and_value(kind), max_size=6))
     output = draw(st.sampled_from(OUTPUTS))
-    return [kind, *BASE, *(part for f in flags for part in f)], output
+    # often a --format beside the -o, so that a format and a suffix agree or disagree
+    fmt = draw(st.sampled_from([[], [], ["--format", "svg"], ["--format", "html"], ["--format", "text"]]))
+    return [kind, *BASE, *(part for f in flags for part in f), *fmt], output
 
 
 ENVIRONMENTS = st.fixed_dictionaries(
@@ -150,6 +159,8 @@ ENVIRONMENTS = st.fixed_dictionaries(
 
 def _output_path(kind: str, folder: Path) -> str | None:
     (folder / "a-file").write_text("a file\n")
+    if "." in kind:
+        return str(folder / kind)
     return {
         "none": None,
         "-": "-",
@@ -187,8 +198,8 @@ def test_the_cli_never_breaks_its_promises(
         env = {**env, "HOME": str(home)}  # a relative XDG_CACHE_HOME falls back to it
         if env["XDG_CACHE_HOME"] == "tmp":
             env["XDG_CACHE_HOME"] = str(folder / "cache")
-        existing = folder / "existing.txt"
-        existing.write_text("the old file\n")
+        for name in EXISTING:
+            (folder / name).write_text("the old file\n")
         path = _output_path(output_kind, folder)
         if path is not None:
             args = [*args, "-o", path]
@@ -210,8 +221,12 @@ def test_the_cli_never_breaks_its_promises(
         if stdout != "terminal":
             assert ANSI not in result.stdout, context
         if result.exit_code != 0:
-            assert existing.read_text() == "the old file\n", context
+            assert all((folder / name).read_text() == "the old file\n" for name in EXISTING), context
         assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*.tmp")), context
         assert not (folder / "relative").exists(), context
-        if result.exit_code == 0 and output_kind == "new":
-            assert (folder / "new.txt").stat().st_size > 0, context
+        if result.exit_code == 0 and output_kind in ("new", "new.svg", "new.html", "new.md", "new.csv"):
+            assert (folder / Path(str(path)).name).stat().st_size > 0, context
+        if result.exit_code == 0 and output_kind.lower() == "new.svg":
+            ET.parse(folder / output_kind)  # a picture is well-formed XML
+        if output_kind == "new.png" and "--format" not in args:
+            assert result.exit_code == 2 and not (folder / "new.png").exists(), context  # no format has it

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from blocktrace.cli import app
 from blocktrace.shapes import Shapes
-from blocktrace.source import is_torch_file, render, source_view, text_report
+from blocktrace.source import is_torch_file, markdown_report, source_view, text_report
 from blocktrace.trace import Frame, OpCall, TensorMeta, Trace
 from blocktrace.tracer import trace
 
@@ -204,7 +204,7 @@ def test_source_that_cannot_be_found_falls_back_to_the_ops_with_a_note(file: str
     notes = [line for line in text.splitlines() if "source not found" in line]
     assert len(notes) == 1 and file in notes[0]
     assert re.search(r"^3 \| cat +# \(B, 2C\)$", text, re.MULTILINE), text
-    assert render(source_view(_hand_built(file)), "markdown").count("```python") == 1
+    assert markdown_report(source_view(_hand_built(file))).count("```python") == 1
 
 
 def test_a_function_of_torch_is_left_out_of_a_hand_built_trace() -> None:

@@ -1,0 +1,134 @@
+"""The output formats, one registry: what each command can write, which writer writes it, and which
+format an `-o FILE` asks for by its suffix.
+
+A writer is named as "module:function" and imported only when used, so that the CLI can build its
+`--format` choices from this registry without importing rich or torch (`--help` stays instant).
+Every writer of a command takes the same arguments: `writer(subject, output, stream=None, **options)`,
+the subject being what the command made (a Trace for `diagram`, a table.Table for `table`, a
+source.SourceView for `source`), `output`
+a path or "-" / None for `stream` (stdout by default), and the options the command's flags give.
+
+A new command or format is one entry in WRITERS (and, for a new format, one in FORMATS).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+STDOUT = "-"  # as --output: stdout (the same as output.STDOUT, without importing it)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # as --format takes it
+    suffixes: tuple[str, ...]  # `-o FILE` with one of these (any case) asks for this format
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("text", (".txt",)),
+        Format("markdown", (".md", ".markdown")),
+        Format("json", (".json",)),
+        Format("csv", (".csv",)),
+        Format("svg", (".svg",)),
+        Format("html", (".html", ".htm")),
+    )
+}
+
+# command -> format -> its writer; a command's --format choices are these keys, in this order.
+WRITERS: dict[str, dict[str, str]] = {
+    "diagram": {
+        "text": "blocktrace.output:write_text",
+        "markdown": "blocktrace.output:write_markdown",
+        "json": "blocktrace.output:write_json",
+        "svg": "blocktrace.pictures:diagram_svg",
+        "html": "blocktrace.pictures:diagram_html",
+    },
+    "table": {
+        "text": "blocktrace.table:write_text",
+        "markdown": "blocktrace.table:write_markdown",
+        "json": "blocktrace.table:write_json",
+        "csv": "blocktrace.table:write_csv",
+        "svg": "blocktrace.pictures:table_svg",
+        "html": "blocktrace.pictures:table_html",
+    },
+    "source": {
+        "text": "blocktrace.source:write_text",
+        "markdown": "blocktrace.source:write_markdown",
+        "json": "blocktrace.source:write_json",
+        "svg": "blocktrace.pictures:source_svg",
+        "html": "blocktrace.pictures:source_html",
+    },
+}
+DEFAULT = "text"  # with no --format and no -o FILE suffix to go by
+
+
+def names(command: str) -> tuple[str, ...]:
+    """The formats `command` writes, for its --format choices."""
+    return tuple(WRITERS[command])
+
+
+def by_suffix(path: str) -> Format | None:
+    """The format whose suffix `path` has; None for no suffix or one no format claims."""
+    suffix = _suffix(path)
+    return next((f for f in FORMATS.values() if suffix in f.suffixes), None)
+
+
+def _suffix(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[1].lower()
+
+
+def resolve(command: str, fmt: str | None, output: str | None) -> str:
+    """The format to write: `fmt` (--format) if given, else the one `output`'s suffix names, else text.
+
+    Raises OutputError (exit 2) where they disagree (`--format svg -o x.md`), where the suffix names a
+    format this command does not write (`diagram -o x.csv`), or where, without --format, the suffix
+    names no format at all (`-o x.png`): better a line saying so than a text file called x.png. A file
+    with no suffix (`-o block`, `-o /dev/null`) is text unless --format says otherwise."""
+    from blocktrace.output import OutputError
+
+    supported = names(command)
+    if fmt is not None and fmt not in supported:
+        raise OutputError(f"blocktrace {command} cannot write {fmt}; it writes {', '.join(supported)}", 2)
+    if output is None or output == STDOUT or not _suffix(output):
+        return fmt or DEFAULT
+    named = by_suffix(output)
+    suffixes = ", ".join(s for f in supported for s in FORMATS[f].suffixes)
+    if named is None:
+        if fmt is not None:
+            return fmt  # `--format text -o block.log`: the flag says what to write
+        raise OutputError(
+            f"cannot tell the format of -o {output!r} from its suffix {_suffix(output)!r}; "
+            f"give --format, or name a file ending in {suffixes}",
+            2,
+        )
+    if named.name not in supported:
+        raise OutputError(
+            f"-o {output!r} asks for {named.name}, which blocktrace {command} does not write; "
+            f"name a file ending in {suffixes}",
+            2,
+        )
+    if fmt is not None and fmt != named.name:
+        raise OutputError(
+            f"--format {fmt} and -o {output!r} disagree: its suffix means {named.name}; "
+            "drop --format, or rename the file",
+            2,
+        )
+    return named.name
+
+
+def writer(command: str, fmt: str) -> Callable[..., None]:
+    module, function = WRITERS[command][fmt].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def write(
+    command: str, fmt: str | None, subject: Any, output: str | None, stream: Any = None, **options: Any
+) -> None:
+    """Write `subject` as the format `fmt` and `output` resolve to (see `resolve`)."""
+    writer(command, resolve(command, fmt, output))(subject, output, stream, **options)

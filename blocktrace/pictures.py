@@ -1,0 +1,250 @@
+"""Pictures of what the terminal shows: SVG and HTML, made by rich's console export from the very
+renderables printed to a terminal (the diagram's coloured cells, the table), no graphviz.
+
+The same input gives the same bytes, whatever the terminal or the environment (COLUMNS, NO_COLOR,
+FORCE_COLOR, TERM): the console is as wide as the drawing, in truecolor, and every choice rich would
+take from the environment is given here. So docs can keep the pictures in git.
+
+The templates are rich's own (`CONSOLE_SVG_FORMAT`, `CONSOLE_HTML_FORMAT`), passed as its
+`code_format`, with three changes:
+- no web fonts: rich's template loads Fira Code from a CDN; a picture here is self-contained (an
+  <img> on GitHub may not fetch anything anyway) and names a stack of local monospace fonts whose
+  box-drawing glyphs are as wide as their letters: Fira Code, DejaVu Sans Mono, Menlo, Consolas,
+  Liberation Mono, then the browser's monospace;
+- the SVG's glyphs are drawn at FONT_PX, a little larger than rich's 20px cell height, so that a
+  vertical line (│, ├, ┬) spans the whole 24.4px row and joins the next row's, instead of leaving a
+  1px gap at every row; rich's per-row clip paths, which would cut that overlap, are switched off
+  in the template's CSS. The letters stay in their cells: each run has rich's textLength;
+- the HTML page has a <title> and a visible title line, and the SVG's window title is the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from html import escape
+from typing import TextIO
+
+from rich.cells import cell_len
+from rich.console import Console, RenderableType
+from rich.terminal_theme import SVG_EXPORT_THEME
+
+from blocktrace.output import can_encode, is_stdout, stdout, styled, text_frame, write_output
+from blocktrace.render import to_text
+from blocktrace.shapes import Shapes
+from blocktrace.trace import Trace
+
+FONTS = '"Fira Code", "DejaVu Sans Mono", Menlo, Consolas, "Liberation Mono", monospace'
+FONT_PX = 21  # rich's cells are 20px high and 24.4px apart: 21px glyphs of these fonts join rows
+ADVANCE = 0.6  # a cell's width in ems in these fonts
+ASPECT = ADVANCE * FONT_PX / 20  # rich's cell width / cell height (its font_aspect_ratio)
+THEME = SVG_EXPORT_THEME  # dark, as a terminal: SVG and HTML alike
+
+SVG_FORMAT = """<svg class="rich-terminal" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">
+    <!-- Generated with Rich https://www.textualize.io, by blocktrace -->
+    <style>
+
+    .{unique_id}-matrix {{
+        font-family: FONTS;
+        font-size: FONT_PXpx;
+        line-height: {line_height}px;
+        font-variant-east-asian: full-width;
+    }}
+
+    .{unique_id}-matrix text {{
+        clip-path: none;
+    }}
+
+    .{unique_id}-title {{
+        font-size: 18px;
+        font-weight: bold;
+        font-family: arial, "Liberation Sans", "DejaVu Sans", sans-serif;
+    }}
+
+    {styles}
+    </style>
+
+    <defs>
+    <clipPath id="{unique_id}-clip-terminal">
+      <rect x="0" y="0" width="{terminal_width}" height="{terminal_height}" />
+    </clipPath>
+    {lines}
+    </defs>
+
+    {chrome}
+    <g transform="translate({terminal_x}, {terminal_y})" clip-path="url(#{unique_id}-clip-terminal)">
+    {backgrounds}
+    <g class="{unique_id}-matrix">
+    {matrix}
+    </g>
+    </g>
+</svg>
+""".replace("FONTS", FONTS).replace("FONT_PX", str(FONT_PX))
+
+HTML_FORMAT = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="UTF-8">
+<title>TITLE</title>
+<style>
+{stylesheet}
+body {{
+    color: {foreground};
+    background-color: {background};
+}}
+pre, h1 {{
+    font-family: FONTS;
+    font-size: 14px;
+}}
+h1 {{
+    font-weight: bold;
+    margin: 0.5em 0;
+}}
+</style>
+</head>
+<body>
+<h1>TITLE</h1>
+<pre><code style="font-family:inherit">{code}</code></pre>
+</body>
+</html>
+""".replace("FONTS", FONTS)
+
+
+def picture(fmt: str, renderables: list[RenderableType], size: tuple[int, int], title: str) -> str:
+    """`renderables` printed on a console of `size` (columns, lines), exported as `fmt` ("svg" or
+    "html"). Every setting rich would read from the environment is given: a console given no height
+    takes 80 columns in a dumb terminal (TERM=dumb), whatever its width."""
+    columns, lines = size
+    console = Console(
+        record=True,
+        file=io.StringIO(),
+        width=max(columns, len(title) + 16),  # room for the window's title beside its three buttons
+        height=lines,
+        force_terminal=True,
+        force_jupyter=False,
+        force_interactive=False,
+        color_system="truecolor",
+        no_color=False,
+        legacy_windows=False,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=False,
+        tab_size=8,
+    )
+    for renderable in renderables:
+        console.print(renderable, end="", no_wrap=True, overflow="ignore", crop=False)
+    if fmt == "svg":
+        digest = hashlib.sha256(console.export_text(clear=False).encode() + title.encode()).hexdigest()
+        return console.export_svg(
+            title=title,
+            theme=THEME,
+            code_format=SVG_FORMAT,
+            font_aspect_ratio=ASPECT,
+            unique_id=f"blocktrace-{digest[:10]}",
+        )
+    if fmt == "html":
+        page = HTML_FORMAT.replace("TITLE", escape(title).replace("{", "{{").replace("}", "}}"))
+        return console.export_html(theme=THEME, code_format=page, inline_styles=True)
+    raise ValueError(f"no picture format {fmt!r}")
+
+
+def size_of(text: str) -> tuple[int, int]:
+    """The columns and lines `text` takes."""
+    lines = text.splitlines() or [""]
+    return max(max(cell_len(line) for line in lines), 1), len(lines)
+
+
+def _write(text: str, output: str | None, stream: TextIO | None) -> None:
+    """A picture to its file or stdout; a stdout that cannot carry a character gets the character as
+    a numeric reference (&#9474;), which SVG and HTML read as the character itself."""
+    if is_stdout(output):
+        stream = stream or stdout()
+        if not can_encode(stream, text):
+            text = text.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    write_output(text, output, stream)
+
+
+def diagram_picture(
+    fmt: str,
+    trace: Trace,
+    *,
+    shapes: Shapes = Shapes.symbolic,
+    formulas: bool = False,
+    ascii_only: bool = False,
+    width: int | None = None,
+    collapse: bool = True,
+) -> str:
+    """The text report (header, drawing, legend, formulas) as a picture, coloured as in a terminal."""
+    from blocktrace.output import drawing
+
+    rows = drawing(trace, shapes, width, collapse, ascii_only, width)
+    before, after = text_frame(trace, shapes, formulas, width, collapse)
+    text = before + to_text(rows) + after
+    return picture(fmt, [styled(rows, before, after)], size_of(text), f"blocktrace diagram: {trace.model}")
+
+
+def diagram_svg(trace: Trace, output: str | None, stream: TextIO | None = None, **options: object) -> None:
+    _write(diagram_picture("svg", trace, **options), output, stream)  # type: ignore[arg-type]
+
+
+def diagram_html(trace: Trace, output: str | None, stream: TextIO | None = None, **options: object) -> None:
+    _write(diagram_picture("html", trace, **options), output, stream)  # type: ignore[arg-type]
+
+
+def table_picture(fmt: str, table, shapes: Shapes = Shapes.symbolic) -> str:  # table: table.Table
+    """The whole table and its totals as a picture, coloured as in a terminal, never fitted to one."""
+    from rich.text import Text
+
+    from blocktrace.table import footer, rich_table
+    from blocktrace.table import to_text as table_text
+
+    lines = [Text(line + "\n") for line in footer(table)]
+    return picture(
+        fmt,
+        [rich_table(table, shapes), *lines],
+        size_of(table_text(table, shapes)),
+        f"blocktrace table: {table.model}",
+    )
+
+
+def table_svg(table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic):
+    _write(table_picture("svg", table, shapes), output, stream)
+
+
+def table_html(table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic):
+    _write(table_picture("html", table, shapes), output, stream)
+
+
+def source_picture(
+    fmt: str, view, shapes: Shapes = Shapes.symbolic, width: int | None = None
+) -> str:  # view: source.SourceView
+    """The numbered listing as a picture: plain, as the terminal shows it."""
+    from rich.text import Text
+
+    from blocktrace.source import text_report
+
+    text = text_report(view, shapes, width)
+    return picture(fmt, [Text(text)], size_of(text), f"blocktrace source: {view.trace.model}")
+
+
+def source_svg(
+    view,
+    output: str | None,
+    stream: TextIO | None = None,
+    *,
+    shapes: Shapes = Shapes.symbolic,
+    width: int | None = None,
+) -> None:
+    _write(source_picture("svg", view, shapes, width), output, stream)
+
+
+def source_html(
+    view,
+    output: str | None,
+    stream: TextIO | None = None,
+    *,
+    shapes: Shapes = Shapes.symbolic,
+    width: int | None = None,
+) -> None:
+    _write(source_picture("html", view, shapes, width), output, stream)
