@@ -14,6 +14,7 @@ fused qkv projection, post-norm or parallel residuals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -26,7 +27,8 @@ from blocktrace.config import BlockConfig, ConfigError
 
 @dataclass(frozen=True)
 class Names:
-    """Module names of one family, so a trace reads like the reference code."""
+    """What each part is called in one family. The code below calls the parts by nanochat's names
+    (self.c_q, self.c_fc); a trace shows the family's (q_proj, up_proj), as its reference does."""
 
     attn: str
     q: str
@@ -56,6 +58,18 @@ NAMES = {
 }  # fmt: skip
 
 
+def part(role: str) -> property:
+    """The submodule that plays `role` (a field of Names), under the name its family gives it."""
+
+    def get(self: nn.Module) -> nn.Module:
+        module = self._modules.get(getattr(self.names, role))
+        if module is None:
+            raise AttributeError(role)  # so that nn.Module.add_module sees the name as free
+        return module
+
+    return property(get)
+
+
 def norm(x: torch.Tensor) -> torch.Tensor:
     # purely functional rmsnorm with no learnable params
     return F.rms_norm(x, (x.size(-1),))
@@ -64,6 +78,11 @@ def norm(x: torch.Tensor) -> torch.Tensor:
 def layer_norm(x: torch.Tensor) -> torch.Tensor:
     # purely functional layernorm with no learnable params
     return F.layer_norm(x, (x.size(-1),))
+
+
+def functional_norm(config: BlockConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The norm of a family whose norms have no weights: nanochat's norm(), or layer_norm()."""
+    return norm if config.norm == "rmsnorm" else layer_norm
 
 
 def make_norm(config: BlockConfig, width: int) -> nn.Module | None:
@@ -95,6 +114,8 @@ def rotary_cos_sin(
 
 
 class CausalSelfAttention(nn.Module):
+    c_q, c_k, c_v, c_attn, c_proj = part("q"), part("k"), part("v"), part("qkv"), part("o")
+
     def __init__(self, config: BlockConfig):
         super().__init__()
         self.names = NAMES[config.preset]
@@ -113,41 +134,40 @@ class CausalSelfAttention(nn.Module):
             self.add_module(self.names.k, nn.Linear(C, kv, bias=bias))
             self.add_module(self.names.v, nn.Linear(C, kv, bias=bias))
         self.add_module(self.names.o, nn.Linear(C, C, bias=bias))
-        if self.qk_norm and config.norm_weights:
-            self.q_norm = make_norm(config, self.head_dim)
-            self.k_norm = make_norm(config, self.head_dim)
-        self.qk_norm_fn = norm if config.norm == "rmsnorm" else layer_norm
+        if self.qk_norm:  # over the head dim: modules with weights, or the functional norm
+            self.q_norm = make_norm(config, self.head_dim) or functional_norm(config)
+            self.k_norm = make_norm(config, self.head_dim) or functional_norm(config)
 
     def forward(
         self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
         B, T, C = x.size()
         if self.fused:
-            q, k, v = getattr(self, self.names.qkv)(x).split(C, dim=2)  # (B, T, 3C) -> 3 x (B, T, C)
+            q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) -> (B, T, 3C) -> 3 x (B, T, C)
             q = q.view(B, T, self.n_head, self.head_dim)  # (B, T, C) -> (B, T, H, D)
             k = k.view(B, T, self.n_kv_head, self.head_dim)
             v = v.view(B, T, self.n_kv_head, self.head_dim)
         else:
-            q = getattr(self, self.names.q)(x).view(B, T, self.n_head, self.head_dim)  # (B, T, H, D)
-            k = getattr(self, self.names.k)(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, Hkv, D)
-            v = getattr(self, self.names.v)(x).view(B, T, self.n_kv_head, self.head_dim)
+            q = self.c_q(x).view(B, T, self.n_head, self.head_dim)  # (B, T, C) -> (B, T, H, D)
+            k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, C) -> (B, T, Hkv, D)
+            v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
         if self.rotary:
             cos, sin = cos_sin
             q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
-        if self.qk_norm and hasattr(self, "q_norm"):
-            q, k = self.q_norm(q), self.k_norm(k)  # QK norm, with weights
-        elif self.qk_norm:
-            q, k = self.qk_norm_fn(q), self.qk_norm_fn(k)  # QK norm
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)  # QK norm
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
         if self.fused:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         else:  # each of the Hkv key/value heads serves H/Hkv query heads; a no-op when Hkv == H
             y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, enable_gqa=True)
         y = y.transpose(1, 2).contiguous().view(B, T, -1)  # (B, H, T, D) -> (B, T, C)
-        return getattr(self, self.names.o)(y)
+        return self.c_proj(y)
 
 
 class MLP(nn.Module):
+    c_fc, c_gate, c_proj = part("up"), part("gate"), part("down")
+
     def __init__(self, config: BlockConfig):
         super().__init__()
         self.names = NAMES[config.preset]
@@ -160,56 +180,89 @@ class MLP(nn.Module):
         self.add_module(self.names.down, nn.Linear(F_, C, bias=bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up, down = getattr(self, self.names.up), getattr(self, self.names.down)
-        if self.activation == "swiglu":  # down(silu(gate(x)) * up(x))
-            return down(F.silu(getattr(self, self.names.gate)(x)) * up(x))
-        x = up(x)  # (B, T, C) -> (B, T, F)
+        if self.activation == "swiglu":
+            return self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x))  # (B, T, F) gated, -> (B, T, C)
+        x = self.c_fc(x)  # (B, T, C) -> (B, T, F)
         if self.activation == "relu2":
             x = F.relu(x).square()
         elif self.activation == "gelu":
             x = F.gelu(x, approximate=self.gelu)
         else:
             x = F.silu(x)
-        x = down(x)  # (B, T, F) -> (B, T, C)
+        x = self.c_proj(x)  # (B, T, F) -> (B, T, C)
         return x
 
 
 class Block(nn.Module):
+    """Pre-norm, as nanochat, GPT-2 and Llama: each sub-layer reads the normed stream and adds to it."""
+
+    attn, mlp = part("attn"), part("mlp")
+
     def __init__(self, config: BlockConfig):
         super().__init__()
         self.names = NAMES[config.preset]
-        self.residual = config.residual
         self.add_module(self.names.attn, CausalSelfAttention(config))
         self.add_module(self.names.mlp, MLP(config))
-        self.norm_fn = norm if config.norm == "rmsnorm" else layer_norm
+        self.norm_fn = functional_norm(config)
         if config.norm_weights:
             self.add_module(self.names.norm_1, make_norm(config, config.n_embd))
             if config.residual != "single":  # one norm before the one branch
                 self.add_module(self.names.norm_2, make_norm(config, config.n_embd))
 
-    def norm_1(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def norm_1(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The first norm: the family's module, or the functional norm where norms have no weights."""
         module = self._modules.get(self.names.norm_1)
-        return self.norm_fn(x) if module is None else module(x)
+        return self.norm_fn if module is None else module
 
-    def norm_2(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def norm_2(self) -> Callable[[torch.Tensor], torch.Tensor]:
         module = self._modules.get(self.names.norm_2)
-        return self.norm_fn(x) if module is None else module(x)
+        return self.norm_fn if module is None else module
 
     def forward(
         self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        attn, mlp = getattr(self, self.names.attn), getattr(self, self.names.mlp)
-        if self.residual == "pre":
-            x = x + attn(self.norm_1(x), cos_sin)
-            x = x + mlp(self.norm_2(x))
-        elif self.residual == "post":
-            x = self.norm_1(x + attn(x, cos_sin))
-            x = self.norm_2(x + mlp(x))
-        elif self.residual == "parallel":
-            x = x + attn(self.norm_1(x), cos_sin) + mlp(self.norm_2(x))
-        else:  # single: one residual around both sub-layers
-            x = x + mlp(attn(self.norm_1(x), cos_sin))
+        x = x + self.attn(self.norm_1(x), cos_sin)
+        x = x + self.mlp(self.norm_2(x))
         return x
+
+
+class PostNormBlock(Block):
+    """Post-norm, as BERT: the norm comes after each add, on the stream itself."""
+
+    def forward(
+        self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        x = self.norm_1(x + self.attn(x, cos_sin))
+        x = self.norm_2(x + self.mlp(x))
+        return x
+
+
+class ParallelBlock(Block):
+    """Parallel, as GPT-NeoX and GPT-J: attention and MLP read the same x, into one add."""
+
+    def forward(
+        self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        return x + self.attn(self.norm_1(x), cos_sin) + self.mlp(self.norm_2(x))
+
+
+class SingleResidualBlock(Block):
+    """One residual around both sub-layers: the MLP reads attention's output, not the stream."""
+
+    def forward(
+        self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        return x + self.mlp(self.attn(self.norm_1(x), cos_sin))
+
+
+BLOCKS: dict[str, type[Block]] = {
+    "pre": Block,
+    "post": PostNormBlock,
+    "parallel": ParallelBlock,
+    "single": SingleResidualBlock,
+}
 
 
 class BlockStack(nn.Module):
@@ -217,7 +270,7 @@ class BlockStack(nn.Module):
 
     def __init__(self, config: BlockConfig):
         super().__init__()
-        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.h = nn.ModuleList(BLOCKS[config.residual](config) for _ in range(config.n_layer))
 
     def forward(
         self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -242,7 +295,7 @@ def freeze(module: nn.Module, patterns: tuple[str, ...]) -> None:
 def build_module(config: BlockConfig, device: str = "meta") -> nn.Module:
     """The module for `config`: a Block, or a BlockStack when n_layer > 1."""
     with torch.device(device):
-        module = Block(config) if config.n_layer == 1 else BlockStack(config)
+        module = BLOCKS[config.residual](config) if config.n_layer == 1 else BlockStack(config)
     return module.to(getattr(torch, config.dtype))
 
 

@@ -94,7 +94,8 @@ def test_svg_text_is_the_text_drawing(case: str) -> None:
     args = CASES[case]
     title, lines = svg_rows(run([*args, "--format", "svg"]))
     assert lines == strip_blank_ends(text_of(args))
-    assert title == f"blocktrace {args[0]}: Block"
+    model = "ParallelBlock" if "neox" in args else "Block"
+    assert title == f"blocktrace {args[0]}: {model}"
 
 
 def _classes(svg: str) -> dict[str, str]:
