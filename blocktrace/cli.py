@@ -646,11 +646,7 @@ def main() -> None:
     try:
         app()
     except SystemExit as done:
-        if "torch" not in sys.modules or not (done.code is None or isinstance(done.code, int)):
-            raise
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError, AttributeError):
-            raise done from None  # let the usual exit report what could not be written
-        os._exit(done.code or 0)
+        # everything is written by now: _OneLineErrors flushed stdout, and stderr is line-buffered
+        if "torch" in sys.modules and (done.code is None or isinstance(done.code, int)):
+            os._exit(done.code or 0)
+        raise
