@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from html import escape
 from typing import TextIO
 
@@ -184,15 +185,7 @@ def diagram_picture(
     return picture(fmt, [styled(rows, before, after)], size_of(text), f"blocktrace diagram: {trace.model}")
 
 
-def diagram_svg(trace: Trace, output: str | None, stream: TextIO | None = None, **options: object) -> None:
-    _write(diagram_picture("svg", trace, **options), output, stream)  # type: ignore[arg-type]
-
-
-def diagram_html(trace: Trace, output: str | None, stream: TextIO | None = None, **options: object) -> None:
-    _write(diagram_picture("html", trace, **options), output, stream)  # type: ignore[arg-type]
-
-
-def table_picture(fmt: str, table, shapes: Shapes = Shapes.symbolic) -> str:  # table: table.Table
+def table_picture(fmt: str, table, *, shapes: Shapes = Shapes.symbolic) -> str:  # table: table.Table
     """The whole table and its totals as a picture, coloured as in a terminal, never fitted to one."""
     from rich.text import Text
 
@@ -208,16 +201,8 @@ def table_picture(fmt: str, table, shapes: Shapes = Shapes.symbolic) -> str:  # 
     )
 
 
-def table_svg(table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic):
-    _write(table_picture("svg", table, shapes), output, stream)
-
-
-def table_html(table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic):
-    _write(table_picture("html", table, shapes), output, stream)
-
-
 def source_picture(
-    fmt: str, view, shapes: Shapes = Shapes.symbolic, width: int | None = None
+    fmt: str, view, *, shapes: Shapes = Shapes.symbolic, width: int | None = None
 ) -> str:  # view: source.SourceView
     """The numbered listing as a picture: plain, as the terminal shows it."""
     from rich.text import Text
@@ -228,23 +213,18 @@ def source_picture(
     return picture(fmt, [Text(text)], size_of(text), f"blocktrace source: {view.trace.model}")
 
 
-def source_svg(
-    view,
-    output: str | None,
-    stream: TextIO | None = None,
-    *,
-    shapes: Shapes = Shapes.symbolic,
-    width: int | None = None,
-) -> None:
-    _write(source_picture("svg", view, shapes, width), output, stream)
+def _writers(make: Callable[..., str]) -> tuple[Callable[..., None], Callable[..., None]]:
+    """The svg and the html writer (see formats.py) of one command's picture."""
+
+    def svg(subject: object, output: str | None, stream: TextIO | None = None, **options: object) -> None:
+        _write(make("svg", subject, **options), output, stream)
+
+    def html(subject: object, output: str | None, stream: TextIO | None = None, **options: object) -> None:
+        _write(make("html", subject, **options), output, stream)
+
+    return svg, html
 
 
-def source_html(
-    view,
-    output: str | None,
-    stream: TextIO | None = None,
-    *,
-    shapes: Shapes = Shapes.symbolic,
-    width: int | None = None,
-) -> None:
-    _write(source_picture("html", view, shapes, width), output, stream)
+diagram_svg, diagram_html = _writers(diagram_picture)
+table_svg, table_html = _writers(table_picture)
+source_svg, source_html = _writers(source_picture)
