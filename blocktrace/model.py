@@ -165,6 +165,11 @@ class CausalSelfAttention(nn.Module):
         return self.c_proj(y)
 
 
+class SelfAttention(CausalSelfAttention):
+    """Attention over the whole sequence, both ways (BERT's): the same code with the causal mask off,
+    a class of its own so that a trace names what ran."""
+
+
 class MLP(nn.Module):
     c_fc, c_gate, c_proj = part("up"), part("gate"), part("down")
 
@@ -201,7 +206,8 @@ class Block(nn.Module):
     def __init__(self, config: BlockConfig):
         super().__init__()
         self.names = NAMES[config.preset]
-        self.add_module(self.names.attn, CausalSelfAttention(config))
+        attention = CausalSelfAttention if config.causal else SelfAttention
+        self.add_module(self.names.attn, attention(config))
         self.add_module(self.names.mlp, MLP(config))
         self.norm_fn = functional_norm(config)
         if config.norm_weights:

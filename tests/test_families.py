@@ -72,6 +72,16 @@ def family(preset: str = "nanochat", **flags: object):
     return trace_config(BlockConfig.from_preset(preset, **{**SMALL, **flags}), "probe")
 
 
+def test_attention_is_named_causal_only_where_the_mask_ran() -> None:
+    bidirectional = family(causal=False)
+    assert {c.type for c in bidirectional.calls if c.path == "attn"} == {"SelfAttention"}
+    sdpa = next(o for o in bidirectional.ops if o.name == "scaled_dot_product_attention")
+    assert sdpa.attrs["is_causal"] is False
+    assert {c.type for c in family("bert", causal=True).calls if c.path == "attention"} == {
+        "CausalSelfAttention"
+    }
+
+
 @pytest.mark.parametrize(
     ("preset", "flags", "expected"),
     [
@@ -88,7 +98,7 @@ def family(preset: str = "nanochat", **flags: object):
         (
             "bert",
             {},
-            ["x_mid = LayerNorm(x + CausalSelfAttention(x))", "x_out = LayerNorm(x_mid + MLP(x_mid))"],
+            ["x_mid = LayerNorm(x + SelfAttention(x))", "x_out = LayerNorm(x_mid + MLP(x_mid))"],
         ),
         ("neox", {}, ["x_out = x + CausalSelfAttention(LayerNorm(x)) + MLP(LayerNorm(x))"]),
         ("nanochat", {"residual": "single"}, ["x_out = x + MLP(CausalSelfAttention(RMSNorm(x)))"]),
