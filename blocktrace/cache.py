@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
@@ -134,13 +133,12 @@ _warned = False
 
 
 def _warn(message: str) -> None:
+    from blocktrace.output import notice
+
     global _warned
-    if _warned or sys.stderr is None:
-        return
-    _warned = True
-    with suppress(OSError, ValueError):
-        sys.stderr.write(f"blocktrace: warning: {message}\n")
-        sys.stderr.flush()
+    if not _warned:
+        _warned = True
+        notice("warning", message)
 
 
 def _entries() -> list[os.DirEntry]:

@@ -14,9 +14,10 @@ run of identical Blocks is written once, as drawn. No torch here.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from blocktrace.steps import Step, StepKind, StepTree, short_path
-from blocktrace.trace import OpCall, Trace
+from blocktrace.trace import OpCall, TensorMeta, Trace
 
 # What a functional op computes, by the name torch gives it.
 DEFINITIONS = {
@@ -42,20 +43,28 @@ def _stream_names(count: int) -> list[str]:
     return [f"x_{i}" for i in range(1, count)] + ["x_out"]
 
 
-def stream_formulas(tree: StepTree, steps: list[Step]) -> list[str]:
+def stream_formulas(
+    tree: StepTree, steps: list[Step], inputs: tuple[TensorMeta, ...] | None = None
+) -> list[str]:
     """One line per named value of the stream, each written from the steps that made it. Named are
     the input (x, then in_1, ...), each stream a residual add starts from, the output, and any value
-    that several steps read (h, or h_1, h_2, ...): written out twice it would read as two computations."""
+    that several steps read (h, or h_1, h_2, ...): written out twice it would read as two computations.
+    A stream with no residual add has no formulas, unless it holds a collapsed run (a call step)."""
     trace = tree.trace
+    inputs = trace.inputs if inputs is None else inputs
     drawn = [s for s in steps if s.kind != StepKind.section]
     residuals = [s.residual for s in drawn if s.residual is not None]
-    if not residuals:
+    runs = [
+        s for s in drawn if s.kind == StepKind.call and s.call is not None and s.call.index in tree.opened()
+    ]
+    if not residuals and not runs:
         return []
     made_at: dict[int, list[int]] = {}  # tensor id -> positions in `drawn` of the steps that gave it
     for pos, step in enumerate(drawn):
         made_at.setdefault(step.output.id, []).append(pos)
-    names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(trace.inputs)}
-    streams = dict.fromkeys([*(r.stream.id for r in residuals), drawn[-1].output.id])
+    names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(inputs)}
+    starts = [r.stream.id for r in residuals] + [s.inputs[0].id for s in runs if s.inputs]
+    streams = dict.fromkeys([*starts, *(s.output.id for s in runs), drawn[-1].output.id])
     streams_made = [i for i in streams if i not in names and i in made_at]
     names.update(zip(streams_made, _stream_names(len(streams_made)), strict=True))
     # an op that hands back its input (eval-mode dropout) does not read it a second time
@@ -76,8 +85,8 @@ def stream_formulas(tree: StepTree, steps: list[Step]) -> list[str]:
         args = [value(t.id, pos) for t in _read(step)]
         return " + ".join(args) if step.residual is not None else f"{step.title}({', '.join(args)})"
 
-    inputs = {t.id for t in trace.inputs}
-    named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in inputs)
+    given = {t.id for t in inputs}
+    named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in given)
     return [f"{names[i]} = {made(pos)}" for pos, i in named]
 
 
@@ -121,10 +130,15 @@ def _form(op: OpCall) -> str:
 def formulas(trace: Trace, collapse: bool = True) -> list[str]:
     tree = StepTree(trace)
     steps = tree.stream(collapse)
-    # a collapsed run is drawn as its first call: its formulas are that call's, said to hold for each
-    runs = [s for s in steps if s.kind == StepKind.section and s.call is not None and s.label != s.call.path]
-    lines = [f"each of {s.label} ({s.title}):" for s in runs]
-    lines += stream_formulas(tree, steps)
+    # a collapsed run is drawn as its first call: around it, it is one step (Block × 80); then its
+    # formulas are that call's, said to hold for each
+    outer, runs = _runs_as_steps(steps)
+    lines = stream_formulas(tree, outer) if len(outer) > 1 else []
+    for section, inner in runs:
+        inputs = section.call.inputs if section.call is not None else ()
+        lines += [f"each of {section.label} ({section.title}):", *stream_formulas(tree, inner, inputs)]
+    if not runs:
+        lines = stream_formulas(tree, steps)
     for step in steps:
         line = composition(tree, step) if step.kind == StepKind.call else None
         if line and line not in lines:
@@ -132,3 +146,21 @@ def formulas(trace: Trace, collapse: bool = True) -> list[str]:
     used = dict.fromkeys(_form(op) for op in trace.ops)
     lines += [DEFINITIONS[name] for name in used if name in DEFINITIONS]
     return lines
+
+
+def _runs_as_steps(steps: list[Step]) -> tuple[list[Step], list[tuple[Step, list[Step]]]]:
+    """The stream with each collapsed run as one call step titled as drawn ("Block × 80"), and each
+    run's section with the steps of its first call."""
+    outer: list[Step] = []
+    runs: list[tuple[Step, list[Step]]] = []
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        if step.kind == StepKind.section and step.call is not None and step.label != step.call.path:
+            runs.append((step, steps[i + 1 : i + 1 + step.span]))
+            outer.append(replace(step, kind=StepKind.call, title=step.title.replace(" ", "")))
+            i += 1 + step.span
+        else:
+            outer.append(step)
+            i += 1
+    return outer, runs

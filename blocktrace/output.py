@@ -67,9 +67,20 @@ class PipeClosed(Exception):
     """The reader of stdout went away (`| head -1`, `| true`): stop quietly, with success."""
 
 
+def notice(kind: str, message: str) -> None:
+    """One line on stderr, "blocktrace: KIND: MESSAGE", where there is a stderr to write to."""
+    if sys.stderr is None:
+        return
+    with suppress(OSError, ValueError):
+        sys.stderr.write(f"blocktrace: {kind}: {message}\n")
+        sys.stderr.flush()
+
+
 def header(trace: Trace, width: int | None = None) -> str:
     source = SOURCES.get(trace.device, trace.device)
-    dtype = f" ({trace.inputs[0].dtype})" if trace.inputs else ""
+    # the activations' dtype: a model fed token ids computes in the dtype of its output
+    dtypes = [t.dtype for t in (*trace.inputs, *trace.outputs) if "float" in t.dtype]
+    dtype = f" ({dtypes[0]})" if dtypes else ""
     adds = len(trace.residual_adds)
     text = (
         f"{trace.model}{dtype}: {len(trace.calls)} module calls, {len(trace.ops)} ops, "

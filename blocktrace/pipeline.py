@@ -18,33 +18,76 @@ def trace_spec(spec: ModelSpec, device: str = "probe", frozen: tuple[str, ...] =
     device "probe" derives the full-size shapes from two tiny CPU probes (falling back to "meta"
     if the probes cannot be fitted); "meta" traces the full-size module on PyTorch's meta device;
     "cpu" and "cuda" run it with real tensors. `frozen`: module path globs to set requires_grad=False.
+    A spec with `full_size_trace` is traced on the meta device under "probe" too, the probes only
+    naming its sizes.
     """
-    from blocktrace.model import freeze
     from blocktrace.probe import derived_trace, fit_shapes, named
-    from blocktrace.tracer import trace
 
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
+    if spec.full_size_trace and device in ("probe", "meta"):
+        return _trace_full_size(spec, device, frozen)
     shape_fit = fit_shapes(spec, frozen)
     derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
     if device == "probe" and derived is not None:
         return derived
-    full_device = "meta" if device == "probe" else device
     if device in ("cpu", "cuda"):
         _check_memory(spec, device, shape_fit, derived)
+    return named(_run(spec, "meta" if device == "probe" else device, frozen), spec, shape_fit)
+
+
+def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
+    """The trace of the full-size module on `device`."""
+    from blocktrace.model import freeze
+    from blocktrace.tracer import trace
+
     try:
-        module = spec.build(spec.sizes, full_device, spec.layers)
+        module = spec.build(spec.sizes, device, spec.layers)
         freeze(module, frozen)
-        args, kwargs = spec.inputs(spec.sizes, full_device)
-        traced = trace(module, args, kwargs)
+        args, kwargs = spec.inputs(spec.sizes, device)
+        return trace(module, args, kwargs)
     except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
         if isinstance(error, TraceError):
             raise
         raise TraceError(f"--device {device}: {str(error).splitlines()[0]}") from error
-    return named(traced, spec, shape_fit)
+
+
+def _trace_full_size(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
+    """Code we did not write, on the meta device at full size; named from the probes of one unit
+    where they fit. Where the code cannot run on the meta device (`.item()`, shapes that depend on
+    values), the shapes are derived from the probes, which run for real at small sizes, and a note
+    says so; failing that, it is refused."""
+    from blocktrace.output import notice
+    from blocktrace.probe import _fit_probes, derived_trace, fit_shapes, named
+
+    try:
+        unit = _fit_probes(spec, frozen)
+    except TraceError:
+        unit = None  # the code does not run at the probes' sizes: the full-size trace goes unnamed
+    try:
+        return named(_run(spec, "meta", frozen), spec, unit)
+    except TraceError as error:
+        if device == "meta" or not _meta_unsupported(error):
+            raise
+        reason = str(error)
+    shape_fit = fit_shapes(spec, frozen) if unit is not None else None
+    derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
+    if derived is None:
+        raise TraceError(
+            f"{reason}; the meta device cannot run it and 2 small CPU runs do not scale to its sizes "
+            "(--device cpu runs it for real, if it fits in memory)"
+        )
+    notice("note", f"the meta device cannot run this model ({reason}); shapes derived from 2 small CPU runs")
+    return derived
+
+
+def _meta_unsupported(error: TraceError) -> bool:
+    """Whether the forward failed for want of values, which the meta device does not have."""
+    text = str(error.__cause__ or error).lower()
+    return "meta" in text or "data-dependent" in text or isinstance(error.__cause__, NotImplementedError)
 
 
 def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, ...] = ()) -> Trace:

@@ -96,7 +96,12 @@ def _bare_attrs(attrs: dict) -> tuple:
 
 def probe_module(spec: ModelSpec, sizes: dict[str, int], frozen: tuple[str, ...] = ()) -> nn.Module:
     """One unit of the model at `sizes` on the CPU, every parameter of one shape sharing one zero
-    tensor: shapes do not depend on values."""
+    tensor: shapes do not depend on values. Code we did not write is built on the CPU as it is: its
+    buffers (rotary frequencies, masks) hold values it may depend on."""
+    if spec.full_size_trace:
+        module = spec.build(sizes, "cpu", 1)
+        freeze(module, frozen)
+        return module
     module = spec.build(sizes, "meta", 1)
     shared: dict[tuple[int, ...], torch.Tensor] = {}
     for m in module.modules():
@@ -141,7 +146,7 @@ def fit_shapes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | None
     module = spec.build(skeleton, "cpu", spec.layers)  # tiny, so no need to share weights
     freeze(module, frozen)
     stack, all_called = probe_trace(spec, skeleton, module)
-    return None if unit is None else _repeat(unit, stack, all_called, skeleton)
+    return None if unit is None else _repeat(unit, stack, all_called, skeleton, spec.layers)
 
 
 def _fit_probes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | None:
@@ -160,35 +165,75 @@ def _fit_probes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | Non
     return ShapeFit(traces[0], _fit_all(shapes, fit), _fit_all(weights, fit), traced[0][1], varying)
 
 
-def _repeat(block: ShapeFit, stack: Trace, all_called: bool, sizes: dict[str, int]) -> ShapeFit | None:
-    """The fit of `stack`, traced at `sizes`, if each of its root's children is a call doing what
-    `block` traced (same calls, ops and wiring), so that each tensor takes the fit of its twin in
-    the Block, and that fit gives the size the stack really had; else None."""
-    bare_block = structure(block.probe)
-    root = next(c for c in stack.calls if c.parent is None)
-    layers = stack.children(root.index)
-    if any(o.call == root.index for o in stack.ops) or not layers:
+def _repeat(
+    unit: ShapeFit, stack: Trace, all_called: bool, sizes: dict[str, int], layers: int
+) -> ShapeFit | None:
+    """The fit of `stack`, traced at `sizes`, from the fit of its `unit`; else None.
+
+    The stack repeats one layer `layers` times as consecutive calls of one parent, each doing the
+    same thing (same calls, ops and wiring). Either the unit is that layer (a stack of Blocks), or
+    the unit is the whole model with one layer (a transformers model: embeddings and a head around
+    the layers). Each of the stack's tensors takes the fit of its twin in the unit, and that fit must
+    give the size the stack really had."""
+    bare_unit = structure(unit.probe)
+    run = _layer_run(stack, layers)
+    if run is None:
         return None
-    dims: dict[int, tuple[Dim | None, ...]] = {}
-    weights: dict[tuple[int, int], tuple[Dim | None, ...]] = {}
-    n_calls, n_ops = len(block.probe.calls), len(block.probe.ops)
-    block_dims = [block.dims[t.id] for t in block.probe.tensors()]
-    first_op = 0
-    for layer in layers:
-        calls = stack.calls[layer.index : layer.index + n_calls]
-        ops = stack.ops[first_op : first_op + n_ops]
-        first_op += n_ops
-        twin = _rebased(stack, layer.index, calls, ops)
-        if twin is None or structure(twin) != bare_block:
+    twins = [_rebased(stack, calls, ops) for calls, ops in run]
+    if any(t is None for t in twins):
+        return None
+    bare_layer = structure(twins[0])  # type: ignore[arg-type]
+    if any(structure(t) != bare_layer for t in twins[1:]):  # type: ignore[arg-type]
+        return None
+    n_calls, n_ops = len(run[0][0]), len(run[0][1])
+    first_call, first_op = run[0][0][0].index, run[0][1][0].index if run[0][1] else 0
+    # a tensor of layer k is fitted as its twin in the first layer is
+    layer_maps = [
+        {mine.id: first.id for mine, first in zip(t.tensors(), twins[0].tensors(), strict=True)}  # type: ignore[union-attr]
+        for t in twins
+    ]
+    if bare_layer == bare_unit:  # the unit is one layer; the stack has nothing else
+        if any(c.index < first_call for c in stack.calls[1:]) or len(stack.ops) != layers * n_ops:
             return None
-        for mine, fitted in zip(twin.tensors(), block_dims, strict=True):
-            if dims.setdefault(mine.id, fitted) != fitted:
+        call_of, op_of = _offset(first_call, n_calls, layers, 0), _offset(0, n_ops, layers, 0)
+        twin_tensors = twins[0].tensors()  # type: ignore[union-attr]
+    else:  # the unit is the model with one layer: the stack without its layers but the first
+        collapsed = _without(
+            stack,
+            first_call + n_calls,
+            first_call + layers * n_calls,
+            first_op + n_ops,
+            first_op + layers * n_ops,
+        )
+        if collapsed is None:
+            return None
+        # what the dropped layers made and what follows them used (the last layer's output) is
+        # renamed as its twin in the first layer, which is what the unit's head reads
+        renamed: dict[int, int] = {}
+        for layer_map in layer_maps[1:]:
+            for mine, first in layer_map.items():
+                if mine not in layer_maps[0]:
+                    renamed.setdefault(mine, first)
+        collapsed = collapsed.map_tensors(lambda t: replace(t, id=renamed.get(t.id, t.id)))
+        if structure(collapsed) != bare_unit:
+            return None
+        call_of = _offset(first_call, n_calls, layers, first_call)
+        op_of = _offset(first_op, n_ops, layers, first_op)
+        twin_tensors = collapsed.tensors()
+    fit_of = {mine.id: unit.dims[u.id] for mine, u in zip(twin_tensors, unit.probe.tensors(), strict=True)}
+    dims: dict[int, tuple[Dim | None, ...]] = {}
+    for layer_map in layer_maps:
+        for mine, first in layer_map.items():
+            if dims.setdefault(mine, fit_of[first]) != fit_of[first]:
                 return None
-        for c in twin.calls:
-            for i in range(len(c.weights)):
-                weights[c.index + layer.index, i] = block.weights[c.index, i]
-    if any(t.id not in dims for t in stack.tensors()):
-        return None
+    for t in stack.tensors():
+        if t.id not in dims:
+            if t.id not in fit_of:
+                return None
+            dims[t.id] = fit_of[t.id]
+    weights = {
+        (c.index, i): unit.weights[call_of(c.index), i] for c in stack.calls for i in range(len(c.weights))
+    }
     # layers of the same code can still differ in size (a wider last layer): the stack's own shapes
     # must be what its twins' fits say; the layers share their unit's Dims, so each is worked out once
     values: dict[int, Fraction] = {}
@@ -205,24 +250,65 @@ def _repeat(block: ShapeFit, stack: Trace, all_called: bool, sizes: dict[str, in
     if any(not fits(dims[i], shape) for i, shape in {t.id: t.shape for t in stack.tensors()}.items()):
         return None
     for c in stack.calls:
-        if any(
-            (c.index, i) not in weights or not fits(weights[c.index, i], w.shape)
-            for i, w in enumerate(c.weights)
-        ):
+        if any(not fits(weights[c.index, i], w.shape) for i, w in enumerate(c.weights)):
             return None
-    varying = frozenset(
-        (layer * n_ops + op, key) for layer in range(len(layers)) for op, key in block.varying
-    )
+    varying = frozenset((o.index, key) for o in stack.ops for i, key in unit.varying if i == op_of(o.index))
     return ShapeFit(stack, dims, weights, all_called, varying)
 
 
-def _rebased(
-    stack: Trace, start: int, calls: tuple[ModuleCall, ...], ops: tuple[OpCall, ...]
-) -> Trace | None:
+def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], tuple[OpCall, ...]]] | None:
+    """The first run of `layers` consecutive calls of one parent, of one type, each with the calls
+    inside it and the ops they ran (none in between): (calls, ops) per layer."""
+    for parent in stack.calls:
+        children = stack.children(parent.index)
+        for start in range(len(children) - layers + 1):
+            run = children[start : start + layers]
+            if len({c.type for c in run}) != 1:
+                continue
+            found = []
+            for layer in run:
+                end = next((c.index for c in stack.calls[layer.index + 1 :] if not _inside(stack, c, layer)),
+                           len(stack.calls))  # fmt: skip
+                ops = tuple(o for o in stack.ops if o.call is not None and layer.index <= o.call < end)
+                if ops and ops[-1].index - ops[0].index + 1 != len(ops):
+                    break
+                found.append((stack.calls[layer.index : end], ops))
+            else:
+                if all(len(c) == len(found[0][0]) and len(o) == len(found[0][1]) for c, o in found):
+                    return found
+    return None
+
+
+def _inside(trace: Trace, call: ModuleCall, ancestor: ModuleCall) -> bool:
+    parent = call.parent
+    while parent is not None:
+        if parent == ancestor.index:
+            return True
+        parent = trace.calls[parent].parent
+    return False
+
+
+def _offset(start: int, size: int, layers: int, base: int) -> Callable[[int], int]:
+    """Index in the stack -> index in the unit, for calls or ops: those before the layers stay, layer
+    k's take their twin's in the unit's layer (which starts at `base`), and those after the layers
+    move back by the layers the unit does not have."""
+
+    def of(i: int) -> int:
+        if i < start:
+            return i
+        if i < start + layers * size:
+            return base + (i - start) % size
+        return i - (layers - 1) * size
+
+    return of
+
+
+def _rebased(stack: Trace, calls: tuple[ModuleCall, ...], ops: tuple[OpCall, ...]) -> Trace | None:
     """The calls and ops of one layer as if the layer were the root: indices and paths relative to
     it, tensor ids kept (they are what maps to the Block's)."""
     if not calls:
         return None
+    start = calls[0].index
     if any(o.call is None or not start <= o.call < start + len(calls) for o in ops):
         return None
     rebased_calls = tuple(
@@ -259,6 +345,54 @@ def _rebased(
         ops=rebased_ops,
         residual_adds=adds,
     )
+
+
+def _without(stack: Trace, call_lo: int, call_hi: int, op_lo: int, op_hi: int) -> Trace | None:
+    """`stack` without the calls [call_lo, call_hi) and the ops [op_lo, op_hi), renumbered as if they
+    had never run; None if a call or op kept refers to one dropped."""
+    calls_gone, ops_gone = call_hi - call_lo, op_hi - op_lo
+
+    def call(i: int | None) -> int | None:
+        if i is None or i < call_lo:
+            return i
+        if i < call_hi:
+            raise KeyError(i)
+        return i - calls_gone
+
+    def op(i: int) -> int:
+        if i < op_lo:
+            return i
+        if i < op_hi:
+            raise KeyError(i)
+        return i - ops_gone
+
+    try:
+        calls = tuple(
+            replace(c, index=call(c.index), parent=call(c.parent))
+            for c in stack.calls
+            if not call_lo <= c.index < call_hi
+        )
+        ops = tuple(
+            replace(o, index=op(o.index), call=call(o.call))
+            for o in stack.ops
+            if not op_lo <= o.index < op_hi
+        )
+        adds = tuple(
+            replace(
+                r,
+                op=op(r.op),
+                adds=tuple(map(op, r.adds)),
+                branches=tuple(
+                    Branch(b.output, tuple(call(c) for c in b.calls), tuple(map(op, b.ops)))  # type: ignore[misc]
+                    for b in r.branches
+                ),
+            )
+            for r in stack.residual_adds
+            if not op_lo <= r.op < op_hi
+        )
+    except KeyError:
+        return None
+    return replace(stack, calls=calls, ops=ops, residual_adds=adds)
 
 
 def _fit_all(shapes: list[dict], fit: Callable[[list[int]], Dim | None]) -> dict:
@@ -317,6 +451,8 @@ def _ancestors(path: str) -> list[str]:
 def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
     """`trace` with symbolic names on every dimension whose fit gives its size, and the legend."""
     named_trace = replace(trace, config=spec.describe())
+    if shape_fit is not None and structure(trace) != structure(shape_fit.probe) and spec.layers > 1:
+        shape_fit = _repeat(shape_fit, trace, shape_fit.all_called, spec.sizes, spec.layers)
     if shape_fit is None or structure(trace) != structure(shape_fit.probe):
         return named_trace
     namer = _Namer(spec, shape_fit)

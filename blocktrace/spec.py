@@ -51,12 +51,20 @@ class ModelSpec(Protocol):
         """Bytes per element of its weights and activations."""
         ...
 
+    @property
+    def full_size_trace(self) -> bool:
+        """Whether `--device probe` traces the model at full size on the meta device, the probes only
+        naming the sizes: for code whose paths may depend on sizes the probes never take. Its probe
+        modules are built on the CPU, buffers and all."""
+        ...
+
 
 @dataclass(frozen=True)
 class BlockSpec:
     """The built-in Block families, from a BlockConfig."""
 
     config: BlockConfig
+    full_size_trace = False  # the Block's code takes the same path at every size: derived exactly
 
     @property
     def symbols(self) -> SymbolSet:

@@ -54,6 +54,7 @@ class Step:
     call: ModuleCall | None = None  # for call and section (an opened call's header)
     ops: tuple[OpCall, ...] = ()  # the ops the step is made of
     residual: ResidualAdd | None = None  # for residual
+    span: int = 0  # for a section: how many of the steps after it are its call's (one call's, if collapsed)
 
 
 def op_title(op: OpCall) -> str:
@@ -77,6 +78,7 @@ class StepTree:
         self.residual_at = {r.op: r for r in trace.residual_adds}
         self.in_sums = {i for r in trace.residual_adds for i in r.adds}
         self._inner: dict[int, list[Step]] = {}
+        self.from_input = _descendants(trace)
 
     def inner(self, call: ModuleCall) -> list[Step]:
         """The steps directly inside `call`, grouped and folded as described above, in order."""
@@ -156,6 +158,8 @@ class StepTree:
                 None  # (index of the run's section in out, length, signature)
             )
             for step in self.inner(call):
+                if self.from_input and step.output.id not in self.from_input:
+                    continue  # a side computation (positions, rotary cos/sin, masks): not the stream's
                 if step.call is None or step.call.index not in opened:
                     out.append(step)
                     run = None
@@ -169,8 +173,9 @@ class StepTree:
                     label = f"{first.call.path} … {step.call.path}"
                     title = f"{first.call.type} × {count}"
                     out[run[0]] = Step(
-                        StepKind.section, label, title, first.inputs, step.output, step.time, first.call
-                    )
+                        StepKind.section, label, title, first.inputs, step.output, step.time, first.call,
+                        span=first.span,
+                    )  # fmt: skip
                     run = (run[0], count, signature)
                     continue
                 run = (len(out), 1, signature)
@@ -183,6 +188,7 @@ class StepTree:
                         step.output,
                         step.time,
                         step.call,
+                        span=len(inner),
                     )
                 )
                 out.extend(inner)
@@ -220,6 +226,16 @@ class StepTree:
                 parts.append((op.time, op.function if op.function != "forward" else op.name, op_title(op)))
             found.append([(name, title) for _, name, title in sorted(parts)])
         return found
+
+
+def _descendants(trace: Trace) -> set[int]:
+    """Ids of the values computed from the trace's inputs, through the ops: the stream and what
+    branches off it. Positions, masks and rotary tables made from sizes and buffers are not."""
+    found = {t.id for t in trace.inputs}
+    for op in trace.ops:
+        if any(t.id in found for t in op.inputs):
+            found.update(t.id for t in op.outputs)
+    return found
 
 
 def _merged(steps: list[Step]) -> list[Step]:

@@ -36,6 +36,7 @@ class Spec:
     sizes: dict[str, int]
     layers: int = 1
     symbols: SymbolSet = BTC
+    full_size_trace: bool = False
 
     def build(self, sizes: dict[str, int], device: str, layers: int) -> nn.Module:
         with torch.device(device):
@@ -134,13 +135,13 @@ def test_every_layer_must_take_the_fit_its_twin_in_the_unit_has() -> None:
     assert unit is not None and stack_fit is not None
     stack = stack_fit.probe
     skeleton = spec.symbols.skeleton()
-    assert _repeat(unit, stack, True, skeleton) is not None
+    assert _repeat(unit, stack, True, skeleton, spec.layers) is not None
     # a unit whose output is fitted otherwise than its input: layer 0's output is layer 1's input,
     # so the two layers would give one tensor two sizes
     out = unit.probe.outputs[0].id
     first = unit.probe.inputs[0].id
     skewed = {**unit.dims, out: (*unit.dims[out][:-1], unit.dims[first][0])}
-    assert _repeat(replace(unit, dims=skewed), stack, True, skeleton) is None
+    assert _repeat(replace(unit, dims=skewed), stack, True, skeleton, spec.layers) is None
 
 
 class Widening(nn.Module):
