@@ -23,11 +23,19 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any, Protocol
 
-from blocktrace.spec import ModelSpec
 from blocktrace.trace import Trace
 
 CACHED_DEVICES = ("probe", "meta")
+
+
+class Keyed(Protocol):
+    """What an entry is keyed by: a model spec, or a lighter stand-in that needs no torch."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 MAX_BYTES = 64 * 2**20  # the whole cache; one 500-layer entry is about 10 MB
 SUFFIX = ".json"
 
@@ -57,7 +65,7 @@ def _torch_version() -> str:
         return "none"
 
 
-def key(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> str:
+def key(spec: Keyed, device: str, frozen: tuple[str, ...]) -> str:
     parts = {
         "blocktrace": _source_digest(),
         "where": str(Path(__file__).parent),  # a trace names the files of the code it ran
@@ -70,11 +78,11 @@ def key(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _path(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Path:
+def _path(spec: Keyed, device: str, frozen: tuple[str, ...]) -> Path:
     return cache_dir() / f"{key(spec, device, frozen)}{SUFFIX}"
 
 
-def load(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace | None:
+def load(spec: Keyed, device: str, frozen: tuple[str, ...]) -> Trace | None:
     """The cached trace of this request, or None: not cached, unreadable, or not what was stored."""
     if device not in CACHED_DEVICES:
         return None
@@ -95,7 +103,7 @@ def load(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace | None:
     return trace
 
 
-def store(trace: Trace, spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> None:
+def store(trace: Trace, spec: Keyed, device: str, frozen: tuple[str, ...]) -> None:
     """Write the entry atomically, then trim the cache to MAX_BYTES. A cache that cannot be written
     is no reason to fail: say so on stderr, once, and go on."""
     if device not in CACHED_DEVICES:

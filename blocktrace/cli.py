@@ -30,6 +30,7 @@ from blocktrace.config import (
     BlockConfig,
     ConfigError,
 )
+from blocktrace.request import ModelRequest
 from blocktrace.shapes import Shapes
 from blocktrace.trace import TraceError
 
@@ -321,6 +322,73 @@ ShapesOpt = Annotated[
 ]
 
 
+_ANY = "Any model"
+ModuleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--module",
+        metavar="FILE.py:NAME",
+        help="Trace your own model instead of the built-in Block: NAME in FILE.py (or package.module:NAME) "
+        "is an nn.Module class (give --input, and --kwargs) or a function whose int parameters are the "
+        "sizes, returning (module, args). This imports and runs that code.",
+        show_default=False,
+        rich_help_panel=_ANY,
+    ),
+]
+KwargsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kwargs",
+        metavar="JSON",
+        help="With --module CLASS: its constructor's arguments, e.g. '{\"n_embd\": 768}'.",
+        show_default=False,
+        rich_help_panel=_ANY,
+    ),
+]
+InputOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        metavar="SHAPE",
+        help="With --module CLASS: the shape of a positional input, e.g. 8,1024,768, or 8,1024:long for "
+        "token ids; repeatable, in order. Floats are at --dtype.",
+        show_default=False,
+        rich_help_panel=_ANY,
+    ),
+]
+DimOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--dim",
+        metavar="NAME=SIZE",
+        help="With --module FUNCTION: a size in place of its parameter's default, e.g. T=4096; repeatable.",
+        show_default=False,
+        rich_help_panel=_ANY,
+    ),
+]
+HfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--hf",
+        metavar="CONFIG",
+        help="Trace a Hugging Face model built from its config alone (a folder with config.json, or a Hub "
+        "id; no weights, no remote code) on --batch x --seq token ids (--seq: 1024, or the model's "
+        "positions if fewer). Needs pip install 'blocktrace[hf]'.",
+        show_default=False,
+        rich_help_panel=_ANY,
+    ),
+]
+# with --hf, the config gives the sizes and the family; with --module, the code does
+_HF_FLAGS = ("batch", "seq", "dtype")
+_MODULE_FLAGS = ("dtype",)
+_MODEL_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("module", ModuleOpt, None),
+    ("kwargs", KwargsOpt, None),
+    ("input", InputOpt, None),
+    ("dim", DimOpt, None),
+    ("hf", HfOpt, None),
+)
+
 # Every command that builds a Block takes these flags, defined once: `block_flags` adds them to it.
 _BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("n_embd", NEmbd, 768),
@@ -353,25 +421,60 @@ def block_config(preset: str = "nanochat", **flags: Any) -> BlockConfig:
     return BlockConfig.from_preset(preset.value if isinstance(preset, Enum) else preset, **values)
 
 
+def model_request(**flags: Any) -> ModelRequest:
+    """What to trace, from the Block flags and the --module / --hf flags (raises ConfigError): a flag
+    that the chosen model does not read is refused, not ignored."""
+    given = _given_flags()
+    module, hf = flags.pop("module"), flags.pop("hf")
+    kwargs, inputs, dims = flags.pop("kwargs"), tuple(flags.pop("input") or ()), tuple(flags.pop("dim") or ())
+    if module is not None and hf is not None:
+        raise ConfigError("--module and --hf name two models; give one")
+    if module is None and (kwargs is not None or inputs or dims):
+        used = "--kwargs" if kwargs is not None else "--input" if inputs else "--dim"
+        raise ConfigError(f"{used} is for --module")
+    if module is not None or hf is not None:
+        reads = _MODULE_FLAGS if module is not None else _HF_FLAGS
+        extra = [name for name, _, _ in _BLOCK_FLAGS if name in given and name not in reads]
+        if extra:
+            flag = "--" + extra[0].replace("_", "-")
+            source = "--module: the code" if module is not None else "--hf: the config"
+            raise ConfigError(f"{flag} does not apply with {source} gives the model")
+    config = block_config(**flags)
+    return ModelRequest(config, module, kwargs, inputs, dims, hf, seq_given="seq" in given)
+
+
+def _given_flags() -> set[str]:
+    """The parameters given on the command line (not defaults)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return set()
+    return {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    }
+
+
 def block_flags(command: Callable[..., None]) -> Callable[..., None]:
-    """`command(config, ...)` as a command taking the Block flags in place of `config`."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "config"]
+    """`command(model, ...)` as a command taking the Block flags and the --module / --hf flags in
+    place of `model`."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "model"]
+    every = (*_BLOCK_FLAGS, *_MODEL_FLAGS)
     flags = [
-        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
-        for n, a, d in _BLOCK_FLAGS
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in every
     ]
 
     @functools.wraps(command)
     def with_flags(**kwargs: Any) -> None:
-        config = block_config(**{name: kwargs.pop(name) for name, _, _ in _BLOCK_FLAGS})
-        command(config=config, **kwargs)
+        model = model_request(**{name: kwargs.pop(name) for name, _, _ in every})
+        command(model=model, **kwargs)
 
     with_flags.__signature__ = inspect.Signature(
         [*flags, *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own)]
     )  # type: ignore[attr-defined]
     with_flags.__annotations__ = {
-        **{n: a for n, a, _ in _BLOCK_FLAGS},
-        **{k: v for k, v in command.__annotations__.items() if k != "config"},
+        **{n: a for n, a, _ in every},
+        **{k: v for k, v in command.__annotations__.items() if k != "model"},
     }
     return with_flags
 
@@ -399,7 +502,7 @@ def _root(
 @app.command(cls=_Command)
 @block_flags
 def diagram(
-    config: BlockConfig,
+    model: ModelRequest,
     device: DeviceOpt = Device.probe,
     cache: CacheOpt = True,
     shapes: ShapesOpt = Shapes.symbolic,
@@ -461,7 +564,7 @@ def diagram(
     from blocktrace.pipeline import cached_trace
 
     name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
-    trace = cached_trace(config, device.value, use_cache=cache)
+    trace = cached_trace(model, device.value, use_cache=cache)
     options = {"shapes": shapes, "formulas": formulas, "ascii_only": ascii_only, "width": width}
     formats.write("diagram", name, trace, output, collapse=collapse, **options)
 
@@ -473,7 +576,7 @@ def _value(choice: Enum | None) -> str | None:
 @app.command(cls=_Command)
 @block_flags
 def table(
-    config: BlockConfig,
+    model: ModelRequest,
     device: DeviceOpt = Device.probe,
     cache: CacheOpt = True,
     freeze: Annotated[
@@ -531,14 +634,14 @@ def table(
     from blocktrace.table import build_table
 
     name = formats.resolve("table", _value(fmt), output)
-    result = build_table(cached_trace(config, device.value, tuple(freeze or ()), cache), depth)
+    result = build_table(cached_trace(model, device.value, tuple(freeze or ()), cache), depth)
     formats.write("table", name, result, output, shapes=shapes)
 
 
 @app.command(cls=_Command)
 @block_flags
 def source(
-    config: BlockConfig,
+    model: ModelRequest,
     device: DeviceOpt = Device.probe,
     cache: CacheOpt = True,
     function: Annotated[
@@ -599,7 +702,7 @@ def source(
     from blocktrace.source import source_view
 
     name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
-    view = source_view(cached_trace(config, device.value, use_cache=cache), shapes, tuple(function or ()))
+    view = source_view(cached_trace(model, device.value, use_cache=cache), shapes, tuple(function or ()))
     formats.write("source", name, view, output, shapes=shapes, width=width)
 
 

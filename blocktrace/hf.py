@@ -43,6 +43,7 @@ _KEYS = {
     "P": "max_position_embeddings",
 }
 _LAYERS = "num_hidden_layers"
+_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id")
 _INNER = ("intermediate_size", "n_inner")  # GPT-2 calls it n_inner, and None there means 4C
 
 
@@ -52,6 +53,9 @@ def load_config(source: str) -> Any:
         from transformers import AutoConfig
     except ImportError as error:
         raise ConfigError("--hf needs transformers: pip install 'blocktrace[hf]'") from error
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # its advice is for training and generation; blocktrace speaks for itself
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=False)
     except Exception as error:  # OSError, ValueError, KeyError: transformers' words for what is wrong
@@ -81,6 +85,14 @@ class HFSpec:
             )
 
     full_size_trace = True  # transformers' code may branch on sizes the probes never take
+
+    @classmethod
+    def from_config(cls, source: str, config: Any, batch: int, seq: int | None, dtype: str) -> HFSpec:
+        """`seq` None: 1024 tokens, or fewer where the model has fewer positions."""
+        if seq is None:
+            positions = getattr(config, _KEYS["P"], None)
+            seq = min(1024, positions) if isinstance(positions, int) and positions > 0 else 1024
+        return cls(source, config, batch, seq, dtype)
 
     @cached_property
     def _values(self) -> dict[str, int]:
@@ -139,6 +151,9 @@ class HFSpec:
         raw = self.config.to_dict()
         for key, value in settings.items():
             raw[self.config.attribute_map.get(key, key)] = value
+        for key in _TOKEN_IDS:  # a special token past a probe's tiny vocabulary names no row: none
+            if isinstance(raw.get(key), int) and raw[key] >= values.get("V", raw[key] + 1):
+                raw[key] = None
         return type(self.config).from_dict(raw)
 
     def model_class(self) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from blocktrace.config import BlockConfig, ConfigError
+from blocktrace.request import ModelRequest
 from blocktrace.spec import BlockSpec, ModelSpec
 from blocktrace.trace import Trace, TraceError
 
@@ -64,8 +65,8 @@ def _trace_full_size(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> T
     from blocktrace.probe import _fit_probes, derived_trace, fit_shapes, named
 
     try:
-        unit = _fit_probes(spec, frozen)
-    except TraceError:
+        unit = _fit_probes(spec, frozen) if spec.symbols.basis else None
+    except (TraceError, ConfigError):
         unit = None  # the code does not run at the probes' sizes: the full-size trace goes unnamed
     try:
         return named(_run(spec, "meta", frozen), spec, unit)
@@ -128,19 +129,23 @@ def _free_bytes(device: str) -> int:
 
 
 def cached_trace(
-    config: BlockConfig, device: str = "probe", frozen: tuple[str, ...] = (), use_cache: bool = True
+    model: BlockConfig | ModelRequest,
+    device: str = "probe",
+    frozen: tuple[str, ...] = (),
+    use_cache: bool = True,
 ) -> Trace:
-    """trace_config, answered from the cache of traces when it holds this exact request; torch is
-    imported only on a miss."""
+    """The named trace of what was asked for, answered from the cache of traces when it holds this
+    exact request; torch is imported only on a miss."""
     from blocktrace import cache
 
-    spec = BlockSpec(config)
-    if use_cache and (hit := cache.load(spec, device, frozen)) is not None:
+    request = model if isinstance(model, ModelRequest) else ModelRequest(model)
+    key = request.cache_key() if use_cache else None
+    if key is not None and (hit := cache.load(key, device, frozen)) is not None:
         return hit
     load_torch()
-    traced = trace_spec(spec, device, frozen)
-    if use_cache:
-        cache.store(traced, spec, device, frozen)
+    traced = trace_spec(request.spec(), device, frozen)
+    if key is not None:
+        cache.store(traced, key, device, frozen)
     return traced
 
 
