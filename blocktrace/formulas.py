@@ -78,7 +78,23 @@ def stream_formulas(
         earlier = [p for p in made_at.get(tensor_id, []) if p < before]
         if tensor_id in names and (not earlier or earlier[-1] == made_at[tensor_id][-1]):
             return names[tensor_id]
-        return made(earlier[-1]) if earlier else "?"
+        if earlier:
+            return made(earlier[-1])
+        return off_stream(tensor_id)
+
+    def off_stream(tensor_id: int) -> str:
+        """A value made off the stream (positions, masks), said by the module that made it, through
+        the ops applied to it since: Embedding(…)."""
+        side = tree.side.get(tensor_id)
+        if side is None:
+            return "?"
+        step = side
+        for _ in range(8):
+            inner = _data_inputs(step)
+            if step.kind == StepKind.call or len(inner) != 1 or inner[0].id not in tree.side:
+                break
+            step = tree.side[inner[0].id]
+        return f"{(step if step.kind == StepKind.call else side).title}(…)"
 
     def made(pos: int) -> str:
         step = drawn[pos]

@@ -20,13 +20,15 @@ if TYPE_CHECKING:
     from torch import nn
 
 # Every probe size grows from the first probe to the second, so no product of sizes is equal in
-# both; D is a multiple of 8 so that a quarter of a head (GPT-NeoX's rotary share) is still even.
+# both. D is even, for rotary embeddings, and a multiple of 8 where rotary turns only a share of
+# each head (GPT-NeoX's quarter), so that the share is still even.
 _B = Symbol("B", "batch", (11, 13))
 _T = Symbol("T", "sequence length", (13, 17))
 _HKV = Symbol("Hkv", "num_key_value_heads", (3, 5))
 _G = Symbol("G", "num_attention_heads / num_key_value_heads", (5, 7))
 _H = Symbol("H", "num_attention_heads", (3, 5))
-_D = Symbol("D", "head_dim", (7, 11), step=8)
+_D = Symbol("D", "head_dim", (7, 11), step=2)
+_D_PARTIAL = Symbol("D", "head_dim", (7, 11), step=8)  # where rotary turns a share of each head
 _C = Symbol("C", "hidden_size", (29, 31))  # only where hidden_size is not H * head_dim
 _F = Symbol("F", "intermediate_size", (17, 19))
 _V = Symbol("V", "vocab_size", (19, 23))
@@ -43,6 +45,7 @@ _KEYS = {
     "P": "max_position_embeddings",
 }
 _LAYERS = "num_hidden_layers"
+_PARTIAL = ("rotary_pct", "partial_rotary_factor")
 _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id")
 _INNER = ("intermediate_size", "n_inner")  # GPT-2 calls it n_inner, and None there means 4C
 
@@ -118,7 +121,10 @@ class HFSpec:
         heads = (_HKV, _G) if "Hkv" in v else (_H,)
         h = (("Hkv", 1), ("G", 1)) if "Hkv" in v else (("H", 1),)
         composites = []
-        basis = [_B, _T, *heads, _D]
+        partial = any(
+            isinstance(getattr(self.config, k, None), float) and getattr(self.config, k) < 1 for k in _PARTIAL
+        )
+        basis = [_B, _T, *heads, _D_PARTIAL if partial else _D]
         if v["C"] == v["H"] * v["D"]:
             composites.append(Composite("C", "hidden_size", (*h, ("D", 1))))
         else:

@@ -91,6 +91,8 @@ def structure(trace: Trace) -> tuple:
 
 def _bare_attrs(attrs: dict) -> tuple:
     # a float argument may follow the sizes (SDPA's scale=1/sqrt(D)): its name must match, not its value
+    if not attrs:
+        return ()
     return tuple((k, None if isinstance(v, float) else v) for k, v in attrs.items())
 
 
@@ -259,6 +261,18 @@ def _repeat(
 def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], tuple[OpCall, ...]]] | None:
     """The first run of `layers` consecutive calls of one parent, of one type, each with the calls
     inside it and the ops they ran (none in between): (calls, ops) per layer."""
+    # calls are numbered in the order they began, so a call's subtree is the calls up to the first
+    # one not below it
+    ends = [len(stack.calls)] * len(stack.calls)
+    open_calls: list[int] = []
+    for c in stack.calls:
+        while open_calls and open_calls[-1] != c.parent:
+            ends[open_calls.pop()] = c.index
+        open_calls.append(c.index)
+    ops_of: dict[int, list[OpCall]] = {}
+    for o in stack.ops:
+        if o.call is not None:
+            ops_of.setdefault(o.call, []).append(o)
     for parent in stack.calls:
         children = stack.children(parent.index)
         for start in range(len(children) - layers + 1):
@@ -267,9 +281,9 @@ def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], 
                 continue
             found = []
             for layer in run:
-                end = next((c.index for c in stack.calls[layer.index + 1 :] if not _inside(stack, c, layer)),
-                           len(stack.calls))  # fmt: skip
-                ops = tuple(o for o in stack.ops if o.call is not None and layer.index <= o.call < end)
+                end = ends[layer.index]
+                ops = tuple(sorted((o for i in range(layer.index, end) for o in ops_of.get(i, ())),
+                                   key=lambda o: o.index))  # fmt: skip
                 if ops and ops[-1].index - ops[0].index + 1 != len(ops):
                     break
                 found.append((stack.calls[layer.index : end], ops))
@@ -277,15 +291,6 @@ def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], 
                 if all(len(c) == len(found[0][0]) and len(o) == len(found[0][1]) for c, o in found):
                     return found
     return None
-
-
-def _inside(trace: Trace, call: ModuleCall, ancestor: ModuleCall) -> bool:
-    parent = call.parent
-    while parent is not None:
-        if parent == ancestor.index:
-            return True
-        parent = trace.calls[parent].parent
-    return False
 
 
 def _offset(start: int, size: int, layers: int, base: int) -> Callable[[int], int]:
@@ -451,10 +456,18 @@ def _ancestors(path: str) -> list[str]:
 def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
     """`trace` with symbolic names on every dimension whose fit gives its size, and the legend."""
     named_trace = replace(trace, config=spec.describe())
-    if shape_fit is not None and structure(trace) != structure(shape_fit.probe) and spec.layers > 1:
-        shape_fit = _repeat(shape_fit, trace, shape_fit.all_called, spec.sizes, spec.layers)
-    if shape_fit is None or structure(trace) != structure(shape_fit.probe):
+    if shape_fit is None:
         return named_trace
+    if structure(trace) != structure(shape_fit.probe):
+        # the probes traced one layer of a stack, or other code than ran at full size
+        stack_fit = (
+            _repeat(shape_fit, trace, shape_fit.all_called, spec.sizes, spec.layers)
+            if spec.layers > 1
+            else None
+        )
+        if stack_fit is None:
+            return named_trace
+        shape_fit = stack_fit
     namer = _Namer(spec, shape_fit)
     named_trace = named_trace.map_tensors(namer.tensor)
     return replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), **namer.legend())

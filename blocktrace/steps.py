@@ -79,6 +79,7 @@ class StepTree:
         self.in_sums = {i for r in trace.residual_adds for i in r.adds}
         self._inner: dict[int, list[Step]] = {}
         self.from_input = _descendants(trace)
+        self.side: dict[int, Step] = {}  # tensor id -> the side computation that made it, once drawn
 
     def inner(self, call: ModuleCall) -> list[Step]:
         """The steps directly inside `call`, grouped and folded as described above, in order."""
@@ -159,7 +160,8 @@ class StepTree:
             )
             for step in self.inner(call):
                 if self.from_input and step.output.id not in self.from_input:
-                    continue  # a side computation (positions, rotary cos/sin, masks): not the stream's
+                    self.side[step.output.id] = step  # positions, rotary cos/sin, masks: not the stream's
+                    continue
                 if step.call is None or step.call.index not in opened:
                     out.append(step)
                     run = None
@@ -202,8 +204,15 @@ class StepTree:
         def shape(t: TensorMeta) -> tuple:
             return t.shape, t.symbols
 
+        # a section is labelled by its call's full path, which differs from one layer to the next
         return tuple(
-            (s.kind, s.label, s.title, tuple(map(shape, s.inputs)), shape(s.output))
+            (
+                s.kind,
+                None if s.kind == StepKind.section else s.label,
+                s.title,
+                tuple(map(shape, s.inputs)),
+                shape(s.output),
+            )
             + ((self.signature(self.inner(s.call)),) if s.kind == StepKind.call and s.call else ())
             for s in steps
         )
