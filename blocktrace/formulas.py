@@ -30,7 +30,7 @@ DEFINITIONS = {
     "silu": "silu(x) = x * sigmoid(x)",
     "linear": "Linear(x) = x W^T (+ b); W has shape (out_features, in_features)",
     "scaled_dot_product_attention": (
-        "SDPA(q, k, v) = softmax(q k^T / sqrt(D) + mask) v; causal mask if is_causal"
+        "SDPA(q, k, v) = softmax(q k^T / sqrt(d) + mask) v, d = q's last dim; causal mask if is_causal"
     ),
 }
 

@@ -118,7 +118,7 @@ def text_frame(
 ) -> tuple[str, str]:
     """What the text report says before the diagram (the header) and after it (legend, formulas)."""
     after: list[str] = []
-    if _shows_legend(trace, shapes, formulas):
+    if _shows_legend(trace, shapes):
         after += ["", *legend(trace)]
     if formulas:
         after += ["", *formula_lines(trace, collapse)]
@@ -129,7 +129,7 @@ def markdown_report(
     rows: list[list[Cell]], trace: Trace, shapes: Shapes, formulas: bool, collapse: bool = True
 ) -> str:
     parts = [f"**{header(trace)}**", "", "```text", to_text(rows).rstrip("\n"), "```"]
-    if _shows_legend(trace, shapes, formulas):
+    if _shows_legend(trace, shapes):
         parts += ["", "| symbol | value | meaning |", "| --- | --- | --- |"]
         parts += [f"| {n} | {v} | {trace.meanings.get(n, '')} |" for n, v in trace.symbols.items()]
     if formulas:
@@ -137,10 +137,10 @@ def markdown_report(
     return "\n".join(parts) + "\n"
 
 
-def _shows_legend(trace: Trace, shapes: Shapes, formulas: bool = False) -> bool:
+def _shows_legend(trace: Trace, shapes: Shapes) -> bool:
     """The legend defines the symbols on the page: those of the shapes, unless they are written in
-    numbers, and those of the formulas (sqrt(D)) whenever they are shown."""
-    return (shapes != Shapes.concrete or formulas) and bool(trace.symbols)
+    numbers (the formulas' definitions name no size symbol: they say what d is)."""
+    return shapes != Shapes.concrete and bool(trace.symbols)
 
 
 def emit(
