@@ -78,9 +78,7 @@ def notice(kind: str, message: str) -> None:
 
 def header(trace: Trace, width: int | None = None) -> str:
     source = SOURCES.get(trace.device, trace.device)
-    # the activations' dtype: a model fed token ids computes in the dtype of its output
-    dtypes = [t.dtype for t in (*trace.inputs, *trace.outputs) if "float" in t.dtype]
-    dtype = f" ({dtypes[0]})" if dtypes else ""
+    dtype = f" ({trace.float_dtype})" if trace.float_dtype else ""
     adds = len(trace.residual_adds)
     text = (
         f"{trace.model}{dtype}: {len(trace.calls)} module calls, {len(trace.ops)} ops, "

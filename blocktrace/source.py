@@ -417,7 +417,7 @@ def title(view: SourceView) -> str:
     from blocktrace.output import SOURCES
 
     trace = view.trace
-    dtype = f" ({trace.inputs[0].dtype})" if trace.inputs else ""
+    dtype = f" ({trace.float_dtype})" if trace.float_dtype else ""
     n, ran = len(view.functions), max(view.ran, len(view.functions))
     functions = (
         f"{ran} function{'' if ran == 1 else 's'} ran" if n == ran else f"{n} of the {ran} functions that ran"

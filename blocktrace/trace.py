@@ -303,6 +303,11 @@ class Trace:
             index.setdefault(o.call, []).append(o)
         return index
 
+    @property
+    def float_dtype(self) -> str | None:
+        """The dtype it computes in: its first floating input's, or, fed token ids, its output's."""
+        return next((t.dtype for t in (*self.inputs, *self.outputs) if "float" in t.dtype), None)
+
     def tensors(self) -> list[TensorMeta]:
         """Every TensorMeta in the trace, once per place it is recorded, in map_tensors' order."""
         found = [*self.inputs, *self.outputs]
