@@ -29,14 +29,22 @@ def trace_spec(spec: ModelSpec, device: str = "probe", frozen: tuple[str, ...] =
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
-    if spec.full_size_trace and device in ("probe", "meta"):
-        return _trace_full_size(spec, device, frozen)
+    if spec.full_size_trace:
+        unit = _unit_fit(spec, frozen)
+        if device in ("probe", "meta"):
+            return _trace_full_size(spec, device, frozen, unit)
+        try:  # the meta device tells what a real run needs, at no cost
+            sized: Trace | None = _run(spec, "meta", frozen)
+        except TraceError:
+            sized = None
+        _check_memory(spec, device, sized)
+        return named(_run(spec, device, frozen), spec, unit)
     shape_fit = fit_shapes(spec, frozen)
     derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
     if device == "probe" and derived is not None:
         return derived
     if device in ("cpu", "cuda"):
-        _check_memory(spec, device, shape_fit, derived)
+        _check_memory(spec, device, derived)
     return named(_run(spec, "meta" if device == "probe" else device, frozen), spec, shape_fit)
 
 
@@ -56,18 +64,25 @@ def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
         raise TraceError(f"--device {device}: {str(error).splitlines()[0]}") from error
 
 
-def _trace_full_size(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
+def _unit_fit(spec: ModelSpec, frozen: tuple[str, ...]) -> ShapeFit | None:
+    """The probes' fit of one unit of code we did not write, or None: no sizes to name, or the code
+    does not run at the probes' sizes (then the full-size trace goes unnamed)."""
+    from blocktrace.probe import _fit_probes
+
+    try:
+        return _fit_probes(spec, frozen) if spec.symbols.basis else None
+    except (TraceError, ConfigError):
+        return None
+
+
+def _trace_full_size(spec: ModelSpec, device: str, frozen: tuple[str, ...], unit: ShapeFit | None) -> Trace:
     """Code we did not write, on the meta device at full size; named from the probes of one unit
     where they fit. Where the code cannot run on the meta device (`.item()`, shapes that depend on
     values), the shapes are derived from the probes, which run for real at small sizes, and a note
     says so; failing that, it is refused."""
     from blocktrace.output import notice
-    from blocktrace.probe import _fit_probes, derived_trace, fit_shapes, named
+    from blocktrace.probe import derived_trace, fit_shapes, named
 
-    try:
-        unit = _fit_probes(spec, frozen) if spec.symbols.basis else None
-    except (TraceError, ConfigError):
-        unit = None  # the code does not run at the probes' sizes: the full-size trace goes unnamed
     try:
         return named(_run(spec, "meta", frozen), spec, unit)
     except TraceError as error:
@@ -96,24 +111,27 @@ def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, 
     return trace_spec(BlockSpec(config), device, frozen)
 
 
-def _check_memory(spec: ModelSpec, device: str, shape_fit: ShapeFit | None, derived: Trace | None) -> None:
+def _check_memory(spec: ModelSpec, device: str, sized: Trace | None) -> None:
     """Refuse, in one sentence, a real run whose weights and activations would not fit in the memory
     free for it, rather than be killed halfway through by the kernel. The activations are every
-    tensor the forward creates, read off the probes' derived trace (an upper bound: the forward frees
-    some as it goes)."""
+    tensor the forward creates, read off a trace at full size that cost nothing (the probes' derived
+    trace, or a meta one; an upper bound: the forward frees some as it goes). Without one, the
+    weights alone are counted, off the module built on the meta device."""
     import math
 
     from blocktrace.table import totals
 
-    if derived is None:
-        return  # no shapes known before running: nothing to judge by
-    weights = sum(math.prod(w.shape) for c in derived.calls for w in c.weights) * spec.dtype_bytes()
-    inputs = sum(math.prod(t.shape) for t in derived.inputs) * spec.dtype_bytes()
-    need = weights + inputs + totals(derived).activation_bytes
+    if sized is not None:
+        weights = sum(math.prod(w.shape) for c in sized.calls for w in c.weights) * spec.dtype_bytes()
+        inputs = sum(math.prod(t.shape) for t in sized.inputs) * spec.dtype_bytes()
+        need, what = weights + inputs + totals(sized).activation_bytes, "the weights, input and activations"
+    else:
+        module = spec.build(spec.sizes, "meta", spec.layers)
+        need, what = sum(p.numel() * p.element_size() for p in module.parameters()), "the weights alone"
     free = _free_bytes(device)
     if need > free:
         raise ConfigError(
-            f"--device {device}: the weights, input and activations take {need / 2**30:.1f} GiB, over the "
+            f"--device {device}: {what} take {need / 2**30:.1f} GiB, over the "
             f"{free / 2**30:.1f} GiB free; --device probe (the default) gives the same shapes"
         )
 

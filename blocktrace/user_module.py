@@ -36,6 +36,7 @@ INPUT_DTYPES = {
     "long": "int64", "int64": "int64", "int": "int32", "int32": "int32", "bool": "bool",
 }  # fmt: skip
 _NO_SYMBOLS = SymbolSet(())
+_MAX_PROBE_SIZE = 4096  # a probe's size for any one parameter
 _SIZE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -416,26 +417,28 @@ def module_spec(
 
 def with_divisors(spec: FactorySpec) -> FactorySpec:
     """The spec with the fewest "divides" relations under which the probes run and fit: first none;
-    else every relation that holds between the requested sizes, reduced to the direct ones, then
-    each dropped in turn where the probes still fit without it."""
+    then each relation that holds between the requested sizes alone (C by H for the head dim, the
+    usual need); then all of them, each dropped in turn where the probes still fit without it."""
     from dataclasses import replace
 
     if _fits(spec):
         return spec
     candidates = _relations(spec.requested)
-    if not candidates:
-        return spec
-    full = replace(spec, divides=candidates)
-    if not _fits(full):
+    for name, divisors in candidates.items():
+        for d in divisors:
+            single = replace(spec, divides={name: (d,)})
+            if _fits(single):
+                return single
+    if not candidates or not _fits(replace(spec, divides=candidates)):
         return spec  # no names: the full-size trace is drawn with its numbers
-    kept = {k: list(v) for k, v in candidates.items()}
+    kept = dict(candidates)
     for name, divisors in candidates.items():
         for d in divisors:
             trial = {k: tuple(x for x in v if (k, x) != (name, d)) for k, v in kept.items()}
             trial = {k: v for k, v in trial.items() if v}
             if _fits(replace(spec, divides=trial)):
-                kept = {k: list(v) for k, v in trial.items()}
-    return replace(spec, divides={k: tuple(v) for k, v in kept.items() if v})
+                kept = trial
+    return replace(spec, divides=kept)
 
 
 def _relations(requested: dict[str, int]) -> dict[str, tuple[str, ...]]:
@@ -457,6 +460,8 @@ def _fits(spec: FactorySpec) -> bool:
 
     try:
         spec.sizes  # noqa: B018  (the relations must hold at the requested sizes)
+        if any(v > _MAX_PROBE_SIZE for probe in spec.symbols.probes() for v in spec.values(probe).values()):
+            return False  # relations that multiply primes up make probes too big to be cheap
         fitted = _fit_probes(spec)
     except (ConfigError, TraceError):
         return False
