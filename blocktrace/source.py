@@ -141,7 +141,13 @@ def _functions(trace: Trace) -> list[_Function]:
     for f in trace.frames:  # a helper with no op of its own ran in its caller's module call
         if f.caller is not None and f.caller in runs and runs[f.frame].call is None:
             runs[f.frame].call = runs[f.caller].call
-    kept = [fn for fn in found.values() if not is_torch_file(fn.file) and fn.runs]
+    # a function that made no op and called no module itself only passed its call on (a decorator's
+    # wrapper): its callee is listed, not it
+    acting = {op.frame for op in trace.ops if op.file and op.line}
+    acting |= {c.site.frame for c in trace.calls if c.site is not None and c.site.line}
+    kept = [
+        fn for fn in found.values() if not is_torch_file(fn.file) and fn.runs and acting & set(fn.runs)
+    ]
     for fn in kept:
         fn.runs = dict(sorted(fn.runs.items()))
     return sorted(kept, key=lambda fn: min(fn.runs))

@@ -236,3 +236,37 @@ def test_function_picks_the_functions_shown_and_refuses_a_pattern_that_matches_n
     assert text.startswith("Block (float32): 2 of the 5 functions that ran")
     result = CliRunner().invoke(app, ["source", *TINY, "--function", "Attention"])
     assert result.exit_code == 2 and "--function 'Attention' matches no function" in result.stderr
+
+
+WRAPPED = """\
+import functools
+
+import torch
+from torch import nn
+
+
+def passing_on(forward):
+    @functools.wraps(forward)
+    def wrapper(*args, **kwargs):
+        return forward(*args, **kwargs)
+
+    return wrapper
+
+
+class Wrapped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    @passing_on
+    def forward(self, x):
+        return self.lin(x) * 2
+"""
+
+
+def test_a_wrapper_that_only_passes_the_call_on_is_not_listed(tmp_path: Path) -> None:
+    # transformers wraps forwards in decorators: the listing shows the forward, not the wrapper
+    path = tmp_path / "wrapped.py"
+    path.write_text(WRAPPED, encoding="utf-8")
+    text = run("--module", f"{path}:Wrapped", "--input", "2,4")
+    assert "Wrapped.forward" in text and "<locals>.wrapper" not in text and "1 function ran" in text
