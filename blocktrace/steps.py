@@ -160,7 +160,7 @@ class StepTree:
             )
             for step in self.inner(call):
                 if self.from_input and step.output.id not in self.from_input:
-                    self.side[step.output.id] = step  # positions, rotary cos/sin, masks: not the stream's
+                    self.side.setdefault(step.output.id, step)  # positions, rotary cos/sin, masks: off stream
                     continue
                 if step.call is None or step.call.index not in opened:
                     out.append(step)
