@@ -63,7 +63,8 @@ def _check_memory(spec: ModelSpec, device: str, shape_fit: ShapeFit | None, deri
 
     if derived is None:
         return  # no shapes known before running: nothing to judge by
-    weights = sum(math.prod(w.shape) for c in derived.calls for w in c.weights) * spec.dtype_bytes()
+    weights = sum(math.prod(w.shape) for c in derived.calls for w in c.weights if w.tied is None)
+    weights *= spec.dtype_bytes()
     inputs = sum(math.prod(t.shape) for t in derived.inputs) * spec.dtype_bytes()
     need = weights + inputs + totals(derived).activation_bytes
     free = _free_bytes(device)
