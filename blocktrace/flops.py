@@ -36,7 +36,7 @@ aten = torch.ops.aten
 TWINS = {aten._scaled_dot_product_flash_attention_for_cpu: aten._scaled_dot_product_flash_attention}
 
 # how to count an aten overload, besides its registry formula
-_ZERO, _DECOMPOSE, _UNKNOWN = "zero", "decompose", "unknown"
+_ZERO, _UNKNOWN = "zero", "unknown"
 
 
 @dataclass
@@ -66,9 +66,6 @@ class FlopCounter(TorchDispatchMode):
         rule = _rule(func)
         if rule == _ZERO:
             return func(*args, **kwargs)
-        if rule == _DECOMPOSE:
-            with self:  # as FlopCounterMode does: its parts are counted instead
-                return func.decompose(*args, **kwargs)
         out = func(*args, **kwargs)
         if rule == _UNKNOWN:
             self.counts.uncounted.append(str(func.overloadpacket))
@@ -88,11 +85,7 @@ class FlopCounter(TorchDispatchMode):
 
 @functools.cache
 def _rule(func: torch._ops.OpOverload) -> Callable | str:
-    """How to count one aten overload. In FlopCounterMode's order: an op torch can decompose is
-    counted by its parts; else by its registry formula."""
-    key = torch._C.DispatchKey.CompositeImplicitAutograd
-    if key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key):
-        return _DECOMPOSE
+    """How to count one aten overload: its registry formula, else _ZERO or _UNKNOWN."""
     formula = flop_registry.get(TWINS.get(func.overloadpacket, func.overloadpacket))
     if formula is not None:
         return formula

@@ -219,8 +219,6 @@ def _repeat(block: ShapeFit, stack: Trace, all_called: bool, sizes: dict[str, in
             for i, w in enumerate(c.weights)
         ):
             return None
-    if any(o.index not in flops or not fits((flops[o.index],), (o.flops,)) for o in stack.ops):
-        return None
     varying = frozenset(
         (layer * n_ops + op, key) for layer in range(len(layers)) for op, key in block.varying
     )

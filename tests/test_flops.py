@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
@@ -189,6 +190,27 @@ def test_probe_flops_equal_meta_traced_flops(preset: str, n_embd: int) -> None:
     assert sum(o.flops for o in probe.ops) > 0
 
 
+class TwoSizedAttention(nn.Module):
+    """Attention whose values are (T, T): its FLOPs, 2·B·T²·D + 2·B·T³, are no single product of sizes."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = x.unsqueeze(1)
+        return F.scaled_dot_product_attention(q, q, q @ q.transpose(-1, -2))
+
+
+def test_flops_with_no_fit_are_traced_on_meta() -> None:
+    spec = VTDSpec(TwoSizedAttention, {"B": 2, "T": 10, "D": 6}, inputs=float_inputs)
+    fit = fit_shapes(spec)
+    assert fit is not None and not fit.complete and derived_trace(spec, fit) is None
+    traced_ = trace_spec(spec, "probe")
+    b, t, d = 2, 10, 6
+    assert traced_.device == "meta"
+    assert sum(o.flops for o in traced_.ops) == 2 * b * t * t * d + (2 * b * t * t * d + 2 * b * t * t * t)
+
+
 # --- tied weights ------------------------------------------------------------------------------
 
 VTD = SymbolSet(
@@ -198,6 +220,14 @@ VTD = SymbolSet(
         Symbol("D", "n_embd", (7, 3), step=2),
     )
 )
+
+
+def token_inputs(sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:
+    return (torch.zeros(sizes["B"], sizes["T"], dtype=torch.long, device=device),), {}
+
+
+def float_inputs(sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:
+    return (torch.randn(sizes["B"], sizes["T"], sizes["D"], device=device),), {}
 
 
 class TiedLM(nn.Module):
@@ -222,8 +252,8 @@ def gpt2_lm(d: int) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class TiedSpec:
-    """A model over (B, T, D) whose head is tied to its token embedding: make(D) builds it."""
+class VTDSpec:
+    """A model over (B, T, D), given tokens unless `inputs` says otherwise: make(D) builds it."""
 
     make: Callable[[int], nn.Module]
     sizes: dict[str, int]
@@ -234,8 +264,7 @@ class TiedSpec:
         with torch.device(device):
             return self.make(sizes["D"])
 
-    def inputs(self, sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:
-        return (torch.zeros(sizes["B"], sizes["T"], dtype=torch.long, device=device),), {}
+    inputs: Callable[[dict[str, int], str], tuple[tuple, dict[str, Any]]] = token_inputs
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.make.__name__, **self.sizes}
@@ -252,7 +281,7 @@ class TiedSpec:
 def test_tied_weights_are_counted_once_as_torch_counts_them(
     make: Callable, head: str, devices: tuple
 ) -> None:
-    spec = TiedSpec(make, {"B": 2, "T": 9, "D": 32})
+    spec = VTDSpec(make, {"B": 2, "T": 9, "D": 32})
     module = spec.build(spec.sizes, "cpu", 1)
     assert module.lm_head.weight is module.get_parameter(head)
     real = sum(p.numel() for p in module.parameters())
