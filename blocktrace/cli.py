@@ -616,8 +616,9 @@ def table(
     """List every module call, functional op and residual add with its shapes, weights,
     parameters, requires_grad and FLOPs, then the totals.
 
-    Rows come in execution order, indented by nesting. FLOPs count matmuls and attention as
-    torch.utils.flop_counter does; activations are every tensor the forward creates, at --dtype.
+    Rows come in execution order, indented by nesting. FLOPs are torch.utils.flop_counter's
+    formulas for each aten op (matmuls, convolutions, attention); an op with none shows "?", never 0.
+    Activations are every tensor the forward creates, at --dtype.
 
     In a terminal the text table fits its width: it leaves out the weight column, then trainable,
     then kind, then wraps the shapes and shortens the paths; a number is never cut. To a file or a

@@ -1,58 +1,103 @@
-"""FLOPs of each traced op, from its traced shapes alone. No torch here.
+"""FLOPs of each aten op by torch's own formulas: the registry behind torch.utils.flop_counter.
 
-The convention is torch.utils.flop_counter's, so the numbers can be checked against FlopCounterMode:
-- a matmul (m, k) @ (k, n) is 2·m·k·n (a multiply and an add per term); a bias add is not counted;
-- linear is that matmul: 2 · prod(batch dims) · in_features · out_features;
-- scaled_dot_product_attention is its two matmuls, Q·Kᵀ and P·V, in full: 2·(B·H)·L·S·E + 2·(B·H)·L·S·Ev
-  for q (B, H, L, E), k (B, Hkv, S, E), v (B, Hkv, S, Ev). GQA counts H query heads. is_causal does
-  not change the count (torch 2.13's sdpa_flop_count says "We aren't accounting for causal attention
-  here"), though a causal kernel can skip about half of that work;
-- every other op (norms, activations, elementwise arithmetic, views, copies) counts 0, as in torch.
+FlopCounterMode counts the ops in that registry (matmuls, convolutions, attention kernels; here also
+their TWINS) and every other op as 0. Here an op outside the registry counts 0 only where it is known
+to do no multiply-adds by torch's convention: pointwise and reduction ops (torch tags them), views, ops that
+return nothing, and the norms, softmaxes, copies, factories and indexing named in ZERO. Any other op
+has no formula: its FLOPs are unknown and it is named, never counted as 0.
 """
 
 from __future__ import annotations
 
-from math import prod
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from blocktrace.trace import OpCall, TensorMeta
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
-_MATMULS = ("matmul", "mm", "bmm")  # (…, m, k) @ (…, k, n)
-_ADD_MATMULS = ("addmm", "baddbmm")  # bias + a @ b: the bias is the first input
-_ATTENTION = "scaled_dot_product_attention"
+# aten ops (by packet name) that do no multiply-adds but carry neither a pointwise nor a reduction tag
+ZERO = frozenset(
+    {"native_layer_norm", "native_group_norm", "native_batch_norm", "_native_batch_norm_legit_no_training"}
+    | {"_fused_rms_norm", "_softmax", "_safe_softmax", "_log_softmax", "softmax", "log_softmax"}
+    | {"clone", "_to_copy", "copy_", "cat", "stack", "_unsafe_view", "lift_fresh", "alias", "repeat"}
+    | {"empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full"}
+    | {"full_like", "arange", "scalar_tensor", "randn", "rand", "randint", "normal_", "uniform_", "fill_"}
+    | {"zero_", "tril", "triu", "embedding", "index", "index_select", "gather", "scatter", "masked_fill"}
+    | {"masked_fill_", "index_put_", "constant_pad_nd", "nonzero", "_local_scalar_dense", "sort", "topk"}
+    | {"one_hot"}
+)
 
+# a kernel missing from the registry that computes what a registered one does, on another device: torch
+# 2.13 runs CPU attention as this, and FlopCounterMode counts it 0 (the same inputs, the same formula)
+aten = torch.ops.aten
+TWINS = {aten._scaled_dot_product_flash_attention_for_cpu: aten._scaled_dot_product_flash_attention}
 
-def linear_flops(x: tuple[int, ...], y: tuple[int, ...]) -> int:
-    """x (…, in) -> y (…, out): 2 · prod(…) · in · out."""
-    return 2 * prod(x) * y[-1]
-
-
-def matmul_flops(a: tuple[int, ...], out: tuple[int, ...]) -> int:
-    """a (…, k) @ b -> out: every output element is a dot product of length k."""
-    return 2 * prod(out) * a[-1]
-
-
-def sdpa_flops(q: tuple[int, ...], k: tuple[int, ...], v: tuple[int, ...]) -> int:
-    """Q·Kᵀ and P·V for q (…, H, L, E), k (…, Hkv, S, E), v (…, Hkv, S, Ev), causal or not."""
-    heads, length, e = prod(q[:-2]), q[-2], q[-1]
-    source, ev = k[-2], v[-1]
-    return 2 * heads * length * source * e + 2 * heads * length * source * ev
-
-
-def shapes_flops(name: str, inputs: tuple[TensorMeta, ...], outputs: tuple[TensorMeta, ...]) -> int:
-    """FLOPs of the op `name` given its traced tensor inputs and outputs (0 where torch counts none)."""
-    if not outputs or not inputs:
-        return 0
-    if name == "linear":
-        return linear_flops(inputs[0].shape, outputs[0].shape)
-    if name in _MATMULS:
-        return matmul_flops(inputs[0].shape, outputs[0].shape)
-    if name in _ADD_MATMULS and len(inputs) >= 3:
-        return matmul_flops(inputs[1].shape, outputs[0].shape)
-    if name == _ATTENTION and len(inputs) >= 3:
-        return sdpa_flops(inputs[0].shape, inputs[1].shape, inputs[2].shape)
-    return 0
+# how to count an aten overload, besides its registry formula
+_ZERO, _UNKNOWN = "zero", "unknown"
 
 
-def op_flops(op: OpCall) -> int:
-    """FLOPs of one traced op."""
-    return shapes_flops(op.name, op.inputs, op.outputs)
+@dataclass
+class Counts:
+    """What the aten ops under one torch function did: FLOPs of those with a formula, and the
+    names of those without one."""
+
+    flops: int = 0
+    uncounted: list[str] = field(default_factory=list)
+
+
+class FlopCounter(TorchDispatchMode):
+    """Adds each aten op's FLOPs to `counts`; `count` gives each torch function Counts of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = Counts()
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch would wrap __torch_dispatch__ in torch._dynamo.disable, importing torch._dynamo (2 s) at
+        # the first op and adding a wrapper to every op; nothing is compiled under this mode
+        return False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rule = _rule(func)
+        if rule == _ZERO:
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if rule == _UNKNOWN:
+            self.counts.uncounted.append(str(func.overloadpacket))
+        else:
+            self.counts.flops += rule(*args, **kwargs, out_val=out)
+        return out
+
+    def count(self, func: Callable, args: tuple, kwargs: dict) -> tuple[Any, Counts]:
+        """func(*args, **kwargs) and what its aten ops counted."""
+        outer, self.counts = self.counts, Counts()
+        try:
+            result = func(*args, **kwargs)
+            return result, self.counts
+        finally:
+            self.counts = outer
+
+
+@functools.cache
+def _rule(func: torch._ops.OpOverload) -> Callable | str:
+    """How to count one aten overload: its registry formula, else _ZERO or _UNKNOWN."""
+    formula = flop_registry.get(TWINS.get(func.overloadpacket, func.overloadpacket))
+    if formula is not None:
+        return formula
+    return _ZERO if known_zero(func) else _UNKNOWN
+
+
+def known_zero(func: torch._ops.OpOverload) -> bool:
+    """Whether torch's convention counts the op as doing no multiply-adds (see the module's doc)."""
+    tags = func.tags
+    if torch.Tag.pointwise in tags or torch.Tag.reduction in tags or torch.Tag.view_copy in tags:
+        return True
+    returns = func._schema.returns
+    if not returns or func.is_view or any(r.alias_info is not None for r in returns):
+        return True  # a check that returns nothing (_linalg_check_errors), or a view of its input
+    return func.overloadpacket.__name__ in ZERO

@@ -122,9 +122,10 @@ def _check_memory(spec: ModelSpec, device: str, sized: Trace | None) -> None:
     from blocktrace.table import totals
 
     if sized is not None:
-        weights = sum(math.prod(w.shape) for c in sized.calls for w in c.weights) * spec.dtype_bytes()
-        inputs = sum(math.prod(t.shape) for t in sized.inputs) * spec.dtype_bytes()
-        need, what = weights + inputs + totals(sized).activation_bytes, "the weights, input and activations"
+        weights = sum(math.prod(w.shape) for c in sized.calls for w in c.weights if w.tied is None)
+        inputs = sum(math.prod(t.shape) for t in sized.inputs)
+        need = (weights + inputs) * spec.dtype_bytes() + totals(sized).activation_bytes
+        what = "the weights, input and activations"
     else:
         module = spec.build(spec.sizes, "meta", spec.layers)
         need, what = sum(p.numel() * p.element_size() for p in module.parameters()), "the weights alone"

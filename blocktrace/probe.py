@@ -29,14 +29,20 @@ class ShapeFit:
     probe: Trace  # the trace of the first probe
     dims: dict[int, tuple[Dim | None, ...]]  # tensor id -> one fitted Dim per axis (None: no fit)
     weights: dict[tuple[int, int], tuple[Dim | None, ...]]  # (call, weight) -> the same, per axis
+    flops: dict[int, Dim | None]  # op index -> its FLOPs, fitted as a dim is (None: no fit)
     all_called: bool  # every module with parameters of its own was called: the calls count them all
     varying: frozenset[tuple[int, str]] = frozenset()  # (op, attr) whose value differs between probes
 
     @property
-    def complete(self) -> bool:
-        """Whether every dimension, of tensors and of weights, has a fit."""
+    def shapes_complete(self) -> bool:
+        """Whether every dimension, of tensors and of weights, has a fit: enough to name a trace."""
         fitted = (*self.dims.values(), *self.weights.values())
         return all(d is not None for dims in fitted for d in dims)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every dimension and every op's FLOPs have a fit: enough to derive a trace."""
+        return self.shapes_complete and all(f is not None for f in self.flops.values())
 
 
 def structure(trace: Trace) -> tuple:
@@ -73,6 +79,7 @@ def structure(trace: Trace) -> tuple:
                 o.first_line,
                 o.line,
                 frames.setdefault(o.frame, len(frames)),
+                o.uncounted,
             )
             for o in trace.ops
         ),
@@ -98,19 +105,23 @@ def _bare_attrs(attrs: dict) -> tuple:
 
 def probe_module(spec: ModelSpec, sizes: dict[str, int], frozen: tuple[str, ...] = ()) -> nn.Module:
     """One unit of the model at `sizes` on the CPU, every parameter of one shape sharing one zero
-    tensor: shapes do not depend on values. Code we did not write is built on the CPU as it is: its
-    buffers (rotary frequencies, masks) hold values it may depend on."""
+    tensor: shapes do not depend on values. A tied parameter stays one Parameter. Code we did not
+    write is built on the CPU as it is: its buffers (rotary frequencies, masks) hold values it may
+    depend on."""
     if spec.full_size_trace:
         module = spec.build(sizes, "cpu", 1)
         freeze(module, frozen)
         return module
     module = spec.build(sizes, "meta", 1)
     shared: dict[tuple[int, ...], torch.Tensor] = {}
+    made: dict[int, nn.Parameter] = {}  # id(meta parameter) -> its CPU stand-in
     for m in module.modules():
         for name, p in list(m.named_parameters(recurse=False)):
             if p.shape not in shared:
                 shared[p.shape] = torch.zeros(p.shape, dtype=p.dtype)
-            setattr(m, name, nn.Parameter(shared[p.shape], requires_grad=p.requires_grad))
+            if id(p) not in made:
+                made[id(p)] = nn.Parameter(shared[p.shape], requires_grad=p.requires_grad)
+            setattr(m, name, made[id(p)])
     freeze(module, frozen)
     return module
 
@@ -164,7 +175,8 @@ def _fit_probes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | Non
         if twin.attrs[k] != v
     )  # fmt: skip
     fit = spec.symbols.fit
-    return ShapeFit(traces[0], _fit_all(shapes, fit), _fit_all(weights, fit), traced[0][1], varying)
+    flops = {o.index: fit([tr.ops[o.index].flops for tr in traces]) for o in traces[0].ops}
+    return ShapeFit(traces[0], _fit_all(shapes, fit), _fit_all(weights, fit), flops, traced[0][1], varying)
 
 
 def _repeat(
@@ -255,7 +267,8 @@ def _repeat(
         if any(not fits(weights[c.index, i], w.shape) for i, w in enumerate(c.weights)):
             return None
     varying = frozenset((o.index, key) for o in stack.ops for i, key in unit.varying if i == op_of(o.index))
-    return ShapeFit(stack, dims, weights, all_called, varying)
+    flops = {o.index: unit.flops[op_of(o.index)] for o in stack.ops}
+    return ShapeFit(stack, dims, weights, flops, all_called, varying)
 
 
 def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], tuple[OpCall, ...]]] | None:
@@ -414,7 +427,7 @@ def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
     if not (shape_fit.complete and shape_fit.all_called):
         return None
     namer = _Namer(spec, shape_fit)
-    if any(namer.value(d).denominator != 1 for d in namer.all_dims()):
+    if any(namer.value(d).denominator != 1 for d in (*namer.all_dims(), *shape_fit.flops.values())):  # type: ignore[arg-type]
         return None
 
     def scale(t: TensorMeta) -> TensorMeta:
@@ -428,20 +441,28 @@ def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
             own[c.path] = namer.weights(c, full_size=True).weights
     totals: dict[str, list[int]] = {}  # module path -> [parameters, trainable], submodules included
     for path, weights in own.items():
-        params = sum(math.prod(w.shape) for w in weights)
-        trainable = sum(math.prod(w.shape) for w in weights if w.trainable)
         for ancestor in _ancestors(path):
-            total = totals.setdefault(ancestor, [0, 0])
-            total[0] += params
-            total[1] += trainable
+            totals.setdefault(ancestor, [0, 0])
+        for w in weights:
+            # a tied weight is counted where it was first owned, so once in each module holding both
+            first = _ancestors(w.tied.rpartition(".")[0]) if w.tied is not None else []
+            for ancestor in _ancestors(path):
+                if ancestor not in first:
+                    totals[ancestor][0] += math.prod(w.shape)
+                    totals[ancestor][1] += math.prod(w.shape) if w.trainable else 0
     calls = tuple(
         replace(c, params=totals[c.path][0], trainable=totals[c.path][1], weights=own[c.path])
         for c in full.calls
     )
     # an argument that differed between the probes (a scale of 1/sqrt(D)) is unknown at full size
+    varying = {i for i, _ in shape_fit.varying}
     ops = tuple(
-        replace(o, attrs={k: v for k, v in o.attrs.items() if (o.index, k) not in shape_fit.varying})
-        if any(o.index == i for i, _ in shape_fit.varying) else o
+        replace(
+            o,
+            attrs={k: v for k, v in o.attrs.items() if (o.index, k) not in shape_fit.varying}
+            if o.index in varying else o.attrs,
+            flops=int(namer.value(shape_fit.flops[o.index])),  # type: ignore[arg-type]
+        )
         for o in full.ops
     )  # fmt: skip
     return replace(full, calls=calls, ops=ops, device="probe", config=spec.describe(), **namer.legend())
@@ -519,7 +540,7 @@ class _Namer:
         for i, w in enumerate(call.weights):
             dims = self.fit.weights[call.index, i]
             shape = self.shape(dims) if full_size else w.shape
-            named_weights.append(Weight(w.name, shape, w.trainable, self.symbols(dims, shape)))
+            named_weights.append(replace(w, shape=shape, symbols=self.symbols(dims, shape)))
         return replace(call, weights=tuple(named_weights))
 
     def legend(self) -> dict[str, dict]:

@@ -22,14 +22,13 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from blocktrace.flops import op_flops
 from blocktrace.layout import wrap_flow
 from blocktrace.output import can_encode, is_stdout, isatty, stdout, stdout_errors, write_output
 from blocktrace.shapes import Shapes, dims_text, shape_text
 from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
 
 SCHEMA = "blocktrace.table"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 HEADERS = ("path", "kind", "input -> output", "weight", "params", "trainable", "FLOPs")
 CSV_COLUMNS = (
     "depth",
@@ -107,18 +106,21 @@ class Row:
     weights: tuple[Weight, ...]  # the call's own parameters
     params: int  # parameters of the call's module and its submodules; 0 for an op
     trainable: int  # of which require grad
-    flops: int  # forward FLOPs, everything inside a call included (see flops.py)
+    flops: int  # forward FLOPs, everything inside a call included (see flops.py); of the known part
     call: int | None = None  # index into Trace.calls for a call row
     op: int | None = None  # index into Trace.ops for an op row
+    uncounted: tuple[str, ...] = ()  # aten ops inside it with no FLOPs formula: its FLOPs are unknown
 
 
 @dataclass(frozen=True)
 class Totals:
     params: int
     trainable: int
-    flops: int  # forward FLOPs of every op in the trace
+    flops: int  # forward FLOPs of every op in the trace that has a formula
     activation_bytes: int  # every tensor the forward creates, counted once, views excluded
     dtype: str  # the activations' dtype (the commonest one, if several)
+    unknown_ops: int = 0  # ops that ran an aten op with no FLOPs formula
+    uncounted: tuple[str, ...] = ()  # those aten ops, each once, sorted
 
     @property
     def frozen(self) -> int:
@@ -175,6 +177,7 @@ class _Builder:
     def call_node(self, call: ModuleCall, depth: int) -> _Node:
         children = self.nodes(call.index, depth + 1)
         flops = sum(c.row.flops for c in children)  # a nested call's FLOPs include its own insides
+        uncounted = tuple(name for c in children for name in c.row.uncounted)
         ops = self.trace.ops_in(call.index)
         if len(children) == 1 and len(ops) == 1 and ops[0].outputs == call.outputs:
             children = []  # the op is the call itself
@@ -190,6 +193,7 @@ class _Builder:
             trainable=call.trainable,
             flops=flops,
             call=call.index,
+            uncounted=uncounted,
         )
         return _Node(row, tuple(children))
 
@@ -201,7 +205,20 @@ class _Builder:
             name, kind = f"x + {wraps}", RESIDUAL_KIND
         else:
             name, kind = op.name, op_kind(op.name)
-        row = Row(depth, name, kind, path, op.inputs, op.outputs, (), 0, 0, op_flops(op), op=op.index)
+        row = Row(
+            depth,
+            name,
+            kind,
+            path,
+            op.inputs,
+            op.outputs,
+            (),
+            0,
+            0,
+            op.flops,
+            op=op.index,
+            uncounted=op.uncounted,
+        )
         return _Node(row, ())
 
 
@@ -233,9 +250,11 @@ def totals(trace: Trace) -> Totals:
     return Totals(
         params=sum(c.params for c in roots),
         trainable=sum(c.trainable for c in roots),
-        flops=sum(op_flops(o) for o in trace.ops),
+        flops=sum(o.flops for o in trace.ops),
         activation_bytes=sum(prod(t.shape) * itemsize(t.dtype) for t in created.values()),
         dtype=max(set(dtypes), key=dtypes.count),
+        unknown_ops=sum(1 for o in trace.ops if o.uncounted),
+        uncounted=tuple(sorted({name for o in trace.ops for name in o.uncounted})),
     )
 
 
@@ -271,6 +290,13 @@ def _number(n: int) -> str:
     return f"{n:,}"
 
 
+def flops_text(flops: int, uncounted: tuple[str, ...]) -> str:
+    """FLOPs as a cell: "1,024", or "?" where some op has no formula, "1,024+?" with a known part."""
+    if not uncounted:
+        return _number(flops)
+    return f"{flops:,}+?" if flops else "?"
+
+
 def _cells(row: Row, shapes: Shapes) -> list[str]:
     """The text cells of a row, without indentation. Ops have no parameters: blank, not 0."""
     is_call = row.call is not None
@@ -281,7 +307,7 @@ def _cells(row: Row, shapes: Shapes) -> list[str]:
         format_weights(row, shapes),
         _number(row.params) if is_call else "",
         _number(row.trainable) if is_call else "",
-        _number(row.flops) if is_call or row.flops else "",
+        flops_text(row.flops, row.uncounted) if is_call or row.flops or row.uncounted else "",
     ]
 
 
@@ -303,12 +329,17 @@ def footer(table: Table) -> list[str]:
     t = table.totals
     lines = [
         f"parameters: {_number(t.params)} (trainable {_number(t.trainable)}, frozen {_number(t.frozen)})",
-        f"forward FLOPs: {_number(t.flops)} ({human(t.flops, _FLOP_UNITS)};"
-        " matmuls and attention, attention not halved for is_causal)",
+        f"forward FLOPs: {flops_text(t.flops, t.uncounted)} ({human(t.flops, _FLOP_UNITS)};"
+        " torch's formulas, attention not halved for is_causal)",
         f"activations: {_number(t.activation_bytes)} bytes"
         f" ({human(t.activation_bytes, _BYTE_UNITS, 1024)}) at {t.dtype};"
         " every tensor the forward creates, views excluded",
     ]
+    if t.uncounted:
+        lines.append(
+            f"FLOPs unknown (?): {t.unknown_ops} op{'s' if t.unknown_ops > 1 else ''} ran aten ops with no"
+            f" formula: {', '.join(t.uncounted)}; the total is of the rest"
+        )
     if table.symbols:
         lines.append("symbols: " + ", ".join(f"{k}={v}" for k, v in table.symbols.items()))
     return lines
@@ -450,7 +481,9 @@ def to_dict(table: Table, shapes: Shapes = Shapes.symbolic) -> dict[str, Any]:
             "params": t.params,
             "trainable": t.trainable,
             "frozen": t.frozen,
-            "flops": t.flops,
+            "flops": None if t.uncounted else t.flops,
+            "flops_known": t.flops,
+            "uncounted": list(t.uncounted),
             "activation_bytes": t.activation_bytes,
             "dtype": t.dtype,
         },
@@ -468,7 +501,9 @@ def _row_dict(row: Row, shapes: Shapes) -> dict[str, Any]:
         "weight": format_weights(row, shapes),
         "params": row.params,
         "trainable": row.trainable,
-        "flops": row.flops,
+        "flops": None if row.uncounted else row.flops,
+        "flops_known": row.flops,
+        "uncounted": sorted(set(row.uncounted)),
         "call": row.call,
         "op": row.op,
     }

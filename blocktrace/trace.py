@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 SCHEMA = "blocktrace.trace"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class TraceError(RuntimeError):
@@ -44,17 +44,26 @@ class Weight:
     shape: tuple[int, ...]  # a Linear's weight is (out_features, in_features)
     trainable: bool  # requires_grad
     symbols: tuple[str, ...] | None = None  # e.g. ("4C", "C"), as for TensorMeta
+    tied: str | None = None  # "wte.weight": the same Parameter, first owned there (counted there)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "trainable": self.trainable}
         if self.symbols is not None:
             out["symbols"] = list(self.symbols)
+        if self.tied is not None:
+            out["tied"] = self.tied
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Weight:
         symbols = d.get("symbols")
-        return cls(d["name"], tuple(d["shape"]), d["trainable"], None if symbols is None else tuple(symbols))
+        return cls(
+            d["name"],
+            tuple(d["shape"]),
+            d["trainable"],
+            None if symbols is None else tuple(symbols),
+            d.get("tied"),
+        )
 
 
 @dataclass(frozen=True)
@@ -173,6 +182,8 @@ class OpCall:
     time: int = 0  # when it ran: one clock ticks at every op and every module call's return
     file: str = ""  # the file of that function, as Python knows it (co_filename)
     first_line: int = 0  # where that function's definition starts in the file (co_firstlineno)
+    flops: int = 0  # forward FLOPs of its aten ops that have a formula (see flops.py)
+    uncounted: tuple[str, ...] = ()  # its aten ops with no formula ("aten.linalg_inv_ex"): FLOPs unknown
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -188,6 +199,8 @@ class OpCall:
             "outputs": [t.to_dict() for t in self.outputs],
             "attrs": dict(self.attrs),
             "time": self.time,
+            "flops": self.flops,
+            "uncounted": list(self.uncounted),
         }
 
     @classmethod
@@ -205,6 +218,8 @@ class OpCall:
             d["time"],
             d["file"],
             d["first_line"],
+            d["flops"],
+            tuple(d["uncounted"]),
         )
 
 
@@ -342,7 +357,7 @@ class Trace:
             ops=tuple(
                 OpCall(
                     o.index, o.name, o.call, o.function, o.line, o.frame, each(o.inputs), each(o.outputs),
-                    o.attrs, o.time, o.file, o.first_line,
+                    o.attrs, o.time, o.file, o.first_line, o.flops, o.uncounted,
                 )
                 for o in self.ops
             ),

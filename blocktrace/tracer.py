@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from blocktrace.flops import Counts, FlopCounter
 from blocktrace.trace import (
     Branch,
     Frame,
@@ -187,7 +188,7 @@ class _Recorder:
         self.clock += 1
 
     # --- ops ----------------------------------------------------------------------------------
-    def record_op(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
+    def record_op(self, func: Any, args: tuple, kwargs: dict, result: Any, counts: Counts) -> None:
         out_tensors = [result] if isinstance(result, torch.Tensor) else list(_tensors(result))
         if not out_tensors:
             return
@@ -222,7 +223,7 @@ class _Recorder:
         self.ops.append(
             OpCall(
                 index, name, call, function, line, number, inputs, tuple(outputs), attrs, self.clock,
-                file, first_line,
+                file, first_line, counts.flops, tuple(counts.uncounted),
             )
         )  # fmt: skip
         self.clock += 1
@@ -332,28 +333,33 @@ def parameter_counts(root: nn.Module) -> dict[int, tuple[int, int, tuple[Weight,
 
     collect(root)
     counts = {}
-    for m in root.modules():
+    owners: dict[int, str] = {}  # id(parameter) -> "path.name" of its first owner
+    for path, m in root.named_modules():
         params = [(p.numel(), p.requires_grad) for p in below[id(m)].values()]
-        own = tuple(
-            Weight(n, tuple(p.shape), p.requires_grad) for n, p in m._parameters.items() if p is not None
-        )
-        counts[id(m)] = (sum(n for n, _ in params), sum(n for n, grad in params if grad), own)
+        own = []
+        for n, p in m._parameters.items():
+            if p is not None:
+                name = f"{path}.{n}" if path else n
+                first = owners.setdefault(id(p), name)
+                own.append(Weight(n, tuple(p.shape), p.requires_grad, tied=None if first == name else first))
+        counts[id(m)] = (sum(n for n, _ in params), sum(n for n, grad in params if grad), tuple(own))
     return counts
 
 
 class _OpRecorder(TorchFunctionMode):
-    def __init__(self, recorder: _Recorder):
+    def __init__(self, recorder: _Recorder, counter: FlopCounter):
         super().__init__()
         self.recorder = recorder
+        self.counter = counter
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        result = func(*args, **kwargs)
+        result, counts = self.counter.count(func, args, kwargs)
         # most calls are x.shape, x.size(), x.dim(): no tensor comes back, nothing to record
         if isinstance(result, torch.Tensor) or (
             isinstance(result, (tuple, list)) and type(result) is not torch.Size
         ):
-            self.recorder.record_op(func, args, kwargs, result)
+            self.recorder.record_op(func, args, kwargs, result, counts)
         return result
 
 
@@ -427,7 +433,8 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
             handles.append(m.register_forward_hook(recorder.post_hook, with_kwargs=True))
         module.eval()
         inputs = recorder.metas((args, kwargs))
-        with torch.no_grad(), _OpRecorder(recorder):
+        counter = FlopCounter()
+        with torch.no_grad(), _OpRecorder(recorder, counter), counter:
             try:
                 output = module(*args, **kwargs)
             except Exception as error:

@@ -465,4 +465,4 @@ def _fits(spec: FactorySpec) -> bool:
         fitted = _fit_probes(spec)
     except (ConfigError, TraceError):
         return False
-    return fitted is not None and fitted.complete
+    return fitted is not None and fitted.shapes_complete
