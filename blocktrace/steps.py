@@ -202,8 +202,11 @@ class StepTree:
         def shape(t: TensorMeta) -> tuple:
             return t.shape, t.symbols
 
+        def label(s: Step) -> str:  # an opened call inside a layer is labelled with its path: layer 0's
+            return short_path(s.call) if s.kind == StepKind.section and s.call else s.label
+
         return tuple(
-            (s.kind, s.label, s.title, tuple(map(shape, s.inputs)), shape(s.output))
+            (s.kind, label(s), s.title, tuple(map(shape, s.inputs)), shape(s.output))
             + ((self.signature(self.inner(s.call)),) if s.kind == StepKind.call and s.call else ())
             for s in steps
         )
