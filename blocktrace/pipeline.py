@@ -31,7 +31,12 @@ def trace_spec(spec: ModelSpec, device: str = "probe", frozen: tuple[str, ...] =
             raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
     if spec.full_size_trace and device in ("probe", "meta"):
         return _trace_full_size(spec, device, frozen)
-    shape_fit = fit_shapes(spec, frozen)
+    try:
+        shape_fit = fit_shapes(spec, frozen)
+    except (TraceError, ConfigError):
+        if not spec.full_size_trace:
+            raise
+        shape_fit = None  # code we did not write need not run at the probes' sizes: traced unnamed
     derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
     if device == "probe" and derived is not None:
         return derived
