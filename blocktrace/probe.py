@@ -272,8 +272,10 @@ def _repeat(
 
 
 def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], tuple[OpCall, ...]]] | None:
-    """The first run of `layers` consecutive calls of one parent, of one type, each with the calls
-    inside it and the ops they ran (none in between): (calls, ops) per layer."""
+    """The run of `layers` consecutive calls of one parent, of one type, each with the calls inside
+    it and the ops they ran (none in between): (calls, ops) per layer. Of several such runs, the one
+    of the largest calls: BERT's three embeddings are a run too, and come before its layers."""
+    runs = []
     # calls are numbered in the order they began, so a call's subtree is the calls up to the first
     # one not below it
     ends = [len(stack.calls)] * len(stack.calls)
@@ -302,8 +304,8 @@ def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], 
                 found.append((stack.calls[layer.index : end], ops))
             else:
                 if all(len(c) == len(found[0][0]) and len(o) == len(found[0][1]) for c, o in found):
-                    return found
-    return None
+                    runs.append(found)
+    return max(runs, key=lambda run: len(run[0][0]), default=None)
 
 
 def _offset(start: int, size: int, layers: int, base: int) -> Callable[[int], int]:

@@ -204,15 +204,11 @@ class StepTree:
         def shape(t: TensorMeta) -> tuple:
             return t.shape, t.symbols
 
-        # a section is labelled by its call's full path, which differs from one layer to the next
+        def label(s: Step) -> str:  # an opened call inside a layer is labelled with its path: layer 0's
+            return short_path(s.call) if s.kind == StepKind.section and s.call else s.label
+
         return tuple(
-            (
-                s.kind,
-                None if s.kind == StepKind.section else s.label,
-                s.title,
-                tuple(map(shape, s.inputs)),
-                shape(s.output),
-            )
+            (s.kind, label(s), s.title, tuple(map(shape, s.inputs)), shape(s.output))
             + ((self.signature(self.inner(s.call)),) if s.kind == StepKind.call and s.call else ())
             for s in steps
         )
