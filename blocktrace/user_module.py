@@ -17,9 +17,9 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
-from itertools import count
+from itertools import combinations, count, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ INPUT_DTYPES = {
 }  # fmt: skip
 _NO_SYMBOLS = SymbolSet(())
 _MAX_PROBE_SIZE = 4096  # a probe's size for any one parameter
+_MAX_TRIES = 12  # pairs of probes tried for the divisibility relations, at each step
 _SIZE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -225,6 +226,7 @@ class FactorySpec:
     dims: dict[str, int] = field(default_factory=dict)
     dtype: str = "float32"
     divides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    step: int = 1  # every probe size a multiple of it: 2 where the code wants even sizes (rotary)
     layers: int = 1
     full_size_trace = True
     _made: dict = field(default_factory=dict, compare=False, repr=False)
@@ -254,15 +256,17 @@ class FactorySpec:
 
     @cached_property
     def symbols(self) -> SymbolSet:
-        primes = _primes()
+        # the parts most sizes are made of take the smallest primes, so that the probes stay small;
+        # in the second probe each part takes the next prime up, so every product of sizes grows
+        owns = [self._parts[name][-1] for name in self.defaults]
+        shared = sorted(owns, key=lambda own: -sum(own in parts for parts in self._parts.values()))
+        primes = list(islice(_primes(), len(owns) + 1))
+        pair = {own: (primes[i], primes[i + 1]) for i, own in enumerate(shared)}
         basis = []
-        for name in self.defaults:
-            own = self._parts[name][-1]
+        for name, own in zip(self.defaults, owns, strict=True):
             divisors = self.divides.get(name, ())
             meaning = f"{name} / {' * '.join(divisors)}" if divisors else self.meaning
-            basis.append(Symbol(own, meaning, (next(primes), 0)))
-        second = _primes(after=max(s.primes[0] for s in basis) if basis else 2)
-        basis = [Symbol(s.name, s.meaning, (s.primes[0], next(second))) for s in basis]
+            basis.append(Symbol(own, meaning, pair[own], self.step))
         composites = sorted(
             (
                 Composite(name, self.meaning, tuple((p, 1) for p in parts))
@@ -416,29 +420,35 @@ def module_spec(
 
 
 def with_divisors(spec: FactorySpec) -> FactorySpec:
-    """The spec with the fewest "divides" relations under which the probes run and fit: first none;
-    then each relation that holds between the requested sizes alone (C by H for the head dim, the
-    usual need); then all of them, each dropped in turn where the probes still fit without it."""
-    from dataclasses import replace
+    """The spec with the fewest "divides" relations under which the probes run and fit: none, then
+    each relation that holds between the requested sizes (C by H for the head dim, the usual need),
+    then each two of them; all at odd probe sizes, then at even ones (rotary embeddings halve the
+    head). No fit found: the spec as it is, and the full-size trace is drawn with its numbers."""
+    pairs = [(name, d) for name, divisors in _relations(spec.requested).items() for d in divisors]
+    for step in (1, 2):
+        tries = 0
+        for size in range(3):
+            for chosen in combinations(pairs, size):
+                divides: dict[str, tuple[str, ...]] = {}
+                for name, d in chosen:
+                    divides[name] = (*divides.get(name, ()), d)
+                trial = replace(spec, divides=divides, step=step)
+                if not _integral(trial):
+                    continue
+                tries += 1
+                if tries > _MAX_TRIES:
+                    break
+                if _fits(trial):
+                    return trial
+    return spec
 
-    if _fits(spec):
-        return spec
-    candidates = _relations(spec.requested)
-    for name, divisors in candidates.items():
-        for d in divisors:
-            single = replace(spec, divides={name: (d,)})
-            if _fits(single):
-                return single
-    if not candidates or not _fits(replace(spec, divides=candidates)):
-        return spec  # no names: the full-size trace is drawn with its numbers
-    kept = dict(candidates)
-    for name, divisors in candidates.items():
-        for d in divisors:
-            trial = {k: tuple(x for x in v if (k, x) != (name, d)) for k, v in kept.items()}
-            trial = {k: v for k, v in trial.items() if v}
-            if _fits(replace(spec, divides=trial)):
-                kept = trial
-    return replace(spec, divides=kept)
+
+def _integral(spec: FactorySpec) -> bool:
+    try:
+        spec.sizes  # noqa: B018  (the relations must hold at the requested sizes)
+    except ConfigError:
+        return False
+    return True
 
 
 def _relations(requested: dict[str, int]) -> dict[str, tuple[str, ...]]:
@@ -447,8 +457,11 @@ def _relations(requested: dict[str, int]) -> dict[str, tuple[str, ...]]:
     found = {}
     for name, value in requested.items():
         divisors = [d for d, v in requested.items() if d != name and 1 < v < value and value % v == 0]
+        # equal sizes (B = Hkv = 2) do not hide each other: which one it divides by is for the probes
         direct = [
-            d for d in divisors if not any(o != d and requested[o] % requested[d] == 0 for o in divisors)
+            d
+            for d in divisors
+            if not any(requested[o] != requested[d] and requested[o] % requested[d] == 0 for o in divisors)
         ]
         if direct:
             found[name] = tuple(direct)
@@ -459,7 +472,6 @@ def _fits(spec: FactorySpec) -> bool:
     from blocktrace.probe import _fit_probes
 
     try:
-        spec.sizes  # noqa: B018  (the relations must hold at the requested sizes)
         if any(v > _MAX_PROBE_SIZE for probe in spec.symbols.probes() for v in spec.values(probe).values()):
             return False  # relations that multiply primes up make probes too big to be cheap
         fitted = _fit_probes(spec)
