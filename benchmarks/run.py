@@ -495,7 +495,8 @@ def setting(env: dict[str, str], runs: int, warmup: int, load_at_start: str) -> 
         f"Machine: {platform.platform()}, {cpu_model()}, {os.cpu_count()} CPUs, {memory_gib()}",
         f"Python {platform.python_version()}, torch {version_of('torch')}, "
         f"blocktrace {blocktrace_version(env)} (commit {git_revision()}), "
-        f"torchinfo {version_of('torchinfo')}, torchview {version_of('torchview')}",
+        f"torchinfo {version_of('torchinfo')}, torchview {version_of('torchview')}, "
+        f"transformers {version_of('transformers')}",
         f"{runs} timed runs per command (fewer where noted) after {warmup} warm-up, interleaved "
         "round-robin; wall time of the whole process; peak RSS is the child's ru_maxrss, the largest "
         f"over its runs. Load average (1 min): {load_at_start} at start, {load_average()} at end.",
