@@ -37,6 +37,9 @@ PEERS = REPO / "benchmarks" / "peers"
 PY = sys.executable
 BLOCKTRACE = (PY, "-m", "blocktrace")
 FLOOR_LABEL = 'python -c "import torch"'
+# the floor of anything that builds a transformers model: --hf rows and their peers are measured against it
+HF_FLOOR_LABEL = 'python -c "import torch; from transformers import LlamaForCausalLM"'
+HF_LLAMA_70B = "docs/examples/llama-70b"  # hidden 8192, 64 heads, 8 KV heads, F 28672, 80 layers, V 128256
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Command:
     prime: bool = False  # run once untimed before the rounds even without warm-up (fills a cache)
     real: Config | None = None  # runs on real tensors of this config: skipped when they would not fit
     note: str = ""  # shown in the note column when the row ran
+    floor: str | None = None  # the label of a second floor: the note gives the ratio of medians to it
 
 
 @dataclass(frozen=True)
@@ -291,6 +295,32 @@ def peer_commands(peer: str, configs: Sequence[Config]) -> list[Command]:
     ]
 
 
+def hf_commands(no_cache: bool) -> list[Command]:
+    """The --hf rows: their floor (importing transformers' Llama), blocktrace on the 70B-class config,
+    and torchinfo and torchview on the same model built on the meta device."""
+    bypass = ("--no-cache",) if no_cache else ()
+    peer = (PY, str(PEERS / "hf_peer.py"))
+    floor = HF_FLOOR_LABEL
+    diagram, table = (
+        Command(
+            f"blocktrace {cmd} --hf llama-70b", (*BLOCKTRACE, cmd, "--hf", HF_LLAMA_70B, *bypass), floor=floor
+        )
+        for cmd in ("diagram", "table")
+    )
+    return [
+        Command(floor, (PY, "-c", "import torch; from transformers import LlamaForCausalLM")),
+        diagram,
+        table,
+        Command("torchinfo --hf llama-70b --device meta", (*peer, "torchinfo", HF_LLAMA_70B), floor=floor),
+        Command("torchview --hf llama-70b --device meta", (*peer, "torchview", HF_LLAMA_70B), floor=floor),
+        Command(
+            "torchview --hf llama-70b --device meta --depth 1",
+            (*peer, "torchview", HF_LLAMA_70B, "--depth", "1"),
+            floor=floor,
+        ),
+    ]
+
+
 def blocktrace_commands(no_cache: bool) -> list[Command]:
     """The blocktrace rows; with --no-cache available they bypass the cache, and one row uses it."""
     bypass = ("--no-cache",) if no_cache else ()
@@ -341,7 +371,10 @@ def all_commands(only: list[str] | None, max_real_gb: float, env: dict[str, str]
     no_cache = "--no-cache" in blocktrace_help(env, "diagram")
     peers = [c for peer in ("torchinfo", "torchview") for c in peer_commands(peer, (DEFAULT, LLAMA_70B))]
     floor = Command(FLOOR_LABEL, (PY, "-c", "import torch"))
-    rows = [floor, *(c for c in [*blocktrace_commands(no_cache), *peers] if selected(c, only))]
+    hf = hf_commands(no_cache)
+    rows = [floor, *(c for c in [*blocktrace_commands(no_cache), *hf, *peers] if selected(c, only))]
+    if any(c.floor for c in rows) and hf[0] not in rows:
+        rows.insert(1, hf[0])  # a row measured against the transformers floor brings that floor along
     return skip_if_too_big(rows, max_real_gb, env)
 
 
@@ -354,10 +387,16 @@ def selected(command: Command, only: list[str] | None) -> bool:
 COLUMNS = ("command", "median s", "min-max s", "x floor", "peak RSS MiB", "RSS - floor MiB", "note")
 
 
-def row_cells(result: Result, floor: Result) -> tuple[str, ...]:
-    """The cells of one row; numbers only for rows that ran, ratios only when the floor ran."""
+def row_cells(result: Result, floor: Result, floors: dict[str, Result] | None = None) -> tuple[str, ...]:
+    """The cells of one row; numbers only for rows that ran, ratios only when the floor ran. A row
+    with a second floor (`floors`, by label) says its ratio to that one in its note."""
     if not result.ok:
         return (result.command.label, "", "", "", "", "", result.note)
+    note = result.note
+    second = (floors or {}).get(result.command.floor or "")
+    if second is not None and second.ok:
+        versus = f"{result.median_s / second.median_s:.2f}x {second.command.label}"
+        note = "; ".join(n for n in (versus, note) if n)
     times = result.times
     bound = "<=" if result.rss_is_bound else ""  # see Sample.rss_is_bound
     ratio = rss_delta = ""
@@ -371,7 +410,7 @@ def row_cells(result: Result, floor: Result) -> tuple[str, ...]:
         ratio,
         f"{bound}{result.peak_rss_mib:.0f}",
         rss_delta,
-        result.note,
+        note,
     )
 
 
@@ -456,7 +495,8 @@ def setting(env: dict[str, str], runs: int, warmup: int, load_at_start: str) -> 
         f"Machine: {platform.platform()}, {cpu_model()}, {os.cpu_count()} CPUs, {memory_gib()}",
         f"Python {platform.python_version()}, torch {version_of('torch')}, "
         f"blocktrace {blocktrace_version(env)} (commit {git_revision()}), "
-        f"torchinfo {version_of('torchinfo')}, torchview {version_of('torchview')}",
+        f"torchinfo {version_of('torchinfo')}, torchview {version_of('torchview')}, "
+        f"transformers {version_of('transformers')}",
         f"{runs} timed runs per command (fewer where noted) after {warmup} warm-up, interleaved "
         "round-robin; wall time of the whole process; peak RSS is the child's ru_maxrss, the largest "
         f"over its runs. Load average (1 min): {load_at_start} at start, {load_average()} at end.",
@@ -481,7 +521,8 @@ def commands_legend(results: list[Result]) -> list[str]:
 def report(results: list[Result], env: dict[str, str], args: argparse.Namespace, load_at_start: str) -> str:
     """The whole output: the setting, the table (text or markdown), and the command of each row."""
     floor = results[0]
-    rows = [row_cells(r, floor) for r in results]
+    by_label = {r.command.label: r for r in results}
+    rows = [row_cells(r, floor, by_label) for r in results]
     about = setting(env, args.runs, args.warmup, load_at_start)
     legend = commands_legend(results)
     if args.markdown:

@@ -9,7 +9,9 @@ and `pytest --update-golden` rewrites the blocks from the current output. A pict
     <!-- blocktrace picture: diagram --preset neox -->
     ![the NeoX Block](img/neox.svg)
 and the file it shows (relative to the page) must be the bytes that command writes to a file of
-that name; `pytest --update-golden` rewrites the file.
+that name; `pytest --update-golden` rewrites the file. Commands run in the repository's root, so
+a path in them (`--module docs/examples/nanogpt_block.py:block`, `--hf docs/examples/gpt2`) is
+written as from there.
 """
 
 import re
@@ -32,6 +34,11 @@ SHOWN = [
     for m in PICTURE.finditer(page.read_text(encoding="utf-8"))
 ]
 PICTURES = dict(SHOWN)  # picture -> the arguments that draw it
+
+
+@pytest.fixture(autouse=True)
+def _in_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(DOCS.parent)
 
 
 def output_of(args: str) -> str:
