@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocktrace.config import DTYPES, MAX_LAYERS, ConfigError
@@ -52,6 +53,11 @@ _INNER = ("intermediate_size", "n_inner")  # GPT-2 calls it n_inner, and None th
 
 def load_config(source: str) -> Any:
     """transformers' config for a folder holding config.json, or a Hub id; one-line errors."""
+    path = Path(source).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ConfigError(f"--hf {source}: no config.json in that folder")
+    if not path.exists() and (path.is_absolute() or source.startswith((".", "~"))):
+        raise ConfigError(f"--hf {source}: no such folder")  # a path, not a Hub id
     try:
         from transformers import AutoConfig
     except ImportError as error:

@@ -220,10 +220,13 @@ def layout(
         y = max(y + 1, busy_until + 1)
         label_row = y
         texts.append(Label(cx + 2, y, shape_text(out, shapes), "shape"))
+        rows = []
         for r in drawn_adds:
             if r.stream.id == out.id:
                 y += 1
-                forks.setdefault(out.id, []).append(y)
+                rows.append(y)
+        if rows:  # an op that hands its input back (eval-mode dropout) carries it on: fork after it
+            forks[out.id] = rows
         if out.id in side_sources:
             if out.id not in forks:
                 y += 1

@@ -14,6 +14,7 @@ from blocktrace.output import markdown_report, text_report
 from blocktrace.render import render, to_text
 from blocktrace.trace import Trace
 from blocktrace.tracer import trace
+from tests.harness import invoke
 from tests.models import SMALL, structures
 
 STRUCTURES = structures()
@@ -130,3 +131,31 @@ def test_blocks_that_differ_are_all_drawn() -> None:
     text = drawn(trace(Two(), (x, cos_sin)))
     assert "Block ×" not in text and text.count("(+)") == 4
     assert "(2, 6, 128)" in text and "(2, 6, 64)" in text  # each MLP's own hidden width
+
+
+DROPPED = """\
+import torch
+from torch import nn
+
+
+class Dropped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.1)
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        x = self.drop(x * 2)  # in eval mode it hands x back: the same value, one step later
+        return x + self.fc(x)
+"""
+
+
+def test_the_highway_forks_after_the_last_step_that_hands_the_stream_on(tmp_path) -> None:
+    path = tmp_path / "dropped.py"
+    path.write_text(DROPPED, encoding="utf-8")
+    result = invoke(["diagram", "--module", f"{path}:Dropped", "--input", "2,8"])
+    assert result.exit_code == 0, result.output
+    rows = result.stdout.splitlines()
+    dropout = next(i for i, row in enumerate(rows) if "Dropout" in row)
+    fork = next(i for i, row in enumerate(rows) if "├" in row)
+    assert fork > dropout
