@@ -77,8 +77,10 @@ class Diagram:
 
 
 def _note_inputs(step: Step) -> tuple[TensorMeta, ...]:
-    # a module call or helper shows its data input; an op shows every tensor it took (q, k, v)
-    return step.inputs if step.kind in (StepKind.compute, StepKind.shape) else step.inputs[:1]
+    # a module call shows its data input; an op or a helper every tensor it took from the stream (q, k, v)
+    return (
+        step.inputs if step.kind in (StepKind.compute, StepKind.shape, StepKind.helper) else step.inputs[:1]
+    )
 
 
 def _scores(step: Step) -> TensorMeta | None:

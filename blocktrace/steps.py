@@ -11,7 +11,7 @@ which the layout, the formulas and the source view all read. No torch here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from blocktrace.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace
@@ -55,6 +55,7 @@ class Step:
     ops: tuple[OpCall, ...] = ()  # the ops the step is made of
     residual: ResidualAdd | None = None  # for residual
     span: int = 0  # for a section: how many of the steps after it are its call's (one call's, if collapsed)
+    frame: int = 0  # for a helper: which call of it (the outermost helper, where helpers call helpers)
 
 
 def op_title(op: OpCall) -> str:
@@ -79,13 +80,24 @@ class StepTree:
         self.in_sums = {i for r in trace.residual_adds for i in r.adds}
         self._inner: dict[int, list[Step]] = {}
         self.from_input = _descendants(trace)
+        self.helper_of = _outer_helpers(trace)
         self.side: dict[int, Step] = {}  # tensor id -> the side computation that made it, once drawn
 
     def inner(self, call: ModuleCall) -> list[Step]:
         """The steps directly inside `call`, grouped and folded as described above, in order."""
         if call.index not in self._inner:
-            self._inner[call.index] = _merged(self._steps_in(call))
+            self._inner[call.index] = [
+                self._with_taken(s) if s.kind == StepKind.helper else s for s in _merged(self._steps_in(call))
+            ]
         return self._inner[call.index]
+
+    def _with_taken(self, step: Step) -> Step:
+        """A helper step taking what its ops took from outside: the values computed from the input
+        where there are any (apply_rotary_pos_emb's q and k, not the cos and sin tables)."""
+        made = {t.id for o in step.ops for t in o.outputs}
+        taken = list({t.id: t for o in step.ops for t in o.inputs if t.id not in made}.values())
+        on_stream = [t for t in taken if t.id in self.from_input]
+        return replace(step, inputs=tuple(on_stream or taken[:1]))
 
     def _steps_in(self, call: ModuleCall) -> list[Step]:
         steps: list[Step] = []
@@ -114,15 +126,17 @@ class StepTree:
             elif op.index in self.in_sums:
                 continue  # an add inside a residual sum: drawn as that sum's (+)
             elif op.function != "forward":
+                function, frame = self.helper_of.get(op.frame, (op.function, op.frame))
                 steps.append(
                     Step(
                         StepKind.helper,
-                        op.function,
+                        function,
                         op_title(op),
                         op.inputs[:1],
                         op.outputs[0],
                         op.time,
                         ops=(op,),
+                        frame=frame,
                     )
                 )
             else:
@@ -222,24 +236,41 @@ class StepTree:
                 (self.trace.calls[i].end, short_path(self.trace.calls[i]), self.trace.calls[i].type)
                 for i in b.calls
             ]
-            last_frame = None
+            last_helper = None
             for i in b.ops:
                 op = self.trace.ops[i]
-                if op.function != "forward" and op.frame == last_frame:
+                helper = self.helper_of.get(op.frame, (op.function, op.frame))
+                if op.function != "forward" and helper == last_helper:
                     continue  # more ops of the same helper call
-                last_frame = op.frame
-                parts.append((op.time, op.function if op.function != "forward" else op.name, op_title(op)))
+                last_helper = helper
+                parts.append((op.time, helper[0] if op.function != "forward" else op.name, op_title(op)))
             found.append([(name, title) for _, name, title in sorted(parts)])
         return found
 
 
 def _descendants(trace: Trace) -> set[int]:
-    """Ids of the values computed from the trace's inputs, through the ops: the stream and what
-    branches off it. Positions, masks and rotary tables made from sizes and buffers are not."""
-    found = {t.id for t in trace.inputs}
+    """Ids of the values computed from the trace's first input (x, or the token ids), through the
+    ops: the stream and what branches off it. Positions, masks and rotary tables, made from sizes,
+    buffers or inputs of their own (a Block's cos and sin), are not."""
+    found = {t.id for t in trace.inputs[:1]}
     for op in trace.ops:
         if any(t.id in found for t in op.inputs):
             found.update(t.id for t in op.outputs)
+    return found
+
+
+def _outer_helpers(trace: Trace) -> dict[int, tuple[str, int]]:
+    """Frame -> (function, frame) of the outermost helper call it ran under, below a forward: the
+    ops of rotate_half, called by apply_rotary_pos_emb, are that apply_rotary_pos_emb call's."""
+    frames = {f.frame: f for f in trace.frames}
+    found: dict[int, tuple[str, int]] = {}
+    for f in trace.frames:
+        outer = f
+        while (
+            outer.caller is not None and outer.caller in frames and frames[outer.caller].function != "forward"
+        ):
+            outer = frames[outer.caller]
+        found[f.frame] = (outer.function, outer.frame)
     return found
 
 
@@ -264,6 +295,7 @@ def _merged(steps: list[Step]) -> list[Step]:
                 step.time,
                 last.call,
                 (*last.ops, *step.ops),
+                frame=last.frame,
             )
         else:
             merged.append(step)
@@ -273,10 +305,7 @@ def _merged(steps: list[Step]) -> list[Step]:
 def _joins(last: Step, step: Step) -> bool:
     """Whether `step` continues `last` as one step."""
     if step.kind == StepKind.helper:  # more ops of the same call of the same helper function
-        return last.kind == StepKind.helper and (last.ops[0].function, last.ops[0].frame) == (
-            step.ops[0].function,
-            step.ops[0].frame,
-        )
+        return last.kind == StepKind.helper and (last.label, last.frame) == (step.label, step.frame)
     if not step.inputs or step.inputs[0].id != last.output.id:
         return False
     if step.kind == StepKind.shape:  # views of what the last step made

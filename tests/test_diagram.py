@@ -12,6 +12,7 @@ from blocktrace.layout import layout, shape_text
 from blocktrace.model import Block, example_inputs
 from blocktrace.output import markdown_report, text_report
 from blocktrace.render import render, to_text
+from blocktrace.steps import StepKind, StepTree
 from blocktrace.trace import Trace
 from blocktrace.tracer import trace
 from tests.harness import invoke
@@ -159,3 +160,37 @@ def test_the_highway_forks_after_the_last_step_that_hands_the_stream_on(tmp_path
     dropout = next(i for i, row in enumerate(rows) if "Dropout" in row)
     fork = next(i for i, row in enumerate(rows) if "├" in row)
     assert fork > dropout
+
+
+NESTED = """\
+import torch
+from torch import nn
+
+
+def half(x):
+    return x[..., : x.shape[-1] // 2]
+
+
+def rotate(x, table):
+    return torch.cat([half(x) * 2, half(x)], dim=-1) + table  # helpers calling helpers: one call
+
+
+class Rotating(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.register_buffer("table", torch.ones(8))
+
+    def forward(self, x):
+        return self.fc(rotate(x, self.table))
+"""
+
+
+def test_a_helper_that_calls_helpers_is_one_step_taking_what_it_took_from_the_stream(tmp_path) -> None:
+    path = tmp_path / "nested.py"
+    path.write_text(NESTED, encoding="utf-8")
+    trace = invoke(["diagram", "--module", f"{path}:Rotating", "--input", "2,8", "--format", "json"])
+    tree = StepTree(Trace.from_json(trace.stdout))
+    steps = [s for s in tree.stream() if s.kind == StepKind.helper]
+    assert [s.label for s in steps] == ["rotate"]
+    assert [t.shape for t in steps[0].inputs] == [(2, 8)]  # x, not the table
