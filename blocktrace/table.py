@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from blocktrace.layout import wrap_flow
+from blocktrace.layout import expression, wrap_flow
 from blocktrace.output import can_encode, is_stdout, isatty, stdout, stdout_errors, write_output
 from blocktrace.shapes import Shapes, dims_text, shape_text
+from blocktrace.steps import StepTree
 from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
 
 SCHEMA = "blocktrace.table"
@@ -98,7 +99,7 @@ ROOT_NAME = "(root)"
 @dataclass(frozen=True)
 class Row:
     depth: int  # nesting: 0 for the root call, its children 1, ...
-    name: str  # the first column: a call's path, an op's torch name, "x + attn" for a residual add
+    name: str  # the first column: a call's path, an op's torch name, "x + attn(norm(x))" for a residual add
     kind: str  # a call's module class ("Linear"), or what an op is ("SDPA", "view", "residual add")
     path: str  # the module path of the call, or of the call the op ran in
     inputs: tuple[TensorMeta, ...]
@@ -166,6 +167,7 @@ class _Builder:
     def __init__(self, trace: Trace):
         self.trace = trace
         self.residuals = {r.op: r for r in trace.residual_adds}
+        self.tree = StepTree(trace)
 
     def nodes(self, call: int | None, depth: int) -> list[_Node]:
         """The calls and ops directly inside `call`, in execution order."""
@@ -201,8 +203,7 @@ class _Builder:
         path = "" if op.call is None else self.trace.calls[op.call].path
         residual = self.residuals.get(op.index)
         if residual is not None:
-            wraps = ", ".join(self.trace.calls[c].path or ROOT_NAME for c in residual.calls)
-            name, kind = f"x + {wraps}", RESIDUAL_KIND
+            name, kind = expression(self.tree, residual), RESIDUAL_KIND  # as the diagram writes it
         else:
             name, kind = op.name, op_kind(op.name)
         row = Row(

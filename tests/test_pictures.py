@@ -129,7 +129,7 @@ def test_svg_is_coloured_as_in_the_terminal() -> None:
     assert colour(STYLES["merge"]) in merge and "font-weight: bold" in merge
     assert colour(STYLES["expr"]) in _style_of(svg, "x + attn(norm(x))")
     table = run(["table", *TINY, "--format", "svg"])
-    assert colour("bold yellow") in _style_of(table, "x + attn")  # the residual rows, as in print_text
+    assert colour("bold yellow") in _style_of(table, "x + attn(norm(x))")  # the residual rows, as printed
 
 
 def test_svg_names_local_monospace_fonts_and_fetches_nothing() -> None:

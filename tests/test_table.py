@@ -90,10 +90,10 @@ def test_rows_come_in_execution_order_indented_by_nesting() -> None:
         ("(root)", "Block"),
         ("rms_norm", "RMSNorm op"),
         ("attn", "CausalSelfAttention"),
-        ("x + attn", "residual add"),
+        ("x + attn(norm(x))", "residual add"),
         ("rms_norm", "RMSNorm op"),
         ("mlp", "MLP"),
-        ("x + mlp", "residual add"),
+        ("x + mlp(norm(x))", "residual add"),
     ]
     assert [r.op for r in rows if r.kind == "residual add"] == [a.op for a in t.residual_adds]
 
