@@ -3,6 +3,7 @@ and the exit code the CLI promises (2: what was asked for cannot be; 1: the user
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -182,3 +183,19 @@ def test_without_transformers_hf_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` raises ImportError
     result = invoke(["diagram", "--hf", f"{user_code}/unknown"])
     one_line_error(result, 2, "pip install 'blocktrace[hf]'")
+
+
+def test_an_unreachable_hub_is_one_line_not_its_retries(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    transformers = pytest.importorskip("transformers")
+
+    def offline(source: str, **kwargs: object) -> None:
+        # what huggingface_hub says before each retry of a Hub it cannot reach
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        raise OSError(f"We couldn't connect to 'https://huggingface.co' to load {source}")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
+    result = invoke(["diagram", "--hf", "someone/some-model"])
+    one_line_error(result, 2, "--hf someone/some-model: We couldn't connect")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("huggingface_hub")] == []
