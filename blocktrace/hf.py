@@ -62,9 +62,11 @@ def load_config(source: str) -> Any:
         from transformers import AutoConfig
     except ImportError as error:
         raise ConfigError("--hf needs transformers: pip install 'blocktrace[hf]'") from error
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # its advice is for training and generation; blocktrace speaks for itself
+    hub_logging.set_verbosity_error()  # a line per retry of a Hub it cannot reach: the error says it once
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=False)
     except Exception as error:  # OSError, ValueError, KeyError: transformers' words for what is wrong

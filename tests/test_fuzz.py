@@ -16,7 +16,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.harness import ANSI, STDOUTS, invoke
@@ -86,6 +87,68 @@ OUTPUTS = [
 # by any run that fails (a --format that disagrees with the suffix, say)
 EXISTING = ("existing.txt", "existing.svg")
 
+# --module and --hf name files written once into a folder (MODELS stands for it): a tiny factory,
+# a tiny class, a factory the meta device cannot run, a file that raises as it is imported, config
+# folders good and bad. Every --hf value is a path there: a bare word would be looked up on the Hub.
+MODELS = "@MODELS@"
+MODEL_CODE = """
+import torch
+from torch import nn
+
+X = 3
+
+
+class Tiny(nn.Module):
+    def __init__(self, C=8):
+        super().__init__()
+        self.proj = nn.Linear(C, C)
+
+    def forward(self, x):
+        return self.proj(x) + x
+
+
+def tiny(B=2, T=3, C=8):
+    return Tiny(C), (torch.randn(B, T, C),)
+
+
+def gate(B=2, C=8):
+    x = torch.randn(B, C)
+    return nn.Sequential(nn.Linear(C, C)), (x[x.abs().sum(-1) > -1],)
+
+
+def unsized(B, C=8):
+    return Tiny(C), (torch.randn(B, C),)
+"""
+HF_CONFIG = (
+    '{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": 16, "n_head": 2, '
+    '"n_layer": 1, "vocab_size": 31, "n_positions": 8}'
+)
+MODEL_VALUES = {
+    "--module": [
+        f"{MODELS}/tiny.py:tiny", f"{MODELS}/tiny.py:tiny", f"{MODELS}/tiny.py:Tiny",
+        f"{MODELS}/tiny.py:gate",
+        f"{MODELS}/tiny.py:unsized", f"{MODELS}/tiny.py:X", f"{MODELS}/tiny.py:Nope", f"{MODELS}/tiny.py",
+        f"{MODELS}/broken.py:X", f"{MODELS}/missing.py:X", "no.such.module:X", "blocktrace.config:X", ":",
+    ],
+    "--kwargs": ['{"C": 8}', '{"C": 8}', "{}", '{"C": -1}', '{"D": 1}', "{", "[1]", "null"],
+    "--input": ["2,3,8", "2,3,8", "2x3x8", "2,3,8:long", "2,3,8:half", "2,3,8:complex", "2,,8", "2,x", "0"],
+    "--dim": ["B=3", "T=4", "C=16", "C=1", "Q=2", "C=0", "C", "=4", "C=4.5"],
+    "--hf": [
+        f"{MODELS}/hf-tiny", f"{MODELS}/hf-tiny", f"{MODELS}/hf-empty", f"{MODELS}/hf-junk",
+        f"{MODELS}/hf-unknown", f"{MODELS}/tiny.py", f"{MODELS}/missing",
+    ],
+}  # fmt: skip
+
+
+def write_models(folder: Path) -> None:
+    (folder / "tiny.py").write_text(MODEL_CODE, encoding="utf-8")
+    (folder / "broken.py").write_text('raise RuntimeError("broken on import")\n', encoding="utf-8")
+    for name, config in (("hf-tiny", HF_CONFIG), ("hf-empty", None), ("hf-junk", "{not json"),
+                         ("hf-unknown", '{"model_type": "no_such_model"}')):  # fmt: skip
+        (folder / name).mkdir()
+        if config is not None:
+            (folder / name / "config.json").write_text(config, encoding="utf-8")
+
 
 def value(flag: str) -> st.SearchStrategy[str]:
     pool = SMALL.get(flag, []) + CHOICES.get(flag, []) + JUNK + (HUGE if flag in HUGE_OK else [])
@@ -115,6 +178,35 @@ def flag_and_value(command: str) -> st.SearchStrategy[list[str]]:
     return st.one_of(*options)
 
 
+def shared_flag(command: str) -> st.SearchStrategy[list[str]]:
+    flags = ["--dtype", "--device", "--shapes"]
+    return st.sampled_from(flags).flatmap(lambda f: st.sampled_from(CHOICES[f]).map(lambda v: [f, v]))
+
+
+def model_value(flag: str) -> st.SearchStrategy[str]:
+    junk = ["", "0", "ü", "--", "two"]
+    if flag == "--hf":
+        junk = [f"{MODELS}/{j}" for j in junk]  # no Hub ids: a bare word would need the network
+    return st.sampled_from(MODEL_VALUES[flag] + junk)
+
+
+@st.composite
+def model_flags(draw: st.DrawFn, model: str) -> list[str]:
+    """--module TARGET or --hf CONFIG, often with the flags that go with it, at times with the other's."""
+    if model == "hf":
+        args = ["--hf", draw(model_value("--hf"))]
+        extra = draw(st.lists(st.sampled_from(["--seq", "--batch", "--dim", "--module"]), max_size=2))
+    else:
+        args = ["--module", draw(model_value("--module"))]
+        extra = draw(
+            st.lists(st.sampled_from(["--kwargs", "--input", "--input", "--dim", "--hf"]), max_size=3)
+        )
+    for flag in extra:
+        values = model_value(flag) if flag in MODEL_VALUES else value(flag)
+        args += [flag, draw(values)]
+    return args
+
+
 @st.composite
 def commands(draw: st.DrawFn) -> tuple[list[str], str]:
     kind = draw(
@@ -139,11 +231,17 @@ def commands(draw: st.DrawFn) -> tuple[list[str], str]:
         return args, "none"
     if kind == "cache":
         return ["cache", *draw(st.sampled_from([[], ["info"], ["clear"], ["purge"], [""], ["-h"]]))], "none"
-    flags = draw(st.lists(flag_and_value(kind), max_size=6))
+    model = draw(st.sampled_from(["block", "module", "hf", "block", "module", "block", "block"]))
+    base = BASE if model == "block" else draw(model_flags(model))
+    if model == "block":
+        flags = draw(st.lists(flag_and_value(kind), max_size=6))
+    else:  # mostly the flags that apply to any model: a Block's flags are refused beside it
+        other = draw(st.sampled_from([[], [], [flag_and_value(kind)]]))
+        flags = draw(st.lists(shared_flag(kind), max_size=2)) + [draw(f) for f in other]
     output = draw(st.sampled_from(OUTPUTS))
     # often a --format beside the -o, so that a format and a suffix agree or disagree
     fmt = draw(st.sampled_from([[], [], ["--format", "svg"], ["--format", "html"], ["--format", "text"]]))
-    return [kind, *BASE, *(part for f in flags for part in f), *fmt], output
+    return [kind, *base, *(part for f in flags for part in f), *fmt], output
 
 
 ENVIRONMENTS = st.fixed_dictionaries(
@@ -174,6 +272,20 @@ def _output_path(kind: str, folder: Path) -> str | None:
     }[kind]
 
 
+PLAIN = {
+    "env": {"COLUMNS": None, "NO_COLOR": None, "FORCE_COLOR": None, "TERM": None, "XDG_CACHE_HOME": "tmp"},
+    "stdout": "pipe",
+    "encoding": "utf-8",
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    write_models(folder)
+    return folder
+
+
 @settings(
     max_examples=FUZZ_EXAMPLES,
     derandomize=not LONG,  # the normal suite: the same examples every run
@@ -181,6 +293,19 @@ def _output_path(kind: str, folder: Path) -> str | None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
 )
+# runs of each model that succeed, or fail in the user's code, whatever the grammar draws
+@example(command=(["diagram", "--module", f"{MODELS}/tiny.py:tiny", "--dim", "T=4"], "new.svg"), **PLAIN)
+@example(
+    command=(
+        ["table", "--module", f"{MODELS}/tiny.py:Tiny", "--kwargs", '{"C": 8}', "--input", "2,3,8"],
+        "none",
+    ),
+    **PLAIN,
+)
+@example(command=(["source", "--module", f"{MODELS}/tiny.py:gate"], "none"), **PLAIN)  # a note
+@example(command=(["table", "--module", f"{MODELS}/broken.py:X"], "existing"), **PLAIN)
+@example(command=(["diagram", "--hf", f"{MODELS}/hf-tiny", "--seq", "4"], "new"), **PLAIN)
+@example(command=(["table", "--hf", f"{MODELS}/hf-unknown"], "existing.svg"), **PLAIN)
 @given(
     command=commands(),
     env=ENVIRONMENTS,
@@ -188,9 +313,10 @@ def _output_path(kind: str, folder: Path) -> str | None:
     encoding=st.sampled_from(["utf-8", "ascii"]),
 )
 def test_the_cli_never_breaks_its_promises(
-    command: tuple[list[str], str], env: dict[str, str | None], stdout: str, encoding: str
+    command: tuple[list[str], str], env: dict[str, str | None], stdout: str, encoding: str, models: Path
 ) -> None:
-    args, output_kind = command
+    args = [a.replace(MODELS, str(models)) for a in command[0]]
+    output_kind = command[1]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         home = folder / "home"
@@ -215,7 +341,7 @@ def test_the_cli_never_breaks_its_promises(
         assert "Traceback" not in result.stderr, context
         assert len(result.stderr.splitlines()) <= 2, context
         assert all(
-            re.match(r"blocktrace: (error|warning): \S", line) for line in result.stderr.splitlines()
+            re.match(r"blocktrace: (error|warning|note): \S", line) for line in result.stderr.splitlines()
         ), context
         assert ANSI not in result.stderr, context
         if stdout != "terminal":

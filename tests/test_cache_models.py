@@ -1,0 +1,64 @@
+"""The cache for `--hf` and `--module`: a local config folder is keyed by its config.json's bytes, so
+a repeated call skips torch and an edited config is traced afresh; a user's module is never cached."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from blocktrace import cache
+from tests.harness import invoke
+from tests.test_cache import run_cli
+
+pytest.importorskip("transformers")
+
+CONFIG = {
+    "model_type": "gpt2",
+    "architectures": ["GPT2LMHeadModel"],
+    "n_embd": 16,
+    "n_head": 2,
+    "n_layer": 1,
+    "vocab_size": 31,
+    "n_positions": 8,
+}
+FACTORY = """
+import torch
+from torch import nn
+
+def tiny(B=2, C=8):
+    return nn.Linear(C, C), (torch.randn(B, C),)
+"""
+
+
+def _entries() -> list[Path]:
+    folder = cache.cache_dir()
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def test_a_local_hf_config_is_answered_without_torch_until_it_is_edited(tmp_path: Path) -> None:
+    folder = tmp_path / "tiny-gpt2"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(CONFIG), encoding="utf-8")
+    args = ["table", "--hf", str(folder), "--seq", "4", "--batch", "2"]
+    first = invoke(args)
+    assert first.exit_code == 0, first.stderr
+    assert len(_entries()) == 1
+    again, imported = run_cli(args, os.environ["XDG_CACHE_HOME"])
+    assert not imported and again == first.stdout.rstrip("\n")
+
+    (folder / "config.json").write_text(json.dumps({**CONFIG, "n_embd": 24}), encoding="utf-8")
+    edited = invoke(args)
+    assert edited.exit_code == 0, edited.stderr
+    assert len(_entries()) == 2 and edited.stdout != first.stdout
+    assert "C=24" in edited.stdout and "C=16" in first.stdout
+
+
+def test_a_users_module_is_never_cached(tmp_path: Path) -> None:
+    (tmp_path / "tiny.py").write_text(FACTORY, encoding="utf-8")
+    for _ in range(2):
+        result = invoke(["diagram", "--module", f"{tmp_path / 'tiny.py'}:tiny"])
+        assert result.exit_code == 0, result.stderr
+    assert _entries() == []
