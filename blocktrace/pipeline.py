@@ -87,14 +87,18 @@ def _trace_full_size(spec: ModelSpec, device: str, frozen: tuple[str, ...], unit
         return named(_run(spec, "meta", frozen), spec, unit)
     except TraceError as error:
         if device == "meta" or not _meta_unsupported(error):
-            raise
+            # torch's meta kernels word an error their own way: say where it ran
+            raise TraceError(f"{error} (on the meta device)") from error
         reason = str(error)
     shape_fit = fit_shapes(spec, frozen) if unit is not None else None
     derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
     if derived is None:
+        why = (
+            "2 small CPU runs do not scale to its sizes" if spec.symbols.basis else "it has no sizes to scale"
+        )
         raise TraceError(
-            f"{reason}; the meta device cannot run it and 2 small CPU runs do not scale to its sizes "
-            "(--device cpu runs it for real, if it fits in memory)"
+            f"{reason}; the meta device cannot run it and {why} (--device cpu runs it for real, if it fits "
+            "in memory)"
         )
     notice("note", f"the meta device cannot run this model ({reason}); shapes derived from 2 small CPU runs")
     return derived

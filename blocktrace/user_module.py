@@ -30,13 +30,15 @@ from blocktrace.trace import TraceError
 if TYPE_CHECKING:
     from torch import nn
 
+    from blocktrace.probe import ShapeFit
+
 # --input dtypes, by the names people write
 INPUT_DTYPES = {
     "float": "float32", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "half": "float16",
     "long": "int64", "int64": "int64", "int": "int32", "int32": "int32", "bool": "bool",
 }  # fmt: skip
 _NO_SYMBOLS = SymbolSet(())
-_MAX_PROBE_SIZE = 4096  # a probe's size for any one parameter
+_MAX_PROBE_ELEMENTS = 2**22  # of a probe's parameters and inputs together: 16 MiB at float32
 _MAX_TRIES = 12  # pairs of probes tried for the divisibility relations, at each step
 _SIZE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -99,12 +101,10 @@ def parse_input(text: str) -> tuple[tuple[int, ...], str | None]:
             raise ConfigError(
                 f"--input {text}: unknown dtype {dtype_text!r} (one of {', '.join(INPUT_DTYPES)})"
             )
-    try:
-        shape = tuple(int(n) for n in shape_text.replace("x", ",").split(",") if n.strip())
-    except ValueError:
-        raise ConfigError(f"--input {text}: expected sizes separated by commas, e.g. 8,1024,768") from None
-    if not shape or any(n < 0 for n in shape):
+    pieces = [n.strip() for n in shape_text.split(",")]
+    if not all(n.isascii() and n.isdigit() for n in pieces):
         raise ConfigError(f"--input {text}: expected sizes separated by commas, e.g. 8,1024,768")
+    shape = tuple(int(n) for n in pieces)
     elements = 1
     for n in shape:
         elements *= n
@@ -423,9 +423,14 @@ def with_divisors(spec: FactorySpec) -> FactorySpec:
     """The spec with the fewest "divides" relations under which the probes run and fit: none, then
     each relation that holds between the requested sizes (C by H for the head dim, the usual need),
     then each two of them; all at odd probe sizes, then at even ones (rotary embeddings halve the
-    head). No fit found: the spec as it is, and the full-size trace is drawn with its numbers."""
+    head). Where no relations make every size fit (a ViT's T = G^2 + 1 is no product of sizes), the
+    first under which the probes run names what fits; where none do, the spec as it is, and the
+    full-size trace is drawn with its numbers."""
     pairs = [(name, d) for name, divisors in _relations(spec.requested).items() for d in divisors]
+    running: FactorySpec | None = None
     for step in (1, 2):
+        if running is not None:
+            break  # the code ran at odd sizes: even ones would not name more
         tries = 0
         for size in range(3):
             for chosen in combinations(pairs, size):
@@ -438,9 +443,12 @@ def with_divisors(spec: FactorySpec) -> FactorySpec:
                 tries += 1
                 if tries > _MAX_TRIES:
                     break
-                if _fits(trial):
+                fitted = _probe_fit(trial)
+                if fitted is not None and fitted.shapes_complete:
                     return trial
-    return spec
+                if fitted is not None and running is None:
+                    running = trial
+    return running or spec
 
 
 def _integral(spec: FactorySpec) -> bool:
@@ -468,13 +476,24 @@ def _relations(requested: dict[str, int]) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def _fits(spec: FactorySpec) -> bool:
+def _probe_fit(spec: FactorySpec) -> ShapeFit | None:
+    """The probes' fit, or None where they fail, differ in structure, or would be too big to be cheap."""
     from blocktrace.probe import _fit_probes
 
+    if any(_elements(spec, probe) > _MAX_PROBE_ELEMENTS for probe in spec.symbols.probes()):
+        return None  # sizes multiplied up (an image of G * P pixels a side): not a cheap probe
     try:
-        if any(v > _MAX_PROBE_SIZE for probe in spec.symbols.probes() for v in spec.values(probe).values()):
-            return False  # relations that multiply primes up make probes too big to be cheap
-        fitted = _fit_probes(spec)
+        return _fit_probes(spec)
     except (ConfigError, TraceError):
-        return False
-    return fitted is not None and fitted.shapes_complete
+        return None
+
+
+def _elements(spec: FactorySpec, sizes: dict[str, int]) -> int:
+    """Elements of the module's parameters and inputs at `sizes`, built on the meta device (free);
+    0 where the meta device cannot build it (the probe itself will tell)."""
+    try:
+        module, args, kwargs = spec._make(sizes, "meta")
+    except (ConfigError, TraceError):
+        return 0
+    tensors = [t for t in (*args, *kwargs.values()) if hasattr(t, "numel")]
+    return sum(p.numel() for p in module.parameters()) + sum(t.numel() for t in tensors)

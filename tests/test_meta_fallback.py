@@ -88,7 +88,7 @@ def test_a_class_the_meta_device_cannot_run_is_refused_then_runs_on_the_cpu(cls:
     assert refused.exit_code == 1 and refused.stdout == ""
     lines = refused.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("blocktrace: error: "), lines
-    assert "--device cpu" in lines[0]
+    assert "--device cpu" in lines[0] and "it has no sizes to scale" in lines[0]
     ran = invoke([*args, "json", "--device", "cpu"])
     assert ran.exit_code == 0 and ran.stderr == "", ran.stderr
     traced = Trace.from_dict(json.loads(ran.stdout))
