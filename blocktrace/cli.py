@@ -439,8 +439,12 @@ def model_request(**flags: Any) -> ModelRequest:
             flag = "--" + extra[0].replace("_", "-")
             source = "--module: the code" if module is not None else "--hf: the config"
             raise ConfigError(f"{flag} does not apply with {source} gives the model")
-    config = block_config(**flags)
-    return ModelRequest(config, module, kwargs, inputs, dims, hf, seq_given="seq" in given)
+    if module is None and hf is None:
+        return ModelRequest(block_config(**flags))
+    # the model's own sizes are not the Block's: its flags' checks do not apply
+    config = block_config(dtype=flags["dtype"])
+    seq = flags["seq"] if "seq" in given else None
+    return ModelRequest(config, module, kwargs, inputs, dims, hf, flags["batch"], seq)
 
 
 def _given_flags() -> set[str]:

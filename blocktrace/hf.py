@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from blocktrace.config import DTYPES, MAX_LAYERS, ConfigError
+from blocktrace.config import DTYPES, MAX_ELEMENTS, MAX_LAYERS, ConfigError
 from blocktrace.symbols import Composite, Symbol, SymbolSet
 
 if TYPE_CHECKING:
@@ -93,6 +93,16 @@ class HFSpec:
         if self.sizes.get("P", self.seq) < self.seq:
             raise ConfigError(
                 f"--seq {self.seq} is longer than the model's max_position_embeddings ({self.sizes['P']})"
+            )
+        v = self._values
+        # the largest tensors such a forward makes: the logits or the MLP's, and a mask or scores
+        largest = max(
+            self.batch * self.seq * max(v.get(n, 1) for n in "CFV"), self.batch * v["H"] * self.seq**2
+        )
+        if largest > MAX_ELEMENTS:
+            raise ConfigError(
+                f"--batch {self.batch} x --seq {self.seq}: this model's tensors would be over torch's int64 "
+                "limit of elements"
             )
 
     full_size_trace = True  # transformers' code may branch on sizes the probes never take

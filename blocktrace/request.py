@@ -32,13 +32,14 @@ class HFKey:
 
 @dataclass(frozen=True)
 class ModelRequest:
-    config: BlockConfig  # the Block flags; with --hf only batch, seq and dtype are read
+    config: BlockConfig  # the Block flags; with --module or --hf only its dtype is read
     module: str | None = None
     kwargs: str | None = None
     inputs: tuple[str, ...] = ()
     dims: tuple[str, ...] = ()
     hf: str | None = None
-    seq_given: bool = True  # --seq was given: with --hf, else the config's positions cap it at 1024
+    batch: int = 8  # with --hf: the token ids fed to it
+    seq: int | None = None  # with --hf; None: 1024, or the model's positions if fewer
 
     def cache_key(self) -> BlockSpec | HFKey | None:
         """What the cache keys this request by, or None: not cached. A user's module is not: it
@@ -53,9 +54,8 @@ class ModelRequest:
             transformers = version("transformers")
         except (OSError, PackageNotFoundError):
             return None
-        seq = self.config.seq if self.seq_given else None
         return HFKey(
-            str(config_file.parent.resolve()), digest, transformers, self.config.batch, seq, self.config.dtype
+            str(config_file.parent.resolve()), digest, transformers, self.batch, self.seq, self.config.dtype
         )
 
     def spec(self) -> ModelSpec:
@@ -68,11 +68,5 @@ class ModelRequest:
             from blocktrace.hf import HFSpec, load_config
 
             config = load_config(self.hf)
-            return HFSpec.from_config(
-                self.hf,
-                config,
-                self.config.batch,
-                self.config.seq if self.seq_given else None,
-                self.config.dtype,
-            )
+            return HFSpec.from_config(self.hf, config, self.batch, self.seq, self.config.dtype)
         return BlockSpec(self.config)

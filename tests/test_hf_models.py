@@ -26,6 +26,7 @@ from blocktrace.request import ModelRequest
 from blocktrace.steps import StepKind, StepTree
 from blocktrace.table import totals
 from blocktrace.trace import Trace
+from tests.harness import invoke
 from tests.hooks import hooked_calls, symbols_of, traced_calls
 
 B, T = 2, 5
@@ -95,7 +96,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @cache
 def _traced(name: str, root: Path, device: str) -> Trace:
-    request = ModelRequest(BlockConfig(batch=B, seq=T), hf=folder(name, root), seq_given=True)
+    request = ModelRequest(BlockConfig(), hf=folder(name, root), batch=B, seq=T)
     return cached_trace(request, device, use_cache=False)
 
 
@@ -182,7 +183,7 @@ LLAMA_70B = {
 def test_a_70b_llama_is_traced_exactly_without_its_memory(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(LLAMA_70B), encoding="utf-8")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    request = ModelRequest(BlockConfig(batch=1, seq=4096), hf=str(tmp_path), seq_given=True)
+    request = ModelRequest(BlockConfig(), hf=str(tmp_path), batch=1, seq=4096)
     traced = cached_trace(request, "probe", use_cache=False)
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown < 2 * 2**20, f"{grown} KiB"  # the fp32 weights alone are 280 GB
@@ -199,3 +200,13 @@ def test_a_70b_llama_is_traced_exactly_without_its_memory(tmp_path: Path) -> Non
     assert calls["model.layers.79.self_attn.k_proj"].outputs[0].shape == (1, 4096, Hkv * D)
     assert calls["model.layers.79.mlp.up_proj"].outputs[0].symbols == ("B", "T", "F")
     assert len(traced.residual_adds) == 2 * L
+
+
+def test_the_model_s_own_sizes_bound_the_input_not_the_block_s(root: Path) -> None:
+    # 4e15 tokens of width 48 fit in int64 where the built-in Block's 3072-wide MLP would not; 1e18 do not
+    llama = folder("llama", root)
+    fits = invoke(["table", "--hf", llama, "--batch", str(4 * 10**15), "--seq", "1", "--depth", "0"])
+    assert fits.exit_code == 0, fits.stderr
+    refused = invoke(["table", "--hf", llama, "--batch", str(10**18), "--seq", "1"])
+    assert refused.exit_code == 2 and "over torch's int64 limit" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
