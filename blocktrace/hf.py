@@ -178,7 +178,13 @@ class HFSpec:
         for key in _TOKEN_IDS:  # a special token past a probe's tiny vocabulary names no row: none
             if isinstance(raw.get(key), int) and raw[key] >= values.get("V", raw[key] + 1):
                 raw[key] = None
-        return type(self.config).from_dict(raw)
+        for key, value in list(raw.items()):  # one entry per layer (Qwen2's layer_types): the first ones
+            if isinstance(value, list) and len(value) == self.layers and layers < self.layers:
+                raw[key] = value[:layers]
+        try:
+            return type(self.config).from_dict(raw)
+        except Exception as error:  # transformers' validation of a config changed to these sizes
+            raise ConfigError(f"--hf {self.source}: {str(error).strip().splitlines()[-1].strip()}") from error
 
     def model_class(self) -> Any:
         """AutoModelForCausalLM where the config's architectures name one of its classes, else AutoModel."""

@@ -210,3 +210,19 @@ def test_the_model_s_own_sizes_bound_the_input_not_the_block_s(root: Path) -> No
     refused = invoke(["table", "--hf", llama, "--batch", str(10**18), "--seq", "1"])
     assert refused.exit_code == 2 and "over torch's int64 limit" in refused.stderr
     assert len(refused.stderr.splitlines()) == 1
+
+
+def test_a_config_with_one_entry_per_layer_is_probed_with_its_first(tmp_path: Path) -> None:
+    # Qwen2's layer_types must have one entry per layer: a one-layer probe keeps the first
+    config = {
+        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 48,
+        "num_attention_heads": 6, "num_key_value_heads": 2, "intermediate_size": 80, "num_hidden_layers": 3,
+        "vocab_size": 97, "tie_word_embeddings": True,
+    }  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    result = invoke(["table", "--hf", str(tmp_path), "--seq", "5", "--batch", "2", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    table = json.loads(result.stdout)
+    assert table["symbols"]["Hkv"] == 2 and table["symbols"]["V"] == 97
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tmp_path))
+    assert table["totals"]["params"] == sum(p.numel() for p in model.parameters())
