@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocktrace.config import DTYPES, MAX_ELEMENTS, MAX_LAYERS, ConfigError
 from blocktrace.symbols import Composite, Symbol, SymbolSet
+from blocktrace.trace import error_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -70,8 +71,7 @@ def load_config(source: str) -> Any:
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=False)
     except Exception as error:  # OSError, ValueError, KeyError: transformers' words for what is wrong
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"--hf {source}: {first}") from error
+        raise ConfigError(f"--hf {source}: {error_line(error)}") from error
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ class HFSpec:
             with torch.device(device):
                 model = self.model_class().from_config(config, dtype=getattr(torch, self.dtype))
         except (ValueError, KeyError, ImportError) as error:
-            raise ConfigError(f"--hf {self.source}: {str(error).strip().splitlines()[0]}") from error
+            raise ConfigError(f"--hf {self.source}: {error_line(error)}") from error
         return model.eval()
 
     def inputs(self, sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:

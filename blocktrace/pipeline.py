@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from blocktrace.config import BlockConfig, ConfigError
 from blocktrace.request import ModelRequest
 from blocktrace.spec import BlockSpec, ModelSpec
-from blocktrace.trace import Trace, TraceError
+from blocktrace.trace import Trace, TraceError, error_line
 
 if TYPE_CHECKING:
     from blocktrace.probe import ShapeFit
@@ -61,7 +61,7 @@ def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
     except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
         if isinstance(error, TraceError):
             raise
-        raise TraceError(f"--device {device}: {str(error).splitlines()[0]}") from error
+        raise TraceError(f"--device {device}: {error_line(error)}") from error
 
 
 def _unit_fit(spec: ModelSpec, frozen: tuple[str, ...]) -> ShapeFit | None:
@@ -90,7 +90,8 @@ def _trace_full_size(spec: ModelSpec, device: str, frozen: tuple[str, ...], unit
             # torch's meta kernels word an error their own way: say where it ran
             raise TraceError(f"{error} (on the meta device)") from error
         reason = str(error)
-    shape_fit = fit_shapes(spec, frozen) if unit is not None else None
+    # a single unit's fit is the one already made; a stack's needs the stack traced small
+    shape_fit = unit if spec.layers == 1 else fit_shapes(spec, frozen) if unit is not None else None
     derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
     if derived is None:
         why = (

@@ -15,6 +15,12 @@ SCHEMA = "blocktrace.trace"
 SCHEMA_VERSION = 4
 
 
+def error_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name where the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class TraceError(RuntimeError):
     """A forward pass that could not be traced; the message says where, in one sentence."""
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocktrace.config import DTYPES, MAX_ELEMENTS, ConfigError
 from blocktrace.symbols import Composite, Symbol, SymbolSet
-from blocktrace.trace import TraceError
+from blocktrace.trace import TraceError, error_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -87,8 +87,8 @@ def _import_file(path: Path, target: str) -> Any:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    """The error's first line with its type: the user's code raises what a reader must place."""
+    return f"{type(error).__name__}: {error_line(error)}" if str(error).strip() else type(error).__name__
 
 
 def parse_input(text: str) -> tuple[tuple[int, ...], str | None]:
