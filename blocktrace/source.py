@@ -145,9 +145,7 @@ def _functions(trace: Trace) -> list[_Function]:
     # wrapper): its callee is listed, not it
     acting = {op.frame for op in trace.ops if op.file and op.line}
     acting |= {c.site.frame for c in trace.calls if c.site is not None and c.site.line}
-    kept = [
-        fn for fn in found.values() if not is_torch_file(fn.file) and fn.runs and acting & set(fn.runs)
-    ]
+    kept = [fn for fn in found.values() if not is_torch_file(fn.file) and fn.runs and acting & set(fn.runs)]
     for fn in kept:
         fn.runs = dict(sorted(fn.runs.items()))
     return sorted(kept, key=lambda fn: min(fn.runs))
