@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from blocktrace.steps import Step, StepKind, StepTree, short_path
+from blocktrace.steps import Step, StepKind, StepTree, op_title, short_path
 from blocktrace.trace import OpCall, TensorMeta, Trace
 
 # What a functional op computes, by the name torch gives it.
@@ -99,7 +99,14 @@ def stream_formulas(
     def made(pos: int) -> str:
         step = drawn[pos]
         args = [value(t.id, pos) for t in _read(step)]
-        return " + ".join(args) if step.residual is not None else f"{step.title}({', '.join(args)})"
+        if step.residual is not None:
+            return " + ".join(args)
+        if step.kind == StepKind.compute and len(step.ops) > 1:  # a chain of ops, each applied to the last
+            text = ", ".join(args)
+            for op in step.ops:
+                text = f"{op_title(op)}({text})"
+            return text
+        return f"{step.title}({', '.join(args)})"
 
     given = {t.id for t in inputs}
     named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in given)

@@ -194,3 +194,30 @@ def test_a_helper_that_calls_helpers_is_one_step_taking_what_it_took_from_the_st
     steps = [s for s in tree.stream() if s.kind == StepKind.helper]
     assert [s.label for s in steps] == ["rotate"]
     assert [t.shape for t in steps[0].inputs] == [(2, 8)]  # x, not the table
+
+
+INLINE = """\
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class Inline(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+        self.out = nn.Linear(8, 8)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).view(2, 3, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 3, 8)
+        return x + self.out(y)
+"""
+
+
+def test_a_chain_of_ops_on_the_stream_is_written_as_nested_calls(tmp_path) -> None:
+    path = tmp_path / "inline.py"
+    path.write_text(INLINE, encoding="utf-8")
+    result = invoke(["diagram", "--module", f"{path}:Inline", "--input", "2,3,8", "--formulas"])
+    assert result.exit_code == 0, result.stderr
+    assert "x_out = x + Linear(transpose(SDPA(unbind(Linear(x)))))" in result.stdout
