@@ -1,3 +1,3 @@
-from blocktrace.cli import main
+from blocktrace.cli.app import main
 
 main()

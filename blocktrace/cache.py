@@ -25,7 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
-from blocktrace.trace import Trace
+from blocktrace.tracing.trace import Trace
 
 CACHED_DEVICES = ("probe", "meta")
 
@@ -52,8 +52,9 @@ def cache_dir() -> Path:
 @cache
 def _source_digest() -> str:
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode())
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -141,7 +142,7 @@ _warned = False
 
 
 def _warn(message: str) -> None:
-    from blocktrace.output import notice
+    from blocktrace.output.sink import notice
 
     global _warned
     if not _warned:

@@ -10,19 +10,19 @@ write them. The default is nanochat's Block:
 The other presets (gpt2, llama, neox, bert) are the same parts arranged as their references arrange
 them, under their module names: LayerNorm or RMSNorm modules with weights, GELU or SwiGLU MLPs, a
 fused qkv projection, post-norm or parallel residuals.
+This file stays at blocktrace/model.py: `blocktrace source` shows its path and lines to users.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from blocktrace.config import BlockConfig, ConfigError
+from blocktrace.models.block.config import BlockConfig
 
 
 @dataclass(frozen=True)
@@ -284,18 +284,6 @@ class BlockStack(nn.Module):
         for block in self.h:
             x = block(x, cos_sin)
         return x
-
-
-def freeze(module: nn.Module, patterns: tuple[str, ...]) -> None:
-    """requires_grad=False for the parameters of every module whose path matches a glob pattern."""
-    paths = dict(module.named_modules())
-    for pattern in patterns:
-        matched = [m for path, m in paths.items() if path and fnmatchcase(path, pattern)]
-        if not matched:
-            examples = ", ".join(list(paths)[1:4])
-            raise ConfigError(f"--freeze {pattern!r} matches no module path (e.g. {examples})")
-        for m in matched:
-            m.requires_grad_(False)
 
 
 def build_module(config: BlockConfig, device: str = "meta") -> nn.Module:

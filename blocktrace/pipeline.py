@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from blocktrace.config import BlockConfig, ConfigError
-from blocktrace.request import ModelRequest
-from blocktrace.spec import BlockSpec, ModelSpec
-from blocktrace.trace import Trace, TraceError, error_line
+from blocktrace.errors import ConfigError, TraceError, error_line
+from blocktrace.models.block.config import BlockConfig
+from blocktrace.models.request import ModelRequest
+from blocktrace.models.spec import BlockSpec, ModelSpec
+from blocktrace.tracing.trace import Trace
 
 if TYPE_CHECKING:
-    from blocktrace.probe import ShapeFit
+    from blocktrace.sizes.fit import ShapeFit
 
 
 def trace_spec(spec: ModelSpec, device: str = "probe", frozen: tuple[str, ...] = ()) -> Trace:
@@ -22,7 +23,7 @@ def trace_spec(spec: ModelSpec, device: str = "probe", frozen: tuple[str, ...] =
     A spec with `full_size_trace` is traced on the meta device under "probe" too, the probes only
     naming its sizes.
     """
-    from blocktrace.probe import derived_trace, fit_shapes, named
+    from blocktrace.sizes.fit import derived_trace, fit_shapes, named
 
     if device == "cuda":
         import torch
@@ -50,8 +51,8 @@ def trace_spec(spec: ModelSpec, device: str = "probe", frozen: tuple[str, ...] =
 
 def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
     """The trace of the full-size module on `device`."""
-    from blocktrace.model import freeze
-    from blocktrace.tracer import trace
+    from blocktrace.tracing.freeze import freeze
+    from blocktrace.tracing.tracer import trace
 
     try:
         module = spec.build(spec.sizes, device, spec.layers)
@@ -67,7 +68,7 @@ def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
 def _unit_fit(spec: ModelSpec, frozen: tuple[str, ...]) -> ShapeFit | None:
     """The probes' fit of one unit of code we did not write, or None: no sizes to name, or the code
     does not run at the probes' sizes (then the full-size trace goes unnamed)."""
-    from blocktrace.probe import _fit_probes
+    from blocktrace.sizes.fit import _fit_probes
 
     try:
         return _fit_probes(spec, frozen) if spec.symbols.basis else None
@@ -80,8 +81,8 @@ def _trace_full_size(spec: ModelSpec, device: str, frozen: tuple[str, ...], unit
     where they fit. Where the code cannot run on the meta device (`.item()`, shapes that depend on
     values), the shapes are derived from the probes, which run for real at small sizes, and a note
     says so; failing that, it is refused."""
-    from blocktrace.output import notice
-    from blocktrace.probe import derived_trace, fit_shapes, named
+    from blocktrace.output.sink import notice
+    from blocktrace.sizes.fit import derived_trace, fit_shapes, named
 
     try:
         return named(_run(spec, "meta", frozen), spec, unit)
@@ -124,7 +125,7 @@ def _check_memory(spec: ModelSpec, device: str, sized: Trace | None) -> None:
     weights alone are counted, off the module built on the meta device."""
     import math
 
-    from blocktrace.table import totals
+    from blocktrace.views.table import totals
 
     if sized is not None:
         weights = sum(math.prod(w.shape) for c in sized.calls for w in c.weights if w.tied is None)

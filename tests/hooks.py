@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from blocktrace.trace import Trace
+from blocktrace.tracing.trace import Trace
 
 Call = tuple[str, str, tuple[tuple[int, ...], ...]]
 

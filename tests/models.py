@@ -7,11 +7,11 @@ from functools import cache
 import torch
 from torch import nn
 
-from blocktrace.config import BlockConfig
 from blocktrace.model import MLP, Block, CausalSelfAttention, example_inputs, norm
+from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
-from blocktrace.probe import structure
-from blocktrace.trace import Trace
+from blocktrace.sizes.fit import structure
+from blocktrace.tracing.trace import Trace
 
 
 @cache

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from blocktrace import cache
+from blocktrace.models.spec import BlockSpec
 from blocktrace.pipeline import cached_trace, trace_config
-from blocktrace.spec import BlockSpec
 from tests.harness import invoke
 from tests.models import SMALL
 

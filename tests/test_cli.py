@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from blocktrace.cli import app
-from blocktrace.output import emit
+from blocktrace.errors import TraceError
 from blocktrace.pipeline import trace_config
-from blocktrace.trace import TraceError
+from blocktrace.views.diagram.report import emit
 from tests.models import SMALL
 
 runner = CliRunner()
@@ -226,18 +226,18 @@ def test_a_real_run_too_big_for_this_machine_is_refused_in_one_line() -> None:
 
 def test_the_memory_guard_counts_what_the_forward_allocates(monkeypatch) -> None:
     import blocktrace.pipeline
-    import blocktrace.tracer
+    import blocktrace.tracing.tracer
 
     # 2 GiB free; tiny weights (64 wide) and an input of 256 MiB, but every (B, T, C) the forward
     # makes on top of it: about 28 times the input
     monkeypatch.setattr(blocktrace.pipeline, "_free_bytes", lambda device: 2 * 2**30)
-    real_trace = blocktrace.tracer.trace
+    real_trace = blocktrace.tracing.tracer.trace
 
     def no_big_runs(module: object, args: tuple = (), *rest: object, **kwargs: object) -> object:
         assert args[0].shape[1] < 2**20, "the guard let a run through that does not fit"
         return real_trace(module, args, *rest, **kwargs)
 
-    monkeypatch.setattr(blocktrace.tracer, "trace", no_big_runs)
+    monkeypatch.setattr(blocktrace.tracing.tracer, "trace", no_big_runs)
     long = ["--n-embd", "64", "--n-head", "4", "--seq", str(2**20), "--batch", "1", "--no-cache"]
     result = run("diagram", *long, "--device", "cpu")
     assert result.exit_code == 2, result.output

@@ -2,7 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocktrace.config import BlockConfig, ConfigError
+from blocktrace.errors import ConfigError
+from blocktrace.models.block.config import BlockConfig
 
 
 @pytest.mark.parametrize(

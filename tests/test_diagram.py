@@ -8,13 +8,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from blocktrace.layout import layout, shape_text
 from blocktrace.model import Block, example_inputs
-from blocktrace.output import markdown_report, text_report
-from blocktrace.render import render, to_text
-from blocktrace.steps import StepKind, StepTree
-from blocktrace.trace import Trace
-from blocktrace.tracer import trace
+from blocktrace.tracing.trace import Trace
+from blocktrace.tracing.tracer import trace
+from blocktrace.views.diagram.layout import layout, shape_text
+from blocktrace.views.diagram.render import render, to_text
+from blocktrace.views.diagram.report import markdown_report, text_report
+from blocktrace.views.steps import StepKind, StepTree
 from tests.harness import invoke
 from tests.models import SMALL, structures
 
@@ -84,9 +84,9 @@ def test_layout_and_render_need_no_torch(tmp_path) -> None:
     path.write_text(trace(module, args).to_json())
     code = (
         "import sys, pathlib\n"
-        "from blocktrace.trace import Trace\n"
-        "from blocktrace.layout import layout\n"
-        "from blocktrace.render import render, to_text\n"
+        "from blocktrace.tracing.trace import Trace\n"
+        "from blocktrace.views.diagram.layout import layout\n"
+        "from blocktrace.views.diagram.render import render, to_text\n"
         f"t = Trace.from_json(pathlib.Path({str(path)!r}).read_text())\n"
         "print(to_text(render(layout(t))))\n"
         "assert 'torch' not in sys.modules\n"

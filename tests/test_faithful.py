@@ -4,8 +4,8 @@ CPU run agree shape for shape, and module outputs match plain hooks on an untrac
 import pytest
 import torch
 
-from blocktrace.config import BlockConfig
 from blocktrace.model import build_module, example_inputs
+from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
 from tests.models import same
 
@@ -76,8 +76,8 @@ def test_derived_trace_carries_the_config_and_a_full_legend() -> None:
 def test_derivation_needs_every_parameter_owner_called_and_every_dim_fitted() -> None:
     from dataclasses import replace
 
-    from blocktrace.probe import derived_trace, fit_shapes
-    from blocktrace.spec import BlockSpec
+    from blocktrace.models.spec import BlockSpec
+    from blocktrace.sizes.fit import derived_trace, fit_shapes
 
     spec = BlockSpec(CONFIGS[1])
     shape_fit = fit_shapes(spec)

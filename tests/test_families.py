@@ -10,15 +10,16 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from blocktrace.cli import app
-from blocktrace.config import ACTIVATIONS, NORMS, PRESETS, QKV_LAYOUTS, RESIDUALS, BlockConfig, ConfigError
-from blocktrace.formulas import formulas
-from blocktrace.layout import layout
+from blocktrace.errors import ConfigError
 from blocktrace.model import build_module
+from blocktrace.models.block.config import ACTIVATIONS, NORMS, PRESETS, QKV_LAYOUTS, RESIDUALS, BlockConfig
 from blocktrace.pipeline import trace_config
-from blocktrace.render import render, to_text
-from blocktrace.table import build_table
-from blocktrace.table import to_text as table_text
-from blocktrace.tracer import trace
+from blocktrace.tracing.tracer import trace
+from blocktrace.views.diagram.formulas import formulas
+from blocktrace.views.diagram.layout import layout
+from blocktrace.views.diagram.render import render, to_text
+from blocktrace.views.table import build_table
+from blocktrace.views.table import to_text as table_text
 from tests.models import same
 
 ADDS_PER_LAYER = {"pre": 2, "post": 2, "parallel": 1, "single": 1}

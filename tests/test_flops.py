@@ -15,13 +15,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
-from blocktrace.config import PRESETS, BlockConfig
 from blocktrace.model import build_module, example_inputs
+from blocktrace.models.block.config import PRESETS, BlockConfig
 from blocktrace.pipeline import trace_config, trace_spec
-from blocktrace.probe import derived_trace, fit_shapes
-from blocktrace.symbols import Symbol, SymbolSet
-from blocktrace.table import build_table, to_csv, to_json, to_text
-from blocktrace.tracer import trace
+from blocktrace.sizes.fit import derived_trace, fit_shapes
+from blocktrace.sizes.symbols import Symbol, SymbolSet
+from blocktrace.tracing.tracer import trace
+from blocktrace.views.table import build_table, to_csv, to_json, to_text
 from tests.models import traced
 
 CONFIGS = [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from blocktrace import formats
-from blocktrace.output import OutputError
+from blocktrace.errors import OutputError
+from blocktrace.output import formats
 from tests.harness import invoke
 
 TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
@@ -102,7 +102,7 @@ def test_resolve() -> None:
 
 
 def test_every_writer_is_registered_once_and_imports() -> None:
-    from blocktrace import cli
+    from blocktrace.cli import options as cli
 
     suffixes = [s for f in formats.FORMATS.values() for s in f.suffixes]
     assert len(suffixes) == len(set(suffixes)) and all(s == s.lower() for s in suffixes)

@@ -128,7 +128,7 @@ MODEL_VALUES = {
         f"{MODELS}/tiny.py:tiny", f"{MODELS}/tiny.py:tiny", f"{MODELS}/tiny.py:Tiny",
         f"{MODELS}/tiny.py:gate",
         f"{MODELS}/tiny.py:unsized", f"{MODELS}/tiny.py:X", f"{MODELS}/tiny.py:Nope", f"{MODELS}/tiny.py",
-        f"{MODELS}/broken.py:X", f"{MODELS}/missing.py:X", "no.such.module:X", "blocktrace.config:X", ":",
+        f"{MODELS}/broken.py:X", f"{MODELS}/missing.py:X", "no.such.module:X", "blocktrace.errors:X", ":",
     ],
     "--kwargs": ['{"C": 8}', '{"C": 8}', "{}", '{"C": -1}', '{"D": 1}', "{", "[1]", "null"],
     "--input": ["2,3,8", "2,3,8", "2x3x8", "2,3,8:long", "2,3,8:half", "2,3,8:complex", "2,,8", "2,x", "0"],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from blocktrace import output
+from blocktrace.output import sink as output
 from blocktrace.pipeline import cached_trace
 from tests.harness import ANSI, invoke
 
@@ -267,8 +267,8 @@ def _fitted_table(width: int) -> str:
 
     from rich.console import Console
 
-    from blocktrace.config import BlockConfig
-    from blocktrace.table import build_table, print_text
+    from blocktrace.models.block.config import BlockConfig
+    from blocktrace.views.table import build_table, print_text
 
     buffer = StringIO()
     table = build_table(cached_trace(BlockConfig()))
@@ -280,8 +280,8 @@ def _fitted_table(width: int) -> str:
 def test_a_terminal_table_fits_and_never_cuts_a_number(width: int) -> None:
     import re
 
-    from blocktrace.config import BlockConfig
-    from blocktrace.table import build_table, to_text
+    from blocktrace.models.block.config import BlockConfig
+    from blocktrace.views.table import build_table, to_text
 
     text = _fitted_table(width)
     rows = text.splitlines()[: -4 - 1]  # the footer wraps on its own
@@ -296,8 +296,8 @@ def test_a_terminal_table_fits_and_never_cuts_a_number(width: int) -> None:
 
 
 def test_the_table_leaves_out_columns_in_the_stated_order() -> None:
-    from blocktrace.config import BlockConfig
-    from blocktrace.table import DROP_ORDER, HEADERS, build_table, fit
+    from blocktrace.models.block.config import BlockConfig
+    from blocktrace.views.table import DROP_ORDER, HEADERS, build_table, fit
 
     table = build_table(cached_trace(BlockConfig()))
     assert fit(table).columns == HEADERS

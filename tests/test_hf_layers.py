@@ -16,8 +16,8 @@ from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer, GPTNeoXRotaryEmbedding
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
+from blocktrace.models.user_module import module_spec
 from blocktrace.pipeline import trace_spec
-from blocktrace.user_module import module_spec
 from tests.hooks import hooked_calls, symbols_of, traced_calls
 
 Made = tuple[nn.Module, tuple, dict]

@@ -20,12 +20,12 @@ pytest.importorskip("transformers")
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from blocktrace.config import BlockConfig
+from blocktrace.models.block.config import BlockConfig
+from blocktrace.models.request import ModelRequest
 from blocktrace.pipeline import cached_trace
-from blocktrace.request import ModelRequest
-from blocktrace.steps import StepKind, StepTree
-from blocktrace.table import totals
-from blocktrace.trace import Trace
+from blocktrace.tracing.trace import Trace
+from blocktrace.views.steps import StepKind, StepTree
+from blocktrace.views.table import totals
 from tests.harness import invoke
 from tests.hooks import hooked_calls, symbols_of, traced_calls
 

@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from blocktrace.trace import Trace
+from blocktrace.tracing.trace import Trace
 from tests.harness import invoke
 from tests.hooks import hooked_calls, traced_calls
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from rich.style import Style
 
-from blocktrace.pictures import THEME
+from blocktrace.output.pictures import THEME
 from tests.harness import invoke
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -116,7 +116,7 @@ def _style_of(svg: str, text: str) -> str:
 
 
 def test_svg_is_coloured_as_in_the_terminal() -> None:
-    from blocktrace.output import STYLES
+    from blocktrace.views.diagram.report import STYLES
 
     svg = run(["diagram", *TINY, "--format", "svg"])
 

@@ -32,10 +32,10 @@ from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer, GPTNeoX
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 from transformers.pytorch_utils import Conv1D
 
-from blocktrace.config import BlockConfig
 from blocktrace.model import build_module, example_inputs
+from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
-from blocktrace.trace import Trace
+from blocktrace.tracing.trace import Trace
 
 B, T = 2, 7
 

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from blocktrace.pipeline import trace_spec
-from blocktrace.probe import _repeat, derived_trace, fit_shapes
-from blocktrace.symbols import Symbol, SymbolSet
-from blocktrace.trace import Trace
+from blocktrace.sizes.fit import _repeat, derived_trace, fit_shapes
+from blocktrace.sizes.symbols import Symbol, SymbolSet
+from blocktrace.tracing.trace import Trace
 from tests.models import same
 
 BTC = SymbolSet(

@@ -15,10 +15,10 @@ import torch
 from typer.testing import CliRunner
 
 from blocktrace.cli import app
-from blocktrace.shapes import Shapes
-from blocktrace.source import is_torch_file, markdown_report, source_view, text_report
-from blocktrace.trace import Frame, OpCall, TensorMeta, Trace
-from blocktrace.tracer import trace
+from blocktrace.tracing.trace import Frame, OpCall, TensorMeta, Trace
+from blocktrace.tracing.tracer import trace
+from blocktrace.views.shapes import Shapes
+from blocktrace.views.source import is_torch_file, markdown_report, source_view, text_report
 
 TINY = ["--n-embd", "32", "--n-head", "4", "--n-kv-head", "2", "--seq", "6", "--batch", "2"]
 
@@ -216,7 +216,7 @@ def test_the_source_view_needs_no_torch() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import blocktrace.source
+        import blocktrace.views.source
         assert "torch" not in sys.modules, sorted(m for m in sys.modules if "torch" in m)
         """
     )

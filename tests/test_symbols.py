@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocktrace.config import SYMBOL_SETS, BlockConfig
-from blocktrace.symbols import Composite, Dim, Symbol, SymbolSet
+from blocktrace.models.block.config import SYMBOL_SETS, BlockConfig
+from blocktrace.sizes.symbols import Composite, Dim, Symbol, SymbolSet
 
 GQA = SYMBOL_SETS[True, True]
 BASIS = GQA.names

@@ -20,11 +20,21 @@ from torch import nn
 from typer.testing import CliRunner, Result
 
 from blocktrace.cli import app
-from blocktrace.config import BlockConfig
-from blocktrace.model import build_module, example_inputs, freeze
+from blocktrace.model import build_module, example_inputs
+from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
-from blocktrace.table import CSV_COLUMNS, HEADERS, Row, Table, build_table, itemsize, print_text, to_text
-from blocktrace.tracer import trace
+from blocktrace.tracing.freeze import freeze
+from blocktrace.tracing.tracer import trace
+from blocktrace.views.table import (
+    CSV_COLUMNS,
+    HEADERS,
+    Row,
+    Table,
+    build_table,
+    itemsize,
+    print_text,
+    to_text,
+)
 from tests.models import traced
 from tests.test_flops import CONFIGS
 
@@ -332,7 +342,7 @@ def test_installed_command_in_a_pipe() -> None:
 
 
 def test_building_and_formatting_need_no_torch() -> None:
-    check = "import sys, blocktrace.table; sys.exit('torch' in sys.modules)"
+    check = "import sys, blocktrace.views.table; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", check], check=False, timeout=60).returncode == 0
 
 

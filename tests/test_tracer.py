@@ -3,10 +3,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocktrace.layout import layout
+from blocktrace.errors import TraceError
 from blocktrace.model import MLP, Block, build_module, example_inputs
-from blocktrace.render import render, to_text
-from blocktrace.tracer import TraceError, trace
+from blocktrace.tracing.tracer import trace
+from blocktrace.views.diagram.layout import layout
+from blocktrace.views.diagram.render import render, to_text
 from tests.models import SMALL
 
 
@@ -290,7 +291,7 @@ def test_ops_and_calls_say_where_they_were_made_and_in_which_call_of_their_funct
 
 
 def test_a_trace_of_version_3_reads_back_equal() -> None:
-    from blocktrace.trace import Trace
+    from blocktrace.tracing.trace import Trace
 
     t = trace(CallsAHelperAroundAModule(), (torch.randn(2, 4),))
     assert Trace.from_json(t.to_json()) == t

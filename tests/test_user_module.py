@@ -9,8 +9,8 @@ from types import ModuleType
 
 import torch
 
-from blocktrace.trace import Trace
-from blocktrace.user_module import module_spec
+from blocktrace.models.user_module import module_spec
+from blocktrace.tracing.trace import Trace
 from tests.harness import invoke
 from tests.hooks import hooked_calls, symbols_of, traced_calls
 
@@ -270,7 +270,7 @@ def big(N=3):
 
 
 def test_a_probe_too_big_to_be_cheap_is_not_run(tmp_path: Path) -> None:
-    from blocktrace.user_module import _probe_fit
+    from blocktrace.models.user_module import _probe_fit
 
     spec = module_spec(f"{_write(tmp_path, 'big', BIG)}:big")
     assert _probe_fit(spec) is None

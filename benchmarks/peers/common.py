@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from blocktrace.config import BlockConfig
+from blocktrace.models.block.config import BlockConfig
 
 
 def parser(description: str) -> argparse.ArgumentParser:

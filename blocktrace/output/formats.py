@@ -43,26 +43,26 @@ FORMATS: dict[str, Format] = {
 # command -> format -> its writer; a command's --format choices are these keys, in this order.
 WRITERS: dict[str, dict[str, str]] = {
     "diagram": {
-        "text": "blocktrace.output:write_text",
-        "markdown": "blocktrace.output:write_markdown",
-        "json": "blocktrace.output:write_json",
-        "svg": "blocktrace.pictures:diagram_svg",
-        "html": "blocktrace.pictures:diagram_html",
+        "text": "blocktrace.views.diagram.report:write_text",
+        "markdown": "blocktrace.views.diagram.report:write_markdown",
+        "json": "blocktrace.views.diagram.report:write_json",
+        "svg": "blocktrace.output.pictures:diagram_svg",
+        "html": "blocktrace.output.pictures:diagram_html",
     },
     "table": {
-        "text": "blocktrace.table:write_text",
-        "markdown": "blocktrace.table:write_markdown",
-        "json": "blocktrace.table:write_json",
-        "csv": "blocktrace.table:write_csv",
-        "svg": "blocktrace.pictures:table_svg",
-        "html": "blocktrace.pictures:table_html",
+        "text": "blocktrace.views.table:write_text",
+        "markdown": "blocktrace.views.table:write_markdown",
+        "json": "blocktrace.views.table:write_json",
+        "csv": "blocktrace.views.table:write_csv",
+        "svg": "blocktrace.output.pictures:table_svg",
+        "html": "blocktrace.output.pictures:table_html",
     },
     "source": {
-        "text": "blocktrace.source:write_text",
-        "markdown": "blocktrace.source:write_markdown",
-        "json": "blocktrace.source:write_json",
-        "svg": "blocktrace.pictures:source_svg",
-        "html": "blocktrace.pictures:source_html",
+        "text": "blocktrace.views.source:write_text",
+        "markdown": "blocktrace.views.source:write_markdown",
+        "json": "blocktrace.views.source:write_json",
+        "svg": "blocktrace.output.pictures:source_svg",
+        "html": "blocktrace.output.pictures:source_html",
     },
 }
 DEFAULT = "text"  # with no --format and no -o FILE suffix to go by
@@ -90,7 +90,7 @@ def resolve(command: str, fmt: str | None, output: str | None) -> str:
     format this command does not write (`diagram -o x.csv`), or where, without --format, the suffix
     names no format at all (`-o x.png`): better a line saying so than a text file called x.png. A file
     with no suffix (`-o block`, `-o /dev/null`) is text unless --format says otherwise."""
-    from blocktrace.output import OutputError
+    from blocktrace.errors import OutputError
 
     supported = names(command)
     if fmt is not None and fmt not in supported:

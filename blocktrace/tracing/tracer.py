@@ -22,8 +22,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from blocktrace.flops import Counts, FlopCounter
-from blocktrace.trace import (
+from blocktrace.errors import TraceError
+from blocktrace.tracing.flops import Counts, FlopCounter
+from blocktrace.tracing.trace import (
     Branch,
     Frame,
     ModuleCall,
@@ -32,7 +33,6 @@ from blocktrace.trace import (
     Site,
     TensorMeta,
     Trace,
-    TraceError,
     Weight,
 )
 

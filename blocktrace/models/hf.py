@@ -14,9 +14,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from blocktrace.config import DTYPES, MAX_ELEMENTS, MAX_LAYERS, ConfigError
-from blocktrace.symbols import Composite, Symbol, SymbolSet
-from blocktrace.trace import error_line
+from blocktrace.errors import ConfigError, error_line
+from blocktrace.models.block.config import DTYPES, MAX_ELEMENTS, MAX_LAYERS
+from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
 if TYPE_CHECKING:
     from torch import nn

@@ -10,8 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from blocktrace.config import BlockConfig
-from blocktrace.spec import BlockSpec, ModelSpec
+from blocktrace.models.block.config import BlockConfig
+from blocktrace.models.spec import BlockSpec, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,11 @@ class ModelRequest:
     def spec(self) -> ModelSpec:
         """The model spec; imports what it names (the user's code, transformers)."""
         if self.module is not None:
-            from blocktrace.user_module import module_spec
+            from blocktrace.models.user_module import module_spec
 
             return module_spec(self.module, self.kwargs, self.inputs, self.dims, self.config.dtype)
         if self.hf is not None:
-            from blocktrace.hf import HFSpec, load_config
+            from blocktrace.models.hf import HFSpec, load_config
 
             config = load_config(self.hf)
             return HFSpec.from_config(self.hf, config, self.batch, self.seq, self.config.dtype)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blocktrace.layout import Diagram
+from blocktrace.views.diagram.layout import Diagram
 
 UP, DOWN, LEFT, RIGHT = 1, 2, 4, 8
 

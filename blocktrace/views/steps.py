@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from blocktrace.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace
+from blocktrace.tracing.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace
 
 # Ops that only rearrange a tensor: folded into the step that produced their input.
 SHAPE_OPS = frozenset(

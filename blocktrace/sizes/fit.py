@@ -17,11 +17,11 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-from blocktrace.model import freeze
-from blocktrace.spec import ModelSpec
-from blocktrace.symbols import Dim
-from blocktrace.trace import Branch, ModuleCall, OpCall, Site, TensorMeta, Trace, Weight
-from blocktrace.tracer import trace
+from blocktrace.models.spec import ModelSpec
+from blocktrace.sizes.symbols import Dim
+from blocktrace.tracing.freeze import freeze
+from blocktrace.tracing.trace import Branch, ModuleCall, OpCall, Site, TensorMeta, Trace, Weight
+from blocktrace.tracing.tracer import trace
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, TextIO
 
-from blocktrace.config import ConfigError
-from blocktrace.shapes import Shapes, shapes_text
-from blocktrace.trace import TensorMeta, Trace
+from blocktrace.errors import ConfigError
+from blocktrace.tracing.trace import TensorMeta, Trace
+from blocktrace.views.shapes import Shapes, shapes_text
 
 SCHEMA = "blocktrace.source"
 SCHEMA_VERSION = 1
@@ -418,7 +418,7 @@ def _calls_text(fn: FunctionView) -> str:
 
 
 def title(view: SourceView) -> str:
-    from blocktrace.output import SOURCES
+    from blocktrace.views.captions import SOURCES
 
     trace = view.trace
     dtype = f" ({trace.float_dtype})" if trace.float_dtype else ""
@@ -502,7 +502,7 @@ def _wrap(text: str, room: int | None) -> list[str]:
 
 
 def _legend(trace: Trace, shapes: Shapes) -> list[str]:
-    from blocktrace.output import legend
+    from blocktrace.views.captions import legend
 
     return legend(trace) if shapes != Shapes.concrete else []
 
@@ -593,7 +593,7 @@ def write_text(
     width: int | None = None,
 ) -> None:
     """The numbered listing; to a terminal, its annotations fitted to the terminal's width."""
-    from blocktrace.output import is_stdout, stdout, terminal_width
+    from blocktrace.output.sink import is_stdout, stdout, terminal_width
 
     if width is None and is_stdout(output):
         width = terminal_width(stream or stdout())
@@ -624,7 +624,7 @@ def write_json(
 
 def _write(text: str, output: str | None, stream: TextIO | None) -> None:
     """To its file, or to stdout in 7-bit stand-ins where stdout's encoding cannot carry a character."""
-    from blocktrace.output import can_encode, is_stdout, stdout, write_output
+    from blocktrace.output.sink import can_encode, is_stdout, stdout, write_output
 
     if is_stdout(output) and not can_encode(stream or stdout(), "×…·–"):
         text = text.translate(_ASCII_TEXT)

@@ -23,14 +23,14 @@ from itertools import combinations, count, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from blocktrace.config import DTYPES, MAX_ELEMENTS, ConfigError
-from blocktrace.symbols import Composite, Symbol, SymbolSet
-from blocktrace.trace import TraceError, error_line
+from blocktrace.errors import ConfigError, TraceError, error_line
+from blocktrace.models.block.config import DTYPES, MAX_ELEMENTS
+from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from blocktrace.probe import ShapeFit
+    from blocktrace.sizes.fit import ShapeFit
 
 # --input dtypes, by the names people write
 INPUT_DTYPES = {
@@ -478,7 +478,7 @@ def _relations(requested: dict[str, int]) -> dict[str, tuple[str, ...]]:
 
 def _probe_fit(spec: FactorySpec) -> ShapeFit | None:
     """The probes' fit, or None where they fail, differ in structure, or would be too big to be cheap."""
-    from blocktrace.probe import _fit_probes
+    from blocktrace.sizes.fit import _fit_probes
 
     if any(_elements(spec, probe) > _MAX_PROBE_ELEMENTS for probe in spec.symbols.probes()):
         return None  # sizes multiplied up (an image of G * P pixels a side): not a cheap probe

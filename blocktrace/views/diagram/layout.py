@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from blocktrace.shapes import Shapes, shape_text, shapes_text
-from blocktrace.steps import Step, StepKind, StepTree, code_name
-from blocktrace.trace import ResidualAdd, TensorMeta, Trace
+from blocktrace.tracing.trace import ResidualAdd, TensorMeta, Trace
+from blocktrace.views.shapes import Shapes, shape_text, shapes_text
+from blocktrace.views.steps import Step, StepKind, StepTree, code_name
 
 MIN_BOX_WIDTH = 11
 LABEL_WIDTH = 20  # notes: step labels are padded to this, longer ones get a line of their own

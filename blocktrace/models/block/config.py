@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from blocktrace.symbols import Composite, Symbol, SymbolSet
+from blocktrace.errors import ConfigError
+from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
 DTYPES = ("float32", "bfloat16", "float16")
 NORMS = ("rmsnorm", "layernorm")
@@ -17,10 +18,6 @@ QKV_LAYOUTS = ("separate", "fused")
 MAX_LAYERS = 1024
 # torch indexes elements with int64: no tensor, nor a product of sizes that names one, may exceed it.
 MAX_ELEMENTS = 2**63 - 1
-
-
-class ConfigError(ValueError):
-    """A configuration a Block cannot be built from; the message is one sentence for the user."""
 
 
 # Each preset is the structure of the reference it is named after; the flags override its choices.

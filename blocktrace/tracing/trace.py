@@ -15,16 +15,6 @@ SCHEMA = "blocktrace.trace"
 SCHEMA_VERSION = 4
 
 
-def error_line(error: BaseException) -> str:
-    """The first line of an exception's message, or its type's name where the message is empty."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-class TraceError(RuntimeError):
-    """A forward pass that could not be traced; the message says where, in one sentence."""
-
-
 @dataclass(frozen=True)
 class TensorMeta:
     id: int  # one id per tensor value; follow it from producer to consumers

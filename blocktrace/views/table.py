@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from blocktrace.layout import expression, wrap_flow
-from blocktrace.output import can_encode, is_stdout, isatty, stdout, stdout_errors, write_output
-from blocktrace.shapes import Shapes, dims_text, shape_text
-from blocktrace.steps import StepTree
-from blocktrace.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
+from blocktrace.output.sink import can_encode, is_stdout, isatty, stdout, stdout_errors, write_output
+from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
+from blocktrace.views.diagram.layout import expression, wrap_flow
+from blocktrace.views.shapes import Shapes, dims_text, shape_text
+from blocktrace.views.steps import StepTree
 
 SCHEMA = "blocktrace.table"
 SCHEMA_VERSION = 2

@@ -30,10 +30,11 @@ from rich.cells import cell_len
 from rich.console import Console, RenderableType
 from rich.terminal_theme import SVG_EXPORT_THEME
 
-from blocktrace.output import can_encode, is_stdout, stdout, styled, text_frame, write_output
-from blocktrace.render import to_text
-from blocktrace.shapes import Shapes
-from blocktrace.trace import Trace
+from blocktrace.output.sink import can_encode, is_stdout, stdout, write_output
+from blocktrace.tracing.trace import Trace
+from blocktrace.views.diagram.render import to_text
+from blocktrace.views.diagram.report import styled, text_frame
+from blocktrace.views.shapes import Shapes
 
 FONTS = '"Fira Code", "DejaVu Sans Mono", Menlo, Consolas, "Liberation Mono", monospace'
 FONT_PX = 21  # rich's cells are 20px high and 24.4px apart: 21px glyphs of these fonts join rows
@@ -177,7 +178,7 @@ def diagram_picture(
     collapse: bool = True,
 ) -> str:
     """The text report (header, drawing, legend, formulas) as a picture, coloured as in a terminal."""
-    from blocktrace.output import drawing
+    from blocktrace.views.diagram.report import drawing
 
     rows = drawing(trace, shapes, width, collapse, ascii_only, width)
     before, after = text_frame(trace, shapes, formulas, width, collapse)
@@ -189,8 +190,8 @@ def table_picture(fmt: str, table, *, shapes: Shapes = Shapes.symbolic) -> str: 
     """The whole table and its totals as a picture, coloured as in a terminal, never fitted to one."""
     from rich.text import Text
 
-    from blocktrace.table import footer, rich_table
-    from blocktrace.table import to_text as table_text
+    from blocktrace.views.table import footer, rich_table
+    from blocktrace.views.table import to_text as table_text
 
     lines = [Text(line + "\n") for line in footer(table)]
     return picture(
@@ -207,7 +208,7 @@ def source_picture(
     """The numbered listing as a picture: plain, as the terminal shows it."""
     from rich.text import Text
 
-    from blocktrace.source import text_report
+    from blocktrace.views.source import text_report
 
     text = text_report(view, shapes, width)
     return picture(fmt, [Text(text)], size_of(text), f"blocktrace source: {view.trace.model}")

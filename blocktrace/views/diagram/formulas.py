@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from blocktrace.steps import Step, StepKind, StepTree, op_title, short_path
-from blocktrace.trace import OpCall, TensorMeta, Trace
+from blocktrace.tracing.trace import OpCall, TensorMeta, Trace
+from blocktrace.views.steps import Step, StepKind, StepTree, op_title, short_path
 
 # What a functional op computes, by the name torch gives it.
 DEFINITIONS = {

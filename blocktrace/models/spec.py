@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from blocktrace.config import BlockConfig
-from blocktrace.symbols import SymbolSet
+from blocktrace.models.block.config import BlockConfig
+from blocktrace.sizes.symbols import SymbolSet
 
 if TYPE_CHECKING:
     from torch import nn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from blocktrace.trace import TensorMeta
+from blocktrace.tracing.trace import TensorMeta
 
 
 class Shapes(str, Enum):

@@ -1,0 +1,277 @@
+"""The commands: parse flags, hand off to the pipeline and the views, write. Nothing else lives here.
+
+torch is imported only inside the commands that trace, so `blocktrace --help` stays instant.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from blocktrace.cli.app import OptionsOnly, app
+from blocktrace.cli.options import (
+    OUTPUT_PANEL,
+    TRACE_PANEL,
+    CacheOpt,
+    Device,
+    DeviceOpt,
+    DiagramFormat,
+    OutputOpt,
+    ShapesOpt,
+    SourceFormat,
+    TableFormat,
+    block_flags,
+)
+from blocktrace.models.request import ModelRequest
+from blocktrace.output import formats
+from blocktrace.views.shapes import Shapes
+
+
+@app.command(cls=OptionsOnly)
+@block_flags
+def diagram(
+    model: ModelRequest,
+    device: DeviceOpt = Device.probe,
+    cache: CacheOpt = True,
+    shapes: ShapesOpt = Shapes.symbolic,
+    formulas: Annotated[
+        bool,
+        typer.Option(
+            "--formulas", help="Add the formulas of each residual step.", rich_help_panel=OUTPUT_PANEL
+        ),
+    ] = False,
+    fmt: Annotated[
+        DiagramFormat | None,
+        typer.Option(
+            "--format",
+            help="text: the drawing; markdown: the drawing as a fenced block, then the legend as a table "
+            "(and the formulas, with --formulas); json: the trace; svg, html: the drawing as a picture, "
+            "coloured as in a terminal. Default: as -o FILE's suffix says, else text.",
+            show_default=False,
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    ascii_only: Annotated[
+        bool,
+        typer.Option(
+            "--ascii", help="7-bit ASCII instead of Unicode box drawing.", rich_help_panel=OUTPUT_PANEL
+        ),
+    ] = False,
+    collapse: Annotated[
+        bool,
+        typer.Option(
+            "--collapse/--no-collapse",
+            help="Draw a run of identical Blocks once, as 'Block x N' (the JSON keeps every call).",
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = True,
+    width: Annotated[
+        int | None,
+        typer.Option(
+            "--width",
+            min=20,
+            help="Fit the drawing in N columns: side notes wrap, then are cut; a width the drawing cannot "
+            "fit in is refused. Default: the terminal's width, else no limit.",
+            show_default=False,
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Draw the Block's data flow with the tensor shape on every edge.
+
+    The input x (B, T, C) enters at the top; each sub-layer branches off the residual stream through
+    RMSNorm and Attention (or MLP), and the residual highway carries x around it to a (+). Beside
+    Attention and MLP: their internals, step by step. A legend gives each symbol's value.
+
+    Examples:
+
+    \b
+      blocktrace diagram --n-embd 768 --seq 1024
+      blocktrace diagram --n-embd 8192 --n-head 64 --n-kv-head 8 --seq 131072 --batch 1
+      blocktrace diagram --format markdown --formulas -o docs/block.md
+      blocktrace diagram --format json | jq '.residual_adds[].wraps'
+      blocktrace diagram --preset llama -o docs/llama.svg
+    """
+    from blocktrace.pipeline import cached_trace
+
+    name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
+    trace = cached_trace(model, device.value, use_cache=cache)
+    options = {"shapes": shapes, "formulas": formulas, "ascii_only": ascii_only, "width": width}
+    formats.write("diagram", name, trace, output, collapse=collapse, **options)
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+@app.command(cls=OptionsOnly)
+@block_flags
+def table(
+    model: ModelRequest,
+    device: DeviceOpt = Device.probe,
+    cache: CacheOpt = True,
+    freeze: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--freeze",
+            metavar="PATTERN",
+            help="Set requires_grad=False on the modules whose path matches this glob (e.g. 'attn.*'); "
+            "repeatable.",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = None,
+    depth: Annotated[
+        int | None,
+        typer.Option(
+            "--depth",
+            min=0,
+            help="Fold rows nested deeper than N into their parent (0: the root only); all if not given.",
+            show_default=False,
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    shapes: ShapesOpt = Shapes.symbolic,
+    fmt: Annotated[
+        TableFormat | None,
+        typer.Option(
+            "--format",
+            help="text: a table for reading; markdown: a pipe table; json and csv: for scripts "
+            "(see docs/table.md); svg, html: the whole table as a picture. "
+            "Default: as -o FILE's suffix says, else text.",
+            show_default=False,
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """List every module call, functional op and residual add with its shapes, weights,
+    parameters, requires_grad and FLOPs, then the totals.
+
+    Rows come in execution order, indented by nesting. FLOPs are torch.utils.flop_counter's
+    formulas for each aten op (matmuls, convolutions, attention); an op with none shows "?", never 0.
+    Activations are every tensor the forward creates, at --dtype.
+
+    In a terminal the text table fits its width: it leaves out the weight column, then trainable,
+    then kind, then wraps the shapes and shortens the paths; a number is never cut. To a file or a
+    pipe it is printed whole.
+
+    Examples:
+
+    \b
+      blocktrace table --n-embd 768 --seq 1024
+      blocktrace table --freeze 'attn.*' --depth 1
+      blocktrace table --n-head 8 --n-kv-head 2 -o block.csv
+    """
+    from blocktrace.pipeline import cached_trace
+    from blocktrace.views.table import build_table
+
+    name = formats.resolve("table", _value(fmt), output)
+    result = build_table(cached_trace(model, device.value, tuple(freeze or ()), cache), depth)
+    formats.write("table", name, result, output, shapes=shapes)
+
+
+@app.command(cls=OptionsOnly)
+@block_flags
+def source(
+    model: ModelRequest,
+    device: DeviceOpt = Device.probe,
+    cache: CacheOpt = True,
+    function: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--function",
+            metavar="PATTERN",
+            help="Print only the functions whose qualified name matches this glob (e.g. 'MLP.forward', "
+            "'*attn*'); repeatable. Default: every function that ran.",
+            show_default=False,
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    shapes: ShapesOpt = Shapes.symbolic,
+    fmt: Annotated[
+        SourceFormat | None,
+        typer.Option(
+            "--format",
+            help="text: the numbered source; markdown: a fenced python block per function; json: the "
+            "annotated lines (file, line, function, shapes; see docs/source.md); svg, html: the listing "
+            "as a picture. Default: as -o FILE's suffix says, else text.",
+            show_default=False,
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    width: Annotated[
+        int | None,
+        typer.Option(
+            "--width",
+            min=20,
+            help="Fit the annotations in N columns: one that does not fit continues on comment lines "
+            "below its line. Default: the terminal's width, else no limit.",
+            show_default=False,
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Print the code that ran (each module's forward and the helpers it calls), every line
+    annotated with the shapes it made.
+
+    Functions come in the order they were first called, each once with its number of calls (a
+    stack's Blocks share one listing). A statement over several lines is annotated on its last line;
+    a line whose calls made different shapes lists each, with the calls it came from; a branch that
+    provably did not run is marked so. torch's own code is not printed: its calls are annotated where
+    they were made.
+
+    Examples:
+
+    \b
+      blocktrace source --n-embd 768 --seq 1024
+      blocktrace source --preset llama --shapes both
+      blocktrace source --function 'CausalSelfAttention.*' --width 100
+      blocktrace source --format markdown -o block.md
+      blocktrace source --format json | jq '.lines[] | select(.line == 131)'
+    """
+    from blocktrace.pipeline import cached_trace
+    from blocktrace.views.source import source_view
+
+    name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
+    view = source_view(cached_trace(model, device.value, use_cache=cache), shapes, tuple(function or ()))
+    formats.write("source", name, view, output, shapes=shapes, width=width)
+
+
+class CacheAction(str, Enum):
+    info = "info"
+    clear = "clear"
+
+
+@app.command("cache", cls=OptionsOnly)
+def cache_command(
+    action: Annotated[
+        CacheAction,
+        typer.Argument(help="info: where the cache is, its entries and size; clear: remove every entry."),
+    ] = CacheAction.info,
+) -> None:
+    """Show or clear the cache of traces that lets a repeated call skip importing torch.
+
+    It lives in $XDG_CACHE_HOME/blocktrace (~/.cache/blocktrace when that is unset or relative) and
+    is kept under a size limit by removing the entries used longest ago.
+    """
+    from blocktrace import cache
+    from blocktrace.output.sink import write_output
+
+    if action is CacheAction.clear:
+        removed, size = cache.clear()
+        entries = "entry" if removed == 1 else "entries"
+        size_text = cache.human_size(size)
+        write_output(f"removed {removed} {entries} ({size_text}) from {cache.cache_dir()}\n", None)
+        return
+    info = cache.info()
+    write_output(
+        f"folder:  {info.folder}\n"
+        f"entries: {info.entries}\n"
+        f"size:    {cache.human_size(info.size)} (limit {cache.human_size(cache.MAX_BYTES)};"
+        " beyond it the entries used longest ago are removed)\n",
+        None,
+    )
