@@ -125,7 +125,7 @@ def _check_memory(spec: ModelSpec, device: str, sized: Trace | None) -> None:
     weights alone are counted, off the module built on the meta device."""
     import math
 
-    from blocktrace.views.table import totals
+    from blocktrace.views.stats import totals
 
     if sized is not None:
         weights = sum(math.prod(w.shape) for c in sized.calls for w in c.weights if w.tied is None)

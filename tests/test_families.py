@@ -18,8 +18,8 @@ from blocktrace.tracing.tracer import trace
 from blocktrace.views.diagram.formulas import formulas
 from blocktrace.views.diagram.layout import layout
 from blocktrace.views.diagram.render import render, to_text
-from blocktrace.views.table import build_table
-from blocktrace.views.table import to_text as table_text
+from blocktrace.views.table.build import build_table
+from blocktrace.views.table.render import to_text as table_text
 from tests.models import same
 
 ADDS_PER_LAYER = {"pre": 2, "post": 2, "parallel": 1, "single": 1}

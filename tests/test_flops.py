@@ -21,7 +21,8 @@ from blocktrace.pipeline import trace_config, trace_spec
 from blocktrace.sizes.fit import derived_trace, fit_shapes
 from blocktrace.sizes.symbols import Symbol, SymbolSet
 from blocktrace.tracing.tracer import trace
-from blocktrace.views.table import build_table, to_csv, to_json, to_text
+from blocktrace.views.table.build import build_table
+from blocktrace.views.table.render import to_csv, to_json, to_text
 from tests.models import traced
 
 CONFIGS = [

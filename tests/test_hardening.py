@@ -268,7 +268,8 @@ def _fitted_table(width: int) -> str:
     from rich.console import Console
 
     from blocktrace.models.block.config import BlockConfig
-    from blocktrace.views.table import build_table, print_text
+    from blocktrace.views.table.build import build_table
+    from blocktrace.views.table.render import print_text
 
     buffer = StringIO()
     table = build_table(cached_trace(BlockConfig()))
@@ -281,7 +282,8 @@ def test_a_terminal_table_fits_and_never_cuts_a_number(width: int) -> None:
     import re
 
     from blocktrace.models.block.config import BlockConfig
-    from blocktrace.views.table import build_table, to_text
+    from blocktrace.views.table.build import build_table
+    from blocktrace.views.table.render import to_text
 
     text = _fitted_table(width)
     rows = text.splitlines()[: -4 - 1]  # the footer wraps on its own
@@ -297,7 +299,8 @@ def test_a_terminal_table_fits_and_never_cuts_a_number(width: int) -> None:
 
 def test_the_table_leaves_out_columns_in_the_stated_order() -> None:
     from blocktrace.models.block.config import BlockConfig
-    from blocktrace.views.table import DROP_ORDER, HEADERS, build_table, fit
+    from blocktrace.views.table.build import build_table
+    from blocktrace.views.table.render import DROP_ORDER, HEADERS, fit
 
     table = build_table(cached_trace(BlockConfig()))
     assert fit(table).columns == HEADERS

@@ -24,8 +24,8 @@ from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.request import ModelRequest
 from blocktrace.pipeline import cached_trace
 from blocktrace.tracing.trace import Trace
+from blocktrace.views.stats import totals
 from blocktrace.views.steps import StepKind, StepTree
-from blocktrace.views.table import totals
 from tests.harness import invoke
 from tests.hooks import hooked_calls, symbols_of, traced_calls
 

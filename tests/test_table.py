@@ -25,16 +25,9 @@ from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
 from blocktrace.tracing.freeze import freeze
 from blocktrace.tracing.tracer import trace
-from blocktrace.views.table import (
-    CSV_COLUMNS,
-    HEADERS,
-    Row,
-    Table,
-    build_table,
-    itemsize,
-    print_text,
-    to_text,
-)
+from blocktrace.views.stats import itemsize
+from blocktrace.views.table.build import Row, Table, build_table
+from blocktrace.views.table.render import CSV_COLUMNS, HEADERS, print_text, to_text
 from tests.models import traced
 from tests.test_flops import CONFIGS
 
@@ -342,7 +335,7 @@ def test_installed_command_in_a_pipe() -> None:
 
 
 def test_building_and_formatting_need_no_torch() -> None:
-    check = "import sys, blocktrace.views.table; sys.exit('torch' in sys.modules)"
+    check = "import sys, blocktrace.views.table.build, blocktrace.views.table.render; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", check], check=False, timeout=60).returncode == 0
 
 

@@ -190,8 +190,8 @@ def table_picture(fmt: str, table, *, shapes: Shapes = Shapes.symbolic) -> str: 
     """The whole table and its totals as a picture, coloured as in a terminal, never fitted to one."""
     from rich.text import Text
 
-    from blocktrace.views.table import footer, rich_table
-    from blocktrace.views.table import to_text as table_text
+    from blocktrace.views.table.render import footer, rich_table
+    from blocktrace.views.table.render import to_text as table_text
 
     lines = [Text(line + "\n") for line in footer(table)]
     return picture(

@@ -1,20 +1,12 @@
-"""The table: one row per module call, functional op and residual add of a Trace, with totals.
-
-Rows come in execution order (the trace's clock: when each op ran and each call returned), each
-under the call it ran in. A leaf call that ran exactly one op returning the call's own output (a
-Linear and its F.linear) is that op: one row, not two.
-
-No torch here: the table is built from the plain Trace data.
-"""
+"""The table as a reader or a script wants it: a rich table fitted to a terminal, plain text,
+markdown, JSON and CSV, and the footer of totals."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import re
-from dataclasses import dataclass, field
-from math import prod
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from rich import box
@@ -23,10 +15,9 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from blocktrace.output.sink import can_encode, is_stdout, isatty, stdout, stdout_errors, write_output
-from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
-from blocktrace.views.diagram.layout import expression, wrap_flow
+from blocktrace.views.diagram.layout import wrap_flow
 from blocktrace.views.shapes import Shapes, dims_text, shape_text
-from blocktrace.views.steps import StepTree
+from blocktrace.views.table.build import RESIDUAL_KIND, Row, Table
 
 SCHEMA = "blocktrace.table"
 SCHEMA_VERSION = 2
@@ -43,230 +34,6 @@ CSV_COLUMNS = (
     "trainable",
     "flops",
 )
-
-# Ops whose output shares its input's storage: they create no activation memory.
-VIEW_OPS = frozenset(
-    {
-        "view",
-        "view_as",
-        "reshape",
-        "reshape_as",
-        "transpose",
-        "swapaxes",
-        "permute",
-        "movedim",
-        "t",
-        "getitem",
-        "select",
-        "narrow",
-        "unsqueeze",
-        "squeeze",
-        "expand",
-        "expand_as",
-        "flatten",
-        "unflatten",
-        "split",
-        "chunk",
-        "unbind",
-        "detach",
-        "as_strided",
-        "diagonal",
-    }
-)
-_OP_KINDS = {
-    "rms_norm": "RMSNorm op",
-    "layer_norm": "LayerNorm op",
-    "scaled_dot_product_attention": "SDPA",
-    "linear": "matmul",
-    "matmul": "matmul",
-    "mm": "matmul",
-    "bmm": "matmul",
-    "addmm": "matmul",
-    "baddbmm": "matmul",
-    "contiguous": "copy",
-    "cat": "copy",
-    "stack": "copy",
-    "clone": "copy",
-}
-_ELEMENTWISE = frozenset(
-    {"add", "radd", "iadd", "sub", "rsub", "mul", "rmul", "div", "neg", "pow", "square", "sqrt", "rsqrt"}
-    | {"exp", "log", "tanh", "sigmoid", "relu", "gelu", "silu", "softmax", "sin", "cos"}
-)
-RESIDUAL_KIND = "residual add"
-ROOT_NAME = "(root)"
-
-
-@dataclass(frozen=True)
-class Row:
-    depth: int  # nesting: 0 for the root call, its children 1, ...
-    name: str  # the first column: a call's path, an op's torch name, "x + attn(norm(x))" for a residual add
-    kind: str  # a call's module class ("Linear"), or what an op is ("SDPA", "view", "residual add")
-    path: str  # the module path of the call, or of the call the op ran in
-    inputs: tuple[TensorMeta, ...]
-    outputs: tuple[TensorMeta, ...]
-    weights: tuple[Weight, ...]  # the call's own parameters
-    params: int  # parameters of the call's module and its submodules; 0 for an op
-    trainable: int  # of which require grad
-    flops: int  # forward FLOPs, everything inside a call included (see flops.py); of the known part
-    call: int | None = None  # index into Trace.calls for a call row
-    op: int | None = None  # index into Trace.ops for an op row
-    uncounted: tuple[str, ...] = ()  # aten ops inside it with no FLOPs formula: its FLOPs are unknown
-
-
-@dataclass(frozen=True)
-class Totals:
-    params: int
-    trainable: int
-    flops: int  # forward FLOPs of every op in the trace that has a formula
-    activation_bytes: int  # every tensor the forward creates, counted once, views excluded
-    dtype: str  # the activations' dtype (the commonest one, if several)
-    unknown_ops: int = 0  # ops that ran an aten op with no FLOPs formula
-    uncounted: tuple[str, ...] = ()  # those aten ops, each once, sorted
-
-    @property
-    def frozen(self) -> int:
-        return self.params - self.trainable
-
-
-@dataclass(frozen=True)
-class Table:
-    model: str
-    rows: tuple[Row, ...]
-    totals: Totals
-    symbols: dict[str, int] = field(default_factory=dict)  # legend: symbol -> value
-    config: dict[str, Any] = field(default_factory=dict)
-    depth: int | None = None  # rows deeper than this were folded into their parent
-
-
-# --- building ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Node:
-    """A call or op with its children."""
-
-    row: Row
-    children: tuple[_Node, ...]
-
-
-def build_table(trace: Trace, depth: int | None = None) -> Table:
-    """The table of `trace`; rows nested deeper than `depth` are folded into their parent."""
-    roots = _Builder(trace).nodes(None, 0)
-    rows = tuple(row for node in roots for row in _flatten(node, depth))
-    return Table(
-        model=trace.model,
-        rows=rows,
-        totals=totals(trace),
-        symbols=dict(trace.symbols),
-        config=dict(trace.config),
-        depth=depth,
-    )
-
-
-class _Builder:
-    def __init__(self, trace: Trace):
-        self.trace = trace
-        self.residuals = {r.op: r for r in trace.residual_adds}
-        self.tree = StepTree(trace)
-
-    def nodes(self, call: int | None, depth: int) -> list[_Node]:
-        """The calls and ops directly inside `call`, in execution order."""
-        return [
-            self.call_node(item, depth) if isinstance(item, ModuleCall) else self.op_node(item, depth)
-            for item in self.trace.timeline(call)
-        ]
-
-    def call_node(self, call: ModuleCall, depth: int) -> _Node:
-        children = self.nodes(call.index, depth + 1)
-        flops = sum(c.row.flops for c in children)  # a nested call's FLOPs include its own insides
-        uncounted = tuple(name for c in children for name in c.row.uncounted)
-        ops = self.trace.ops_in(call.index)
-        if len(children) == 1 and len(ops) == 1 and ops[0].outputs == call.outputs:
-            children = []  # the op is the call itself
-        row = Row(
-            depth=depth,
-            name=call.path or ROOT_NAME,
-            kind=call.type,
-            path=call.path,
-            inputs=call.inputs,
-            outputs=call.outputs,
-            weights=call.weights,
-            params=call.params,
-            trainable=call.trainable,
-            flops=flops,
-            call=call.index,
-            uncounted=uncounted,
-        )
-        return _Node(row, tuple(children))
-
-    def op_node(self, op: OpCall, depth: int) -> _Node:
-        path = "" if op.call is None else self.trace.calls[op.call].path
-        residual = self.residuals.get(op.index)
-        if residual is not None:
-            name, kind = expression(self.tree, residual), RESIDUAL_KIND  # as the diagram writes it
-        else:
-            name, kind = op.name, op_kind(op.name)
-        row = Row(
-            depth,
-            name,
-            kind,
-            path,
-            op.inputs,
-            op.outputs,
-            (),
-            0,
-            0,
-            op.flops,
-            op=op.index,
-            uncounted=op.uncounted,
-        )
-        return _Node(row, ())
-
-
-def _flatten(node: _Node, depth: int | None) -> list[Row]:
-    if depth is not None and node.row.depth > depth:
-        return []
-    return [node.row, *(row for child in node.children for row in _flatten(child, depth))]
-
-
-def op_kind(name: str) -> str:
-    """What an op is, for the kind column: "SDPA", "RMSNorm op", "view", "elementwise", ..."""
-    if name in _OP_KINDS:
-        return _OP_KINDS[name]
-    if name in VIEW_OPS:
-        return "view"
-    if name in _ELEMENTWISE:
-        return "elementwise"
-    return "op"
-
-
-def totals(trace: Trace) -> Totals:
-    """Parameters of the root calls, FLOPs of every op, bytes of every tensor the ops created."""
-    roots = trace.children(None)
-    created: dict[int, TensorMeta] = {}
-    for op in trace.ops:
-        if op.name not in VIEW_OPS:
-            created.update((t.id, t) for t in op.outputs)
-    dtypes = [t.dtype for t in created.values()] or [t.dtype for t in trace.inputs] or ["float32"]
-    return Totals(
-        params=sum(c.params for c in roots),
-        trainable=sum(c.trainable for c in roots),
-        flops=sum(o.flops for o in trace.ops),
-        activation_bytes=sum(prod(t.shape) * itemsize(t.dtype) for t in created.values()),
-        dtype=max(set(dtypes), key=dtypes.count),
-        unknown_ops=sum(1 for o in trace.ops if o.uncounted),
-        uncounted=tuple(sorted({name for o in trace.ops for name in o.uncounted})),
-    )
-
-
-def itemsize(dtype: str) -> int:
-    """Bytes per element of a torch dtype name: the bit width in the name ("bfloat16" -> 2)."""
-    if dtype == "bool":
-        return 1
-    bits = re.search(r"\d+", dtype)
-    if bits is None:
-        raise ValueError(f"unknown element size of dtype {dtype!r}")
-    return max(1, int(bits.group()) // 8)
 
 
 # --- formatting -------------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""Totals of a trace: parameters, FLOPs and the bytes of the tensors the forward creates. No torch
+here: the memory guard and the table's footer read them alike."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from math import prod
+
+from blocktrace.tracing.ops import VIEW_OPS
+from blocktrace.tracing.trace import TensorMeta, Trace
+
+
+@dataclass(frozen=True)
+class Totals:
+    params: int
+    trainable: int
+    flops: int  # forward FLOPs of every op in the trace that has a formula
+    activation_bytes: int  # every tensor the forward creates, counted once, views excluded
+    dtype: str  # the activations' dtype (the commonest one, if several)
+    unknown_ops: int = 0  # ops that ran an aten op with no FLOPs formula
+    uncounted: tuple[str, ...] = ()  # those aten ops, each once, sorted
+
+    @property
+    def frozen(self) -> int:
+        return self.params - self.trainable
+
+
+def totals(trace: Trace) -> Totals:
+    """Parameters of the root calls, FLOPs of every op, bytes of every tensor the ops created."""
+    roots = trace.children(None)
+    created: dict[int, TensorMeta] = {}
+    for op in trace.ops:
+        if op.name not in VIEW_OPS:
+            created.update((t.id, t) for t in op.outputs)
+    dtypes = [t.dtype for t in created.values()] or [t.dtype for t in trace.inputs] or ["float32"]
+    return Totals(
+        params=sum(c.params for c in roots),
+        trainable=sum(c.trainable for c in roots),
+        flops=sum(o.flops for o in trace.ops),
+        activation_bytes=sum(prod(t.shape) * itemsize(t.dtype) for t in created.values()),
+        dtype=max(set(dtypes), key=dtypes.count),
+        unknown_ops=sum(1 for o in trace.ops if o.uncounted),
+        uncounted=tuple(sorted({name for o in trace.ops for name in o.uncounted})),
+    )
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a torch dtype name: the bit width in the name ("bfloat16" -> 2)."""
+    if dtype == "bool":
+        return 1
+    bits = re.search(r"\d+", dtype)
+    if bits is None:
+        raise ValueError(f"unknown element size of dtype {dtype!r}")
+    return max(1, int(bits.group()) // 8)
