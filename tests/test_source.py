@@ -18,7 +18,8 @@ from blocktrace.cli import app
 from blocktrace.tracing.trace import Frame, OpCall, TensorMeta, Trace
 from blocktrace.tracing.tracer import trace
 from blocktrace.views.shapes import Shapes
-from blocktrace.views.source import is_torch_file, markdown_report, source_view, text_report
+from blocktrace.views.source.render import markdown_report, text_report
+from blocktrace.views.source.view import is_torch_file, source_view
 
 TINY = ["--n-embd", "32", "--n-head", "4", "--n-kv-head", "2", "--seq", "6", "--batch", "2"]
 
@@ -216,7 +217,7 @@ def test_the_source_view_needs_no_torch() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import blocktrace.views.source
+        import blocktrace.views.source.view, blocktrace.views.source.render
         assert "torch" not in sys.modules, sorted(m for m in sys.modules if "torch" in m)
         """
     )

@@ -234,7 +234,7 @@ def source(
       blocktrace source --format json | jq '.lines[] | select(.line == 131)'
     """
     from blocktrace.pipeline import cached_trace
-    from blocktrace.views.source import source_view
+    from blocktrace.views.source.view import source_view
 
     name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
     view = source_view(cached_trace(model, device.value, use_cache=cache), shapes, tuple(function or ()))

@@ -58,9 +58,9 @@ WRITERS: dict[str, dict[str, str]] = {
         "html": "blocktrace.output.pictures:table_html",
     },
     "source": {
-        "text": "blocktrace.views.source:write_text",
-        "markdown": "blocktrace.views.source:write_markdown",
-        "json": "blocktrace.views.source:write_json",
+        "text": "blocktrace.views.source.render:write_text",
+        "markdown": "blocktrace.views.source.render:write_markdown",
+        "json": "blocktrace.views.source.render:write_json",
         "svg": "blocktrace.output.pictures:source_svg",
         "html": "blocktrace.output.pictures:source_html",
     },

@@ -208,7 +208,7 @@ def source_picture(
     """The numbered listing as a picture: plain, as the terminal shows it."""
     from rich.text import Text
 
-    from blocktrace.views.source import text_report
+    from blocktrace.views.source.render import text_report
 
     text = text_report(view, shapes, width)
     return picture(fmt, [Text(text)], size_of(text), f"blocktrace source: {view.trace.model}")
