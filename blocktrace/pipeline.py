@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 from blocktrace.errors import ConfigError, TraceError, error_line
 from blocktrace.models.block.config import BlockConfig
+from blocktrace.models.block.spec import BlockSpec
 from blocktrace.models.request import ModelRequest
-from blocktrace.models.spec import BlockSpec, ModelSpec
+from blocktrace.models.spec import ModelSpec
 from blocktrace.tracing.trace import Trace
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ def trace_spec(spec: ModelSpec, device: str = "probe", frozen: tuple[str, ...] =
     A spec with `full_size_trace` is traced on the meta device under "probe" too, the probes only
     naming its sizes.
     """
-    from blocktrace.sizes.fit import derived_trace, fit_shapes, named
+    from blocktrace.sizes.naming import derived_trace, named
+    from blocktrace.sizes.stack import fit_shapes
 
     if device == "cuda":
         import torch
@@ -68,10 +70,10 @@ def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
 def _unit_fit(spec: ModelSpec, frozen: tuple[str, ...]) -> ShapeFit | None:
     """The probes' fit of one unit of code we did not write, or None: no sizes to name, or the code
     does not run at the probes' sizes (then the full-size trace goes unnamed)."""
-    from blocktrace.sizes.fit import _fit_probes
+    from blocktrace.sizes.fit import fit_probes
 
     try:
-        return _fit_probes(spec, frozen) if spec.symbols.basis else None
+        return fit_probes(spec, frozen) if spec.symbols.basis else None
     except (TraceError, ConfigError):
         return None
 
@@ -82,7 +84,8 @@ def _trace_full_size(spec: ModelSpec, device: str, frozen: tuple[str, ...], unit
     values), the shapes are derived from the probes, which run for real at small sizes, and a note
     says so; failing that, it is refused."""
     from blocktrace.output.sink import notice
-    from blocktrace.sizes.fit import derived_trace, fit_shapes, named
+    from blocktrace.sizes.naming import derived_trace, named
+    from blocktrace.sizes.stack import fit_shapes
 
     try:
         return named(_run(spec, "meta", frozen), spec, unit)

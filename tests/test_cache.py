@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from blocktrace import cache
-from blocktrace.models.spec import BlockSpec
+from blocktrace.models.block.spec import BlockSpec
 from blocktrace.pipeline import cached_trace, trace_config
 from tests.harness import invoke
 from tests.models import SMALL

@@ -76,8 +76,9 @@ def test_derived_trace_carries_the_config_and_a_full_legend() -> None:
 def test_derivation_needs_every_parameter_owner_called_and_every_dim_fitted() -> None:
     from dataclasses import replace
 
-    from blocktrace.models.spec import BlockSpec
-    from blocktrace.sizes.fit import derived_trace, fit_shapes
+    from blocktrace.models.block.spec import BlockSpec
+    from blocktrace.sizes.naming import derived_trace
+    from blocktrace.sizes.stack import fit_shapes
 
     spec = BlockSpec(CONFIGS[1])
     shape_fit = fit_shapes(spec)

@@ -18,7 +18,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 from blocktrace.model import build_module, example_inputs
 from blocktrace.models.block.config import PRESETS, BlockConfig
 from blocktrace.pipeline import trace_config, trace_spec
-from blocktrace.sizes.fit import derived_trace, fit_shapes
+from blocktrace.sizes.naming import derived_trace
+from blocktrace.sizes.stack import fit_shapes
 from blocktrace.sizes.symbols import Symbol, SymbolSet
 from blocktrace.tracing.tracer import trace
 from blocktrace.views.table.build import build_table

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from blocktrace.pipeline import trace_spec
-from blocktrace.sizes.fit import _repeat, derived_trace, fit_shapes
+from blocktrace.sizes.naming import derived_trace
+from blocktrace.sizes.stack import fit_shapes, repeat
 from blocktrace.sizes.symbols import Symbol, SymbolSet
 from blocktrace.tracing.trace import Trace
 from tests.models import same
@@ -135,13 +136,13 @@ def test_every_layer_must_take_the_fit_its_twin_in_the_unit_has() -> None:
     assert unit is not None and stack_fit is not None
     stack = stack_fit.probe
     skeleton = spec.symbols.skeleton()
-    assert _repeat(unit, stack, True, skeleton, spec.layers) is not None
+    assert repeat(unit, stack, True, skeleton, spec.layers) is not None
     # a unit whose output is fitted otherwise than its input: layer 0's output is layer 1's input,
     # so the two layers would give one tensor two sizes
     out = unit.probe.outputs[0].id
     first = unit.probe.inputs[0].id
     skewed = {**unit.dims, out: (*unit.dims[out][:-1], unit.dims[first][0])}
-    assert _repeat(replace(unit, dims=skewed), stack, True, skeleton, spec.layers) is None
+    assert repeat(replace(unit, dims=skewed), stack, True, skeleton, spec.layers) is None
 
 
 class Widening(nn.Module):

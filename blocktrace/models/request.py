@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from blocktrace.models.block.config import BlockConfig
-from blocktrace.models.spec import BlockSpec, ModelSpec
+from blocktrace.models.block.spec import BlockSpec
+from blocktrace.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)

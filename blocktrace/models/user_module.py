@@ -478,12 +478,12 @@ def _relations(requested: dict[str, int]) -> dict[str, tuple[str, ...]]:
 
 def _probe_fit(spec: FactorySpec) -> ShapeFit | None:
     """The probes' fit, or None where they fail, differ in structure, or would be too big to be cheap."""
-    from blocktrace.sizes.fit import _fit_probes
+    from blocktrace.sizes.fit import fit_probes
 
     if any(_elements(spec, probe) > _MAX_PROBE_ELEMENTS for probe in spec.symbols.probes()):
         return None  # sizes multiplied up (an image of G * P pixels a side): not a cheap probe
     try:
-        return _fit_probes(spec)
+        return fit_probes(spec)
     except (ConfigError, TraceError):
         return None
 

@@ -1,0 +1,145 @@
+"""A trace named from a fit: every dimension whose fit gives its traced size gets its symbolic name,
+and the derived trace scales the probe's shapes to the requested sizes exactly."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from blocktrace.sizes.fit import ShapeFit, structure
+from blocktrace.sizes.stack import repeat
+from blocktrace.sizes.symbols import Dim
+from blocktrace.tracing.trace import ModuleCall, TensorMeta, Trace, Weight
+
+if TYPE_CHECKING:
+    from blocktrace.models.spec import ModelSpec
+
+
+def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
+    """The full-size, named trace of `spec` from the probes' fit, or None where the fit is
+    incomplete or some module with parameters was never called (the calls would not count them)."""
+    if not (shape_fit.complete and shape_fit.all_called):
+        return None
+    namer = _Namer(spec, shape_fit)
+    if any(namer.value(d).denominator != 1 for d in (*namer.all_dims(), *shape_fit.flops.values())):  # type: ignore[arg-type]
+        return None
+
+    def scale(t: TensorMeta) -> TensorMeta:
+        done = namer.done.get(t.id)  # a tensor is recorded where it is made and wherever it is used
+        return done or namer.tensor(TensorMeta(t.id, namer.shape(shape_fit.dims[t.id]), t.dtype))
+
+    full = shape_fit.probe.map_tensors(scale)
+    own: dict[str, tuple[Weight, ...]] = {}  # module path -> its own weights at full size
+    for c in full.calls:
+        if c.path not in own:
+            own[c.path] = namer.weights(c, full_size=True).weights
+    totals: dict[str, list[int]] = {}  # module path -> [parameters, trainable], submodules included
+    for path, weights in own.items():
+        for ancestor in _ancestors(path):
+            totals.setdefault(ancestor, [0, 0])
+        for w in weights:
+            # a tied weight is counted where it was first owned, so once in each module holding both
+            first = _ancestors(w.tied.rpartition(".")[0]) if w.tied is not None else []
+            for ancestor in _ancestors(path):
+                if ancestor not in first:
+                    totals[ancestor][0] += math.prod(w.shape)
+                    totals[ancestor][1] += math.prod(w.shape) if w.trainable else 0
+    calls = tuple(
+        replace(c, params=totals[c.path][0], trainable=totals[c.path][1], weights=own[c.path])
+        for c in full.calls
+    )
+    # an argument that differed between the probes (a scale of 1/sqrt(D)) is unknown at full size
+    varying = {i for i, _ in shape_fit.varying}
+    ops = tuple(
+        replace(
+            o,
+            attrs={k: v for k, v in o.attrs.items() if (o.index, k) not in shape_fit.varying}
+            if o.index in varying else o.attrs,
+            flops=int(namer.value(shape_fit.flops[o.index])),  # type: ignore[arg-type]
+        )
+        for o in full.ops
+    )  # fmt: skip
+    return replace(full, calls=calls, ops=ops, device="probe", config=spec.describe(), **namer.legend())
+
+
+def _ancestors(path: str) -> list[str]:
+    """ "h.0.attn" -> ["h.0.attn", "h.0", "h", ""]: the module and every module holding it."""
+    parts = path.split(".") if path else []
+    return [".".join(parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
+    """`trace` with symbolic names on every dimension whose fit gives its size, and the legend."""
+    named_trace = replace(trace, config=spec.describe())
+    if shape_fit is None:
+        return named_trace
+    if structure(trace) != structure(shape_fit.probe):
+        # the probes traced one layer of a stack, or other code than ran at full size
+        stack_fit = (
+            repeat(shape_fit, trace, shape_fit.all_called, spec.sizes, spec.layers)
+            if spec.layers > 1
+            else None
+        )
+        if stack_fit is None:
+            return named_trace
+        shape_fit = stack_fit
+    namer = _Namer(spec, shape_fit)
+    named_trace = named_trace.map_tensors(namer.tensor)
+    return replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), **namer.legend())
+
+
+class _Namer:
+    """Names dims at one config's sizes where the fit gives the traced size. Each Dim's value and name
+    is worked out once, looked up by identity: a deep stack's tensors share their Block's Dims."""
+
+    def __init__(self, spec: ModelSpec, shape_fit: ShapeFit):
+        self.sizes = spec.sizes
+        self.symbol_set = spec.symbols
+        self.fit = shape_fit
+        self.values: dict[int, Fraction] = {}
+        self.names: dict[int, str] = {}
+        self.used: dict[int, Dim] = {}
+        self.done: dict[int, TensorMeta] = {}
+
+    def value(self, dim: Dim) -> Fraction:
+        if id(dim) not in self.values:
+            self.values[id(dim)] = dim.value(self.sizes)
+        return self.values[id(dim)]
+
+    def name(self, dim: Dim) -> str:
+        if id(dim) not in self.names:
+            self.names[id(dim)] = self.symbol_set.name(dim, self.sizes)
+            self.used[id(dim)] = dim
+        return self.names[id(dim)]
+
+    def all_dims(self) -> list[Dim]:
+        return [d for fitted in (*self.fit.dims.values(), *self.fit.weights.values()) for d in fitted if d]
+
+    def shape(self, dims: tuple[Dim | None, ...]) -> tuple[int, ...]:
+        return tuple(int(self.value(d)) for d in dims)  # type: ignore[arg-type]
+
+    def symbols(self, dims: tuple[Dim | None, ...], shape: tuple[int, ...]) -> tuple[str, ...] | None:
+        if any(d is None or self.value(d) != n for d, n in zip(dims, shape, strict=True)):
+            return None
+        return tuple(self.name(d) for d in dims)  # type: ignore[arg-type]
+
+    def tensor(self, t: TensorMeta) -> TensorMeta:
+        if t.id not in self.done:
+            self.done[t.id] = TensorMeta(t.id, t.shape, t.dtype, self.symbols(self.fit.dims[t.id], t.shape))
+        return self.done[t.id]
+
+    def weights(self, call: ModuleCall, full_size: bool = False) -> ModuleCall:
+        """The call with its weights named; `full_size`: their shapes first scaled from the fit."""
+        named_weights = []
+        for i, w in enumerate(call.weights):
+            dims = self.fit.weights[call.index, i]
+            shape = self.shape(dims) if full_size else w.shape
+            named_weights.append(replace(w, shape=shape, symbols=self.symbols(dims, shape)))
+        return replace(call, weights=tuple(named_weights))
+
+    def legend(self) -> dict[str, dict]:
+        """The trace's symbols (name -> value) and their meanings, for the names given so far."""
+        values = self.symbol_set.legend(list(self.used.values()), self.sizes)
+        return {"symbols": values, "meanings": {n: self.symbol_set.meanings[n] for n in values}}

@@ -1,0 +1,271 @@
+"""A stack of layers fitted from the probes of one layer: the layers are found as the largest run of
+twin calls, each must match the probed unit, and the fit of the unit is mapped onto every layer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from blocktrace.sizes.fit import ShapeFit, fit_probes, probe_trace, structure
+from blocktrace.sizes.symbols import Dim
+from blocktrace.tracing.freeze import freeze
+from blocktrace.tracing.trace import Branch, ModuleCall, OpCall, Trace
+
+if TYPE_CHECKING:
+    from blocktrace.models.spec import ModelSpec
+
+
+def fit_shapes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | None:
+    """Fit every dimension of `spec`'s trace from the probes; None if the probes differ in
+    structure (the code takes other paths at other sizes). `frozen`: module path globs whose
+    parameters are set to requires_grad=False first.
+
+    A stack is fitted from the probes of one unit and a trace of the whole stack at the smallest
+    sizes (the symbols' skeleton), which must show every layer doing exactly what the probed unit
+    did."""
+    if spec.layers == 1:
+        return fit_probes(spec, frozen)
+    unit = fit_probes(spec)
+    skeleton = spec.symbols.skeleton()
+    module = spec.build(skeleton, "cpu", spec.layers)  # tiny, so no need to share weights
+    freeze(module, frozen)
+    stack, all_called = probe_trace(spec, skeleton, module)
+    return None if unit is None else repeat(unit, stack, all_called, skeleton, spec.layers)
+
+
+def repeat(
+    unit: ShapeFit, stack: Trace, all_called: bool, sizes: dict[str, int], layers: int
+) -> ShapeFit | None:
+    """The fit of `stack`, traced at `sizes`, from the fit of its `unit`; else None.
+
+    The stack repeats one layer `layers` times as consecutive calls of one parent, each doing the
+    same thing (same calls, ops and wiring). Either the unit is that layer (a stack of Blocks), or
+    the unit is the whole model with one layer (a transformers model: embeddings and a head around
+    the layers). Each of the stack's tensors takes the fit of its twin in the unit, and that fit must
+    give the size the stack really had."""
+    bare_unit = structure(unit.probe)
+    run = _layer_run(stack, layers)
+    if run is None:
+        return None
+    twins = [_rebased(stack, calls, ops) for calls, ops in run]
+    if any(t is None for t in twins):
+        return None
+    bare_layer = structure(twins[0])  # type: ignore[arg-type]
+    if any(structure(t) != bare_layer for t in twins[1:]):  # type: ignore[arg-type]
+        return None
+    n_calls, n_ops = len(run[0][0]), len(run[0][1])
+    first_call, first_op = run[0][0][0].index, run[0][1][0].index if run[0][1] else 0
+    # a tensor of layer k is fitted as its twin in the first layer is
+    layer_maps = [
+        {mine.id: first.id for mine, first in zip(t.tensors(), twins[0].tensors(), strict=True)}  # type: ignore[union-attr]
+        for t in twins
+    ]
+    if bare_layer == bare_unit:  # the unit is one layer; the stack has nothing else
+        if any(c.index < first_call for c in stack.calls[1:]) or len(stack.ops) != layers * n_ops:
+            return None
+        call_of, op_of = _offset(first_call, n_calls, layers, 0), _offset(0, n_ops, layers, 0)
+        twin_tensors = twins[0].tensors()  # type: ignore[union-attr]
+    else:  # the unit is the model with one layer: the stack without its layers but the first
+        collapsed = _without(
+            stack,
+            first_call + n_calls,
+            first_call + layers * n_calls,
+            first_op + n_ops,
+            first_op + layers * n_ops,
+        )
+        if collapsed is None:
+            return None
+        # what the dropped layers made and what follows them used (the last layer's output) is
+        # renamed as its twin in the first layer, which is what the unit's head reads
+        renamed: dict[int, int] = {}
+        for layer_map in layer_maps[1:]:
+            for mine, first in layer_map.items():
+                if mine not in layer_maps[0]:
+                    renamed.setdefault(mine, first)
+        collapsed = collapsed.map_tensors(lambda t: replace(t, id=renamed.get(t.id, t.id)))
+        if structure(collapsed) != bare_unit:
+            return None
+        call_of = _offset(first_call, n_calls, layers, first_call)
+        op_of = _offset(first_op, n_ops, layers, first_op)
+        twin_tensors = collapsed.tensors()
+    fit_of = {mine.id: unit.dims[u.id] for mine, u in zip(twin_tensors, unit.probe.tensors(), strict=True)}
+    dims: dict[int, tuple[Dim | None, ...]] = {}
+    for layer_map in layer_maps:
+        for mine, first in layer_map.items():
+            if dims.setdefault(mine, fit_of[first]) != fit_of[first]:
+                return None
+    for t in stack.tensors():
+        if t.id not in dims:
+            if t.id not in fit_of:
+                return None
+            dims[t.id] = fit_of[t.id]
+    weights = {
+        (c.index, i): unit.weights[call_of(c.index), i] for c in stack.calls for i in range(len(c.weights))
+    }
+    # layers of the same code can still differ in size (a wider last layer): the stack's own shapes
+    # must be what its twins' fits say; the layers share their unit's Dims, so each is worked out once
+    values: dict[int, Fraction] = {}
+
+    def fits(fitted: tuple[Dim | None, ...], shape: tuple[int, ...]) -> bool:
+        for d, n in zip(fitted, shape, strict=True):
+            if d is not None:
+                if id(d) not in values:
+                    values[id(d)] = d.value(sizes)
+                if values[id(d)] != n:
+                    return False
+        return True
+
+    if any(not fits(dims[i], shape) for i, shape in {t.id: t.shape for t in stack.tensors()}.items()):
+        return None
+    for c in stack.calls:
+        if any(not fits(weights[c.index, i], w.shape) for i, w in enumerate(c.weights)):
+            return None
+    varying = frozenset((o.index, key) for o in stack.ops for i, key in unit.varying if i == op_of(o.index))
+    flops = {o.index: unit.flops[op_of(o.index)] for o in stack.ops}
+    return ShapeFit(stack, dims, weights, flops, all_called, varying)
+
+
+def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], tuple[OpCall, ...]]] | None:
+    """The run of `layers` consecutive calls of one parent, of one type, each with the calls inside
+    it and the ops they ran (none in between): (calls, ops) per layer. Of several such runs, the one
+    of the largest calls: BERT's three embeddings are a run too, and come before its layers."""
+    runs = []
+    # calls are numbered in the order they began, so a call's subtree is the calls up to the first
+    # one not below it
+    ends = [len(stack.calls)] * len(stack.calls)
+    open_calls: list[int] = []
+    for c in stack.calls:
+        while open_calls and open_calls[-1] != c.parent:
+            ends[open_calls.pop()] = c.index
+        open_calls.append(c.index)
+    ops_of: dict[int, list[OpCall]] = {}
+    for o in stack.ops:
+        if o.call is not None:
+            ops_of.setdefault(o.call, []).append(o)
+    for parent in stack.calls:
+        children = stack.children(parent.index)
+        for start in range(len(children) - layers + 1):
+            run = children[start : start + layers]
+            if len({c.type for c in run}) != 1:
+                continue
+            found = []
+            for layer in run:
+                end = ends[layer.index]
+                ops = tuple(sorted((o for i in range(layer.index, end) for o in ops_of.get(i, ())),
+                                   key=lambda o: o.index))  # fmt: skip
+                if ops and ops[-1].index - ops[0].index + 1 != len(ops):
+                    break
+                found.append((stack.calls[layer.index : end], ops))
+            else:
+                if all(len(c) == len(found[0][0]) and len(o) == len(found[0][1]) for c, o in found):
+                    runs.append(found)
+    return max(runs, key=lambda run: len(run[0][0]), default=None)
+
+
+def _offset(start: int, size: int, layers: int, base: int) -> Callable[[int], int]:
+    """Index in the stack -> index in the unit, for calls or ops: those before the layers stay, layer
+    k's take their twin's in the unit's layer (which starts at `base`), and those after the layers
+    move back by the layers the unit does not have."""
+
+    def of(i: int) -> int:
+        if i < start:
+            return i
+        if i < start + layers * size:
+            return base + (i - start) % size
+        return i - (layers - 1) * size
+
+    return of
+
+
+def _rebased(stack: Trace, calls: tuple[ModuleCall, ...], ops: tuple[OpCall, ...]) -> Trace | None:
+    """The calls and ops of one layer as if the layer were the root: indices and paths relative to
+    it, tensor ids kept (they are what maps to the Block's)."""
+    if not calls:
+        return None
+    start = calls[0].index
+    if any(o.call is None or not start <= o.call < start + len(calls) for o in ops):
+        return None
+    rebased_calls = tuple(
+        replace(
+            c,
+            index=c.index - start,
+            path=c.path.removeprefix(calls[0].path).removeprefix("."),
+            parent=None if c.index == start else c.parent - start,  # type: ignore[operator]
+            site=None if c.index == start else c.site,  # as the unit's root, called by no model code
+        )
+        for c in calls
+    )
+    first = ops[0].index if ops else 0
+    rebased_ops = tuple(replace(o, index=o.index - first, call=o.call - start) for o in ops)  # type: ignore[operator]
+    adds = tuple(
+        replace(
+            r,
+            op=r.op - first,
+            adds=tuple(i - first for i in r.adds),
+            branches=tuple(
+                Branch(b.output, tuple(c - start for c in b.calls), tuple(i - first for i in b.ops))
+                for b in r.branches
+            ),
+        )
+        for r in stack.residual_adds
+        if first <= r.op < first + len(ops)
+    )
+    return replace(
+        stack,
+        model=calls[0].type,
+        inputs=calls[0].inputs,
+        outputs=calls[0].outputs,
+        calls=rebased_calls,
+        ops=rebased_ops,
+        residual_adds=adds,
+    )
+
+
+def _without(stack: Trace, call_lo: int, call_hi: int, op_lo: int, op_hi: int) -> Trace | None:
+    """`stack` without the calls [call_lo, call_hi) and the ops [op_lo, op_hi), renumbered as if they
+    had never run; None if a call or op kept refers to one dropped."""
+    calls_gone, ops_gone = call_hi - call_lo, op_hi - op_lo
+
+    def call(i: int | None) -> int | None:
+        if i is None or i < call_lo:
+            return i
+        if i < call_hi:
+            raise KeyError(i)
+        return i - calls_gone
+
+    def op(i: int) -> int:
+        if i < op_lo:
+            return i
+        if i < op_hi:
+            raise KeyError(i)
+        return i - ops_gone
+
+    try:
+        calls = tuple(
+            replace(c, index=call(c.index), parent=call(c.parent))
+            for c in stack.calls
+            if not call_lo <= c.index < call_hi
+        )
+        ops = tuple(
+            replace(o, index=op(o.index), call=call(o.call))
+            for o in stack.ops
+            if not op_lo <= o.index < op_hi
+        )
+        adds = tuple(
+            replace(
+                r,
+                op=op(r.op),
+                adds=tuple(map(op, r.adds)),
+                branches=tuple(
+                    Branch(b.output, tuple(call(c) for c in b.calls), tuple(map(op, b.ops)))  # type: ignore[misc]
+                    for b in r.branches
+                ),
+            )
+            for r in stack.residual_adds
+            if not op_lo <= r.op < op_hi
+        )
+    except KeyError:
+        return None
+    return replace(stack, calls=calls, ops=ops, residual_adds=adds)
