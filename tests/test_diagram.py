@@ -22,7 +22,7 @@ STRUCTURES = structures()
 
 
 def drawn(t: Trace, ascii_only: bool = False, collapse: bool = True) -> str:
-    return to_text(render(layout(t, "concrete", collapse=collapse), ascii_only))
+    return to_text(render(layout(StepTree(t, collapse=collapse), "concrete"), ascii_only))
 
 
 @pytest.mark.parametrize("name", list(STRUCTURES))
@@ -57,8 +57,8 @@ def test_ascii_drawing_is_seven_bit() -> None:
 def test_width_cuts_side_notes_not_shapes_on_the_stream() -> None:
     module, args, _ = STRUCTURES["block"]
     t = trace(module, args)
-    wide = to_text(render(layout(t, "concrete")))
-    narrow = to_text(render(layout(t, "concrete", width=60)))
+    wide = to_text(render(layout(StepTree(t), "concrete")))
+    narrow = to_text(render(layout(StepTree(t), "concrete", width=60)))
     assert max(len(line) for line in wide.splitlines()) > 60
     assert max(len(line) for line in narrow.splitlines()) <= 60
     assert "…" in narrow
@@ -68,11 +68,11 @@ def test_width_cuts_side_notes_not_shapes_on_the_stream() -> None:
 def test_reports_carry_legend_and_formulas() -> None:
     module, args, _ = STRUCTURES["block"]
     t = trace(module, args)
-    rows = render(layout(t))
-    md = markdown_report(rows, t, "symbolic", formulas=True)
+    rows = render(layout(StepTree(t)))
+    md = markdown_report(rows, StepTree(t), "symbolic", formulas=True)
     assert md.count("```") == 2
     assert "- `x_mid = x + CausalSelfAttention(RMSNorm(x))`" in md
-    text = text_report(rows, t, "symbolic", formulas=True)
+    text = text_report(rows, StepTree(t), "symbolic", formulas=True)
     assert "x_out = x_mid + MLP(RMSNorm(x_mid))" in text
     assert "RMSNorm(x) = x / sqrt(mean(x^2) + eps)" in text
     assert "MLP(x) = c_proj(square(relu(c_fc(x))))" in text
@@ -87,8 +87,9 @@ def test_layout_and_render_need_no_torch(tmp_path) -> None:
         "from blocktrace.tracing.trace import Trace\n"
         "from blocktrace.views.diagram.layout import layout\n"
         "from blocktrace.views.diagram.render import render, to_text\n"
+        "from blocktrace.views.steps import StepTree\n"
         f"t = Trace.from_json(pathlib.Path({str(path)!r}).read_text())\n"
-        "print(to_text(render(layout(t))))\n"
+        "print(to_text(render(layout(StepTree(t)))))\n"
         "assert 'torch' not in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -191,7 +192,7 @@ def test_a_helper_that_calls_helpers_is_one_step_taking_what_it_took_from_the_st
     path.write_text(NESTED, encoding="utf-8")
     trace = invoke(["diagram", "--module", f"{path}:Rotating", "--input", "2,8", "--format", "json"])
     tree = StepTree(Trace.from_json(trace.stdout))
-    steps = [s for s in tree.stream() if s.kind == StepKind.helper]
+    steps = [s for s in tree.stream if s.kind == StepKind.helper]
     assert [s.label for s in steps] == ["rotate"]
     assert [t.shape for t in steps[0].inputs] == [(2, 8)]  # x, not the table
 

@@ -18,6 +18,7 @@ from blocktrace.tracing.tracer import trace
 from blocktrace.views.diagram.formulas import formulas
 from blocktrace.views.diagram.layout import layout
 from blocktrace.views.diagram.render import render, to_text
+from blocktrace.views.steps import StepTree
 from blocktrace.views.table.build import build_table
 from blocktrace.views.table.render import to_text as table_text
 from tests.models import same
@@ -60,9 +61,9 @@ def test_probe_meta_and_cpu_agree_on_every_family(config: BlockConfig) -> None:
     same(probe, trace_config(config, "meta"))
     same(probe, trace_config(config, "cpu"))
     assert len(probe.residual_adds) == ADDS_PER_LAYER[config.residual] * config.n_layer
-    drawing = to_text(render(layout(probe, collapse=False)))
+    drawing = to_text(render(layout(StepTree(probe, collapse=False))))
     assert drawing.count("(+)") == len(probe.residual_adds)
-    assert build_table(probe).rows and formulas(probe)
+    assert build_table(StepTree(probe)).rows and formulas(StepTree(probe))
     assert all(d is not None for t in probe.tensors() for d in [t.symbols])
 
 
@@ -111,24 +112,26 @@ def test_attention_is_named_causal_only_where_the_mask_ran() -> None:
     ],
 )
 def test_formulas_are_written_from_the_data_flow(preset: str, flags: dict, expected: list[str]) -> None:
-    lines = formulas(family(preset, **flags))
+    lines = formulas(StepTree(family(preset, **flags)))
     assert lines[: len(expected)] == expected
     assert not any(line.startswith("x_") for line in lines[len(expected) :])
 
 
 def test_a_stack_collapsed_in_the_drawing_has_the_formulas_of_one_block() -> None:
-    lines = formulas(family(n_layer=3))
+    lines = formulas(StepTree(family(n_layer=3)))
     assert lines[0] == "each of h.0 … h.2 (Block × 3):"
     assert [line for line in lines if line.startswith("x")] == [
         "x_mid = x + CausalSelfAttention(RMSNorm(x))",
         "x_out = x_mid + MLP(RMSNorm(x_mid))",
     ]
-    expanded = [line for line in formulas(family(n_layer=3), collapse=False) if line.startswith("x_")]
+    expanded = [
+        line for line in formulas(StepTree(family(n_layer=3), collapse=False)) if line.startswith("x_")
+    ]
     assert len(expanded) == 6 and expanded[-1] == "x_out = x_5 + MLP(RMSNorm(x_5))"
 
 
 def drawing(preset: str = "nanochat", **flags: object) -> str:
-    return to_text(render(layout(family(preset, **flags))))
+    return to_text(render(layout(StepTree(family(preset, **flags)))))
 
 
 def test_post_norm_draws_the_norm_on_the_stream_after_the_add() -> None:
@@ -201,18 +204,18 @@ def test_odd_head_dims_draw_without_rotary() -> None:
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_preset_tables_with_its_own_parameter_count(preset: str) -> None:
-    table = build_table(family(preset))
+    table = build_table(StepTree(family(preset)))
     module = build_module(BlockConfig.from_preset(preset, **SMALL), "meta")
     assert table.totals.params == sum(p.numel() for p in module.parameters())
     assert "residual add" in table_text(table)
 
 
 def test_each_op_is_defined_in_the_form_that_ran() -> None:
-    gpt2 = formulas(family("gpt2"))  # GPT-2's gelu_new: the tanh form
+    gpt2 = formulas(StepTree(family("gpt2")))  # GPT-2's gelu_new: the tanh form
     assert [line for line in gpt2 if line.startswith("gelu(x)")] == [
         "gelu(x) = x * Phi(x), computed as 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))"
     ]
-    bert = formulas(family("bert"))
+    bert = formulas(StepTree(family("bert")))
     assert [line for line in bert if line.startswith("gelu(x)")] == ["gelu(x) = x * Phi(x)"]
 
 
@@ -231,5 +234,5 @@ class SharedNorm(torch.nn.Module):
 
 
 def test_a_value_read_twice_is_named_once() -> None:
-    lines = formulas(trace(SharedNorm(), (torch.randn(2, 3, 8),)))
+    lines = formulas(StepTree(trace(SharedNorm(), (torch.randn(2, 3, 8),))))
     assert lines[:2] == ["h = LayerNorm(x)", "x_out = x + Dropout(Linear(h)) + Linear(h)"]

@@ -22,6 +22,7 @@ from blocktrace.sizes.naming import derived_trace
 from blocktrace.sizes.stack import fit_shapes
 from blocktrace.sizes.symbols import Symbol, SymbolSet
 from blocktrace.tracing.tracer import trace
+from blocktrace.views.steps import StepTree
 from blocktrace.views.table.build import build_table
 from blocktrace.views.table.render import to_csv, to_json, to_text
 from tests.models import traced
@@ -52,7 +53,7 @@ def counted(module: nn.Module, args: tuple, kwargs: dict | None = None) -> int:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 def test_block_flops_equal_the_closed_form(config: BlockConfig) -> None:
-    table = build_table(traced(config))
+    table = build_table(StepTree(traced(config)))
     assert table.totals.flops == block_flops_closed_form(config)
     assert table.rows[0].flops == table.totals.flops  # the root row includes everything
 
@@ -89,7 +90,7 @@ def test_every_call_matches_flop_counter_on_meta(config: BlockConfig) -> None:
         for name, counts in counter.get_flop_counts().items()
         if name != "Global"
     }
-    calls = [r for r in build_table(traced(config)).rows if r.call is not None]
+    calls = [r for r in build_table(StepTree(traced(config))).rows if r.call is not None]
     assert {r.path: r.flops for r in calls if r.flops} == {p: f for p, f in theirs.items() if f}
 
 
@@ -165,7 +166,7 @@ def test_an_op_with_no_formula_is_flagged_not_0(device: str) -> None:
     inv, linear = ours.ops
     assert (inv.flops, inv.uncounted) == (0, ("aten.linalg_inv_ex",))
     assert (linear.flops, linear.uncounted) == (2 * 12 * 4 * 4, ())
-    table = build_table(ours)
+    table = build_table(StepTree(ours))
     root, inv_row = table.rows[0], next(r for r in table.rows if r.op == inv.index)
     assert root.uncounted == ("aten.linalg_inv_ex",) and root.flops == linear.flops
     text = to_text(table)
@@ -292,7 +293,7 @@ def test_tied_weights_are_counted_once_as_torch_counts_them(
     derived = derived_trace(spec, fit) if fit is not None else None
     assert derived is not None
     for traced_ in (derived, *(trace_spec(spec, device) for device in devices)):
-        root = build_table(traced_).rows[0]
+        root = build_table(StepTree(traced_)).rows[0]
         assert root.params == root.trainable == real, traced_.device
         lm_head = next(c for c in traced_.calls if c.path == "lm_head")
         assert lm_head.weights[0].tied == head and lm_head.params == 50 * 32, traced_.device

@@ -268,11 +268,12 @@ def _fitted_table(width: int) -> str:
     from rich.console import Console
 
     from blocktrace.models.block.config import BlockConfig
+    from blocktrace.views.steps import StepTree
     from blocktrace.views.table.build import build_table
     from blocktrace.views.table.render import print_text
 
     buffer = StringIO()
-    table = build_table(cached_trace(BlockConfig()))
+    table = build_table(StepTree(cached_trace(BlockConfig())))
     print_text(table, Console(file=buffer, force_terminal=True, color_system=None, width=width))
     return buffer.getvalue()
 
@@ -282,12 +283,13 @@ def test_a_terminal_table_fits_and_never_cuts_a_number(width: int) -> None:
     import re
 
     from blocktrace.models.block.config import BlockConfig
+    from blocktrace.views.steps import StepTree
     from blocktrace.views.table.build import build_table
     from blocktrace.views.table.render import to_text
 
     text = _fitted_table(width)
     rows = text.splitlines()[: -4 - 1]  # the footer wraps on its own
-    full = to_text(build_table(cached_trace(BlockConfig())))
+    full = to_text(build_table(StepTree(cached_trace(BlockConfig()))))
     numbers = set(re.findall(r"\d{1,3}(?:,\d{3})+", full.split("parameters:")[0]))
     shown = set(re.findall(r"\d{1,3}(?:,\d{3})+", text.split("parameters:")[0]))
     assert {n for n in numbers if len(n) > 7} <= shown  # params and FLOPs stay whole
@@ -299,10 +301,11 @@ def test_a_terminal_table_fits_and_never_cuts_a_number(width: int) -> None:
 
 def test_the_table_leaves_out_columns_in_the_stated_order() -> None:
     from blocktrace.models.block.config import BlockConfig
+    from blocktrace.views.steps import StepTree
     from blocktrace.views.table.build import build_table
     from blocktrace.views.table.render import DROP_ORDER, HEADERS, fit
 
-    table = build_table(cached_trace(BlockConfig()))
+    table = build_table(StepTree(cached_trace(BlockConfig())))
     assert fit(table).columns == HEADERS
     natural = fit(table).width
     seen = []

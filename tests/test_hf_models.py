@@ -149,7 +149,7 @@ def test_the_drawing_finds_the_layers_and_names_them(name: str, root: Path) -> N
     for path, symbols in NAMED[name]:
         assert symbols_of(traced, path) == symbols, path
     assert traced.symbols["C"] == 48 and traced.symbols["V"] == 97 and traced.symbols["F"] == 80
-    sections = [s for s in StepTree(traced).stream() if s.kind == StepKind.section and "×" in s.title]
+    sections = [s for s in StepTree(traced).stream if s.kind == StepKind.section and "×" in s.title]
     assert [(s.label, s.title.split(" × ")[1]) for s in sections] == [
         (f"{LAYERS[name]}.0 … {LAYERS[name]}.2", "3")
     ]
@@ -160,7 +160,7 @@ def test_side_computations_are_not_on_the_stream(name: str, root: Path) -> None:
     traced = _traced(name, root, "probe")
     rotary = next(c for c in traced.calls if c.type.endswith("RotaryEmbedding"))
     arange = next(o for o in traced.ops if o.name == "arange")
-    steps = StepTree(traced).stream(collapse=False)
+    steps = StepTree(traced, collapse=False).stream
     assert all(s.call is None or s.call.index != rotary.index for s in steps)
     assert all(arange not in s.ops for s in steps)
     assert any(s.kind == StepKind.residual for s in steps)  # the stream itself is there

@@ -26,6 +26,7 @@ from blocktrace.pipeline import trace_config
 from blocktrace.tracing.freeze import freeze
 from blocktrace.tracing.tracer import trace
 from blocktrace.views.stats import itemsize
+from blocktrace.views.steps import StepTree
 from blocktrace.views.table.build import Row, Table, build_table
 from blocktrace.views.table.render import CSV_COLUMNS, HEADERS, print_text, to_text
 from tests.models import traced
@@ -61,7 +62,7 @@ def calls_by_path(table: Table) -> dict[str, Row]:
 def test_parameters_equal_the_closed_form(config: BlockConfig) -> None:
     c, h, hkv, d, r = config.n_embd, config.n_head, config.n_kv_head, config.head_dim, config.mlp_ratio
     attention, mlp = c * (h * d) + 2 * c * (hkv * d) + c * c, 2 * r * c * c
-    table = build_table(traced(config))
+    table = build_table(StepTree(traced(config)))
     calls = calls_by_path(table)
     blocks = [""] if config.n_layer == 1 else [f"h.{i}." for i in range(config.n_layer)]
     for block in blocks:
@@ -78,7 +79,7 @@ def test_parameters_equal_the_closed_form(config: BlockConfig) -> None:
 
 def test_rows_come_in_execution_order_indented_by_nesting() -> None:
     t = traced(GQA)
-    rows = build_table(t).rows
+    rows = build_table(StepTree(t)).rows
     assert [r.call for r in rows if r.call is not None] == list(range(len(t.calls)))
     ops = [r.op for r in rows if r.op is not None]
     assert ops == sorted(ops)
@@ -113,7 +114,7 @@ def children(rows: tuple[Row, ...], i: int) -> list[Row]:
 
 
 def test_a_call_row_counts_the_flops_of_everything_inside_it() -> None:
-    rows = build_table(traced(replace(GQA, n_layer=2))).rows
+    rows = build_table(StepTree(traced(replace(GQA, n_layer=2)))).rows
     parents = [i for i in range(len(rows)) if children(rows, i)]
     blocks = [[f"h.{n}", f"h.{n}.attn", f"h.{n}.mlp"] for n in (0, 1)]
     assert [rows[i].name for i in parents] == ["(root)", *blocks[0], *blocks[1]]
@@ -138,7 +139,7 @@ class _Custom(nn.Module):
 
 
 def test_any_module_tabulates_in_order() -> None:
-    table = build_table(trace(_Custom(), (torch.zeros(2, 5, 8),)))
+    table = build_table(StepTree(trace(_Custom(), (torch.zeros(2, 5, 8),))))
     assert [(r.depth, r.name, r.kind) for r in table.rows] == [
         (0, "(root)", "_Custom"),
         (1, "matmul", "matmul"),
@@ -160,7 +161,9 @@ class _Remembers(nn.Module):
 
 
 def test_a_call_is_its_one_op_only_when_it_returns_that_op_s_value() -> None:
-    rows = build_table(trace(nn.Sequential(nn.Linear(4, 4), _Remembers()), (torch.zeros(2, 4),))).rows
+    rows = build_table(
+        StepTree(trace(nn.Sequential(nn.Linear(4, 4), _Remembers()), (torch.zeros(2, 4),)))
+    ).rows
     assert [(r.depth, r.name, r.kind) for r in rows] == [
         (0, "(root)", "Sequential"),
         (1, "0", "Linear"),  # F.linear returned what the Linear did: one row
@@ -174,8 +177,8 @@ def test_activation_memory_is_every_tensor_created_at_the_dtype() -> None:
     # k's rotary halves, cat and norm), and -sin twice, (T, D/2)
     b, t, c, r, kv = GQA.batch, GQA.seq, GQA.n_embd, GQA.mlp_ratio, GQA.n_kv_head * GQA.head_dim
     elements = b * t * c * (14 + 3 * r) + 7 * b * t * kv + t * GQA.head_dim
-    f32 = build_table(traced(GQA)).totals
-    bf16 = build_table(traced(replace(GQA, dtype="bfloat16"))).totals
+    f32 = build_table(StepTree(traced(GQA))).totals
+    bf16 = build_table(StepTree(traced(replace(GQA, dtype="bfloat16")))).totals
     assert (f32.dtype, bf16.dtype) == ("float32", "bfloat16")
     assert f32.activation_bytes == 4 * elements and bf16.activation_bytes == 2 * elements
     assert (bf16.params, bf16.flops) == (f32.params, f32.flops)
@@ -183,8 +186,8 @@ def test_activation_memory_is_every_tensor_created_at_the_dtype() -> None:
 
 @pytest.mark.parametrize("device", ["meta", "cpu"])
 def test_every_device_gives_the_same_table(device: str) -> None:
-    probe = build_table(traced(GQA))
-    other = build_table(trace_config(GQA, device))
+    probe = build_table(StepTree(traced(GQA)))
+    other = build_table(StepTree(trace_config(GQA, device)))
     assert other.rows == probe.rows and other.totals == probe.totals
 
 
@@ -221,7 +224,7 @@ def test_freeze_is_repeatable() -> None:
 @pytest.mark.parametrize("depth", [0, 1, 2])
 def test_depth_folds_deeper_rows_into_their_parent(depth: int) -> None:
     t = traced(replace(GQA, n_layer=2))
-    full, folded = build_table(t), build_table(t, depth)
+    full, folded = build_table(StepTree(t)), build_table(StepTree(t), depth)
     assert folded.rows == tuple(r for r in full.rows if r.depth <= depth)
     assert max(r.depth for r in folded.rows) == depth < max(r.depth for r in full.rows)
     assert folded.totals == full.totals
@@ -310,7 +313,7 @@ def _terminal(table: Table, width: int = 100) -> str:
 
 def test_a_terminal_gets_colour_and_a_fitted_table(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
-    out = _terminal(build_table(traced(SMALL)), width=100)
+    out = _terminal(build_table(StepTree(traced(SMALL))), width=100)
     assert ANSI_COLOUR.search(out)
     plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
     assert max(len(line) for line in plain.splitlines()[:-4]) <= 100
@@ -318,12 +321,12 @@ def test_a_terminal_gets_colour_and_a_fitted_table(monkeypatch: pytest.MonkeyPat
 
 def test_no_color_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
-    out = _terminal(build_table(traced(SMALL), 1))
+    out = _terminal(build_table(StepTree(traced(SMALL)), 1))
     assert not ANSI_COLOUR.search(out) and "x + attn" in out
 
 
 def test_ascii_only_streams_get_7_bit_text() -> None:
-    to_text(build_table(traced(SMALL)), ascii_only=True).encode("ascii")
+    to_text(build_table(StepTree(traced(SMALL))), ascii_only=True).encode("ascii")
 
 
 def test_installed_command_in_a_pipe() -> None:
@@ -377,7 +380,7 @@ def test_torchinfo_agrees_on_every_module() -> None:
         paths[id(layer.module)]: (tuple(layer.output_size), layer.num_params, layer.trainable_params)
         for layer in summary.summary_list
     }
-    table = build_table(traced(GQA, frozen))
+    table = build_table(StepTree(traced(GQA, frozen)))
     ours = {r.path: (r.outputs[0].shape, r.params, r.trainable) for r in table.rows if r.call is not None}
     assert theirs == ours
     assert (summary.total_params, summary.trainable_params) == (table.totals.params, table.totals.trainable)

@@ -8,6 +8,7 @@ from blocktrace.model import MLP, Block, build_module, example_inputs
 from blocktrace.tracing.tracer import trace
 from blocktrace.views.diagram.layout import layout
 from blocktrace.views.diagram.render import render, to_text
+from blocktrace.views.steps import StepTree
 from tests.models import SMALL
 
 
@@ -164,7 +165,7 @@ def test_an_op_that_hands_back_its_input_keeps_its_id() -> None:
     assert first.stream.id == t.inputs[0].id  # x.float() did not make a new value
     assert second.stream.id == first.output.id  # nor did contiguous()
     assert [t.calls[c].path for c in first.calls] == ["f", "drop"]
-    text = to_text(render(layout(t)))
+    text = to_text(render(layout(StepTree(t))))
     assert text.count("├") == text.count("◄") == 2  # both highways drawn
 
 
@@ -202,7 +203,7 @@ def test_pass_through_calls_keep_the_order_they_ran_in() -> None:
     t = trace(PassThrough(), (torch.randn(2, 4),))
     (r,) = t.residual_adds
     assert [t.calls[c].path for c in r.calls] == ["b_norm", "a_scale", "mlp"]
-    assert "x + mlp(a_scale(b_norm(x)))" in to_text(render(layout(t)))
+    assert "x + mlp(a_scale(b_norm(x)))" in to_text(render(layout(StepTree(t))))
 
 
 class Parallel(nn.Module):

@@ -166,10 +166,11 @@ def table(
       blocktrace table --n-head 8 --n-kv-head 2 -o block.csv
     """
     from blocktrace.pipeline import cached_trace
+    from blocktrace.views.steps import StepTree
     from blocktrace.views.table.build import build_table
 
     name = formats.resolve("table", _value(fmt), output)
-    result = build_table(cached_trace(model, device.value, tuple(freeze or ()), cache), depth)
+    result = build_table(StepTree(cached_trace(model, device.value, tuple(freeze or ()), cache)), depth)
     formats.write("table", name, result, output, shapes=shapes)
 
 

@@ -179,9 +179,11 @@ def diagram_picture(
 ) -> str:
     """The text report (header, drawing, legend, formulas) as a picture, coloured as in a terminal."""
     from blocktrace.views.diagram.report import drawing
+    from blocktrace.views.steps import StepTree
 
-    rows = drawing(trace, shapes, width, collapse, ascii_only, width)
-    before, after = text_frame(trace, shapes, formulas, width, collapse)
+    tree = StepTree(trace, collapse)
+    rows = drawing(tree, shapes, width, ascii_only, width)
+    before, after = text_frame(tree, shapes, formulas, width)
     text = before + to_text(rows) + after
     return picture(fmt, [styled(rows, before, after)], size_of(text), f"blocktrace diagram: {trace.model}")
 

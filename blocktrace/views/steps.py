@@ -6,13 +6,16 @@ call of a helper function made (apply_rotary_emb(q), norm(x)) are one step; so i
 by the views that reshape its output, and a run of ops each consuming the last one's output.
 The adds of one residual sum (x + attn(..) + mlp(..)) are one step. Steps come in the order the
 trace's clock gives: the order calls returned and ops ran. Built once per trace by `StepTree`,
-which the layout, the formulas and the source view all read. No torch here.
+which is handed to every view that reads steps: the layout, the formulas, the table. No torch here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
+from functools import cached_property
+from types import MappingProxyType
 
 from blocktrace.tracing.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace
 
@@ -72,16 +75,17 @@ def short_path(call: ModuleCall) -> str:
 
 
 class StepTree:
-    """The steps of one trace, each call's worked out once."""
+    """The steps of one trace, each call's worked out once: the stream (drawn with `collapse` as
+    `stream` says) and the side computations beside it, both made together on first use."""
 
-    def __init__(self, trace: Trace):
+    def __init__(self, trace: Trace, collapse: bool = True):
         self.trace = trace
+        self.collapse = collapse
         self.residual_at = {r.op: r for r in trace.residual_adds}
         self.in_sums = {i for r in trace.residual_adds for i in r.adds}
         self._inner: dict[int, list[Step]] = {}
         self.from_input = _descendants(trace)
         self.helper_of = _outer_helpers(trace)
-        self.side: dict[int, Step] = {}  # tensor id -> the side computation that made it, once drawn
 
     def inner(self, call: ModuleCall) -> list[Step]:
         """The steps directly inside `call`, grouped and folded as described above, in order."""
@@ -150,7 +154,8 @@ class StepTree:
         ops = self.trace.ops_in(call.index)
         return not self.trace.children(call.index) and len(ops) == 1 and ops[0].outputs == call.outputs
 
-    def opened(self) -> set[int]:
+    @cached_property
+    def opened(self) -> frozenset[int]:
         """Indices of the calls drawn as a stream: the root and every call with a residual add inside."""
         by_index = {c.index: c for c in self.trace.calls}
         opened = {c.index for c in self.trace.calls if c.parent is None}
@@ -159,13 +164,26 @@ class StepTree:
             while call is not None:
                 opened.add(call)
                 call = by_index[call].parent
-        return opened
+        return frozenset(opened)
 
-    def stream(self, collapse: bool = True) -> list[Step]:
+    @property
+    def stream(self) -> tuple[Step, ...]:
         """The stream from input to output: opened calls expanded in place, each after a section step.
         With `collapse`, a run of opened calls doing the same thing (a stack of identical Blocks, with
         the same shapes all through) is drawn once: its section reads "h.0 … h.79" and "Block × 80"."""
-        opened = self.opened()
+        return self._flow[0]
+
+    @property
+    def side(self) -> Mapping[int, Step]:
+        """Tensor id -> the step that made it, for the values the opened calls compute off the stream
+        (positions, rotary cos/sin, masks): the first step to make each."""
+        return self._flow[1]
+
+    @cached_property
+    def _flow(self) -> tuple[tuple[Step, ...], Mapping[int, Step]]:
+        """The stream and the side computations, found in one walk of the opened calls."""
+        opened, collapse = self.opened, self.collapse
+        side: dict[int, Step] = {}
 
         def expand(call: ModuleCall) -> list[Step]:
             out: list[Step] = []
@@ -174,7 +192,7 @@ class StepTree:
             )
             for step in self.inner(call):
                 if self.from_input and step.output.id not in self.from_input:
-                    self.side.setdefault(step.output.id, step)  # positions, rotary cos/sin, masks: off stream
+                    side.setdefault(step.output.id, step)  # positions, rotary cos/sin, masks: off stream
                     continue
                 if step.call is None or step.call.index not in opened:
                     out.append(step)
@@ -210,7 +228,8 @@ class StepTree:
                 out.extend(inner)
             return out
 
-        return [s for root in self.trace.calls if root.parent is None for s in expand(root)]
+        stream = tuple(s for root in self.trace.calls if root.parent is None for s in expand(root))
+        return stream, MappingProxyType(side)
 
     def signature(self, steps: list[Step]) -> tuple:
         """What a reader of these steps sees, internals of boxes included: equal signatures draw alike."""

@@ -14,9 +14,10 @@ run of identical Blocks is written once, as drawn. No torch here.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 
-from blocktrace.tracing.trace import OpCall, TensorMeta, Trace
+from blocktrace.tracing.trace import OpCall, TensorMeta
 from blocktrace.views.steps import Step, StepKind, StepTree, op_title, short_path
 
 # What a functional op computes, by the name torch gives it.
@@ -44,7 +45,7 @@ def _stream_names(count: int) -> list[str]:
 
 
 def stream_formulas(
-    tree: StepTree, steps: list[Step], inputs: tuple[TensorMeta, ...] | None = None
+    tree: StepTree, steps: Sequence[Step], inputs: tuple[TensorMeta, ...] | None = None
 ) -> list[str]:
     """One line per named value of the stream, each written from the steps that made it. Named are
     the input (x, then in_1, ...), each stream a residual add starts from, the output, and any value
@@ -55,7 +56,7 @@ def stream_formulas(
     drawn = [s for s in steps if s.kind != StepKind.section]
     residuals = [s.residual for s in drawn if s.residual is not None]
     runs = [
-        s for s in drawn if s.kind == StepKind.call and s.call is not None and s.call.index in tree.opened()
+        s for s in drawn if s.kind == StepKind.call and s.call is not None and s.call.index in tree.opened
     ]
     if not residuals and not runs:
         return []
@@ -150,9 +151,8 @@ def _form(op: OpCall) -> str:
     return op.name if form == "none" else f"{op.name} {form}"
 
 
-def formulas(trace: Trace, collapse: bool = True) -> list[str]:
-    tree = StepTree(trace)
-    steps = tree.stream(collapse)
+def formulas(tree: StepTree) -> list[str]:
+    steps = tree.stream
     # a collapsed run is drawn as its first call: around it, it is one step (Block × 80); then its
     # formulas are that call's, said to hold for each
     outer, runs = _runs_as_steps(steps)
@@ -166,16 +166,16 @@ def formulas(trace: Trace, collapse: bool = True) -> list[str]:
         line = composition(tree, step) if step.kind == StepKind.call else None
         if line and line not in lines:
             lines.append(line)
-    used = dict.fromkeys(_form(op) for op in trace.ops)
+    used = dict.fromkeys(_form(op) for op in tree.trace.ops)
     lines += [DEFINITIONS[name] for name in used if name in DEFINITIONS]
     return lines
 
 
-def _runs_as_steps(steps: list[Step]) -> tuple[list[Step], list[tuple[Step, list[Step]]]]:
+def _runs_as_steps(steps: Sequence[Step]) -> tuple[list[Step], list[tuple[Step, Sequence[Step]]]]:
     """The stream with each collapsed run as one call step titled as drawn ("Block × 80"), and each
     run's section with the steps of its first call."""
     outer: list[Step] = []
-    runs: list[tuple[Step, list[Step]]] = []
+    runs: list[tuple[Step, Sequence[Step]]] = []
     i = 0
     while i < len(steps):
         step = steps[i]

@@ -1,4 +1,4 @@
-"""Trace -> Diagram: where boxes, lines, arrows and words go. Coordinates, not characters.
+"""A trace's steps -> Diagram: where boxes, lines, arrows and words go. Coordinates, not characters.
 
 The stream runs down one column: the input, a box per step, a (+) per residual add, the output.
 Each residual add gets a highway: it leaves the stream where its skip operand was made, runs down a
@@ -9,9 +9,10 @@ Every shape written comes from the trace. No torch here.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from blocktrace.tracing.trace import ResidualAdd, TensorMeta, Trace
+from blocktrace.tracing.trace import ResidualAdd, TensorMeta
 from blocktrace.views.shapes import Shapes, shape_text, shapes_text
 from blocktrace.views.steps import Step, StepKind, StepTree, code_name
 
@@ -158,7 +159,7 @@ def expression(tree: StepTree, r: ResidualAdd) -> str:
     return " + ".join(["x", *terms])
 
 
-def _columns(steps: list[Step]) -> dict[int, int]:
+def _columns(steps: Sequence[Step]) -> dict[int, int]:
     """Step position -> column, for the steps of a residual's second and later branches: drawn
     beside the first branch, each in a column of its own. A step on several branches (one norm
     feeding both) stays on the stream."""
@@ -180,11 +181,8 @@ def _columns(steps: list[Step]) -> dict[int, int]:
     return column
 
 
-def layout(
-    trace: Trace, shapes: Shapes = Shapes.symbolic, width: int | None = None, collapse: bool = True
-) -> Diagram:
-    tree = StepTree(trace)
-    steps = tree.stream(collapse)
+def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None = None) -> Diagram:
+    trace, steps = tree.trace, tree.stream
     column_of = _columns(steps)
     boxes = [s for s in steps if s.kind not in (StepKind.residual, StepKind.section)]
     box_w = max([MIN_BOX_WIDTH, *(len(line) + 4 for s in boxes for line in box_lines(s))])

@@ -19,6 +19,7 @@ from blocktrace.views.diagram.formulas import formulas as formula_lines
 from blocktrace.views.diagram.layout import layout
 from blocktrace.views.diagram.render import Cell, render, to_text
 from blocktrace.views.shapes import Shapes
+from blocktrace.views.steps import StepTree
 
 STYLES = {
     "highway": "bold yellow",
@@ -35,38 +36,31 @@ STYLES = {
 
 
 def text_report(
-    rows: list[list[Cell]],
-    trace: Trace,
-    shapes: Shapes,
-    formulas: bool,
-    width: int | None = None,
-    collapse: bool = True,
+    rows: list[list[Cell]], tree: StepTree, shapes: Shapes, formulas: bool, width: int | None = None
 ) -> str:
-    before, after = text_frame(trace, shapes, formulas, width, collapse)
+    before, after = text_frame(tree, shapes, formulas, width)
     return before + to_text(rows) + after
 
 
-def text_frame(
-    trace: Trace, shapes: Shapes, formulas: bool, width: int | None = None, collapse: bool = True
-) -> tuple[str, str]:
+def text_frame(tree: StepTree, shapes: Shapes, formulas: bool, width: int | None = None) -> tuple[str, str]:
     """What the text report says before the diagram (the header) and after it (legend, formulas)."""
+    trace = tree.trace
     after: list[str] = []
     if _shows_legend(trace, shapes):
         after += ["", *legend(trace)]
     if formulas:
-        after += ["", *formula_lines(trace, collapse)]
+        after += ["", *formula_lines(tree)]
     return header(trace, width) + "\n\n", "".join(line + "\n" for line in after)
 
 
-def markdown_report(
-    rows: list[list[Cell]], trace: Trace, shapes: Shapes, formulas: bool, collapse: bool = True
-) -> str:
+def markdown_report(rows: list[list[Cell]], tree: StepTree, shapes: Shapes, formulas: bool) -> str:
+    trace = tree.trace
     parts = [f"**{header(trace)}**", "", "```text", to_text(rows).rstrip("\n"), "```"]
     if _shows_legend(trace, shapes):
         parts += ["", "| symbol | value | meaning |", "| --- | --- | --- |"]
         parts += [f"| {n} | {v} | {trace.meanings.get(n, '')} |" for n, v in trace.symbols.items()]
     if formulas:
-        parts += ["", *(f"- `{line}`" for line in formula_lines(trace, collapse))]
+        parts += ["", *(f"- `{line}`" for line in formula_lines(tree))]
     return "\n".join(parts) + "\n"
 
 
@@ -97,16 +91,11 @@ def emit(
 
 
 def drawing(
-    trace: Trace,
-    shapes: Shapes,
-    fit: int | None,
-    collapse: bool,
-    ascii_only: bool,
-    width: int | None,
+    tree: StepTree, shapes: Shapes, fit: int | None, ascii_only: bool, width: int | None
 ) -> list[list[Cell]]:
     """The diagram's cells, laid out to `fit` columns as far as it allows. `width` is a limit asked
     for (--width): a drawing that cannot fit in it is an OutputError (exit 2)."""
-    diagram = layout(trace, shapes, fit, collapse)
+    diagram = layout(tree, shapes, fit)
     if width is not None and diagram.width > width:
         raise OutputError(
             f"--width {width} is too narrow for this drawing: it needs at least {diagram.width} columns", 2
@@ -137,13 +126,14 @@ def write_text(
     console = terminal(stream) if to_stdout else None
     fit = width if width is not None else (console.width if console is not None else None)
     ascii_only = ascii_only or (to_stdout and not can_encode(stream))
-    rows = drawing(trace, shapes, fit, collapse, ascii_only, width)
+    tree = StepTree(trace, collapse)  # the one the drawing and the formulas read
+    rows = drawing(tree, shapes, fit, ascii_only, width)
     if console is not None and console.color_system and not console.no_color:
         with stdout_errors():
-            console.print(styled(rows, *text_frame(trace, shapes, formulas, fit, collapse)), end="")
+            console.print(styled(rows, *text_frame(tree, shapes, formulas, fit)), end="")
             console.file.flush()
         return
-    write_output(text_report(rows, trace, shapes, formulas, fit, collapse), output, stream)
+    write_output(text_report(rows, tree, shapes, formulas, fit), output, stream)
 
 
 def write_markdown(
@@ -161,8 +151,9 @@ def write_markdown(
     if is_stdout(output):
         stream = stream or stdout()
         ascii_only = ascii_only or not can_encode(stream)
-    rows = drawing(trace, shapes, width, collapse, ascii_only, width)
-    write_output(markdown_report(rows, trace, shapes, formulas, collapse), output, stream)
+    tree = StepTree(trace, collapse)
+    rows = drawing(tree, shapes, width, ascii_only, width)
+    write_output(markdown_report(rows, tree, shapes, formulas), output, stream)
 
 
 def styled(rows: list[list[Cell]], before: str, after: str):

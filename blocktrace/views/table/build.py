@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blocktrace.tracing.ops import op_kind
-from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
+from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta, Weight
 from blocktrace.views.diagram.layout import expression
 from blocktrace.views.stats import Totals, totals
 from blocktrace.views.steps import StepTree
@@ -60,9 +60,10 @@ class _Node:
     children: tuple[_Node, ...]
 
 
-def build_table(trace: Trace, depth: int | None = None) -> Table:
-    """The table of `trace`; rows nested deeper than `depth` are folded into their parent."""
-    roots = _Builder(trace).nodes(None, 0)
+def build_table(tree: StepTree, depth: int | None = None) -> Table:
+    """The table of `tree`'s trace; rows nested deeper than `depth` are folded into their parent."""
+    trace = tree.trace
+    roots = _Builder(tree).nodes(None, 0)
     rows = tuple(row for node in roots for row in _flatten(node, depth))
     return Table(
         model=trace.model,
@@ -75,10 +76,10 @@ def build_table(trace: Trace, depth: int | None = None) -> Table:
 
 
 class _Builder:
-    def __init__(self, trace: Trace):
-        self.trace = trace
-        self.residuals = {r.op: r for r in trace.residual_adds}
-        self.tree = StepTree(trace)
+    def __init__(self, tree: StepTree):
+        self.trace = tree.trace
+        self.residuals = tree.residual_at
+        self.tree = tree
 
     def nodes(self, call: int | None, depth: int) -> list[_Node]:
         """The calls and ops directly inside `call`, in execution order."""
