@@ -3,6 +3,8 @@ them, the same whichever view reads them first."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -30,9 +32,9 @@ def test_a_command_builds_the_steps_once(
     built: list[StepTree] = []
     construct = StepTree.__init__
 
-    def counted(self: StepTree, *a: object, **k: object) -> None:
+    def counted(self: StepTree, *a: Any, **k: Any) -> None:
         built.append(self)
-        construct(self, *a, **k)  # type: ignore[arg-type]
+        construct(self, *a, **k)
 
     monkeypatch.setattr(StepTree, "__init__", counted)
     result = invoke([*args, "--n-layer", "2"], stdout, env={"COLUMNS": "200", "TERM": "xterm-256color"})

@@ -24,6 +24,7 @@ from torch.overrides import TorchFunctionMode
 
 from blocktrace.errors import TraceError
 from blocktrace.tracing.flops import Counts, FlopCounter
+from blocktrace.tracing.ops import facts
 from blocktrace.tracing.trace import (
     Branch,
     Frame,
@@ -38,8 +39,6 @@ from blocktrace.tracing.trace import (
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _THIS_FILE = __file__
-_ADDS = frozenset({"add", "radd", "iadd"})
-_SAME_VALUE = frozenset({"contiguous"})  # ops whose output is their input's value, copied or not
 _TAG = "_blocktrace_id"
 _ATTR_TYPES = (bool, float, str)  # scalar kwargs worth keeping; ints are left out as they may be sizes
 
@@ -205,7 +204,7 @@ class _Recorder:
             # layout (which differs between devices) made it copy.
             if not in_place and any(t is x for x in taken):
                 meta = self.meta(t)
-            elif name in _SAME_VALUE and len(inputs) == 1:
+            elif facts(name).keeps_value and len(inputs) == 1:
                 meta = self.alias(t, inputs[0].id)
             else:
                 meta = self.meta(t, parent_ids, new=True)
@@ -237,7 +236,7 @@ class _Recorder:
         for op in self.ops:
             for t in op.inputs:
                 users.setdefault(t.id, []).append(op.index)
-        adds = {op.index for op in self.ops if op.name in _ADDS and len(op.inputs) == 2}
+        adds = {op.index for op in self.ops if facts(op.name).is_add and len(op.inputs) == 2}
         inner = {
             i
             for i in adds

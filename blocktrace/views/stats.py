@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from math import prod
 
-from blocktrace.tracing.ops import VIEW_OPS
+from blocktrace.tracing.ops import facts
 from blocktrace.tracing.trace import TensorMeta, Trace
 
 
@@ -31,7 +31,7 @@ def totals(trace: Trace) -> Totals:
     roots = trace.children(None)
     created: dict[int, TensorMeta] = {}
     for op in trace.ops:
-        if op.name not in VIEW_OPS:
+        if not facts(op.name).is_view:
             created.update((t.id, t) for t in op.outputs)
     dtypes = [t.dtype for t in created.values()] or [t.dtype for t in trace.inputs] or ["float32"]
     return Totals(

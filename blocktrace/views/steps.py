@@ -17,22 +17,8 @@ from enum import Enum
 from functools import cached_property
 from types import MappingProxyType
 
+from blocktrace.tracing.ops import facts, op_title
 from blocktrace.tracing.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace
-
-# Ops that only rearrange a tensor: folded into the step that produced their input.
-SHAPE_OPS = frozenset(
-    {"view", "reshape", "transpose", "permute", "contiguous", "flatten", "unflatten", "squeeze", "unsqueeze"}
-)
-# How well-known functional ops are titled in a box and in formulas.
-TITLES = {
-    "rms_norm": "RMSNorm",
-    "layer_norm": "LayerNorm",
-    "relu": "ReLU",
-    "gelu": "GELU",
-    "silu": "SiLU",
-    "scaled_dot_product_attention": "SDPA",
-    "linear": "Linear",
-}
 
 
 class StepKind(str, Enum):
@@ -59,10 +45,6 @@ class Step:
     residual: ResidualAdd | None = None  # for residual
     span: int = 0  # for a section: how many of the steps after it are its call's (one call's, if collapsed)
     frame: int = 0  # for a helper: which call of it (the outermost helper, where helpers call helpers)
-
-
-def op_title(op: OpCall) -> str:
-    return TITLES.get(op.name, op.name)
 
 
 def code_name(step: Step) -> str:
@@ -135,7 +117,7 @@ class StepTree:
                     Step(
                         StepKind.helper,
                         function,
-                        op_title(op),
+                        op_title(op.name),
                         op.inputs[:1],
                         op.outputs[0],
                         op.time,
@@ -144,8 +126,10 @@ class StepTree:
                     )
                 )
             else:
-                kind = StepKind.shape if op.name in SHAPE_OPS else StepKind.compute
-                steps.append(Step(kind, op.name, op_title(op), op.inputs, op.outputs[0], op.time, ops=(op,)))
+                kind = StepKind.shape if facts(op.name).reshapes else StepKind.compute
+                steps.append(
+                    Step(kind, op.name, op_title(op.name), op.inputs, op.outputs[0], op.time, ops=(op,))
+                )
         return steps
 
     def is_one_op(self, call: ModuleCall) -> bool:
@@ -262,7 +246,7 @@ class StepTree:
                 if op.function != "forward" and helper == last_helper:
                     continue  # more ops of the same helper call
                 last_helper = helper
-                parts.append((op.time, helper[0] if op.function != "forward" else op.name, op_title(op)))
+                parts.append((op.time, helper[0] if op.function != "forward" else op.name, op_title(op.name)))
             found.append([(name, title) for _, name, title in sorted(parts)])
         return found
 

@@ -17,23 +17,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
+from blocktrace.tracing.ops import definition, op_title
 from blocktrace.tracing.trace import OpCall, TensorMeta
-from blocktrace.views.steps import Step, StepKind, StepTree, op_title, short_path
-
-# What a functional op computes, by the name torch gives it.
-DEFINITIONS = {
-    "rms_norm": "RMSNorm(x) = x / sqrt(mean(x^2) + eps), over the last dim",
-    "layer_norm": "LayerNorm(x) = (x - mean(x)) / sqrt(var(x) + eps), over the last dim",
-    "relu": "relu(x) = max(0, x)",
-    "square": "square(x) = x^2",
-    "gelu": "gelu(x) = x * Phi(x)",
-    "gelu tanh": "gelu(x) = x * Phi(x), computed as 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))",
-    "silu": "silu(x) = x * sigmoid(x)",
-    "linear": "Linear(x) = x W^T (+ b); W has shape (out_features, in_features)",
-    "scaled_dot_product_attention": (
-        "SDPA(q, k, v) = softmax(q k^T / sqrt(d) + mask) v, d = q's last dim; causal mask if is_causal"
-    ),
-}
+from blocktrace.views.steps import Step, StepKind, StepTree, short_path
 
 
 def _stream_names(count: int) -> list[str]:
@@ -105,7 +91,7 @@ def stream_formulas(
         if step.kind == StepKind.compute and len(step.ops) > 1:  # a chain of ops, each applied to the last
             text = ", ".join(args)
             for op in step.ops:
-                text = f"{op_title(op)}({text})"
+                text = f"{op_title(op.name)}({text})"
             return text
         return f"{step.title}({', '.join(args)})"
 
@@ -145,10 +131,9 @@ def composition(tree: StepTree, step: Step) -> str | None:
     return f"{step.call.type}(x) = {text}" if inner else None
 
 
-def _form(op: OpCall) -> str:
-    """The op's name, with the form it ran in where it has several: gelu(x, approximate="tanh")."""
-    form = op.attrs.get("approximate", "none")
-    return op.name if form == "none" else f"{op.name} {form}"
+def _form(op: OpCall) -> tuple[str, str]:
+    """The op's name and the form it ran in, where it has several: gelu(x, approximate="tanh")."""
+    return op.name, op.attrs.get("approximate", "none")
 
 
 def formulas(tree: StepTree) -> list[str]:
@@ -167,7 +152,7 @@ def formulas(tree: StepTree) -> list[str]:
         if line and line not in lines:
             lines.append(line)
     used = dict.fromkeys(_form(op) for op in tree.trace.ops)
-    lines += [DEFINITIONS[name] for name in used if name in DEFINITIONS]
+    lines += [text for name, form in used if (text := definition(name, form))]
     return lines
 
 

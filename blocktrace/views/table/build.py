@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from blocktrace.tracing.ops import op_kind
+from blocktrace.tracing.ops import facts
 from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta, Weight
 from blocktrace.views.diagram.layout import expression
 from blocktrace.views.stats import Totals, totals
@@ -117,7 +117,7 @@ class _Builder:
         if residual is not None:
             name, kind = expression(self.tree, residual), RESIDUAL_KIND  # as the diagram writes it
         else:
-            name, kind = op.name, op_kind(op.name)
+            name, kind = op.name, facts(op.name).kind
         row = Row(
             depth,
             name,
