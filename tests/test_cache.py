@@ -105,6 +105,12 @@ def _digest(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest() + "\n" + body
 
 
+def _under_its_digest(body: str) -> str:
+    """An edited trace under the digest of `body`: it still parses, so only the digest refuses it."""
+    edited = json.dumps({**json.loads(body), "model": "Edited"})
+    return _digest(body).split("\n", 1)[0] + "\n" + edited
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -116,6 +122,7 @@ def _digest(body: str) -> str:
         lambda body: _digest(body)[: len(body) // 2],  # cut short
         lambda body: _digest(body).replace('"ops"', '"opz"'),
         lambda body: "\udcff",
+        _under_its_digest,
     ],
 )
 def test_a_damaged_cache_entry_is_ignored_and_rewritten(damage) -> None:
