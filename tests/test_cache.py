@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,11 +56,22 @@ def test_the_cached_trace_equals_a_fresh_one() -> None:
     assert cache.load(SPEC, "probe", ()) == fresh == trace_config(SMALL)
 
 
-def test_every_part_of_the_request_is_in_the_key(monkeypatch) -> None:
+class Described:
+    """Another kind of spec that describes itself as SPEC does."""
+
+    def describe(self) -> dict[str, Any]:
+        return SPEC.describe()
+
+
+def test_every_part_of_the_request_is_in_the_key(monkeypatch, tmp_path) -> None:
     base = cache.key(SPEC, "probe", ())
     assert cache.key(BlockSpec(replace(SMALL, seq=7)), "probe", ()) != base
+    assert cache.key(Described(), "probe", ()) != base
     assert cache.key(SPEC, "meta", ()) != base
     assert cache.key(SPEC, "probe", ("attn.*",)) != base
+    with monkeypatch.context() as elsewhere:  # the same source installed in another folder
+        elsewhere.setattr(cache, "__file__", str(tmp_path / "blocktrace" / "cache.py"))
+        assert cache.key(SPEC, "probe", ()) != base
     monkeypatch.setattr(cache, "_torch_version", lambda: "0.0.0")
     assert cache.key(SPEC, "probe", ()) != base
     monkeypatch.setattr(cache, "_source_digest", lambda: "edited")
@@ -93,6 +105,12 @@ def _digest(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest() + "\n" + body
 
 
+def _under_its_digest(body: str) -> str:
+    """An edited trace under the digest of `body`: it still parses, so only the digest refuses it."""
+    edited = json.dumps({**json.loads(body), "model": "Edited"})
+    return _digest(body).split("\n", 1)[0] + "\n" + edited
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -104,6 +122,7 @@ def _digest(body: str) -> str:
         lambda body: _digest(body)[: len(body) // 2],  # cut short
         lambda body: _digest(body).replace('"ops"', '"opz"'),
         lambda body: "\udcff",
+        _under_its_digest,
     ],
 )
 def test_a_damaged_cache_entry_is_ignored_and_rewritten(damage) -> None:

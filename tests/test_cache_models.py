@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from blocktrace import cache
+from blocktrace.models import request as requests
+from blocktrace.models.block.config import BlockConfig
+from blocktrace.models.request import ModelRequest
 from tests.harness import invoke
 from tests.test_cache import run_cli
 
@@ -62,3 +67,36 @@ def test_a_users_module_is_never_cached(tmp_path: Path) -> None:
         result = invoke(["diagram", "--module", f"{tmp_path / 'tiny.py'}:tiny"])
         assert result.exit_code == 0, result.stderr
     assert _entries() == []
+
+
+def _written(folder: Path, **edits: int) -> str:
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({**CONFIG, **edits}), encoding="utf-8")
+    return str(folder)
+
+
+def _other_transformers(request: ModelRequest, _: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRequest:
+    monkeypatch.setattr(requests, "version", lambda name: "0.0.0")
+    return request
+
+
+Change = Callable[[ModelRequest, Path, pytest.MonkeyPatch], ModelRequest]
+CHANGES: dict[str, Change] = {
+    "folder": lambda request, tmp_path, _: replace(request, hf=_written(tmp_path / "copy")),
+    "config": lambda request, tmp_path, _: replace(request, hf=_written(tmp_path / "tiny", n_embd=24)),
+    "transformers": _other_transformers,
+    "batch": lambda request, *_: replace(request, batch=3),
+    "seq": lambda request, *_: replace(request, seq=5),
+    "dtype": lambda request, *_: replace(request, config=replace(request.config, dtype="bfloat16")),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_every_part_of_an_hf_request_is_in_its_key(
+    change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = ModelRequest(BlockConfig(), hf=_written(tmp_path / "tiny"), batch=2, seq=4)
+    key = request.cache_key()
+    assert key is not None
+    other = CHANGES[change](request, tmp_path, monkeypatch).cache_key()
+    assert other is not None and cache.key(other, "probe", ()) != cache.key(key, "probe", ())

@@ -63,7 +63,12 @@ def test_probe_meta_and_cpu_agree_on_every_family(config: BlockConfig) -> None:
     assert len(probe.residual_adds) == ADDS_PER_LAYER[config.residual] * config.n_layer
     drawing = to_text(render(layout(StepTree(probe, collapse=False))))
     assert drawing.count("(+)") == len(probe.residual_adds)
-    assert build_table(StepTree(probe)).rows and formulas(StepTree(probe))
+    tree = StepTree(probe)
+    rows = build_table(tree).rows
+    assert sum(r.kind == "residual add" for r in rows) == len(probe.residual_adds)
+    # one formula per value of one layer's stream a residual add makes: x_mid, ..., x_out
+    stream = [line for line in formulas(tree) if line.startswith("x_")]
+    assert len(stream) == ADDS_PER_LAYER[config.residual] and stream[-1].startswith("x_out = ")
     assert all(d is not None for t in probe.tensors() for d in [t.symbols])
 
 

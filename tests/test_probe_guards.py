@@ -137,11 +137,12 @@ def test_every_layer_must_take_the_fit_its_twin_in_the_unit_has() -> None:
     stack = stack_fit.probe
     skeleton = spec.symbols.skeleton()
     assert repeat(unit, stack, True, skeleton, spec.layers) is not None
-    # a unit whose output is fitted otherwise than its input: layer 0's output is layer 1's input,
-    # so the two layers would give one tensor two sizes
+    # a unit whose output is fitted (T, B, D) and its input (B, T, D): layer 0's output is layer
+    # 1's input, so the two layers would give one tensor two fits; at the skeleton's B = T = 1 both
+    # give the same sizes, so only the twin check can refuse it
     out = unit.probe.outputs[0].id
-    first = unit.probe.inputs[0].id
-    skewed = {**unit.dims, out: (*unit.dims[out][:-1], unit.dims[first][0])}
+    b, t, d = unit.dims[unit.probe.inputs[0].id]
+    skewed = {**unit.dims, out: (t, b, d)}
     assert repeat(replace(unit, dims=skewed), stack, True, skeleton, spec.layers) is None
 
 
