@@ -15,7 +15,6 @@ from blocktrace.cli.options import (
     OUTPUT_PANEL,
     TRACE_PANEL,
     CacheOpt,
-    Device,
     DeviceOpt,
     DiagramFormat,
     OutputOpt,
@@ -25,6 +24,7 @@ from blocktrace.cli.options import (
     block_flags,
 )
 from blocktrace.models.request import ModelRequest
+from blocktrace.models.spec import Device
 from blocktrace.output import formats
 from blocktrace.views.shapes import Shapes
 
@@ -98,7 +98,7 @@ def diagram(
     from blocktrace.pipeline import cached_trace
 
     name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
-    trace = cached_trace(model, device.value, use_cache=cache)
+    trace = cached_trace(model, device, use_cache=cache)
     options = {"shapes": shapes, "formulas": formulas, "ascii_only": ascii_only, "width": width}
     formats.write("diagram", name, trace, output, collapse=collapse, **options)
 
@@ -169,7 +169,7 @@ def table(
     from blocktrace.views.table.build import build_table
 
     name = formats.resolve("table", _value(fmt), output)
-    result = build_table(cached_trace(model, device.value, tuple(freeze or ()), cache), depth)
+    result = build_table(cached_trace(model, device, tuple(freeze or ()), cache), depth)
     formats.write("table", name, result, output, shapes=shapes)
 
 
@@ -237,7 +237,7 @@ def source(
     from blocktrace.views.source.view import source_view
 
     name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
-    view = source_view(cached_trace(model, device.value, use_cache=cache), shapes, tuple(function or ()))
+    view = source_view(cached_trace(model, device, use_cache=cache), shapes, tuple(function or ()))
     formats.write("source", name, view, output, shapes=shapes, width=width)
 
 
