@@ -199,14 +199,3 @@ def clear() -> tuple[int, int]:
         if entry.name.endswith(SUFFIX):
             removed, size = removed + 1, size + bytes_
     return removed, size
-
-
-def human_size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024 or unit == "GiB":
-            break
-    return f"{value:.1f} {unit}"

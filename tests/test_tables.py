@@ -14,6 +14,7 @@ from blocktrace.models.block.spec import BlockSpec
 from blocktrace.models.request import SOURCES
 from blocktrace.models.spec import Device, Dtype
 from blocktrace.tracing.trace import TensorMeta, Trace
+from blocktrace.views.stats import human_bytes
 from tests.harness import TINY, invoke, one_error
 
 
@@ -107,3 +108,8 @@ def test_dtype_bytes_are_torch_s() -> None:
 def test_the_device_flag_is_the_one_device_type() -> None:
     result = invoke(["diagram", *TINY, "--device", "gpu"])
     assert result.exit_code == 2 and all(d.value in result.stderr for d in Device)
+
+
+def test_a_size_in_bytes_is_written_one_way_by_the_table_and_the_cache() -> None:
+    assert human_bytes(830_996_480) == "792 MiB" and human_bytes(1023) == "1,023 B"
+    assert f"(limit {human_bytes(64 * 2**20)};" in invoke(["cache", "info"]).stdout

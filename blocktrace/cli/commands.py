@@ -260,18 +260,19 @@ def cache_command(
     """
     from blocktrace import cache
     from blocktrace.output.sink import write_output
+    from blocktrace.views.stats import human_bytes
 
     if action is CacheAction.clear:
         removed, size = cache.clear()
         entries = "entry" if removed == 1 else "entries"
-        size_text = cache.human_size(size)
+        size_text = human_bytes(size)
         write_output(f"removed {removed} {entries} ({size_text}) from {cache.cache_dir()}\n", None)
         return
     info = cache.info()
     write_output(
         f"folder:  {info.folder}\n"
         f"entries: {info.entries}\n"
-        f"size:    {cache.human_size(info.size)} (limit {cache.human_size(cache.MAX_BYTES)};"
+        f"size:    {human_bytes(info.size)} (limit {human_bytes(cache.MAX_BYTES)};"
         " beyond it the entries used longest ago are removed)\n",
         None,
     )
