@@ -17,23 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Protocol
 
+from blocktrace.models.request import Keyed
+from blocktrace.models.spec import Device
 from blocktrace.tracing.trace import Trace
 
-CACHED_DEVICES = ("probe", "meta")
-
-
-class Keyed(Protocol):
-    """What an entry is keyed by: a model spec, or a lighter stand-in that needs no torch."""
-
-    def describe(self) -> dict[str, Any]: ...
+CACHED_DEVICES = (Device.probe, Device.meta)
 
 
 MAX_BYTES = 64 * 2**20  # the whole cache; one 500-layer entry is about 10 MB
@@ -66,7 +60,7 @@ def _torch_version() -> str:
         return "none"
 
 
-def key(spec: Keyed, device: str, frozen: tuple[str, ...]) -> str:
+def key(spec: Keyed, device: Device, frozen: tuple[str, ...]) -> str:
     parts = {
         "blocktrace": _source_digest(),
         "where": str(Path(__file__).parent),  # a trace names the files of the code it ran
@@ -79,11 +73,11 @@ def key(spec: Keyed, device: str, frozen: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _path(spec: Keyed, device: str, frozen: tuple[str, ...]) -> Path:
+def _path(spec: Keyed, device: Device, frozen: tuple[str, ...]) -> Path:
     return cache_dir() / f"{key(spec, device, frozen)}{SUFFIX}"
 
 
-def load(spec: Keyed, device: str, frozen: tuple[str, ...]) -> Trace | None:
+def load(spec: Keyed, device: Device, frozen: tuple[str, ...]) -> Trace | None:
     """The cached trace of this request, or None: not cached, unreadable, or not what was stored."""
     if device not in CACHED_DEVICES:
         return None
@@ -104,7 +98,7 @@ def load(spec: Keyed, device: str, frozen: tuple[str, ...]) -> Trace | None:
     return trace
 
 
-def store(trace: Trace, spec: Keyed, device: str, frozen: tuple[str, ...]) -> None:
+def store(trace: Trace, spec: Keyed, device: Device, frozen: tuple[str, ...]) -> None:
     """Write the entry atomically, then trim the cache to MAX_BYTES. A cache that cannot be written
     is no reason to fail: say so on stderr, once, and go on."""
     if device not in CACHED_DEVICES:
@@ -113,22 +107,16 @@ def store(trace: Trace, spec: Keyed, device: str, frozen: tuple[str, ...]) -> No
     data = hashlib.sha256(body).hexdigest().encode() + b"\n" + body
     if len(data) > MAX_BYTES:
         return
-    temp: str | None = None
+    from blocktrace.output.sink import atomic_write
+
     try:
         path = _path(spec, device, frozen)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(temp, path)
-        temp = None
+        # private, as a temporary file is made; not synced: an entry a crash loses is only a miss
+        atomic_write(path, data, 0o600, sync=False)
         trim(MAX_BYTES, keep=path)
     except (OSError, RuntimeError) as error:
         _warn(f"cache not written: {_reason(error)} (--no-cache skips it)")
-    finally:
-        if temp is not None:
-            with suppress(OSError):
-                os.unlink(temp)
 
 
 def _reason(error: BaseException) -> str:
@@ -211,14 +199,3 @@ def clear() -> tuple[int, int]:
         if entry.name.endswith(SUFFIX):
             removed, size = removed + 1, size + bytes_
     return removed, size
-
-
-def human_size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024 or unit == "GiB":
-            break
-    return f"{value:.1f} {unit}"

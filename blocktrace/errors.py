@@ -40,7 +40,11 @@ class PipeClosed(Exception):
     """Not a failure: the reader of stdout went away (`| head -1`, `| true`); stop quietly, exit 0."""
 
 
-def error_line(error: BaseException) -> str:
-    """The first line of an exception's message, or its type's name where the message is empty."""
+def error_line(error: BaseException, named: bool = False) -> str:
+    """The first line of an exception's message, or its type's name where the message is empty.
+    `named`: led by its type's name too, for errors a user's code raised (a reader must place them)."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    return f"{type(error).__name__}: {line}" if named else line

@@ -10,52 +10,52 @@ write them. The default is nanochat's Block:
 The other presets (gpt2, llama, neox, bert) are the same parts arranged as their references arrange
 them, under their module names: LayerNorm or RMSNorm modules with weights, GELU or SwiGLU MLPs, a
 fused qkv projection, post-norm or parallel residuals.
+Which parts a family has, and what each is called, is its row in models/block/families.py; this
+file builds what a row says. The two entry points come first: build_module() and example_inputs().
 This file stays at blocktrace/model.py: `blocktrace source` shows its path and lines to users.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from blocktrace.models.block.config import BlockConfig
+from blocktrace.models.block.families import FAMILIES, Activation, Norm, Qkv, Residual
+
+__all__ = [
+    "MLP",
+    "Block",
+    "BlockStack",
+    "CausalSelfAttention",
+    "ParallelBlock",
+    "PostNormBlock",
+    "SelfAttention",
+    "SingleResidualBlock",
+    "build_module",
+    "example_inputs",
+    "rotary_cos_sin",
+]
 
 
-@dataclass(frozen=True)
-class Names:
-    """What each part is called in one family. The code below calls the parts by nanochat's names
-    (self.c_q, self.c_fc); a trace shows the family's (q_proj, up_proj), as its reference does."""
-
-    attn: str
-    q: str
-    k: str
-    v: str
-    qkv: str  # the fused projection C -> 3C
-    o: str
-    mlp: str
-    up: str  # C -> F
-    gate: str  # C -> F, gated by silu (SwiGLU)
-    down: str  # F -> C
-    norm_1: str  # before (or, post-norm, after) attention
-    norm_2: str  # before (or after) the MLP
+def build_module(config: BlockConfig, device: str = "meta") -> nn.Module:
+    """The module for `config`: a Block, or a BlockStack when n_layer > 1."""
+    with torch.device(device):
+        module = BLOCKS[config.residual](config) if config.n_layer == 1 else BlockStack(config)
+    return module.to(config.dtype.to_torch())
 
 
-NAMES = {
-    "nanochat": Names("attn", "c_q", "c_k", "c_v", "c_attn", "c_proj", "mlp", "c_fc", "c_gate", "c_proj",
-                      "ln_1", "ln_2"),
-    "gpt2": Names("attn", "c_q", "c_k", "c_v", "c_attn", "c_proj", "mlp", "c_fc", "c_gate", "c_proj",
-                  "ln_1", "ln_2"),
-    "llama": Names("self_attn", "q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj", "mlp", "up_proj",
-                   "gate_proj", "down_proj", "input_layernorm", "post_attention_layernorm"),
-    "neox": Names("attention", "query", "key", "value", "query_key_value", "dense", "mlp", "dense_h_to_4h",
-                  "dense_gate", "dense_4h_to_h", "input_layernorm", "post_attention_layernorm"),
-    "bert": Names("attention", "query", "key", "value", "query_key_value", "dense", "mlp", "intermediate",
-                  "gate", "output", "attention_norm", "output_norm"),
-}  # fmt: skip
+def example_inputs(config: BlockConfig, device: str = "meta") -> tuple:
+    """The positional arguments to call the module with: x (B, T, C), and the rotary cos_sin where
+    the Block has rotary embeddings."""
+    dtype = config.dtype.to_torch()
+    x = torch.randn(config.batch, config.seq, config.n_embd, dtype=dtype, device=device)
+    if not config.rotary:
+        return (x,)
+    return x, rotary_cos_sin(config.seq, config.head_dim, dtype, device)
 
 
 def part(role: str) -> property:
@@ -82,7 +82,7 @@ def layer_norm(x: torch.Tensor) -> torch.Tensor:
 
 def functional_norm(config: BlockConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     """The norm of a family whose norms have no weights: nanochat's norm(), or layer_norm()."""
-    return norm if config.norm == "rmsnorm" else layer_norm
+    return norm if config.norm is Norm.rmsnorm else layer_norm
 
 
 def make_norm(config: BlockConfig, width: int) -> nn.Module | None:
@@ -90,7 +90,7 @@ def make_norm(config: BlockConfig, width: int) -> nn.Module | None:
     functional (the Block then calls norm() or layer_norm())."""
     if not config.norm_weights:
         return None
-    return nn.RMSNorm(width) if config.norm == "rmsnorm" else nn.LayerNorm(width, bias=config.bias)
+    return nn.RMSNorm(width) if config.norm is Norm.rmsnorm else nn.LayerNorm(width, bias=config.bias)
 
 
 def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -118,11 +118,11 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: BlockConfig):
         super().__init__()
-        self.names = NAMES[config.preset]
+        self.names = FAMILIES[config.preset].names
         self.n_head = config.n_head
-        self.n_kv_head = config.n_kv_head
+        self.n_kv_head = config.kv_heads
         self.head_dim = config.head_dim
-        self.fused = config.qkv == "fused"
+        self.fused = config.qkv is Qkv.fused
         self.rotary = config.rotary
         self.qk_norm = config.qk_norm
         self.causal = config.causal
@@ -175,11 +175,11 @@ class MLP(nn.Module):
 
     def __init__(self, config: BlockConfig):
         super().__init__()
-        self.names = NAMES[config.preset]
+        self.names = FAMILIES[config.preset].names
         self.activation = config.activation
-        self.gelu = "tanh" if config.preset == "gpt2" else "none"  # GPT-2's gelu_new is the tanh form
+        self.gelu = FAMILIES[config.preset].gelu  # F.gelu's approximate
         C, F_, bias = config.n_embd, config.hidden, config.bias
-        if self.activation == "swiglu":
+        if self.activation is Activation.swiglu:
             self.add_module(self.names.gate, nn.Linear(C, F_, bias=bias))
         self.add_module(self.names.up, nn.Linear(C, F_, bias=bias))
         self.add_module(self.names.down, nn.Linear(F_, C, bias=bias))
@@ -205,14 +205,14 @@ class Block(nn.Module):
 
     def __init__(self, config: BlockConfig):
         super().__init__()
-        self.names = NAMES[config.preset]
+        self.names = FAMILIES[config.preset].names
         attention = CausalSelfAttention if config.causal else SelfAttention
         self.add_module(self.names.attn, attention(config))
         self.add_module(self.names.mlp, MLP(config))
         self.norm_fn = functional_norm(config)
         if config.norm_weights:
             self.add_module(self.names.norm_1, make_norm(config, config.n_embd))
-            if config.residual != "single":  # one norm before the one branch
+            if config.residual is not Residual.single:  # one norm before the one branch
                 self.add_module(self.names.norm_2, make_norm(config, config.n_embd))
 
     @property
@@ -263,11 +263,11 @@ class SingleResidualBlock(Block):
         return x + self.mlp(self.attn(self.norm_1(x), cos_sin))
 
 
-BLOCKS: dict[str, type[Block]] = {
-    "pre": Block,
-    "post": PostNormBlock,
-    "parallel": ParallelBlock,
-    "single": SingleResidualBlock,
+BLOCKS: dict[Residual, type[Block]] = {
+    Residual.pre: Block,
+    Residual.post: PostNormBlock,
+    Residual.parallel: ParallelBlock,
+    Residual.single: SingleResidualBlock,
 }
 
 
@@ -284,20 +284,3 @@ class BlockStack(nn.Module):
         for block in self.h:
             x = block(x, cos_sin)
         return x
-
-
-def build_module(config: BlockConfig, device: str = "meta") -> nn.Module:
-    """The module for `config`: a Block, or a BlockStack when n_layer > 1."""
-    with torch.device(device):
-        module = BLOCKS[config.residual](config) if config.n_layer == 1 else BlockStack(config)
-    return module.to(getattr(torch, config.dtype))
-
-
-def example_inputs(config: BlockConfig, device: str = "meta") -> tuple:
-    """The positional arguments to call the module with: x (B, T, C), and the rotary cos_sin where
-    the Block has rotary embeddings."""
-    dtype = getattr(torch, config.dtype)
-    x = torch.randn(config.batch, config.seq, config.n_embd, dtype=dtype, device=device)
-    if not config.rotary:
-        return (x,)
-    return x, rotary_cos_sin(config.seq, config.head_dim, dtype, device)

@@ -8,14 +8,14 @@ from blocktrace.errors import ConfigError, TraceError, error_line
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.block.spec import BlockSpec
 from blocktrace.models.request import ModelRequest
-from blocktrace.models.spec import ModelSpec
+from blocktrace.models.spec import Device, ModelSpec
 from blocktrace.tracing.trace import Trace
 
 if TYPE_CHECKING:
     from blocktrace.sizes.fit import ShapeFit
 
 
-def trace_spec(spec: ModelSpec, device: str = "probe", frozen: tuple[str, ...] = ()) -> Trace:
+def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str, ...] = ()) -> Trace:
     """The named trace of `spec`.
 
     device "probe" derives the full-size shapes from two tiny CPU probes (falling back to "meta"
@@ -27,14 +27,14 @@ def trace_spec(spec: ModelSpec, device: str = "probe", frozen: tuple[str, ...] =
     from blocktrace.sizes.naming import derived_trace, named
     from blocktrace.sizes.stack import fit_shapes
 
-    if device == "cuda":
+    if device == Device.cuda:
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
     if spec.full_size_trace:
         unit = _unit_fit(spec, frozen)
-        if device in ("probe", "meta"):
+        if device in (Device.probe, Device.meta):
             return _trace_full_size(spec, device, frozen, unit)
         try:  # the meta device tells what a real run needs, at no cost
             sized: Trace | None = _run(spec, "meta", frozen)
@@ -44,11 +44,11 @@ def trace_spec(spec: ModelSpec, device: str = "probe", frozen: tuple[str, ...] =
         return named(_run(spec, device, frozen), spec, unit)
     shape_fit = fit_shapes(spec, frozen)
     derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
-    if device == "probe" and derived is not None:
+    if device == Device.probe and derived is not None:
         return derived
-    if device in ("cpu", "cuda"):
+    if device in (Device.cpu, Device.cuda):
         _check_memory(spec, device, derived)
-    return named(_run(spec, "meta" if device == "probe" else device, frozen), spec, shape_fit)
+    return named(_run(spec, Device.meta if device == Device.probe else device, frozen), spec, shape_fit)
 
 
 def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
@@ -78,7 +78,9 @@ def _unit_fit(spec: ModelSpec, frozen: tuple[str, ...]) -> ShapeFit | None:
         return None
 
 
-def _trace_full_size(spec: ModelSpec, device: str, frozen: tuple[str, ...], unit: ShapeFit | None) -> Trace:
+def _trace_full_size(
+    spec: ModelSpec, device: Device, frozen: tuple[str, ...], unit: ShapeFit | None
+) -> Trace:
     """Code we did not write, on the meta device at full size; named from the probes of one unit
     where they fit. Where the code cannot run on the meta device (`.item()`, shapes that depend on
     values), the shapes are derived from the probes, which run for real at small sizes, and a note
@@ -90,7 +92,7 @@ def _trace_full_size(spec: ModelSpec, device: str, frozen: tuple[str, ...], unit
     try:
         return named(_run(spec, "meta", frozen), spec, unit)
     except TraceError as error:
-        if device == "meta" or not _meta_unsupported(error):
+        if device == Device.meta or not _meta_unsupported(error):
             # torch's meta kernels word an error their own way: say where it ran
             raise TraceError(f"{error} (on the meta device)") from error
         reason = str(error)
@@ -115,12 +117,12 @@ def _meta_unsupported(error: TraceError) -> bool:
     return "meta" in text or "data-dependent" in text or isinstance(error.__cause__, NotImplementedError)
 
 
-def trace_config(config: BlockConfig, device: str = "probe", frozen: tuple[str, ...] = ()) -> Trace:
+def trace_config(config: BlockConfig, device: Device = Device.probe, frozen: tuple[str, ...] = ()) -> Trace:
     """The named trace of a built-in Block family."""
     return trace_spec(BlockSpec(config), device, frozen)
 
 
-def _check_memory(spec: ModelSpec, device: str, sized: Trace | None) -> None:
+def _check_memory(spec: ModelSpec, device: Device, sized: Trace | None) -> None:
     """Refuse, in one sentence, a real run whose weights and activations would not fit in the memory
     free for it, rather than be killed halfway through by the kernel. The activations are every
     tensor the forward creates, read off a trace at full size that cost nothing (the probes' derived
@@ -128,12 +130,12 @@ def _check_memory(spec: ModelSpec, device: str, sized: Trace | None) -> None:
     weights alone are counted, off the module built on the meta device."""
     import math
 
-    from blocktrace.views.stats import totals
+    from blocktrace.views.stats import itemsize, totals
 
     if sized is not None:
         weights = sum(math.prod(w.shape) for c in sized.calls for w in c.weights if w.tied is None)
-        inputs = sum(math.prod(t.shape) for t in sized.inputs)
-        need = (weights + inputs) * spec.dtype_bytes() + totals(sized).activation_bytes
+        inputs = sum(math.prod(t.shape) * itemsize(t.dtype) for t in sized.inputs)  # token ids: int64
+        need = weights * spec.dtype.itemsize + inputs + totals(sized).activation_bytes
         what = "the weights, input and activations"
     else:
         module = spec.build(spec.sizes, "meta", spec.layers)
@@ -146,8 +148,8 @@ def _check_memory(spec: ModelSpec, device: str, sized: Trace | None) -> None:
         )
 
 
-def _free_bytes(device: str) -> int:
-    if device == "cuda":
+def _free_bytes(device: Device) -> int:
+    if device == Device.cuda:
         import torch
 
         return torch.cuda.mem_get_info()[0]
@@ -158,7 +160,7 @@ def _free_bytes(device: str) -> int:
 
 def cached_trace(
     model: BlockConfig | ModelRequest,
-    device: str = "probe",
+    device: Device = Device.probe,
     frozen: tuple[str, ...] = (),
     use_cache: bool = True,
 ) -> Trace:

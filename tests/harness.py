@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from blocktrace.cli import app
 
 ANSI = "\x1b["
+# the Block flags of a trace that takes milliseconds
+TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
 STDOUTS = ("pipe", "terminal", "full", "broken", "closed")
 
 
@@ -92,3 +94,14 @@ def invoke(
         out.close()
     exit_code = 0 if code is None else code if isinstance(code, int) else 1
     return Result(exit_code, sink.data.decode(encoding, errors="replace"), err.getvalue())
+
+
+def one_error(result: Result, code: int, *words: str) -> str:
+    """The one stderr line of a failed run, no traceback, checked for its exit code and words."""
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("blocktrace: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]

@@ -13,12 +13,10 @@ import pytest
 from blocktrace import cache
 from blocktrace.models.block.spec import BlockSpec
 from blocktrace.pipeline import cached_trace, trace_config
-from tests.harness import invoke
+from tests.harness import TINY, invoke
 from tests.models import SMALL
 
 SPEC = BlockSpec(SMALL)
-
-TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
 
 
 def run_cli(args: list[str], cache_home: str) -> tuple[str, bool]:
@@ -164,7 +162,7 @@ def test_the_cache_is_kept_under_its_limit_oldest_first(monkeypatch: pytest.Monk
     cached_trace(SMALL)
     one = _entry().stat().st_size
     monkeypatch.setattr(cache, "MAX_BYTES", int(2.5 * one))
-    configs = [SMALL.__class__(**{**SMALL.to_dict(), "batch": b}) for b in (2, 3, 4, 5)]
+    configs = [replace(SMALL, batch=b) for b in (2, 3, 4, 5)]
     for i, config in enumerate(configs):
         cached_trace(config)
         os.utime(_entry(config), (1000 + i, 1000 + i))

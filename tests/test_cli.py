@@ -11,10 +11,10 @@ from blocktrace.cli import app
 from blocktrace.errors import TraceError
 from blocktrace.pipeline import trace_config
 from blocktrace.views.diagram.report import emit
+from tests.harness import TINY
 from tests.models import SMALL
 
 runner = CliRunner()
-TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
 
 
 def run(*args: str):

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from blocktrace.cli import app
 from blocktrace.errors import ConfigError
 from blocktrace.model import build_module
-from blocktrace.models.block.config import ACTIVATIONS, NORMS, PRESETS, QKV_LAYOUTS, RESIDUALS, BlockConfig
+from blocktrace.models.block.config import BlockConfig
+from blocktrace.models.block.families import Activation, Norm, Preset, Qkv, Residual
 from blocktrace.pipeline import trace_config
 from blocktrace.tracing.tracer import trace
 from blocktrace.views.diagram.formulas import formulas
@@ -29,12 +30,12 @@ ADDS_PER_LAYER = {"pre": 2, "post": 2, "parallel": 1, "single": 1}
 @st.composite
 def configs(draw: st.DrawFn) -> BlockConfig:
     """Any valid family at small sizes: a preset, any of its choices overridden, GQA where it can be."""
-    qkv = draw(st.sampled_from(QKV_LAYOUTS))
+    qkv = draw(st.sampled_from(list(Qkv)))
     n_kv_head = draw(st.integers(1, 3))
     n_head = n_kv_head * (1 if qkv == "fused" else draw(st.integers(1, 3)))
     n_embd = n_head * 2 * draw(st.integers(1, 4))
     return BlockConfig.from_preset(
-        draw(st.sampled_from(list(PRESETS))),
+        draw(st.sampled_from(list(Preset))),
         n_embd=n_embd,
         n_head=n_head,
         n_kv_head=n_kv_head,
@@ -43,9 +44,9 @@ def configs(draw: st.DrawFn) -> BlockConfig:
         mlp_hidden=draw(st.sampled_from([None, n_embd * 3, n_embd + 2])),
         n_layer=draw(st.integers(1, 3)),
         qkv=qkv,
-        norm=draw(st.sampled_from([None, *NORMS])),
-        activation=draw(st.sampled_from([None, *ACTIVATIONS])),
-        residual=draw(st.sampled_from([None, *RESIDUALS])),
+        norm=draw(st.sampled_from([None, *Norm])),
+        activation=draw(st.sampled_from([None, *Activation])),
+        residual=draw(st.sampled_from([None, *Residual])),
         bias=draw(st.sampled_from([None, True, False])),
         qk_norm=draw(st.sampled_from([None, True, False])),
         rotary=draw(st.sampled_from([None, True, False])),
@@ -207,7 +208,7 @@ def test_odd_head_dims_draw_without_rotary() -> None:
         BlockConfig.from_preset("llama", n_embd=30, n_head=2)
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", list(Preset))
 def test_every_preset_tables_with_its_own_parameter_count(preset: str) -> None:
     table = build_table(StepTree(family(preset)))
     module = build_module(BlockConfig.from_preset(preset, **SMALL), "meta")

@@ -16,7 +16,9 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
 from blocktrace.model import build_module, example_inputs
-from blocktrace.models.block.config import PRESETS, BlockConfig
+from blocktrace.models.block.config import BlockConfig
+from blocktrace.models.block.families import Preset
+from blocktrace.models.spec import Dtype
 from blocktrace.pipeline import trace_config, trace_spec
 from blocktrace.sizes.naming import derived_trace
 from blocktrace.sizes.stack import fit_shapes
@@ -58,7 +60,7 @@ def test_block_flops_equal_the_closed_form(config: BlockConfig) -> None:
     assert table.rows[0].flops == table.totals.flops  # the root row includes everything
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", list(Preset))
 def test_each_preset_totals_equal_flop_counter_on_meta(preset: str) -> None:
     config = BlockConfig.from_preset(preset, n_embd=64, n_head=4, seq=8, batch=2, n_layer=2)
     module, args = build_module(config, "meta"), example_inputs(config, "meta")
@@ -273,8 +275,7 @@ class VTDSpec:
     def describe(self) -> dict[str, Any]:
         return {"model": self.make.__name__, **self.sizes}
 
-    def dtype_bytes(self) -> int:
-        return 4
+    dtype = Dtype.float32
 
 
 # transformers' GPT-2 cannot run on meta (its mask code calls .item()): TiedLM stands in there

@@ -11,10 +11,7 @@ import pytest
 
 from blocktrace.errors import OutputError
 from blocktrace.output import formats
-from tests.harness import invoke
-
-TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
-
+from tests.harness import TINY, invoke
 
 # --- -o FILE picks the format ---------------------------------------------------------------------
 

@@ -18,20 +18,7 @@ import pytest
 
 from blocktrace.output import sink as output
 from blocktrace.pipeline import cached_trace
-from tests.harness import ANSI, invoke
-
-TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
-
-
-def one_error(result, code: int, *words: str) -> str:
-    """The one stderr line of a failed run, checked for its exit code and words."""
-    assert result.exit_code == code, (result.exit_code, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("blocktrace: error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
-
+from tests.harness import ANSI, TINY, invoke, one_error
 
 # --- --output: bad paths are exit 2, failed writes exit 1, and nothing is half-written ----------
 

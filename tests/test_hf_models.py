@@ -96,7 +96,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @cache
 def _traced(name: str, root: Path, device: str) -> Trace:
-    request = ModelRequest(BlockConfig(), hf=folder(name, root), batch=B, seq=T)
+    request = ModelRequest(BlockConfig(), "hf", folder(name, root), {"batch": B, "seq": T})
     return cached_trace(request, device, use_cache=False)
 
 
@@ -183,7 +183,7 @@ LLAMA_70B = {
 def test_a_70b_llama_is_traced_exactly_without_its_memory(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(LLAMA_70B), encoding="utf-8")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    request = ModelRequest(BlockConfig(), hf=str(tmp_path), batch=1, seq=4096)
+    request = ModelRequest(BlockConfig(), "hf", str(tmp_path), {"batch": 1, "seq": 4096})
     traced = cached_trace(request, "probe", use_cache=False)
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown < 2 * 2**20, f"{grown} KiB"  # the fp32 weights alone are 280 GB

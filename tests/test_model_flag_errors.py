@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Result, invoke
+from tests.harness import invoke, one_error
 
 CODE = """
 import torch
@@ -84,16 +84,6 @@ def user_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def one_line_error(result: Result, code: int, *parts: str) -> str:
-    assert result.exit_code == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("blocktrace: error: "), result.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
-    return lines[0]
-
-
 # (arguments with {code} for the folder above, exit code, what the line must say)
 REFUSED = [
     (["--module", "{code}/nope.py:X"], 2, "no such file"),
@@ -148,19 +138,19 @@ def test_a_wrong_model_flag_is_one_line(
     command: str, args: list[str], code: int, parts: tuple[str, ...], user_code: Path
 ) -> None:
     result = invoke([command, *(a.replace("{code}", str(user_code)) for a in args)])
-    one_line_error(result, code, *parts)
+    one_error(result, code, *parts)
     assert result.stdout == ""
 
 
 def test_a_failing_forward_names_the_module_path_and_torch_s_words(user_code: Path) -> None:
     args = ["table", "--module", f"{user_code}/errs.py:Outer", "--input", "10,16"]
-    line = one_line_error(invoke([*args, "--device", "cpu"]), 1)
+    line = one_error(invoke([*args, "--device", "cpu"]), 1)
     assert line == (
         "blocktrace: error: forward failed in inner.second (Linear): "
         "mat1 and mat2 shapes cannot be multiplied (10x24 and 16x8)"
     )
     # the meta device words it its own way, with the same sizes, and the line says where it ran
-    one_line_error(
+    one_error(
         invoke(args),
         1,
         "forward failed in inner.second (Linear): ",
@@ -171,7 +161,7 @@ def test_a_failing_forward_names_the_module_path_and_torch_s_words(user_code: Pa
 
 def test_an_input_with_a_stray_x_is_refused(user_code: Path) -> None:
     result = invoke(["table", "--module", f"{user_code}/errs.py:TinyClass", "--input", "2,x"])
-    one_line_error(result, 2, "--input 2,x")
+    one_error(result, 2, "--input 2,x")
 
 
 def test_without_transformers_hf_says_how_to_install_it(
@@ -179,7 +169,7 @@ def test_without_transformers_hf_says_how_to_install_it(
 ) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` raises ImportError
     result = invoke(["diagram", "--hf", f"{user_code}/unknown"])
-    one_line_error(result, 2, "pip install 'blocktrace[hf]'")
+    one_error(result, 2, "pip install 'blocktrace[hf]'")
 
 
 def test_an_unreachable_hub_is_one_line_not_its_retries(
@@ -194,5 +184,5 @@ def test_an_unreachable_hub_is_one_line_not_its_retries(
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
     result = invoke(["diagram", "--hf", "someone/some-model"])
-    one_line_error(result, 2, "--hf someone/some-model: We couldn't connect")
+    one_error(result, 2, "--hf someone/some-model: We couldn't connect")
     assert [r.getMessage() for r in caplog.records if r.name.startswith("huggingface_hub")] == []

@@ -20,10 +20,9 @@ import pytest
 from rich.style import Style
 
 from blocktrace.output.pictures import THEME
-from tests.harness import invoke
+from tests.harness import TINY, invoke
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
-TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
 CASES = {
     "diagram": ["diagram", *TINY],
     "diagram-formulas": ["diagram", *TINY, "--formulas", "--shapes", "both"],

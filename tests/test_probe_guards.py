@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blocktrace.models.spec import Dtype
 from blocktrace.pipeline import trace_spec
 from blocktrace.sizes.naming import derived_trace
 from blocktrace.sizes.stack import fit_shapes, repeat
@@ -51,8 +52,7 @@ class Spec:
     def describe(self) -> dict[str, Any]:
         return {"model": self.make.__name__, **self.sizes, "layers": self.layers}
 
-    def dtype_bytes(self) -> int:
-        return 4
+    dtype = Dtype.float32
 
 
 class Stack(nn.Module):

@@ -20,8 +20,9 @@ from blocktrace.tracing.tracer import trace
 from blocktrace.views.shapes import Shapes
 from blocktrace.views.source.render import markdown_report, text_report
 from blocktrace.views.source.view import is_torch_file, source_view
+from tests import harness
 
-TINY = ["--n-embd", "32", "--n-head", "4", "--n-kv-head", "2", "--seq", "6", "--batch", "2"]
+TINY = [*harness.TINY, "--n-kv-head", "2"]  # grouped-query heads
 
 MODEL = """\
 import torch

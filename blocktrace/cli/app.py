@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from blocktrace import __version__
-from blocktrace.errors import ConfigError, TraceError
+from blocktrace.errors import BlocktraceError
 
 
 class _OneLineErrors(TyperGroup):
@@ -49,10 +49,8 @@ class _OneLineErrors(TyperGroup):
                     raise OutputError(f"{error.filename}: {error.strerror}", 1) from error
                 with stdout_errors():
                     raise error
-        except (ConfigError, OutputError) as error:
-            _fail(str(error), getattr(error, "exit_code", 2))
-        except TraceError as error:
-            _fail(str(error), 1)
+        except BlocktraceError as error:
+            _fail(str(error), error.exit_code)
         except click.ClickException as error:  # usage errors (exit_code 2) and the like
             _fail(_dedupe(error.format_message()), error.exit_code)
         except PipeClosed:
@@ -93,22 +91,13 @@ class OptionsOnly(TyperCommand):
 
 
 def _fail(message: str, code: int) -> None:
+    from blocktrace.output.sink import notice
+
     one_line = " ".join(message.split())
     if one_line:  # empty when click already printed the help (no command given)
-        _say(f"blocktrace: error: {one_line}")
+        notice("error", one_line)
     _silence_stdout_if_broken()
     sys.exit(code)
-
-
-def _say(line: str) -> None:
-    """One line on stderr, if there is a stderr to write to."""
-    if sys.stderr is None:
-        return
-    try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
 
 
 def _dedupe(message: str) -> str:

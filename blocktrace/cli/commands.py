@@ -15,7 +15,6 @@ from blocktrace.cli.options import (
     OUTPUT_PANEL,
     TRACE_PANEL,
     CacheOpt,
-    Device,
     DeviceOpt,
     DiagramFormat,
     OutputOpt,
@@ -25,6 +24,7 @@ from blocktrace.cli.options import (
     block_flags,
 )
 from blocktrace.models.request import ModelRequest
+from blocktrace.models.spec import Device
 from blocktrace.output import formats
 from blocktrace.views.shapes import Shapes
 
@@ -98,7 +98,7 @@ def diagram(
     from blocktrace.pipeline import cached_trace
 
     name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
-    trace = cached_trace(model, device.value, use_cache=cache)
+    trace = cached_trace(model, device, use_cache=cache)
     options = {"shapes": shapes, "formulas": formulas, "ascii_only": ascii_only, "width": width}
     formats.write("diagram", name, trace, output, collapse=collapse, **options)
 
@@ -170,7 +170,7 @@ def table(
     from blocktrace.views.table.build import build_table
 
     name = formats.resolve("table", _value(fmt), output)
-    result = build_table(StepTree(cached_trace(model, device.value, tuple(freeze or ()), cache)), depth)
+    result = build_table(StepTree(cached_trace(model, device, tuple(freeze or ()), cache)), depth)
     formats.write("table", name, result, output, shapes=shapes)
 
 
@@ -238,7 +238,7 @@ def source(
     from blocktrace.views.source.view import source_view
 
     name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
-    view = source_view(cached_trace(model, device.value, use_cache=cache), shapes, tuple(function or ()))
+    view = source_view(cached_trace(model, device, use_cache=cache), shapes, tuple(function or ()))
     formats.write("source", name, view, output, shapes=shapes, width=width)
 
 
@@ -261,18 +261,19 @@ def cache_command(
     """
     from blocktrace import cache
     from blocktrace.output.sink import write_output
+    from blocktrace.views.stats import human_bytes
 
     if action is CacheAction.clear:
         removed, size = cache.clear()
         entries = "entry" if removed == 1 else "entries"
-        size_text = cache.human_size(size)
+        size_text = human_bytes(size)
         write_output(f"removed {removed} {entries} ({size_text}) from {cache.cache_dir()}\n", None)
         return
     info = cache.info()
     write_output(
         f"folder:  {info.folder}\n"
         f"entries: {info.entries}\n"
-        f"size:    {cache.human_size(info.size)} (limit {cache.human_size(cache.MAX_BYTES)};"
+        f"size:    {human_bytes(info.size)} (limit {human_bytes(cache.MAX_BYTES)};"
         " beyond it the entries used longest ago are removed)\n",
         None,
     )

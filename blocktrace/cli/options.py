@@ -14,38 +14,17 @@ import click
 import typer
 
 from blocktrace.errors import ConfigError
-from blocktrace.models.block.config import (
-    ACTIVATIONS,
-    DTYPES,
-    NORMS,
-    PRESETS,
-    QKV_LAYOUTS,
-    RESIDUALS,
-    BlockConfig,
-)
-from blocktrace.models.request import ModelRequest
+from blocktrace.models.block.config import BlockConfig
+from blocktrace.models.block.families import FAMILIES, Activation, Norm, Preset, Qkv, Residual
+from blocktrace.models.request import SOURCES, Flag, ModelRequest
+from blocktrace.models.spec import Device, Dtype
 from blocktrace.output import formats
 from blocktrace.views.shapes import Shapes
 
 
-class Device(str, Enum):
-    probe = "probe"
-    meta = "meta"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
-    """A str Enum of a config field's choices, for typer: the choices are defined once, in config."""
+    """A str Enum of the formats a view is written in, for typer: they are the registry's."""
     return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
-
-
-Dtype = _choices("Dtype", DTYPES)
-Preset = _choices("Preset", tuple(PRESETS))
-Norm = _choices("Norm", NORMS)
-Activation = _choices("Activation", ACTIVATIONS)
-Residual = _choices("Residual", RESIDUALS)
-Qkv = _choices("Qkv", QKV_LAYOUTS)
 
 
 DiagramFormat = _choices("DiagramFormat", formats.names("diagram"))
@@ -108,12 +87,8 @@ PresetOpt = Annotated[
     Preset,
     typer.Option(
         "--preset",
-        help=(
-            "The Block to build: nanochat (functional RMSNorm, ReLU squared, QK-norm, rotary, GQA), gpt2 "
-            "(LayerNorm, fused c_attn, GELU, biases), llama (RMSNorm, SwiGLU, rotary, GQA), neox "
-            "(attention and MLP in parallel, one add), bert (post-norm, bidirectional). "
-            "The flags below override its choices."
-        ),
+        help=f"The Block to build: {', '.join(f.summary for f in FAMILIES.values())}. "
+        "The flags below override its choices.",
         rich_help_panel=FAMILY_PANEL,
     ),
 ]
@@ -192,70 +167,25 @@ ShapesOpt = Annotated[
 
 
 SOURCE_PANEL = "Any model"
-ModuleOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--module",
-        metavar="FILE.py:NAME",
-        help="Trace your own model instead of the built-in Block: NAME in FILE.py (or package.module:NAME) "
-        "is an nn.Module class (give --input, and --kwargs) or a function whose int parameters are the "
-        "sizes, returning (module, args). This imports and runs that code.",
+
+
+def _source_option(flag: Flag) -> Any:
+    """The typer option of a source's flag, from its entry in SOURCES."""
+    kind = list[str] | None if flag.repeatable else str | None
+    option = typer.Option(
+        f"--{flag.name}",
+        metavar=flag.metavar,
+        help=flag.help,
         show_default=False,
         rich_help_panel=SOURCE_PANEL,
-    ),
-]
-KwargsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--kwargs",
-        metavar="JSON",
-        help="With --module CLASS: its constructor's arguments, e.g. '{\"n_embd\": 768}'.",
-        show_default=False,
-        rich_help_panel=SOURCE_PANEL,
-    ),
-]
-InputOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--input",
-        metavar="SHAPE",
-        help="With --module CLASS: the shape of a positional input, e.g. 8,1024,768, or 8,1024:long for "
-        "token ids; repeatable, in order. Floats are at --dtype.",
-        show_default=False,
-        rich_help_panel=SOURCE_PANEL,
-    ),
-]
-DimOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--dim",
-        metavar="NAME=SIZE",
-        help="With --module FUNCTION: a size in place of its parameter's default, e.g. T=4096; repeatable.",
-        show_default=False,
-        rich_help_panel=SOURCE_PANEL,
-    ),
-]
-HfOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--hf",
-        metavar="CONFIG",
-        help="Trace a Hugging Face model built from its config alone (a folder with config.json, or a Hub "
-        "id; no weights, no remote code) on --batch x --seq token ids (--seq: 1024, or the model's "
-        "positions if fewer). Needs pip install 'blocktrace[hf]'.",
-        show_default=False,
-        rich_help_panel=SOURCE_PANEL,
-    ),
-]
-# with --hf, the config gives the sizes and the family; with --module, the code does
-_HF_FLAGS = ("batch", "seq", "dtype")
-_MODULE_FLAGS = ("dtype",)
-_MODEL_FLAGS: tuple[tuple[str, Any, Any], ...] = (
-    ("module", ModuleOpt, None),
-    ("kwargs", KwargsOpt, None),
-    ("input", InputOpt, None),
-    ("dim", DimOpt, None),
-    ("hf", HfOpt, None),
+    )
+    return Annotated[kind, option]
+
+
+_MODEL_FLAGS: tuple[tuple[str, Any, Any], ...] = tuple(
+    (flag.name, _source_option(flag), None)
+    for source in SOURCES.values()
+    for flag in (source.option, *source.flags)
 )
 
 # Every command that builds a Block takes these flags, defined once: `block_flags` adds them to it.
@@ -269,7 +199,7 @@ _BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("mlp_hidden", MlpHidden, None),
     ("n_layer", NLayer, 1),
     ("dtype", DtypeOpt, Dtype.float32),
-    ("preset", PresetOpt, Preset.nanochat),  # type: ignore[attr-defined]
+    ("preset", PresetOpt, Preset.nanochat),
     ("norm", NormOpt, None),
     ("activation", ActivationOpt, None),
     ("residual", ResidualOpt, None),
@@ -281,39 +211,37 @@ _BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
 )
 
 
-def block_config(preset: str = "nanochat", **flags: Any) -> BlockConfig:
+def block_config(preset: str = Preset.nanochat, **flags: Any) -> BlockConfig:
     """The validated config for the Block flags (raises ConfigError): the preset, with every flag
     given in place of its choice."""
-    values = {k: v.value if isinstance(v, Enum) else v for k, v in flags.items()}
-    if values.get("mlp_hidden") is not None and values["mlp_hidden"] <= 0:
-        raise ConfigError(f"--mlp-hidden must be a positive integer, got {values['mlp_hidden']}")
-    return BlockConfig.from_preset(preset.value if isinstance(preset, Enum) else preset, **values)
+    if flags.get("mlp_hidden") is not None and flags["mlp_hidden"] <= 0:
+        raise ConfigError(f"--mlp-hidden must be a positive integer, got {flags['mlp_hidden']}")
+    return BlockConfig.from_preset(preset, **flags)
 
 
 def model_request(**flags: Any) -> ModelRequest:
-    """What to trace, from the Block flags and the --module / --hf flags (raises ConfigError): a flag
-    that the chosen model does not read is refused, not ignored."""
+    """What to trace, from the Block flags and the flags of the sources in SOURCES (raises
+    ConfigError): a flag that the chosen model does not read is refused, not ignored."""
     given = _given_flags()
-    module, hf = flags.pop("module"), flags.pop("hf")
-    kwargs, inputs, dims = flags.pop("kwargs"), tuple(flags.pop("input") or ()), tuple(flags.pop("dim") or ())
-    if module is not None and hf is not None:
-        raise ConfigError("--module and --hf name two models; give one")
-    if module is None and (kwargs is not None or inputs or dims):
-        used = "--kwargs" if kwargs is not None else "--input" if inputs else "--dim"
-        raise ConfigError(f"{used} is for --module")
-    if module is not None or hf is not None:
-        reads = _MODULE_FLAGS if module is not None else _HF_FLAGS
-        extra = [name for name, _, _ in _BLOCK_FLAGS if name in given and name not in reads]
-        if extra:
-            flag = "--" + extra[0].replace("_", "-")
-            source = "--module: the code" if module is not None else "--hf: the config"
-            raise ConfigError(f"{flag} does not apply with {source} gives the model")
-    if module is None and hf is None:
-        return ModelRequest(block_config(**flags))
+    chosen = [name for name in SOURCES if flags[name] is not None]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join('--' + name for name in chosen)} name two models; give one")
+    for name, source in SOURCES.items():
+        used = [f.name for f in source.flags if flags[f.name] is not None and flags[f.name] != []]
+        if used and name not in chosen:
+            raise ConfigError(f"--{used[0]} is for --{name}")
+    if not chosen:
+        block = {name: flags[name] for name, _, _ in _BLOCK_FLAGS}
+        return ModelRequest(block_config(**block))
+    name, source = chosen[0], SOURCES[chosen[0]]
+    extra = [flag for flag, _, _ in _BLOCK_FLAGS if flag in given and flag not in source.reads]
+    if extra:
+        flag = "--" + extra[0].replace("_", "-")
+        raise ConfigError(f"{flag} does not apply with --{name}: {source.gives} gives the model")
     # the model's own sizes are not the Block's: its flags' checks do not apply
-    config = block_config(dtype=flags["dtype"])
-    seq = flags["seq"] if "seq" in given else None
-    return ModelRequest(config, module, kwargs, inputs, dims, hf, flags["batch"], seq)
+    own = {f.name: flags[f.name] for f in source.flags}
+    read = {flag: flags[flag] for flag in source.reads if flag in given}
+    return ModelRequest(block_config(dtype=flags["dtype"]), name, flags[name], {**own, **read})
 
 
 def _given_flags() -> set[str]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocktrace.errors import ConfigError, error_line
-from blocktrace.models.block.config import DTYPES, MAX_ELEMENTS, MAX_LAYERS
+from blocktrace.models.block.config import MAX_ELEMENTS, MAX_LAYERS
+from blocktrace.models.spec import Dtype
 from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
 if TYPE_CHECKING:
@@ -82,11 +83,9 @@ class HFSpec:
     config: Any = field(compare=False)  # a transformers PretrainedConfig
     batch: int = 8
     seq: int = 1024
-    dtype: str = "float32"
+    dtype: Dtype = Dtype.float32
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         layers = getattr(self.config, _LAYERS, None)
         if isinstance(layers, int) and layers > MAX_LAYERS:
             raise ConfigError(f"--hf {self.source}: {layers} layers, over the {MAX_LAYERS} blocktrace traces")
@@ -108,7 +107,7 @@ class HFSpec:
     full_size_trace = True  # transformers' code may branch on sizes the probes never take
 
     @classmethod
-    def from_config(cls, source: str, config: Any, batch: int, seq: int | None, dtype: str) -> HFSpec:
+    def from_config(cls, source: str, config: Any, batch: int, seq: int | None, dtype: Dtype) -> HFSpec:
         """`seq` None: 1024 tokens, or fewer where the model has fewer positions."""
         if seq is None:
             positions = getattr(config, _KEYS["P"], None)
@@ -200,7 +199,7 @@ class HFSpec:
         config = self.at(sizes, layers)
         try:
             with torch.device(device):
-                model = self.model_class().from_config(config, dtype=getattr(torch, self.dtype))
+                model = self.model_class().from_config(config, dtype=self.dtype.to_torch())
         except (ValueError, KeyError, ImportError) as error:
             raise ConfigError(f"--hf {self.source}: {error_line(error)}") from error
         return model.eval()
@@ -223,6 +222,3 @@ class HFSpec:
             "seq": self.seq,
             "dtype": self.dtype,
         }
-
-    def dtype_bytes(self) -> int:
-        return 4 if self.dtype == "float32" else 2

@@ -1,18 +1,27 @@
-"""What the command line asked to trace: a built-in Block family from flags, a user's module
-(`--module`), or a Hugging Face config (`--hf`). It gives the cache its key without importing torch,
-and the pipeline its model spec. No torch here."""
+"""What the command line asked to trace: the built-in Block from its flags, or a model from one of
+the sources in SOURCES (a user's module, a Hugging Face config). Each source is one entry: its
+option, its own flags, the Block flags it reads, its spec and its cache key; the CLI derives its
+options and flag checks from the table. It gives the cache its key without importing torch, and the
+pipeline its model spec. No torch here."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.block.spec import BlockSpec
-from blocktrace.models.spec import ModelSpec
+from blocktrace.models.spec import Dtype, ModelSpec
+
+
+class Keyed(Protocol):
+    """What the cache keys an entry by: a model spec, or a lighter stand-in that needs no torch."""
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,7 @@ class HFKey:
     transformers: str
     batch: int
     seq: int | None
-    dtype: str
+    dtype: Dtype
 
     def describe(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -33,41 +42,122 @@ class HFKey:
 
 @dataclass(frozen=True)
 class ModelRequest:
-    config: BlockConfig  # the Block flags; with --module or --hf only its dtype is read
-    module: str | None = None
-    kwargs: str | None = None
-    inputs: tuple[str, ...] = ()
-    dims: tuple[str, ...] = ()
-    hf: str | None = None
-    batch: int = 8  # with --hf: the token ids fed to it
-    seq: int | None = None  # with --hf; None: 1024, or the model's positions if fewer
+    config: BlockConfig  # the Block flags; with another source only its dtype is read
+    source: str | None = None  # a key of SOURCES; None: the built-in Block
+    target: str | None = None  # the source's option: FILE.py:NAME, a config folder or Hub id
+    flags: Mapping[str, Any] = field(default_factory=dict)  # its own flags, and the Block flags given
 
-    def cache_key(self) -> BlockSpec | HFKey | None:
-        """What the cache keys this request by, or None: not cached. A user's module is not: it
-        imports torch itself, which is all a cache hit would save."""
-        if self.module is not None:
-            return None
-        if self.hf is None:
-            return BlockSpec(self.config)
-        config_file = Path(self.hf) / "config.json"
-        try:
-            digest = hashlib.sha256(config_file.read_bytes()).hexdigest()
-            transformers = version("transformers")
-        except (OSError, PackageNotFoundError):
-            return None
-        return HFKey(
-            str(config_file.parent.resolve()), digest, transformers, self.batch, self.seq, self.config.dtype
-        )
+    def cache_key(self) -> Keyed | None:
+        """What the cache keys this request by, or None: not cached."""
+        return BlockSpec(self.config) if self.source is None else SOURCES[self.source].cache_key(self)
 
     def spec(self) -> ModelSpec:
         """The model spec; imports what it names (the user's code, transformers)."""
-        if self.module is not None:
-            from blocktrace.models.user_module import module_spec
+        return BlockSpec(self.config) if self.source is None else SOURCES[self.source].spec(self)
 
-            return module_spec(self.module, self.kwargs, self.inputs, self.dims, self.config.dtype)
-        if self.hf is not None:
-            from blocktrace.models.hf import HFSpec, load_config
 
-            config = load_config(self.hf)
-            return HFSpec.from_config(self.hf, config, self.batch, self.seq, self.config.dtype)
-        return BlockSpec(self.config)
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag of a source, taking a value."""
+
+    name: str  # the parameter's name; the flag is --name
+    metavar: str
+    help: str
+    repeatable: bool = False
+
+
+@dataclass(frozen=True)
+class Source:
+    """A kind of model the command line can name instead of the built-in Block."""
+
+    option: Flag  # the flag that chooses it and names the model
+    gives: str  # what gives the sizes in the Block flags' place, for the refusal of one
+    spec: Callable[[ModelRequest], ModelSpec]
+    cache_key: Callable[[ModelRequest], Keyed | None]
+    reads: tuple[str, ...] = ("dtype",)  # the Block flags it reads
+    flags: tuple[Flag, ...] = ()  # its own flags, refused without it
+
+
+def _module_spec(request: ModelRequest) -> ModelSpec:
+    from blocktrace.models.user_module import module_spec
+
+    assert request.target is not None
+    flags = request.flags
+    inputs, dims = tuple(flags.get("input") or ()), tuple(flags.get("dim") or ())
+    return module_spec(request.target, flags.get("kwargs"), inputs, dims, request.config.dtype)
+
+
+def _not_cached(request: ModelRequest) -> None:
+    """A user's module is not cached: it imports torch itself, which is all a cache hit would save."""
+    return None
+
+
+def _hf_spec(request: ModelRequest) -> ModelSpec:
+    from blocktrace.models.hf import HFSpec, load_config
+
+    assert request.target is not None
+    config = load_config(request.target)
+    batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
+    return HFSpec.from_config(request.target, config, batch, seq, request.config.dtype)
+
+
+def _hf_key(request: ModelRequest) -> HFKey | None:
+    config_file = Path(request.target or "") / "config.json"
+    try:
+        digest = hashlib.sha256(config_file.read_bytes()).hexdigest()
+        transformers = version("transformers")
+    except (OSError, PackageNotFoundError):
+        return None
+    folder = str(config_file.parent.resolve())
+    batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
+    return HFKey(folder, digest, transformers, batch, seq, request.config.dtype)
+
+
+SOURCES: dict[str, Source] = {
+    "module": Source(
+        Flag(
+            "module",
+            "FILE.py:NAME",
+            "Trace your own model instead of the built-in Block: NAME in FILE.py (or package.module:NAME) "
+            "is an nn.Module class (give --input, and --kwargs) or a function whose int parameters are the "
+            "sizes, returning (module, args). This imports and runs that code.",
+        ),
+        "the code",
+        _module_spec,
+        _not_cached,
+        flags=(
+            Flag(
+                "kwargs",
+                "JSON",
+                "With --module CLASS: its constructor's arguments, e.g. '{\"n_embd\": 768}'.",
+            ),
+            Flag(
+                "input",
+                "SHAPE",
+                "With --module CLASS: the shape of a positional input, e.g. 8,1024,768, or 8,1024:long for "
+                "token ids; repeatable, in order. Floats are at --dtype.",
+                repeatable=True,
+            ),
+            Flag(
+                "dim",
+                "NAME=SIZE",
+                "With --module FUNCTION: a size in place of its parameter's default, e.g. T=4096; "
+                "repeatable.",
+                repeatable=True,
+            ),
+        ),
+    ),
+    "hf": Source(
+        Flag(
+            "hf",
+            "CONFIG",
+            "Trace a Hugging Face model built from its config alone (a folder with config.json, or a Hub "
+            "id; no weights, no remote code) on --batch x --seq token ids (--seq: 1024, or the model's "
+            "positions if fewer). Needs pip install 'blocktrace[hf]'.",
+        ),
+        "the config",
+        _hf_spec,
+        _hf_key,
+        reads=("batch", "seq", "dtype"),
+    ),
+}

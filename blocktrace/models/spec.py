@@ -7,12 +7,53 @@ others. No torch at import: building is done inside the methods.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from blocktrace.errors import ConfigError
 from blocktrace.sizes.symbols import SymbolSet
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
+
+
+class Dtype(StrEnum):
+    """The dtypes a model's weights and activations can be built at."""
+
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+    def to_torch(self) -> torch.dtype:
+        import torch
+
+        return getattr(torch, self.value)
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element, as torch's dtype says."""
+        return self.to_torch().itemsize
+
+
+class Device(StrEnum):
+    """Where a model is traced: derived from two small CPU probes, or run at full size."""
+
+    probe = "probe"  # shapes derived from two tiny CPU runs
+    meta = "meta"  # PyTorch's meta device: shapes without memory
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+Choice = TypeVar("Choice", bound=StrEnum)
+
+
+def choice(kind: type[Choice], value: Any, name: str) -> Choice:
+    """`value` as a member of `kind`, or a ConfigError that names `name` and every choice."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be one of {', '.join(kind)}, got {value!r}") from None
 
 
 class ModelSpec(Protocol):
@@ -45,8 +86,9 @@ class ModelSpec(Protocol):
         """What the trace records as its config, JSON-able; also the spec's part of the cache key."""
         ...
 
-    def dtype_bytes(self) -> int:
-        """Bytes per element of its weights and activations."""
+    @property
+    def dtype(self) -> Dtype:
+        """The dtype of its weights and floating-point activations."""
         ...
 
     @property

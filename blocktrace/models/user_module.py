@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocktrace.errors import ConfigError, TraceError, error_line
-from blocktrace.models.block.config import DTYPES, MAX_ELEMENTS
+from blocktrace.models.block.config import MAX_ELEMENTS
+from blocktrace.models.spec import Dtype
 from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
 if TYPE_CHECKING:
@@ -59,7 +61,9 @@ def load_target(target: str) -> Any:
                 raise ConfigError(f"--module {target}: no module named {where}") from error
             raise TraceError(f"--module {target}: importing {where} failed: {error}") from error
         except Exception as error:
-            raise TraceError(f"--module {target}: importing {where} failed: {_first_line(error)}") from error
+            raise TraceError(
+                f"--module {target}: importing {where} failed: {error_line(error, named=True)}"
+            ) from error
     if not hasattr(module, name):
         public = [n for n in vars(module) if not n.startswith("_")]
         hint = f" (it has: {', '.join(public[:8])}{', …' if len(public) > 8 else ''})" if public else ""
@@ -80,15 +84,12 @@ def _import_file(path: Path, target: str) -> Any:
     try:
         spec.loader.exec_module(module)
     except Exception as error:
-        raise TraceError(f"--module {target}: importing {path} failed: {_first_line(error)}") from error
+        raise TraceError(
+            f"--module {target}: importing {path} failed: {error_line(error, named=True)}"
+        ) from error
     finally:
         sys.path.remove(str(path.parent.resolve()))
     return module
-
-
-def _first_line(error: BaseException) -> str:
-    """The error's first line with its type: the user's code raises what a reader must place."""
-    return f"{type(error).__name__}: {error_line(error)}" if str(error).strip() else type(error).__name__
 
 
 def parse_input(text: str) -> tuple[tuple[int, ...], str | None]:
@@ -105,10 +106,7 @@ def parse_input(text: str) -> tuple[tuple[int, ...], str | None]:
     if not all(n.isascii() and n.isdigit() for n in pieces):
         raise ConfigError(f"--input {text}: expected sizes separated by commas, e.g. 8,1024,768")
     shape = tuple(int(n) for n in pieces)
-    elements = 1
-    for n in shape:
-        elements *= n
-    if elements > MAX_ELEMENTS:
+    if math.prod(shape) > MAX_ELEMENTS:
         raise ConfigError(f"--input {text}: more elements than torch can index")
     return shape, dtype
 
@@ -151,7 +149,7 @@ def _built(make: Callable[[], Any], what: str) -> Any:
     except (ConfigError, TraceError):
         raise
     except Exception as error:
-        raise TraceError(f"{what} failed: {_first_line(error)}") from error
+        raise TraceError(f"{what} failed: {error_line(error, named=True)}") from error
 
 
 @dataclass(frozen=True)
@@ -163,7 +161,7 @@ class ModuleClassSpec:
     cls: Any = field(compare=False)
     kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
     shapes: tuple[tuple[tuple[int, ...], str | None], ...] = ()
-    dtype: str = "float32"
+    dtype: Dtype = Dtype.float32
     layers: int = 1
     full_size_trace = True
 
@@ -207,9 +205,6 @@ class ModuleClassSpec:
             "dtype": self.dtype,
         }
 
-    def dtype_bytes(self) -> int:
-        return 4 if self.dtype == "float32" else 2
-
 
 def _kwargs_text(kwargs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
@@ -224,7 +219,7 @@ class FactorySpec:
     factory: Callable[..., Any] = field(compare=False)
     defaults: dict[str, int] = field(default_factory=dict)
     dims: dict[str, int] = field(default_factory=dict)
-    dtype: str = "float32"
+    dtype: Dtype = Dtype.float32
     divides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     step: int = 1  # every probe size a multiple of it: 2 where the code wants even sizes (rotary)
     layers: int = 1
@@ -284,9 +279,7 @@ class FactorySpec:
         found: dict[str, int] = {}
         for name in sorted(self.defaults, key=lambda n: len(self._parts[n])):  # divisors first
             *inner, own = self._parts[name]
-            below = 1
-            for p in inner:
-                below *= found[p]
+            below = math.prod(found[p] for p in inner)
             if requested[name] % below:
                 raise ConfigError(
                     f"--module {self.target}: {name} = {requested[name]} must be a multiple of "
@@ -297,13 +290,7 @@ class FactorySpec:
 
     def values(self, sizes: dict[str, int]) -> dict[str, int]:
         """The factory's arguments at basis sizes `sizes`."""
-        values = {}
-        for name in self.defaults:
-            value = 1
-            for p in self._parts[name]:
-                value *= sizes[p]
-            values[name] = value
-        return values
+        return {name: math.prod(sizes[p] for p in self._parts[name]) for name in self.defaults}
 
     def _call(self, sizes: dict[str, int], device: str) -> tuple[nn.Module, tuple, dict[str, Any]]:
         key = (tuple(sorted(sizes.items())), device)
@@ -351,9 +338,6 @@ class FactorySpec:
     def describe(self) -> dict[str, Any]:
         return {"module": self.target, "dims": self.requested, "dtype": self.dtype}
 
-    def dtype_bytes(self) -> int:
-        return 4 if self.dtype == "float32" else 2
-
 
 def _own_part(name: str, divisors: tuple[str, ...]) -> str:
     if not divisors:
@@ -390,14 +374,12 @@ def module_spec(
     kwargs: str | None = None,
     inputs: tuple[str, ...] = (),
     dims: tuple[str, ...] = (),
-    dtype: str = "float32",
+    dtype: Dtype = Dtype.float32,
 ) -> ModuleClassSpec | FactorySpec:
     """The spec of `--module TARGET` with its flags; its code is imported here."""
     import torch  # noqa: F401  (imported before the user's code, which usually imports it too)
     from torch import nn
 
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     obj = load_target(target)
     if isinstance(obj, type) and issubclass(obj, nn.Module):
         if dims:

@@ -151,23 +151,29 @@ def write_file(output: str | Path, text: str) -> None:
         except OSError as error:
             raise _file_error(name, error) from error
         return
-    folder, base = os.path.split(target)
     try:
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=".tmp")
+        atomic_write(target, data, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
     except OSError as error:
         raise _file_error(name, error) from error
+
+
+def atomic_write(target: str | Path, data: bytes, mode: int, sync: bool = True) -> None:
+    """`data` into a temporary file beside `target` with permissions `mode`, then renamed over it: on
+    any failure (or Ctrl-C) the temporary file is removed and `target` is as it was. `sync`: on disk
+    before the rename. Raises OSError."""
+    folder, base = os.path.split(target)
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(temp, mode)
         os.replace(temp, target)
-    except BaseException as error:
+    except BaseException:
         with suppress(OSError):
             os.unlink(temp)
-        if isinstance(error, OSError):
-            raise _file_error(name, error) from error
         raise
 
 

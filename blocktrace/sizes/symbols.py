@@ -10,6 +10,7 @@ even when the real T and C are both 1024. No torch here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
@@ -88,10 +89,7 @@ class SymbolSet:
         """Every symbol's value at `sizes`, composites included, in legend order."""
         found = dict(sizes)
         for c in self.composites:
-            value = 1
-            for s, e in c.parts:
-                value *= sizes[s] ** e
-            found[c.name] = value
+            found[c.name] = math.prod(sizes[s] ** e for s, e in c.parts)
         ordered = [n for n in self.order if n in found] + [n for n in found if n not in self.order]
         return {n: found[n] for n in ordered}
 

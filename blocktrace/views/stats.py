@@ -1,5 +1,5 @@
-"""Totals of a trace: parameters, FLOPs and the bytes of the tensors the forward creates. No torch
-here: the memory guard and the table's footer read them alike."""
+"""Totals of a trace: parameters, FLOPs and the bytes of the tensors the forward creates, and how a
+count of them is written. No torch here: the memory guard and the table's footer read them alike."""
 
 from __future__ import annotations
 
@@ -53,3 +53,21 @@ def itemsize(dtype: str) -> int:
     if bits is None:
         raise ValueError(f"unknown element size of dtype {dtype!r}")
     return max(1, int(bits.group()) // 8)
+
+
+FLOP_UNITS = ("FLOP", "kFLOP", "MFLOP", "GFLOP", "TFLOP", "PFLOP", "EFLOP")
+BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human(n: int, units: tuple[str, ...], base: int = 1000) -> str:
+    """Three significant digits in the largest unit that keeps the number at least 1: "142 GFLOP"."""
+    value, step = float(n), 0
+    while abs(value) >= base and step < len(units) - 1:
+        value, step = value / base, step + 1
+    digits = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"  # .3g would write 1023 as 1.02e+03
+    return f"{digits} {units[step]}"
+
+
+def human_bytes(n: int) -> str:
+    """A size in bytes the way every output writes one: "792 MiB"."""
+    return human(n, BYTE_UNITS, 1024)

@@ -4,46 +4,18 @@ validated; and the size symbols a Block's shapes are named with. No torch here."
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from enum import StrEnum
 from typing import Any
 
 from blocktrace.errors import ConfigError
+from blocktrace.models.block.families import FAMILIES, Activation, Norm, Preset, Qkv, Residual
+from blocktrace.models.spec import Dtype, choice
 from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
-DTYPES = ("float32", "bfloat16", "float16")
-NORMS = ("rmsnorm", "layernorm")
-ACTIVATIONS = ("relu2", "gelu", "silu", "swiglu")
-RESIDUALS = ("pre", "post", "parallel", "single")
-QKV_LAYOUTS = ("separate", "fused")
 # A stack is traced layer by layer at its smallest sizes: bounded so that a call ends in seconds.
 MAX_LAYERS = 1024
 # torch indexes elements with int64: no tensor, nor a product of sizes that names one, may exceed it.
 MAX_ELEMENTS = 2**63 - 1
-
-
-# Each preset is the structure of the reference it is named after; the flags override its choices.
-# "norm_weights": the norms are modules with parameters (False: nanochat's functional norm()).
-PRESETS: dict[str, dict[str, Any]] = {
-    "nanochat": {
-        "norm": "rmsnorm", "activation": "relu2", "residual": "pre", "bias": False, "qk_norm": True,
-        "rotary": True, "causal": True, "qkv": "separate", "norm_weights": False,
-    },
-    "gpt2": {  # transformers' GPT2Block
-        "norm": "layernorm", "activation": "gelu", "residual": "pre", "bias": True, "qk_norm": False,
-        "rotary": False, "causal": True, "qkv": "fused", "norm_weights": True,
-    },
-    "llama": {  # transformers' LlamaDecoderLayer
-        "norm": "rmsnorm", "activation": "swiglu", "residual": "pre", "bias": False, "qk_norm": False,
-        "rotary": True, "causal": True, "qkv": "separate", "norm_weights": True,
-    },
-    "neox": {  # transformers' GPTNeoXLayer with use_parallel_residual=True
-        "norm": "layernorm", "activation": "gelu", "residual": "parallel", "bias": True, "qk_norm": False,
-        "rotary": True, "causal": True, "qkv": "fused", "norm_weights": True,
-    },
-    "bert": {  # transformers' BertLayer
-        "norm": "layernorm", "activation": "gelu", "residual": "post", "bias": True, "qk_norm": False,
-        "rotary": False, "causal": False, "qkv": "separate", "norm_weights": True,
-    },
-}  # fmt: skip
 
 # The basis every Block's shapes are products of, with the sizes of the two probes (see symbols.py):
 # every product of sizes differs between the probes, and of such assignments these keep a probe
@@ -73,44 +45,43 @@ SYMBOL_SETS = {
 class BlockConfig:
     n_embd: int = 768  # C: width of the residual stream
     n_head: int = 6  # H: number of query heads
-    n_kv_head: int = 0  # Hkv: number of key/value heads (GQA when < n_head); 0 means n_head
+    n_kv_head: int | None = None  # Hkv: number of key/value heads (GQA when < n_head); None: n_head
     seq: int = 1024  # T: tokens per sequence in the probe input
     batch: int = 8  # B: sequences per batch in the probe input
     mlp_ratio: int = 4  # the MLP widens C to mlp_ratio * C, unless mlp_hidden says otherwise
-    mlp_hidden: int = 0  # F: the MLP's inner width; 0 means mlp_ratio * n_embd
+    mlp_hidden: int | None = None  # F: the MLP's inner width; None: mlp_ratio * n_embd
     n_layer: int = 1  # Blocks chained one after another
-    dtype: str = "float32"  # dtype of weights and activations
-    preset: str = "nanochat"  # the family: module names, and whether norms have weights
-    norm: str = "rmsnorm"  # rmsnorm or layernorm
-    activation: str = "relu2"  # relu2 (relu(x).square()), gelu, silu, or swiglu (gated silu)
-    residual: str = "pre"  # pre: x + f(norm(x)); post: norm(x + f(x)); parallel; single: one add
+    dtype: Dtype = Dtype.float32  # dtype of weights and activations
+    preset: Preset = Preset.nanochat  # the family: module names, and whether norms have weights
+    norm: Norm = Norm.rmsnorm  # before each sub-layer (after, post-norm)
+    activation: Activation = Activation.relu2  # the MLP's
+    residual: Residual = Residual.pre  # how the sub-layers add to the stream
     bias: bool = False  # biases in the Linears
     qk_norm: bool = True  # normalise q and k per head
     rotary: bool = True  # rotary position embeddings on q and k
     causal: bool = True  # causal attention mask
-    qkv: str = "separate"  # separate q, k, v projections, or one fused C -> 3C
+    qkv: Qkv = Qkv.separate  # separate q, k, v projections, or one fused C -> 3C
     norm_weights: bool = False  # norms are modules with a weight (and a bias for layernorm)
 
     def __post_init__(self) -> None:
-        if self.n_kv_head == 0 and _is_int(self.n_head):
+        if self.n_kv_head is None and _is_int(self.n_head):
             object.__setattr__(self, "n_kv_head", self.n_head)
         for name in ("n_embd", "n_head", "n_kv_head", "seq", "batch", "mlp_ratio", "n_layer"):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not _is_int(self.mlp_hidden) or self.mlp_hidden < 0:
+        if self.mlp_hidden is not None and (not _is_int(self.mlp_hidden) or self.mlp_hidden <= 0):
             raise ConfigError(f"mlp_hidden must be a positive integer, got {self.mlp_hidden!r}")
-        for name, choices in (
-            ("dtype", DTYPES), ("preset", tuple(PRESETS)), ("norm", NORMS), ("activation", ACTIVATIONS),
-            ("residual", RESIDUALS), ("qkv", QKV_LAYOUTS),
+        for name, kind in (
+            ("dtype", Dtype), ("preset", Preset), ("norm", Norm), ("activation", Activation),
+            ("residual", Residual), ("qkv", Qkv),
         ):  # fmt: skip
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, choice(kind, getattr(self, name), name))
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.n_head % self.n_kv_head:
+        if self.n_head % self.kv_heads:
             raise ConfigError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({self.n_kv_head})")
-        if self.qkv == "fused" and self.n_kv_head != self.n_head:
+        if self.qkv is Qkv.fused and self.n_kv_head != self.n_head:
             raise ConfigError(
                 f"qkv fused projects n_head key and value heads; it cannot have n_kv_head ({self.n_kv_head}) "
                 f"< n_head ({self.n_head}): use qkv separate for grouped-query attention"
@@ -143,16 +114,20 @@ class BlockConfig:
                 )
 
     @classmethod
-    def from_preset(cls, preset: str = "nanochat", **overrides: Any) -> BlockConfig:
+    def from_preset(cls, preset: str = Preset.nanochat, **overrides: Any) -> BlockConfig:
         """The config of `preset`, with every override that is not None in its place."""
-        if preset not in PRESETS:
-            raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        family = FAMILIES[choice(Preset, preset, "preset")]
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
             raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
         chosen = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**{**PRESETS[preset], "preset": preset, **chosen})
+        return cls(**{**family.choices(), "preset": preset, **chosen})
+
+    @property
+    def kv_heads(self) -> int:
+        """Hkv: n_kv_head, which is n_head where it was not given."""
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
 
     @property
     def head_dim(self) -> int:
@@ -161,12 +136,12 @@ class BlockConfig:
     @property
     def hidden(self) -> int:
         """F, the MLP's inner width."""
-        return self.mlp_hidden or self.mlp_ratio * self.n_embd
+        return self.mlp_ratio * self.n_embd if self.mlp_hidden is None else self.mlp_hidden
 
     @property
     def grouped(self) -> bool:
         """Whether key/value heads are a basis size of their own (separate projections can group)."""
-        return self.qkv == "separate"
+        return self.qkv is Qkv.separate
 
     @property
     def symbols(self) -> SymbolSet:
@@ -179,8 +154,8 @@ class BlockConfig:
             "B": self.batch,
             "T": self.seq,
             "H": self.n_head,
-            "Hkv": self.n_kv_head,
-            "G": self.n_head // self.n_kv_head,  # query heads per key/value head
+            "Hkv": self.kv_heads,
+            "G": self.n_head // self.kv_heads,  # query heads per key/value head
             "D": self.head_dim,
             "r": self.hidden // self.n_embd,
             "F": self.hidden,
@@ -199,11 +174,13 @@ class BlockConfig:
             n_head=n_head,
             n_embd=n_embd,
             mlp_ratio=dims.get("r", self.mlp_ratio),
-            mlp_hidden=dims.get("F", 0),
+            mlp_hidden=dims.get("F"),
         )
 
     def to_dict(self) -> dict[str, int | str | bool]:
-        return asdict(self)
+        """Plain JSON-able values; the trace schema writes an unset mlp_hidden as 0."""
+        out = {k: v.value if isinstance(v, StrEnum) else v for k, v in asdict(self).items()}
+        return {**out, "mlp_hidden": self.mlp_hidden or 0}
 
 
 def _is_int(value: object) -> bool:

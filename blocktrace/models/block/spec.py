@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from blocktrace.models.block.config import BlockConfig
+from blocktrace.models.spec import Dtype
 from blocktrace.sizes.symbols import SymbolSet
 
 if TYPE_CHECKING:
@@ -47,5 +48,6 @@ class BlockSpec:
     def describe(self) -> dict[str, Any]:
         return self.config.to_dict()
 
-    def dtype_bytes(self) -> int:
-        return 4 if self.config.dtype == "float32" else 2
+    @property
+    def dtype(self) -> Dtype:
+        return self.config.dtype

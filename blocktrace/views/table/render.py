@@ -17,6 +17,7 @@ from rich.text import Text
 from blocktrace.output.sink import can_encode, is_stdout, isatty, stdout, stdout_errors, write_output
 from blocktrace.views.diagram.layout import wrap_flow
 from blocktrace.views.shapes import Shapes, dims_text, shape_text
+from blocktrace.views.stats import FLOP_UNITS, human, human_bytes
 from blocktrace.views.table.build import RESIDUAL_KIND, Row, Table
 
 SCHEMA = "blocktrace.table"
@@ -79,28 +80,15 @@ def _cells(row: Row, shapes: Shapes) -> list[str]:
     ]
 
 
-def human(n: int, units: tuple[str, ...], base: int = 1000) -> str:
-    """Three significant digits in the largest unit that keeps the number at least 1: "142 GFLOP"."""
-    value, step = float(n), 0
-    while abs(value) >= base and step < len(units) - 1:
-        value, step = value / base, step + 1
-    digits = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"  # .3g would write 1023 as 1.02e+03
-    return f"{digits} {units[step]}"
-
-
-_FLOP_UNITS = ("FLOP", "kFLOP", "MFLOP", "GFLOP", "TFLOP", "PFLOP", "EFLOP")
-_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
 def footer(table: Table) -> list[str]:
     """The totals as sentences, the same in text and markdown."""
     t = table.totals
     lines = [
         f"parameters: {_number(t.params)} (trainable {_number(t.trainable)}, frozen {_number(t.frozen)})",
-        f"forward FLOPs: {flops_text(t.flops, t.uncounted)} ({human(t.flops, _FLOP_UNITS)};"
+        f"forward FLOPs: {flops_text(t.flops, t.uncounted)} ({human(t.flops, FLOP_UNITS)};"
         " torch's formulas, attention not halved for is_causal)",
         f"activations: {_number(t.activation_bytes)} bytes"
-        f" ({human(t.activation_bytes, _BYTE_UNITS, 1024)}) at {t.dtype};"
+        f" ({human_bytes(t.activation_bytes)}) at {t.dtype};"
         " every tensor the forward creates, views excluded",
     ]
     if t.uncounted:

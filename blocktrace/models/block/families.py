@@ -1,0 +1,124 @@
+"""The built-in Block families: the structural choices as str Enums, and one row per family in
+FAMILIES (its choices, its part names, its line of --preset's help), keyed by its Preset member.
+Validation, the Block's code and the CLI read them from here. No torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Norm(StrEnum):
+    rmsnorm = "rmsnorm"
+    layernorm = "layernorm"
+
+
+class Activation(StrEnum):
+    relu2 = "relu2"  # relu(x).square()
+    gelu = "gelu"
+    silu = "silu"
+    swiglu = "swiglu"  # down(silu(gate(x)) * up(x))
+
+
+class Residual(StrEnum):
+    pre = "pre"  # x + f(norm(x))
+    post = "post"  # norm(x + f(x))
+    parallel = "parallel"  # x + attn(norm(x)) + mlp(norm(x))
+    single = "single"  # x + mlp(attn(norm(x)))
+
+
+class Qkv(StrEnum):
+    separate = "separate"
+    fused = "fused"  # one C -> 3C projection
+
+
+class Preset(StrEnum):
+    nanochat = "nanochat"
+    gpt2 = "gpt2"
+    llama = "llama"
+    neox = "neox"
+    bert = "bert"
+
+
+@dataclass(frozen=True)
+class Names:
+    """What each part is called in one family. The Block's code calls the parts by nanochat's names
+    (self.c_q, self.c_fc); a trace shows the family's (q_proj, up_proj), as its reference does."""
+
+    attn: str
+    q: str
+    k: str
+    v: str
+    qkv: str  # the fused projection C -> 3C
+    o: str
+    mlp: str
+    up: str  # C -> F
+    gate: str  # C -> F, gated by silu (SwiGLU)
+    down: str  # F -> C
+    norm_1: str  # before (or, post-norm, after) attention
+    norm_2: str  # before (or after) the MLP
+
+
+@dataclass(frozen=True)
+class Family:
+    """A preset: the structure of the reference it is named after; the flags override its choices."""
+
+    summary: str  # its part of --preset's help
+    norm: Norm
+    activation: Activation
+    residual: Residual
+    bias: bool
+    qk_norm: bool
+    rotary: bool
+    causal: bool
+    qkv: Qkv
+    norm_weights: bool  # the norms are modules with parameters (False: nanochat's functional norm())
+    names: Names
+    gelu: str = "none"  # F.gelu's approximate: "tanh" where the reference's gelu is the tanh form
+
+    def choices(self) -> dict[str, Any]:
+        """The config fields this family sets."""
+        return {
+            "norm": self.norm, "activation": self.activation, "residual": self.residual, "bias": self.bias,
+            "qk_norm": self.qk_norm, "rotary": self.rotary, "causal": self.causal, "qkv": self.qkv,
+            "norm_weights": self.norm_weights,
+        }  # fmt: skip
+
+
+_NANOCHAT_NAMES = Names(
+    "attn", "c_q", "c_k", "c_v", "c_attn", "c_proj", "mlp", "c_fc", "c_gate", "c_proj", "ln_1", "ln_2"
+)
+FAMILIES: dict[Preset, Family] = {
+    Preset.nanochat: Family(
+        "nanochat (functional RMSNorm, ReLU squared, QK-norm, rotary, GQA)",
+        Norm.rmsnorm, Activation.relu2, Residual.pre, bias=False, qk_norm=True, rotary=True, causal=True,
+        qkv=Qkv.separate, norm_weights=False, names=_NANOCHAT_NAMES,
+    ),
+    Preset.gpt2: Family(  # transformers' GPT2Block; its gelu_new is the tanh form
+        "gpt2 (LayerNorm, fused c_attn, GELU, biases)",
+        Norm.layernorm, Activation.gelu, Residual.pre, bias=True, qk_norm=False, rotary=False, causal=True,
+        qkv=Qkv.fused, norm_weights=True, names=_NANOCHAT_NAMES, gelu="tanh",
+    ),
+    Preset.llama: Family(  # transformers' LlamaDecoderLayer
+        "llama (RMSNorm, SwiGLU, rotary, GQA)",
+        Norm.rmsnorm, Activation.swiglu, Residual.pre, bias=False, qk_norm=False, rotary=True, causal=True,
+        qkv=Qkv.separate, norm_weights=True,
+        names=Names("self_attn", "q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj", "mlp", "up_proj",
+                    "gate_proj", "down_proj", "input_layernorm", "post_attention_layernorm"),
+    ),
+    Preset.neox: Family(  # transformers' GPTNeoXLayer with use_parallel_residual=True
+        "neox (attention and MLP in parallel, one add)",
+        Norm.layernorm, Activation.gelu, Residual.parallel, bias=True, qk_norm=False, rotary=True,
+        causal=True, qkv=Qkv.fused, norm_weights=True,
+        names=Names("attention", "query", "key", "value", "query_key_value", "dense", "mlp", "dense_h_to_4h",
+                    "dense_gate", "dense_4h_to_h", "input_layernorm", "post_attention_layernorm"),
+    ),
+    Preset.bert: Family(  # transformers' BertLayer
+        "bert (post-norm, bidirectional)",
+        Norm.layernorm, Activation.gelu, Residual.post, bias=True, qk_norm=False, rotary=False,
+        causal=False, qkv=Qkv.separate, norm_weights=True,
+        names=Names("attention", "query", "key", "value", "query_key_value", "dense", "mlp", "intermediate",
+                    "gate", "output", "attention_norm", "output_norm"),
+    ),
+}  # fmt: skip
