@@ -96,11 +96,11 @@ def diagram(
       blocktrace diagram --preset llama -o docs/llama.svg
     """
     from blocktrace.pipeline import cached_trace
+    from blocktrace.views.diagram.report import DiagramView
 
     name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
     trace = cached_trace(model, device.value, use_cache=cache)
-    options = {"shapes": shapes, "formulas": formulas, "ascii_only": ascii_only, "width": width}
-    formats.write("diagram", name, trace, output, collapse=collapse, **options)
+    formats.write(DiagramView(trace, shapes, formulas, ascii_only, width, collapse), name, output)
 
 
 def _value(choice: Enum | None) -> str | None:
@@ -167,10 +167,11 @@ def table(
     """
     from blocktrace.pipeline import cached_trace
     from blocktrace.views.table.build import build_table
+    from blocktrace.views.table.render import TableView
 
     name = formats.resolve("table", _value(fmt), output)
     result = build_table(cached_trace(model, device.value, tuple(freeze or ()), cache), depth)
-    formats.write("table", name, result, output, shapes=shapes)
+    formats.write(TableView(result, shapes), name, output)
 
 
 @app.command(cls=OptionsOnly)
@@ -234,11 +235,12 @@ def source(
       blocktrace source --format json | jq '.lines[] | select(.line == 131)'
     """
     from blocktrace.pipeline import cached_trace
+    from blocktrace.views.source.render import SourceListing
     from blocktrace.views.source.view import source_view
 
     name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
     view = source_view(cached_trace(model, device.value, use_cache=cache), shapes, tuple(function or ()))
-    formats.write("source", name, view, output, shapes=shapes, width=width)
+    formats.write(SourceListing(view, shapes, width), name, output)
 
 
 class CacheAction(str, Enum):
