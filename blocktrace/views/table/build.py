@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blocktrace.tracing.ops import op_kind
-from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight
+from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta, Trace, Weight, plain
 from blocktrace.views.diagram.layout import expression
 from blocktrace.views.stats import Totals, totals
 from blocktrace.views.steps import StepTree
@@ -69,7 +69,7 @@ def build_table(trace: Trace, depth: int | None = None) -> Table:
         rows=rows,
         totals=totals(trace),
         symbols=dict(trace.symbols),
-        config=dict(trace.config),
+        config=plain(trace.config),
         depth=depth,
     )
 
