@@ -8,7 +8,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from enum import Enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -35,22 +35,36 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class _Choice(str, Enum):
+    """What each choice Enum below is to the type checker, which cannot read the tuples they are made of."""
+
+
 def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
     """A str Enum of a config field's choices, for typer: the choices are defined once, in config."""
-    return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
+    return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]  # mypy: a member
 
 
-Dtype = _choices("Dtype", DTYPES)
-Preset = _choices("Preset", tuple(PRESETS))
-Norm = _choices("Norm", NORMS)
-Activation = _choices("Activation", ACTIVATIONS)
-Residual = _choices("Residual", RESIDUALS)
-Qkv = _choices("Qkv", QKV_LAYOUTS)
+if TYPE_CHECKING:
+    Dtype = _Choice
+    Preset = _Choice
+    Norm = _Choice
+    Activation = _Choice
+    Residual = _Choice
+    Qkv = _Choice
+    DiagramFormat = _Choice
+    TableFormat = _Choice
+    SourceFormat = _Choice
+else:
+    Dtype = _choices("Dtype", DTYPES)
+    Preset = _choices("Preset", tuple(PRESETS))
+    Norm = _choices("Norm", NORMS)
+    Activation = _choices("Activation", ACTIVATIONS)
+    Residual = _choices("Residual", RESIDUALS)
+    Qkv = _choices("Qkv", QKV_LAYOUTS)
 
-
-DiagramFormat = _choices("DiagramFormat", formats.names("diagram"))
-TableFormat = _choices("TableFormat", formats.names("table"))
-SourceFormat = _choices("SourceFormat", formats.names("source"))
+    DiagramFormat = _choices("DiagramFormat", formats.names("diagram"))
+    TableFormat = _choices("TableFormat", formats.names("table"))
+    SourceFormat = _choices("SourceFormat", formats.names("source"))
 
 
 SIZES_PANEL = "Model sizes"
@@ -268,8 +282,8 @@ _BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("mlp_ratio", MlpRatio, 4),
     ("mlp_hidden", MlpHidden, None),
     ("n_layer", NLayer, 1),
-    ("dtype", DtypeOpt, Dtype.float32),
-    ("preset", PresetOpt, Preset.nanochat),  # type: ignore[attr-defined]
+    ("dtype", DtypeOpt, Dtype("float32")),
+    ("preset", PresetOpt, Preset("nanochat")),
     ("norm", NormOpt, None),
     ("activation", ActivationOpt, None),
     ("residual", ResidualOpt, None),
@@ -342,9 +356,9 @@ def block_flags(command: Callable[..., None]) -> Callable[..., None]:
         model = model_request(**{name: kwargs.pop(name) for name, _, _ in every})
         command(model=model, **kwargs)
 
-    with_flags.__signature__ = inspect.Signature(
+    with_flags.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # typer reads it; typeshed omits it
         [*flags, *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own)]
-    )  # type: ignore[attr-defined]
+    )
     with_flags.__annotations__ = {
         **{n: a for n, a, _ in every},
         **{k: v for k, v in command.__annotations__.items() if k != "model"},
