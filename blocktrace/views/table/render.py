@@ -174,9 +174,8 @@ def rich_table(
         style = _RESIDUAL_STYLE if row.kind == RESIDUAL_KIND else ("" if row.call is not None else _OP_STYLE)
         if flow_width is not None:  # wrapped between shapes, not inside one
             cells[2] = "\n".join(wrap_flow(cells[2], flow_width))
-        out.add_row(
-            *(c for h, c in zip(HEADERS, [name, *cells[1:]], strict=True) if h in shown.columns), style=style
-        )
+        texts: list[Text | str] = [name, *cells[1:]]
+        out.add_row(*(c for h, c in zip(HEADERS, texts, strict=True) if h in shown.columns), style=style)
     return out
 
 
