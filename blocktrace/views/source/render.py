@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from blocktrace.tracing.trace import Trace
-from blocktrace.views.shapes import Shapes, shapes_text
-from blocktrace.views.source.view import NOT_RUN, FunctionView, Line, SourceView
+from blocktrace.views.shapes import Shapes
+from blocktrace.views.source.view import NOT_RUN, FunctionView, Line, SourceView, flow_text
 from blocktrace.views.view import Page, Screen, size_of
 
 SCHEMA = "blocktrace.source"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 NOTE_MIN = 32  # columns an annotation keeps beside the code before it moves to its own line
 
 
@@ -38,13 +38,13 @@ def display_path(file: str) -> str:
 
 
 def note_text(line: Line, shapes: Shapes) -> str:
-    """The annotation of a line, without the "# ": `(B, T, H, D)`, or `call 1: (B, T, H, D); call 2:
-    (B, T, Hkv, D)` where runs left different shapes; `not run` for a branch that did not."""
+    """The annotation of a line, without the "# ": `(B, T, C) -> (B, T, H, D)`, or `call 1: ...;
+    call 2: ...` where runs made different shapes; `not run` for a branch that did not."""
     if line.not_run:
         return NOT_RUN
     if len(line.annotations) == 1:
-        return shapes_text(line.annotations[0].tensors, shapes)
-    return "; ".join(f"{_runs_text(a.runs)}: {shapes_text(a.tensors, shapes)}" for a in line.annotations)
+        return flow_text(line.annotations[0], shapes)
+    return "; ".join(f"{_runs_text(a.runs)}: {flow_text(a, shapes)}" for a in line.annotations)
 
 
 def _runs_text(runs: tuple[str, ...]) -> str:
@@ -69,7 +69,19 @@ def title(view: SourceView) -> str:
         f"{ran} function{'' if ran == 1 else 's'} ran" if n == ran else f"{n} of the {ran} functions that ran"
     )
     source = SOURCES.get(trace.device, trace.device)
+    if ran == 0:
+        return f"{trace.model}{dtype}: no source to show: {_why_none(view)}"
     return f"{trace.model}{dtype}: {functions}, each line with the shapes it made (shapes from {source})"
+
+
+def _why_none(view: SourceView) -> str:
+    if view.in_torch:
+        n = view.in_torch
+        return (
+            f"the {n} function{'' if n == 1 else 's'} that ran {'is' if n == 1 else 'are all'} torch's own"
+            " code, which the listing never shows"
+        )
+    return "no op or module call recorded the line of code that made it"
 
 
 def function_title(fn: FunctionView) -> str:
@@ -100,12 +112,16 @@ def text_report(view: SourceView, shapes: Shapes = Shapes.symbolic, width: int |
     for fn, rows in blocks:
         out.append(function_title(fn))
         if not fn.found:
-            out.append(f"(source not found in {display_path(fn.file)}: the ops it ran, by line)")
+            out.append(_missing_text(fn, display_path(fn.file)))
         for code, note in rows:
             out += _with_note(code, note, column, width, gutter)
         out.append("")
     out += _legend(view.trace, shapes)
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _missing_text(fn: FunctionView, file: str) -> str:
+    return f"(source not found in {file}: {fn.missing}; the ops it ran, by line)"
 
 
 def _with_note(code: str, note: str, column: int, width: int | None, gutter: int) -> list[str]:
@@ -122,17 +138,20 @@ def _with_note(code: str, note: str, column: int, width: int | None, gutter: int
 
 
 def _wrap(text: str, room: int | None) -> list[str]:
-    """`text` in pieces of at most `room` columns, broken only after a `,` or `;` outside parentheses,
-    so that a shape is never split; a piece longer than `room` stands alone, whole."""
+    """`text` in pieces of at most `room` columns, broken only after a `,` or `;` or before a `->`
+    outside parentheses, so that a shape is never split; a piece longer than `room` stands alone."""
     if room is None or len(text) <= room:
         return [text]
     pieces, depth, start = [], 0, 0
     for i, ch in enumerate(text):
         depth += ch == "("
         depth -= ch == ")"
-        if ch in ",;" and depth == 0:
+        if depth == 0 and ch in ",;":
             pieces.append(text[start : i + 1])
             start = i + 1
+        elif depth == 0 and text.startswith(" -> ", i) and i > start:
+            pieces.append(text[start:i])
+            start = i
     pieces.append(text[start:])
     lines = [pieces[0]]
     for piece in pieces[1:]:
@@ -168,7 +187,7 @@ def markdown_report(view: SourceView, shapes: Shapes = Shapes.symbolic) -> str:
             rows.append((code, note))
         column = max((len(code) for code, note in rows if note), default=0) + 2
         if not fn.found:
-            parts.append(f"(source not found in `{display_path(fn.file)}`: the ops it ran, by line)")
+            parts.append(_missing_text(fn, f"`{display_path(fn.file)}`"))
             parts.append("")
         parts.append("```python")
         parts += [code.ljust(column) + "# " + note if note else code for code, note in rows]
@@ -187,6 +206,7 @@ def to_dict(view: SourceView, shapes: Shapes = Shapes.symbolic) -> dict[str, Any
         "model": trace.model,
         "device": trace.device,
         "symbols": dict(trace.symbols),
+        "torch_functions": view.in_torch,
         "functions": [
             {
                 "file": fn.file,
@@ -206,8 +226,11 @@ def to_dict(view: SourceView, shapes: Shapes = Shapes.symbolic) -> dict[str, Any
                 "line": line.number,
                 "shapes": [
                     {
-                        "text": shapes_text(a.tensors, shapes),
-                        "tensors": [t.to_dict() for t in a.tensors],
+                        "text": flow_text(a, shapes),
+                        "from": [t.to_dict() for t in a.start],
+                        "made": [
+                            {"tensors": [t.to_dict() for t in s.tensors], "times": s.times} for s in a.stages
+                        ],
                         "runs": list(a.runs),
                     }
                     for a in line.annotations

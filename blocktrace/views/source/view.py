@@ -4,12 +4,17 @@ Every function that ran (each module's forward and the helpers it calls) is prin
 the functions were first called, with its run count. No torch here: the view is built from the trace
 (each op's and each module call's file, function and line) and the source files, read as text.
 
-What a line lists: the tensors it *left*. Those are the outputs of the ops recorded at it and of the
-module calls made from it, less the ones another op or call on the same line took (in the same run of
-the function: `self.c_q(x).view(...)` lists the view's output, not c_q's), less an op's output that is
-its input handed back unchanged (`contiguous()`, `x.float()` on a float); each value once, in the
-order they were made. A statement over several lines is annotated on its last line. Where runs of the
-function left different shapes on a line, each is listed with the runs it came from.
+What a line lists: each value it made, in the order it made them, from the value it started from:
+`(B, T, C) -> (B, T, 3C) -> 3×(B, T, C)` for `q, k, v = self.qkv(x).split(C, dim=2)`. The values are
+the outputs of the ops recorded at it, of the module calls made from it and of the helpers called
+from it, less an output that is its op's input handed back (`contiguous()`, eval-mode dropout); they
+are grouped in stages, a value one stage after the latest value of the line it was made from, so
+values made side by side (`q.transpose(1, 2), k.transpose(1, 2)`) share a stage. The line starts from
+the first tensor each step of its first stage took, with any others of its shape (`cat`'s halves;
+`x1` of `x1 * cos`, not `cos`). A line that ran ops but made nothing new says so:
+`(B, T, C) unchanged`. On a line inside a loop, a stage repeated unchanged is written once with its
+count (`(B, T, C) ×80`). A statement over several lines is annotated on its last line. Where runs of
+the function made different shapes on a line, each is listed with the runs it came from.
 
 A branch is marked "not run" only where that is proven: an `if` (not inside a loop) whose other branch
 recorded something in every run of the function ran that other branch, so not this one.
@@ -59,10 +64,20 @@ class _Function:
 
 
 @dataclass(frozen=True)
-class Annotation:
-    """What one line left, in the runs listed (their labels: a module path, or "call 2")."""
+class Stage:
+    """Values a line made side by side; `times` > 1: a loop made them so that many times in a row."""
 
     tensors: tuple[TensorMeta, ...]
+    times: int = 1
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """What one line made, in the runs listed (their labels: a module path, or "call 2"): the values
+    it started from, then its stages; no stages: the line handed `start` back unchanged."""
+
+    start: tuple[TensorMeta, ...]
+    stages: tuple[Stage, ...]
     runs: tuple[str, ...]
 
 
@@ -84,6 +99,7 @@ class FunctionView:
     lines: tuple[Line, ...]  # the source, annotated; for a fallback, the annotated lines only
     found: bool  # whether the source was found; if not, `lines` lists the ops by line
     ops: dict[int, tuple[str, ...]] = field(default_factory=dict)  # fallback: line -> op names
+    missing: str = ""  # why the source was not found: "cannot be read", ...
 
 
 @dataclass(frozen=True)
@@ -91,13 +107,15 @@ class SourceView:
     trace: Trace
     functions: tuple[FunctionView, ...]  # those shown
     ran: int = 0  # how many functions ran, shown or not
+    in_torch: int = 0  # how many functions of torch's own code ran (never shown)
 
 
 # --- from the trace ----------------------------------------------------------------------------
 
 
-def _functions(trace: Trace) -> list[_Function]:
-    """The functions that ran, outside torch, in the order they were first called."""
+def _functions(trace: Trace) -> tuple[list[_Function], int]:
+    """The functions that ran, outside torch, in the order they were first called; and how many of
+    torch's own ran."""
     found: dict[tuple[str, int], _Function] = {}
     runs: dict[int, _Run] = {}  # frame -> its run
 
@@ -140,10 +158,11 @@ def _functions(trace: Trace) -> list[_Function]:
     # wrapper): its callee is listed, not it
     acting = {op.frame for op in trace.ops if op.file and op.line}
     acting |= {c.site.frame for c in trace.calls if c.site is not None and c.site.line}
-    kept = [fn for fn in found.values() if not is_torch_file(fn.file) and fn.runs and acting & set(fn.runs)]
+    ran = [fn for fn in found.values() if fn.runs and acting & set(fn.runs)]
+    kept = [fn for fn in ran if not is_torch_file(fn.file)]
     for fn in kept:
         fn.runs = dict(sorted(fn.runs.items()))
-    return sorted(kept, key=lambda fn: min(fn.runs))
+    return sorted(kept, key=lambda fn: min(fn.runs)), len(ran) - len(kept)
 
 
 def _left(events: list[_Event]) -> list[TensorMeta]:
@@ -187,16 +206,16 @@ class _Def:
 
 
 @functools.cache
-def _defs(file: str) -> tuple[tuple[str, ...], dict[int, _Def]] | None:
+def _defs(file: str) -> tuple[tuple[str, ...], dict[int, _Def]] | str:
     """The file's lines and its functions by the line their code starts at (co_firstlineno: the
-    first decorator's line, or the def's); None where the file cannot be read or parsed."""
+    first decorator's line, or the def's); where the file cannot be read or parsed, why not."""
     lines = linecache.getlines(file)
     if not lines:
-        return None
+        return "its file cannot be read" if os.path.isabs(file) else "it ran from no file on disk"
     try:
         tree = ast.parse("".join(lines))
     except (SyntaxError, ValueError):
-        return None
+        return "its file does not parse as Python"
     defs: dict[int, _Def] = {}
 
     def visit(node: ast.AST, prefix: str) -> None:
@@ -240,6 +259,16 @@ def _statement_ends(node: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[int, i
 
     visit(node.body)
     return ends
+
+
+def _loop_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[int]:
+    """The lines that can run more than once in one call: a loop's, or a comprehension's."""
+    lines: set[int] = set()
+    loops = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+    for n in ast.walk(node):
+        if isinstance(n, loops):
+            lines.update(range(n.lineno, (n.end_lineno or n.lineno) + 1))
+    return lines
 
 
 def _not_run(
@@ -291,25 +320,26 @@ def _branch_start(s: ast.If, branch: list[ast.stmt], lines: tuple[str, ...]) -> 
 def source_view(trace: Trace, shapes: Shapes = Shapes.symbolic, only: tuple[str, ...] = ()) -> SourceView:
     """The annotated source of every function that ran in `trace`; with `only`, of those whose
     qualified name matches one of its glob patterns (ConfigError for a pattern that matches none)."""
-    views = _views(trace, shapes)
+    functions, in_torch = _functions(trace)
+    views = _views(functions, trace, shapes)
     for pattern in only:
         if not any(fnmatchcase(v.name, pattern) for v in views):
             examples = ", ".join(v.name for v in views[:3])
             raise ConfigError(f"--function {pattern!r} matches no function that ran (e.g. {examples})")
     shown = [v for v in views if any(fnmatchcase(v.name, p) for p in only)] if only else views
-    return SourceView(trace, tuple(shown), len(views))
+    return SourceView(trace, tuple(shown), len(views), in_torch)
 
 
-def _views(trace: Trace, shapes: Shapes) -> list[FunctionView]:
+def _views(functions: list[_Function], trace: Trace, shapes: Shapes) -> list[FunctionView]:
     views = []
-    for fn in _functions(trace):
+    for fn in functions:
         runs = list(fn.runs.values())
         labels = _labels(trace, runs)
         where = tuple(dict.fromkeys(_path(trace, r.call) for r in runs))
         parsed = _defs(fn.file)
-        found = parsed is not None and fn.first_line in parsed[1]
-        if parsed is None or not found:
-            views.append(_fallback(fn, runs, labels, where, shapes))
+        if isinstance(parsed, str) or fn.first_line not in parsed[1]:
+            why = parsed if isinstance(parsed, str) else f"its file has no function at line {fn.first_line}"
+            views.append(_fallback(fn, runs, labels, where, shapes, why))
             continue
         lines, defs = parsed
         d = defs[fn.first_line]
@@ -321,38 +351,96 @@ def _views(trace: Trace, shapes: Shapes) -> list[FunctionView]:
                 mapped.setdefault(ends.get(line, line), []).extend(events)
             by_line.append(mapped)
         not_run = _not_run(d.node, lines, by_line)
+        loops = _loop_lines(d.node)
         last = d.node.end_lineno or d.node.lineno
         rows = []
         for number in range(fn.first_line, last + 1):
-            notes = _annotations([m.get(number, []) for m in by_line], labels, shapes)
+            notes = _annotations([m.get(number, []) for m in by_line], labels, shapes, number in loops)
             rows.append(Line(number, lines[number - 1], notes, number in not_run))
         views.append(FunctionView(fn.file, d.qualname, fn.first_line, len(runs), where, tuple(rows), True))
     return views
 
 
 def _fallback(
-    fn: _Function, runs: list[_Run], labels: list[str], where: tuple[str, ...], shapes: Shapes
+    fn: _Function, runs: list[_Run], labels: list[str], where: tuple[str, ...], shapes: Shapes, why: str
 ) -> FunctionView:
     numbers = sorted({line for r in runs for line in r.events})
     rows = []
     ops: dict[int, tuple[str, ...]] = {}
     for number in numbers:
-        notes = _annotations([r.events.get(number, []) for r in runs], labels, shapes)
+        notes = _annotations([r.events.get(number, []) for r in runs], labels, shapes, False)
         names = [e.name for r in runs for e in sorted(r.events.get(number, []), key=lambda e: e.time)]
         ops[number] = tuple(dict.fromkeys(names))
         rows.append(Line(number, "", notes))
-    return FunctionView(fn.file, fn.name, fn.first_line, len(runs), where, tuple(rows), False, ops)
+    return FunctionView(fn.file, fn.name, fn.first_line, len(runs), where, tuple(rows), False, ops, why)
 
 
-def _annotations(per_run: list[list[_Event]], labels: list[str], shapes: Shapes) -> tuple[Annotation, ...]:
-    """Each distinct list of shapes the line left, with the runs that left it; runs that left
-    nothing there (the line did not run in them, or made nothing) are not listed."""
-    groups: dict[str, tuple[list[TensorMeta], list[str]]] = {}
+def _annotations(
+    per_run: list[list[_Event]], labels: list[str], shapes: Shapes, in_loop: bool
+) -> tuple[Annotation, ...]:
+    """Each distinct annotation of the line, with the runs that made it; runs that ran nothing
+    there are not listed."""
+    groups: dict[str, tuple[Annotation, list[str]]] = {}
     for events, label in zip(per_run, labels, strict=True):
-        left = _left(events) if events else []
-        if left:
-            groups.setdefault(shapes_text(tuple(left), shapes), (left, []))[1].append(label)
-    return tuple(Annotation(tuple(ts), tuple(runs)) for ts, runs in groups.values())
+        made = _made(events, in_loop)
+        if made is not None:
+            groups.setdefault(flow_text(made, shapes), (made, []))[1].append(label)
+    return tuple(Annotation(a.start, a.stages, tuple(runs)) for a, runs in groups.values())
+
+
+def _made(events: list[_Event], in_loop: bool) -> Annotation | None:
+    """What the events of one run of a line made, stage by stage (see the module's docstring); None
+    where they took and made no tensor."""
+    stage_of: dict[int, int] = {}  # value made on the line -> its stage
+    stages: list[list[TensorMeta]] = []
+    first_inputs: dict[int, TensorMeta] = {}
+    handed_back: dict[int, TensorMeta] = {}
+    for e in sorted(events, key=lambda e: e.time):
+        taken = {t.id for t in e.inputs}
+        stage = 1 + max((stage_of[i] for i in taken if i in stage_of), default=-1)
+        for t in e.outputs:
+            if t.id in taken:
+                handed_back.setdefault(t.id, t)
+            elif t.id not in stage_of:
+                stage_of[t.id] = stage
+                if stage == len(stages):
+                    stages.append([])
+                stages[stage].append(t)
+                if stage == 0 and e.inputs:  # its first input, and any like it (cat's halves)
+                    like = [i for i in e.inputs if _same_shapes((i,), e.inputs[:1])]
+                    first_inputs.update((i.id, i) for i in like if i.id not in first_inputs)
+    if not stages:
+        return Annotation(tuple(handed_back.values()), (), ()) if handed_back else None
+    return Annotation(
+        tuple(first_inputs.values()), _repeats([Stage(tuple(ts)) for ts in stages], in_loop), ()
+    )
+
+
+def _repeats(stages: list[Stage], in_loop: bool) -> tuple[Stage, ...]:
+    """On a line in a loop, a stage made again right after itself (one Block after the other) once,
+    with its count."""
+    if not in_loop:
+        return tuple(stages)
+    out: list[Stage] = []
+    for s in stages:
+        if out and _same_shapes(out[-1].tensors, s.tensors):
+            out[-1] = Stage(out[-1].tensors, out[-1].times + 1)
+        else:
+            out.append(s)
+    return tuple(out)
+
+
+def _same_shapes(a: tuple[TensorMeta, ...], b: tuple[TensorMeta, ...]) -> bool:
+    return [(t.shape, t.symbols) for t in a] == [(t.shape, t.symbols) for t in b]
+
+
+def flow_text(a: Annotation, shapes: Shapes = Shapes.symbolic) -> str:
+    """`(B, T, C) -> (B, T, 3C) -> 3×(B, T, C)`, `(B, T, C) unchanged`, `(B, T, C) ×80`."""
+    if not a.stages:
+        return f"{shapes_text(a.start, shapes)} unchanged"
+    parts = [shapes_text(a.start, shapes)] if a.start else []
+    parts += [shapes_text(s.tensors, shapes) + (f" ×{s.times}" if s.times > 1 else "") for s in a.stages]
+    return " -> ".join(parts)
 
 
 def _path(trace: Trace, call: int | None) -> str:
