@@ -213,8 +213,8 @@ def test_value_embeddings_and_x0_are_side_inputs_and_only_the_blocks_have_residu
     assert len(mixes) == 2 and all(g.root.steps[i].inputs for i in mixes)
     x0 = {s.value.id for s in g.root.side_inputs if s.source == "rms_norm"}
     assert len(x0) == 1  # x0: one value, read again before each block
-    assert [g.root.steps[s.steps[0]].name for s in g.root.segments] == ["wte", "rms_norm", "mul", "add", "blocks.0",
-                                                                        "mul", "add", "blocks.1"]  # fmt: skip
+    chain = ["wte", "rms_norm", "mul", "add", "blocks.0", "mul", "add", "blocks.1"]
+    assert [g.root.steps[s.steps[0]].name for s in g.root.segments] == chain
 
 
 class WithAux(nn.Module):
