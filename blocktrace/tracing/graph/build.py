@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from blocktrace.graph.model import (
+from blocktrace.tracing.graph.model import (
     Branch,
     Graph,
     Level,
@@ -35,14 +35,28 @@ from blocktrace.tracing.ops import facts
 from blocktrace.tracing.trace import Frame, ModuleCall, OpCall, TensorMeta, Trace
 
 
-def build_graph(trace: Trace) -> Graph:
+def build_graph(trace: Trace, everything: bool = True) -> Graph:
+    """The graph of `trace`; without `everything`, only its levels and residuals (no side inputs,
+    nothing beside the streams): what the tracer needs to record the residual adds."""
     roots = trace.children(None)
     if not roots:
         return Graph(())
     names = {t.id: "input" if i == 0 else f"input {i + 1}" for i, t in enumerate(trace.inputs)}
-    builder = _Builder(trace)
+    builder = _Builder(trace, everything)
     builder.open(roots[0], names, None, root=True)
     return Graph(tuple(builder.levels), tuple(builder.beside))
+
+
+def residual_joins(trace: Trace) -> dict[int, int]:
+    """Op index of each residual sum's last add -> the id of the stream value it adds back, for
+    every residual the graph finds (a join call's: the add inside it)."""
+    graph = build_graph(trace, everything=False)
+    found = {}
+    for level in graph.levels:
+        for r in level.residuals:
+            if r.adds:
+                found[max(level.steps[r.join].ops)] = r.skip.id
+    return found
 
 
 def outer_helpers(frames: Iterable[Frame]) -> dict[int, tuple[str, int]]:
@@ -62,8 +76,9 @@ def outer_helpers(frames: Iterable[Frame]) -> dict[int, tuple[str, int]]:
 
 
 class _Builder:
-    def __init__(self, trace: Trace):
+    def __init__(self, trace: Trace, everything: bool):
         self.trace = trace
+        self.everything = everything
         self.helper_of = outer_helpers(trace.frames)
         self.levels: list[Level] = []
         self.beside: list[tuple[int, int]] = []  # calls off every stream that hold residuals: how many
@@ -80,6 +95,17 @@ class _Builder:
         for f in trace.frames:
             if f.caller is not None:
                 self.callees.setdefault(f.caller, []).append(f.frame)
+        self.adds = [0]  # adds[i]: how many of the first i ops are adds
+        for op in trace.ops:
+            self.adds.append(self.adds[-1] + facts(op.name).is_add)
+        # call index -> the ops run inside it, its callees' included: contiguous in the order ops ran
+        self.span: dict[int, tuple[int, int]] = {}
+        for op in trace.ops:
+            c = op.call
+            while c is not None:
+                first, _ = self.span.get(c, (op.index, op.index))
+                self.span[c] = (first, op.index + 1)
+                c = trace.calls[c].parent
         self.busy = {o.frame for o in trace.ops} | {c.site.frame for c in trace.calls if c.site is not None}
         self.functions = {f.frame: f.function for f in trace.frames}
         self.callers = {f.frame: f.caller for f in trace.frames}
@@ -92,6 +118,15 @@ class _Builder:
             function = self.functions.get(frame, function)
         return function
 
+    def _adds_inside(self, step: Step) -> bool:
+        calls = (step.call,) if step.call is not None else step.calls
+        spans = [self.span.get(c, (0, 0)) for c in calls]
+        return any(self.adds[a] != self.adds[b] for a, b in spans)
+
+    def ops_inside(self, call: ModuleCall) -> tuple[OpCall, ...]:
+        first, end = self.span.get(call.index, (0, 0))
+        return self.trace.ops[first:end]
+
     def owners(self, call: ModuleCall, steps: list[Step]) -> dict[int, int]:
         """Op index -> the step of `call`'s level it ran in (inside a child call, a helper, or as
         itself)."""
@@ -99,7 +134,7 @@ class _Builder:
         for i, s in enumerate(steps):
             step_of_call.update((c, i) for c in s.calls)
         found = {o: i for i, s in enumerate(steps) for o in s.ops}
-        for op in self.trace.ops:
+        for op in self.ops_inside(call):
             c = op.call
             while c is not None and c not in step_of_call and c != call.index:
                 c = self.trace.calls[c].parent
@@ -238,22 +273,26 @@ class _Builder:
         for i in level.spine:
             step = steps[i]
             inner_skip = level.join_skips.get(i)
+            mark = len(self.levels)
+            if inner_skip is None and not self._adds_inside(step):
+                continue  # no add inside: no residual to find
             if step.kind == StepKind.call:
                 assert step.call is not None
-                inner = self.open(self.trace.calls[step.call], dict(names), inner_skip)
+                inner = self.open(self.trace.calls[step.call], names, inner_skip)
             elif step.kind == StepKind.helper and step.calls:
-                inner = self.open(call, dict(names), inner_skip, helper=step)
+                inner = self.open(call, names, inner_skip, helper=step)
             else:
                 continue
             if inner_skip is not None or inner.residuals or inner.opened:
                 opened.append(i)
             else:
-                del self.levels[self.levels.index(inner) :]
+                del self.levels[mark:]
         for i, step in enumerate(steps):
-            if step.kind == StepKind.call and i not in level.spine and i not in level.in_branches:
+            beside_stream = i not in level.spine and i not in level.in_branches
+            if self.everything and step.kind == StepKind.call and beside_stream and self._adds_inside(step):
                 assert step.call is not None
                 mark = len(self.levels)
-                beside = self.open(self.trace.calls[step.call], dict(names), None)
+                beside = self.open(self.trace.calls[step.call], names, None)
                 count = (
                     len(Graph(tuple(self.levels[mark:])).residuals)
                     if beside.residuals or beside.opened
@@ -329,16 +368,25 @@ def _main_inputs(step: Step) -> tuple[TensorMeta, ...]:
     return step.inputs[:1] if step.kind == StepKind.call else step.inputs
 
 
-def _leads_to(parents: dict[int, tuple[int, ...]], target: TensorMeta | None) -> set[int]:
-    """Ids the target's value was computed from, op by op, the target's own included (a module
-    that reads its input only for its shape, as a position embedding does, computes nothing from
-    it)."""
+def _leads_to(
+    parents: dict[int, tuple[int, ...]],
+    made_at: dict[int, int],
+    span: tuple[int, int],
+    target: TensorMeta | None,
+) -> set[int]:
+    """Ids the target's value was computed from, op by op, inside the ops of `span`, the target's
+    own included (a module that reads its input only for its shape, as a position embedding does,
+    computes nothing from it)."""
     if target is None:
         return set()
+    first, end = span
     found = {target.id}
     todo = [target.id]
     while todo:
-        for u in parents.get(todo.pop(), ()):
+        tid = todo.pop()
+        if not first <= made_at.get(tid, -1) < end:
+            continue  # made before the level began: one of its inputs
+        for u in parents.get(tid, ()):
             if u not in found:
                 found.add(u)
                 todo.append(u)
@@ -364,10 +412,11 @@ class _Level:
         self.frame = frame
         self.steps, self.producer, self.names, self.outputs = steps, producer, names, outputs
         self.main_in, self.main_out, self.skip = main_in, main_out, skip
-        self.parents, self.op_of = builder.parents, builder.op_of
+        self.parents, self.op_of, self.everything = builder.parents, builder.op_of, builder.everything
         self.owner = builder.owners(call, steps)
-        self.from_main = self._from_main(builder.trace)
-        self.upstream = _leads_to(self.parents, main_out)
+        self.from_main = self._from_main(builder.ops_inside(call))
+        span = builder.span.get(call.index, (0, 0))
+        self.upstream = _leads_to(self.parents, self.op_of, span, main_out)
         self.spine, self.values = self._spine()
         self.join_skips: dict[int, TensorMeta] = {}  # a join call -> the stream value it adds inside
         self.terms: dict[int, set[int]] = {}  # a join -> the ids of its residual's terms
@@ -429,7 +478,7 @@ class _Level:
 
     def _segments(self) -> tuple[list[Segment], list[SideInput]]:
         if self.main_in is None or not self.spine or self.values[-1].id != getattr(self.main_out, "id", None):
-            return [], self._side_inputs(set())
+            return [], self._side_inputs(set()) if self.everything else []
         stream = {}
         for pos, v in enumerate(self.values):
             stream.setdefault(v.id, pos)
@@ -470,7 +519,7 @@ class _Level:
             while segments and segments[-1][0] >= pos:
                 segments.pop()  # the stream's steps since the skip are the residual's branch
             segments.append((pos, Segment(residual.skip, end, residual.adds or (i,), residual)))
-        return [s for _, s in segments], self._side_inputs(context)
+        return [s for _, s in segments], self._side_inputs(context) if self.everything else []
 
     def _residual(
         self, k: int, join: int, found: tuple[int, list[tuple[TensorMeta, bool, list[int]]]]
@@ -515,13 +564,13 @@ class _Level:
                     found.append(SideInput(i, t, self.names.get(t.id, "?")))
         return found
 
-    def _from_main(self, trace: Trace) -> set[int]:
+    def _from_main(self, ops: tuple[OpCall, ...]) -> set[int]:
         """The ids computed from the main input, op by op (a call's outputs where it hands its input
         back)."""
         if self.main_in is None:
             return set()
         found = {self.main_in.id}
-        for op in trace.ops:
+        for op in ops:
             if any(t.id in found for t in op.inputs):
                 found.update(t.id for t in op.outputs)
         return found
