@@ -222,8 +222,8 @@ class _Builder:
         if not returned:
             returned = list(items[-1].outputs)
         first = items[0]
-        own = first.function if isinstance(first, OpCall) and first.frame == frame else "?"
-        name = self.helper_name(frame, self.functions.get(frame, own))
+        function = first.function if isinstance(first, OpCall) and first.frame == frame else "?"
+        name = self.helper_name(frame, self.functions.get(frame, function))
         return Step(
             StepKind.helper,
             name,
@@ -479,7 +479,7 @@ class _Level:
     def _segments(self) -> tuple[list[Segment], list[SideInput]]:
         if self.main_in is None or not self.spine or self.values[-1].id != getattr(self.main_out, "id", None):
             return [], self._side_inputs(set()) if self.everything else []
-        stream = {}
+        stream: dict[int, int] = {}  # id -> its first position on the stream
         for pos, v in enumerate(self.values):
             stream.setdefault(v.id, pos)
         if self.skip is not None:

@@ -4,12 +4,12 @@ and side outputs. Built by graph/build.py, read by every view. No torch here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from blocktrace.tracing.trace import TensorMeta
 
 
-class StepKind(str, Enum):
+class StepKind(StrEnum):
     call = "call"  # a module call
     helper = "helper"  # one call of a function of the model's code that is not a forward, all it ran
     op = "op"  # a functional op (F.rms_norm, relu, view, +, ...)
