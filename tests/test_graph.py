@@ -264,3 +264,18 @@ class LayerScale(nn.Module):
 def test_layer_scale_and_drop_path_are_on_the_branch() -> None:
     t, g = traced(LayerScaled(), torch.randn(2, 5, 8))
     assert branches(t, g) == [[["norm1", "attn", "ls1", "drop_path"]]]
+
+
+def test_the_drawing_shows_a_helper_that_calls_modules_as_one_step() -> None:
+    """q, k, v and o are drawn inside one attention() box, not as a chain q -> attention() -> k."""
+    from blocktrace.views.diagram.layout import expression
+    from blocktrace.views.steps import StepKind as DrawnKind
+    from blocktrace.views.steps import StepTree
+
+    t, _ = traced(Attention(8), torch.randn(2, 5, 8), torch.zeros(5, 5))
+    tree = StepTree(t)
+    drawn = [(s.kind, s.label) for s in tree.stream]
+    assert drawn == [(DrawnKind.helper, "norm"), (DrawnKind.helper, "attention"), (DrawnKind.residual, "+")]
+    assert [c.path for c in tree.stream[1].calls] == ["q", "k", "v", "o"]
+    (residual,) = t.residual_adds
+    assert expression(tree, residual) == "x + attention(norm(x))"
