@@ -13,6 +13,7 @@ from blocktrace.tracing.trace import Trace
 
 if TYPE_CHECKING:
     from blocktrace.sizes.fit import ShapeFit
+    from blocktrace.tracing.memory_record import MemoryRecord
 
 
 def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str, ...] = ()) -> Trace:
@@ -191,3 +192,20 @@ def load_torch() -> None:
         import torch  # noqa: F401
 
     gc.freeze()
+
+
+def memory_record(request: ModelRequest) -> MemoryRecord:
+    """What the model asked for holds in training and inference, recorded at full size on the meta
+    device (tracing/saved.py): nothing is allocated, whatever its size."""
+    from blocktrace.tracing.saved import record_memory
+
+    load_torch()
+    spec = request.spec()
+    try:
+        module = spec.build(spec.sizes, "meta", spec.layers)
+        args, kwargs = spec.inputs(spec.sizes, "meta")
+        return record_memory(module, args, kwargs, spec.sizes.get("T"))
+    except (RuntimeError, NotImplementedError) as error:
+        if isinstance(error, TraceError):
+            raise
+        raise TraceError(f"the meta device cannot run this model: {error_line(error)}") from error

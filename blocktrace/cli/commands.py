@@ -6,7 +6,7 @@ torch is imported only inside the commands that trace, so `blocktrace --help` st
 from __future__ import annotations
 
 from enum import Enum, StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,12 +21,20 @@ from blocktrace.cli.options import (
     ShapesOpt,
     SourceFormat,
     TableFormat,
+    _Format,
+    _formats,
     block_flags,
 )
 from blocktrace.models.request import ModelRequest
 from blocktrace.models.spec import Device
 from blocktrace.output import formats
+from blocktrace.views.memory.build import Optimizer
 from blocktrace.views.shapes import Shapes
+
+if TYPE_CHECKING:
+    MemoryFormat = _Format
+else:
+    MemoryFormat = _formats("memory")
 
 
 @app.command(cls=OptionsOnly)
@@ -242,6 +250,62 @@ def source(
     name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
     view = source_view(cached_trace(model, device, use_cache=cache), shapes, tuple(function or ()))
     formats.write(SourceListing(view, shapes, width), name, output)
+
+
+@app.command(cls=OptionsOnly)
+@block_flags
+def memory(
+    model: ModelRequest,
+    optimizer: Annotated[
+        Optimizer,
+        typer.Option(
+            "--optimizer",
+            help="The optimizer whose state training keeps: adamw (two moments a weight), sgd (with "
+            "momentum: one), none.",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = Optimizer.adamw,
+    mixed: Annotated[
+        bool,
+        typer.Option(
+            "--mixed",
+            help="Mixed precision: a 16-bit --dtype keeps float32 master weights and optimizer state.",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = False,
+    fmt: Annotated[
+        MemoryFormat | None,
+        typer.Option(
+            "--format",
+            help="text: the totals, then what each call and op saved for backward; markdown: tables; "
+            "json and csv: for scripts (see docs/memory.md); svg, html: the text as a picture. "
+            "Default: as -o FILE's suffix says, else text.",
+            show_default=False,
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Show what training and inference hold: weights, gradients, optimizer state and the
+    activations autograd saves for backward; weights, the key/value cache and the forward's peak.
+
+    Measured by running the model at full size on the meta device, which allocates nothing: the
+    saved activations are the distinct storages torch.autograd.graph.saved_tensors_hooks sees in a
+    forward with grad (train mode where the model has dropout), per module call and per op.
+
+    Examples:
+
+    \b
+      blocktrace memory --n-embd 768 --seq 1024
+      blocktrace memory --dtype bfloat16 --mixed --optimizer adamw
+      blocktrace memory --hf docs/examples/llama-70b --format json
+    """
+    from blocktrace.pipeline import memory_record
+    from blocktrace.views.memory.build import memory_view
+    from blocktrace.views.memory.render import MemoryView
+
+    name = formats.resolve("memory", _value(fmt), output)  # a bad -o is said before running
+    formats.write(MemoryView(memory_view(memory_record(model), optimizer, mixed)), name, output)
 
 
 class CacheAction(StrEnum):

@@ -50,6 +50,7 @@ OFFERS: dict[str, tuple[str, ...]] = {
     "diagram": ("text", "markdown", "json", "svg", "html"),
     "table": ("text", "markdown", "json", "csv", "svg", "html"),
     "source": ("text", "markdown", "json", "svg", "html"),
+    "memory": ("text", "markdown", "json", "csv", "svg", "html"),
 }
 DEFAULT = "text"  # with no --format and no -o FILE suffix to go by
 
