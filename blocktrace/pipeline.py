@@ -9,6 +9,7 @@ from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.block.spec import BlockSpec
 from blocktrace.models.request import ModelRequest
 from blocktrace.models.spec import Device, ModelSpec
+from blocktrace.models.user_output import user_output_to_stderr
 from blocktrace.tracing.trace import Trace
 
 if TYPE_CHECKING:
@@ -22,16 +23,21 @@ def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str
     if the probes cannot be fitted); "meta" traces the full-size module on PyTorch's meta device;
     "cpu" and "cuda" run it with real tensors. `frozen`: module path globs to set requires_grad=False.
     A spec with `full_size_trace` is traced on the meta device under "probe" too, the probes only
-    naming its sizes.
+    naming its sizes. What the model's code prints goes to stderr.
     """
-    from blocktrace.sizes.naming import derived_trace, named
-    from blocktrace.sizes.stack import fit_shapes
-
     if device == Device.cuda:
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
+    with user_output_to_stderr():
+        return _trace_spec(spec, device, frozen)
+
+
+def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...]) -> Trace:
+    from blocktrace.sizes.naming import derived_trace, named
+    from blocktrace.sizes.stack import fit_shapes
+
     if spec.full_size_trace:
         unit = _unit_fit(spec, frozen)
         if device in (Device.probe, Device.meta):
@@ -173,7 +179,9 @@ def cached_trace(
     if key is not None and (hit := cache.load(key, device, frozen)) is not None:
         return hit
     load_torch()
-    traced = trace_spec(request.spec(), device, frozen)
+    with user_output_to_stderr():  # the spec imports the user's code, or transformers
+        spec = request.spec()
+    traced = trace_spec(spec, device, frozen)
     if key is not None:
         cache.store(traced, key, device, frozen)
     return traced
