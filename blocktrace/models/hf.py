@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocktrace.errors import ConfigError, error_line
 from blocktrace.models.block.config import MAX_ELEMENTS, MAX_LAYERS
+from blocktrace.models.hf_inputs import MainInput, main_input
 from blocktrace.models.spec import Dtype
 from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
@@ -47,10 +48,15 @@ _KEYS = {
     "V": "vocab_size",
     "P": "max_position_embeddings",
 }
+_DECODER_POSITIONS = "max_target_positions"  # Whisper's decoder: its P, where it has no other
 _LAYERS = "num_hidden_layers"
 _PARTIAL = ("rotary_pct", "partial_rotary_factor")
+_START = "decoder_start_token_id"
 _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id")
-_INNER = ("intermediate_size", "n_inner")  # GPT-2 calls it n_inner, and None there means 4C
+# GPT-2 calls it n_inner (None there means 4C); BART and Whisper encoder_ffn_dim, T5 d_ff
+_INNER = ("intermediate_size", "n_inner", "encoder_ffn_dim", "d_ff")
+_ENCODER, _DECODER = "encoder_", "decoder_"
+_DECODER_LAYERS = ("decoder_layers", "num_decoder_layers")  # BART's, T5's
 
 
 def load_config(source: str) -> Any:
@@ -110,18 +116,35 @@ class HFSpec:
     def from_config(cls, source: str, config: Any, batch: int, seq: int | None, dtype: Dtype) -> HFSpec:
         """`seq` None: 1024 tokens, or fewer where the model has fewer positions."""
         if seq is None:
-            positions = getattr(config, _KEYS["P"], None)
+            positions = getattr(config, _KEYS["P"], None) or getattr(config, _DECODER_POSITIONS, None)
             seq = min(1024, positions) if isinstance(positions, int) and positions > 0 else 1024
         return cls(source, config, batch, seq, dtype)
 
     @cached_property
+    def main(self) -> MainInput:
+        """What its forward is fed."""
+        found = main_input(self.config, self.model_class())
+        if found is None:
+            raise ConfigError(
+                f"--hf {self.source}: its forward takes an input blocktrace cannot build from a config "
+                "(it builds token ids, pixel values and audio features); --module FILE.py:NAME traces a "
+                "factory that builds it"
+            )
+        return found
+
+    @cached_property
     def _values(self) -> dict[str, int]:
         """The config's sizes, by symbol."""
-        found = {"B": self.batch, "T": self.seq}
+        found = {"B": self.batch, **({"T": self.seq} if self.main.tokens else {})}
         for symbol, key in _KEYS.items():
             value = getattr(self.config, key, None)
+            if symbol == "P" and value is None:
+                value = getattr(self.config, _DECODER_POSITIONS, None)
             if isinstance(value, int) and not isinstance(value, bool):
                 found[symbol] = value
+        if found.get("Hkv") == found.get("H"):
+            del found["Hkv"]  # every head its own keys and values: no grouping for the probes to add
+        found.update(self.main.values(self.config))
         inner = next((k for k in _INNER if isinstance(getattr(self.config, k, None), int)), None)
         if inner is not None:
             found["F"] = getattr(self.config, inner)
@@ -141,7 +164,7 @@ class HFSpec:
         partial = any(
             isinstance(getattr(self.config, k, None), float) and getattr(self.config, k) < 1 for k in _PARTIAL
         )
-        basis = [_B, _T, *heads, _D_PARTIAL if partial else _D]
+        basis = [_B, *((_T,) if "T" in v else ()), *heads, _D_PARTIAL if partial else _D]
         if v["C"] == v["H"] * v["D"]:
             composites.append(Composite("C", "hidden_size", (*h, ("D", 1))))
         else:
@@ -149,6 +172,8 @@ class HFSpec:
         if "Hkv" in v:
             composites.append(Composite("H", "num_attention_heads", h))
         basis += [s for s in (_F, _V, _P) if s.name in v]
+        basis += self.main.basis
+        composites += self.main.composites
         return SymbolSet(tuple(basis), tuple(composites), _ORDER)
 
     @property
@@ -168,15 +193,29 @@ class HFSpec:
         for symbol, key in _KEYS.items():
             if symbol in self._values and symbol not in ("B", "T"):
                 settings[key] = values[symbol]
+        if "Hkv" not in self._values and isinstance(getattr(self.config, _KEYS["Hkv"], None), int):
+            settings[_KEYS["Hkv"]] = values["H"]  # as many as the query heads, in every probe too
+        if "P" in values and getattr(self.config, _KEYS["P"], None) is None:
+            settings[_DECODER_POSITIONS] = settings.pop(_KEYS["P"])
+        settings.update(self.main.settings(values))
         if "F" in self._values:
             inner = next(k for k in _INNER if isinstance(getattr(self.config, k, None), int))
             settings[inner] = values["F"]
         raw = self.config.to_dict()
         for key, value in settings.items():
-            raw[self.config.attribute_map.get(key, key)] = value
+            name = self.config.attribute_map.get(key, key)
+            if name not in raw and _read_only(self.config, name):
+                continue  # derived by the config from what is set (Falcon's head_dim)
+            twin = _DECODER + name.removeprefix(_ENCODER)
+            if name.startswith(_ENCODER) and raw.get(twin) == raw.get(name):
+                raw[twin] = value  # BART's, Whisper's decoder, as big as the encoder
+            raw[name] = value
+        for key in _DECODER_LAYERS:
+            if isinstance(raw.get(key), int) and layers < self.layers:
+                raw[key] = min(layers, raw[key])
         for key in _TOKEN_IDS:  # a special token past a probe's tiny vocabulary names no row: none
             if isinstance(raw.get(key), int) and raw[key] >= values.get("V", raw[key] + 1):
-                raw[key] = None
+                raw[key] = 0 if key == _START else None  # Whisper's start token must be an int
         for key, value in list(raw.items()):  # one entry per layer (Qwen2's layer_types): the first ones
             if isinstance(value, list) and len(value) == self.layers and layers < self.layers:
                 raw[key] = value[:layers]
@@ -205,10 +244,7 @@ class HFSpec:
         return model.eval()
 
     def inputs(self, sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:
-        import torch
-
-        ids = torch.zeros(sizes["B"], sizes["T"], dtype=torch.long, device=device)
-        return (ids,), {}
+        return self.main.tensors(sizes, device, self.dtype.to_torch())
 
     def describe(self) -> dict[str, Any]:
         import transformers
@@ -222,3 +258,9 @@ class HFSpec:
             "seq": self.seq,
             "dtype": self.dtype,
         }
+
+
+def _read_only(config: Any, name: str) -> bool:
+    """Whether `name` is a property of the config's class that cannot be set."""
+    found = getattr(type(config), name, None)
+    return isinstance(found, property) and found.fset is None
