@@ -5,7 +5,7 @@ torch is imported only inside the commands that trace, so `blocktrace --help` st
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated
 
 import typer
@@ -242,7 +242,7 @@ def source(
     formats.write("source", name, view, output, shapes=shapes, width=width)
 
 
-class CacheAction(str, Enum):
+class CacheAction(StrEnum):
     info = "info"
     clear = "clear"
 
