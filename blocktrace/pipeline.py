@@ -99,6 +99,8 @@ def _trace_full_size(
         return named(_run(spec, "meta", frozen), spec, unit)
     except TraceError as error:
         if device == Device.meta or not _meta_unsupported(error):
+            if _fails_on_cpu_too(spec, frozen, error):
+                raise
             # torch's meta kernels word an error their own way: say where it ran
             raise TraceError(f"{error} (on the meta device)") from error
         reason = str(error)
@@ -115,6 +117,22 @@ def _trace_full_size(
         )
     notice("note", f"the meta device cannot run this model ({reason}); shapes derived from 2 small CPU runs")
     return derived
+
+
+def _fails_on_cpu_too(spec: ModelSpec, frozen: tuple[str, ...], error: TraceError) -> bool:
+    """Whether a small real CPU run of one unit fails as the meta device's did (the same exception
+    type): then the error is the model's, not the meta device's. Without sizes to make it small, the
+    only CPU run is the full size, not tried for an error's wording."""
+    from blocktrace.sizes.fit import probe_module, probe_trace
+
+    if not spec.symbols.basis:
+        return False
+    sizes = spec.symbols.probes()[0]
+    try:
+        probe_trace(spec, sizes, probe_module(spec, sizes, frozen))
+    except (TraceError, ConfigError) as cpu_error:
+        return type(cpu_error.__cause__) is type(error.__cause__)
+    return False
 
 
 def _meta_unsupported(error: TraceError) -> bool:
