@@ -96,7 +96,14 @@ def _trace_full_size(
     from blocktrace.sizes.stack import fit_shapes
 
     try:
-        return named(_run(spec, "meta", frozen), spec, unit)
+        traced = named(_run(spec, "meta", frozen), spec, unit)
+        if unit is not None and not traced.symbols:
+            notice(
+                "note",
+                "the dims are shown as numbers: the full-size trace differs in structure from the probes' "
+                f"{'one layer' if spec.layers > 1 else 'unit'} beyond repeating it, so no size is named",
+            )
+        return traced
     except TraceError as error:
         if device == Device.meta or not _meta_unsupported(error):
             if _fails_on_cpu_too(spec, frozen, error):

@@ -113,3 +113,37 @@ def test_an_encoder_decoders_decoder_is_probed_at_the_encoders_sizes(tmp_path: P
         assert config.decoder_attention_heads == config.encoder_attention_heads == probe["H"]
         assert config.decoder_ffn_dim == config.encoder_ffn_dim == probe["F"]
         assert config.decoder_layers == config.encoder_layers == 1
+
+
+ROTARY = {
+    # phi-2: partial_rotary_factor in rope_parameters (transformers 5); a cos table of D/2
+    "phi": (lambda: transformers.PhiConfig(**SMALL, vocab_size=97, partial_rotary_factor=0.5), "D/2"),
+    # GPT-J: rotary_dim, a quarter of each head here as in GPT-J-6B (64 of 256): a cos table of D/8
+    "gptj": (
+        lambda: transformers.GPTJConfig(
+            n_embd=64, n_head=4, n_layer=1, vocab_size=97, rotary_dim=4, n_positions=32
+        ),
+        "D/8",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ROTARY))
+def test_a_rotary_share_of_each_head_is_kept_in_the_probes(name: str, tmp_path: Path) -> None:
+    ROTARY[name][0]().save_pretrained(tmp_path)
+    trace = cached_trace(
+        ModelRequest(BlockConfig(), "hf", str(tmp_path), {"batch": B, "seq": T}), use_cache=False
+    )
+    assert symbols_of(trace, "rotary_emb") == ("1", "T", ROTARY[name][1])
+
+
+def test_a_trace_the_probes_cannot_name_says_so(tmp_path: Path) -> None:
+    # a sliding-window cache makes a tensor per layer before the layers run: no stack of the probe's
+    transformers.MistralConfig(**{**SMALL, "num_hidden_layers": 2}, num_key_value_heads=2, vocab_size=97,
+                               sliding_window=4).save_pretrained(tmp_path)  # fmt: skip
+    result = invoke(["table", "--hf", str(tmp_path), "--batch", "2", "--seq", "6"])
+    assert result.exit_code == 0, result.stderr
+    assert (
+        result.stderr.startswith("blocktrace: note: the dims are shown as numbers")
+        and result.stderr.count("\n") == 1
+    )

@@ -10,6 +10,7 @@ P positions, L layers, and B, T the token ids fed to it. No torch or transformer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,8 @@ _KEYS = {
 _DECODER_POSITIONS = "max_target_positions"  # Whisper's decoder: its P, where it has no other
 _LAYERS = "num_hidden_layers"
 _PARTIAL = ("rotary_pct", "partial_rotary_factor")
+_ROPE = "rope_parameters"  # where transformers 5 keeps partial_rotary_factor (phi-2)
+_ROTARY_DIM = "rotary_dim"  # GPT-J's: the dims of each head rotary turns
 _START = "decoder_start_token_id"
 _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id")
 # GPT-2 calls it n_inner (None there means 4C); BART and Whisper encoder_ffn_dim, T5 d_ff
@@ -161,9 +164,7 @@ class HFSpec:
         heads = (_HKV, _G) if "Hkv" in v else (_H,)
         h = (("Hkv", 1), ("G", 1)) if "Hkv" in v else (("H", 1),)
         composites = []
-        partial = any(
-            isinstance(getattr(self.config, k, None), float) and getattr(self.config, k) < 1 for k in _PARTIAL
-        )
+        partial = self._rotary_share < 1
         basis = [_B, *((_T,) if "T" in v else ()), *heads, _D_PARTIAL if partial else _D]
         if v["C"] == v["H"] * v["D"]:
             composites.append(Composite("C", "hidden_size", (*h, ("D", 1))))
@@ -175,6 +176,19 @@ class HFSpec:
         basis += self.main.basis
         composites += self.main.composites
         return SymbolSet(tuple(basis), tuple(composites), _ORDER)
+
+    @cached_property
+    def _rotary_share(self) -> Fraction:
+        """The share of each head rotary embeddings turn: 1 unless the config says less."""
+        rope = getattr(self.config, _ROPE, None)
+        found = [getattr(self.config, k, None) for k in _PARTIAL]
+        found += [rope.get(k) for k in _PARTIAL] if isinstance(rope, dict) else []
+        rotary = getattr(self.config, _ROTARY_DIM, None)
+        if isinstance(rotary, int) and not isinstance(rotary, bool) and 0 < rotary < self._values["D"]:
+            found.append(Fraction(rotary, self._values["D"]))
+        return min(
+            (Fraction(f) for f in found if isinstance(f, float | Fraction) and 0 < f < 1), default=Fraction(1)
+        )
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -198,6 +212,8 @@ class HFSpec:
         if "P" in values and getattr(self.config, _KEYS["P"], None) is None:
             settings[_DECODER_POSITIONS] = settings.pop(_KEYS["P"])
         settings.update(self.main.settings(values))
+        if isinstance(getattr(self.config, _ROTARY_DIM, None), int) and "D" in values:
+            settings[_ROTARY_DIM] = int(values["D"] * self._rotary_share)  # D is a multiple of 8: whole
         if "F" in self._values:
             inner = next(k for k in _INNER if isinstance(getattr(self.config, k, None), int))
             settings[inner] = values["F"]
