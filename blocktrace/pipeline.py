@@ -108,8 +108,11 @@ def _trace_full_size(
         if device == Device.meta or not _meta_unsupported(error):
             if _fails_on_cpu_too(spec, frozen, error):
                 raise
-            # torch's meta kernels word an error their own way: say where it ran
-            raise TraceError(f"{error} (on the meta device)") from error
+            if device == Device.meta or unit is None:
+                # torch's meta kernels word an error their own way: say where it ran
+                raise TraceError(f"{error} (on the meta device)") from error
+            # the probes ran one unit on the CPU: what failed is the meta device's (a kernel that
+            # wants another dtype there, as the grouped matmul of MoE experts does)
         reason = str(error)
     # a single unit's fit is the one already made; a stack's needs the stack traced small
     shape_fit = unit if spec.layers == 1 else fit_shapes(spec, frozen) if unit is not None else None

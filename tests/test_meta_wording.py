@@ -24,7 +24,7 @@ class Refuses(nn.Module):
 class MetaOnly(Refuses):
     def forward(self, x):
         if x.device.type == "meta":
-            raise ValueError("no meta here")
+            raise ValueError("kernel wants bfloat16")
         return self.proj(x)
 
 
@@ -47,4 +47,15 @@ def test_an_error_the_cpu_makes_too_does_not_blame_the_meta_device(tmp_path: Pat
 def test_an_error_of_the_meta_device_alone_says_so(tmp_path: Path) -> None:
     (tmp_path / "models.py").write_text(MODELS, encoding="utf-8")
     result = invoke(["diagram", "--module", f"{tmp_path / 'models.py'}:meta_only", "--device", "meta"])
-    one_error(result, 1, "no meta here", "(on the meta device)")
+    one_error(result, 1, "kernel wants bfloat16", "(on the meta device)")
+
+
+def test_an_error_of_the_meta_device_alone_falls_back_to_the_probes(tmp_path: Path) -> None:
+    # a kernel the meta device lacks (grouped_mm at float32) fails there alone: the probes, which ran
+    # the code on the CPU, give the shapes, and one note says so
+    (tmp_path / "models.py").write_text(MODELS, encoding="utf-8")
+    result = invoke(["table", "--module", f"{tmp_path / 'models.py'}:meta_only"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith("blocktrace: note: the meta device cannot run this model (")
+    assert "kernel wants bfloat16" in result.stderr and result.stderr.count("\n") == 1
+    assert "(B, C) -> (B, C)" in result.stdout

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocktrace.errors import ConfigError, error_line
 from blocktrace.models.block.config import MAX_ELEMENTS, MAX_LAYERS
-from blocktrace.models.hf_inputs import MainInput, main_input
+from blocktrace.models.hf_inputs import MainInput, concrete_class, main_input
 from blocktrace.models.spec import Dtype
 from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
@@ -59,6 +59,7 @@ _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "d
 # GPT-2 calls it n_inner (None there means 4C); BART and Whisper encoder_ffn_dim, T5 d_ff
 _INNER = ("intermediate_size", "n_inner", "encoder_ffn_dim", "d_ff")
 _ENCODER, _DECODER = "encoder_", "decoder_"
+_BATCHED_EXPERTS = "batched_mm"  # transformers' experts implementation of gathered weights and bmm
 _DECODER_LAYERS = ("decoder_layers", "num_decoder_layers")  # BART's, T5's
 
 
@@ -248,13 +249,34 @@ class HFSpec:
         causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(self.config.model_type)
         return AutoModelForCausalLM if causal in (self.config.architectures or ()) else AutoModel
 
+    @cached_property
+    def _batched_experts(self) -> bool:
+        """Whether its MoE experts run transformers' batched_mm implementation, said once in a note:
+        the default, grouped_mm, has no float32 kernel on the meta device and none at the probes'
+        odd sizes on the CPU. batched_mm gathers each token's expert weights and multiplies them in
+        one batch: the same shapes in and out of the experts, and the same multiply-adds."""
+        from blocktrace.output.sink import notice
+
+        cls = concrete_class(self.config, self.model_class())
+        can_set = getattr(cls, "_can_set_experts_implementation", None)
+        if cls is None or can_set is None or not can_set():
+            return False
+        notice(
+            "note",
+            f"the MoE experts run transformers' {_BATCHED_EXPERTS} experts implementation (its default, "
+            "grouped_mm, cannot run on the meta device at these dtypes and sizes); activations count "
+            "each token's gathered expert weights",
+        )
+        return True
+
     def build(self, sizes: dict[str, int], device: str, layers: int) -> nn.Module:
         import torch
 
         config = self.at(sizes, layers)
+        experts = {"experts_implementation": _BATCHED_EXPERTS} if self._batched_experts else {}
         try:
             with torch.device(device):
-                model = self.model_class().from_config(config, dtype=self.dtype.to_torch())
+                model = self.model_class().from_config(config, dtype=self.dtype.to_torch(), **experts)
         except (ValueError, KeyError, ImportError) as error:
             raise ConfigError(f"--hf {self.source}: {error_line(error)}") from error
         return model.eval()

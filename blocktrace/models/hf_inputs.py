@@ -84,14 +84,18 @@ class MainInput:
         return (found.pop(self.name),), found
 
 
+def concrete_class(config: Any, model_class: Any) -> Any:
+    """The class the auto class `model_class` builds for `config`, or None where it names none."""
+    try:
+        return model_class._model_mapping[type(config)]
+    except (KeyError, AttributeError):
+        return None
+
+
 def main_input(config: Any, model_class: Any) -> MainInput | None:
     """The main input of the concrete class the auto class `model_class` builds for `config`; None
     where it is none blocktrace can build."""
-    try:
-        concrete = model_class._model_mapping[type(config)]
-    except (KeyError, AttributeError):  # transformers builds what it knows: token ids by default
-        concrete = None
-    name = getattr(concrete, "main_input_name", "input_ids")
+    name = getattr(concrete_class(config, model_class), "main_input_name", "input_ids")
     if name not in ("input_ids", "pixel_values", "input_features"):
         return None
     return MainInput(name, bool(getattr(config, "is_encoder_decoder", False)))
