@@ -9,7 +9,7 @@ P positions, L layers, and B, T the token ids fed to it. No torch or transformer
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +38,7 @@ _C = Symbol("C", "hidden_size", (29, 31))  # only where hidden_size is not H * h
 _F = Symbol("F", "intermediate_size", (17, 19))
 _V = Symbol("V", "vocab_size", (19, 23))
 _P = Symbol("P", "max_position_embeddings", (23, 29))
+_ODD_PRIMES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73)
 _ORDER = ("B", "T", "C", "F", "H", "Hkv", "G", "D", "V", "P")
 
 # the config's own name for each size (transformers' standard names: attribute_map translates them)
@@ -174,7 +175,7 @@ class HFSpec:
         if "Hkv" in v:
             composites.append(Composite("H", "num_attention_heads", h))
         basis += [s for s in (_F, _V, _P) if s.name in v]
-        basis += self.main.basis
+        basis += _fresh_primes(self.main.basis, basis)
         composites += self.main.composites
         return SymbolSet(tuple(basis), tuple(composites), _ORDER)
 
@@ -296,6 +297,24 @@ class HFSpec:
             "seq": self.seq,
             "dtype": self.dtype,
         }
+
+
+def _fresh_primes(symbols: tuple[Symbol, ...], basis: list[Symbol]) -> list[Symbol]:
+    """`symbols` with probe primes that no symbol of `basis` takes in the same probe: the smallest
+    free odd primes, the second probe's above the first's."""
+    used = [{f for s in basis for f in (s.primes[i], *_factors(s.step))} for i in (0, 1)]
+    fresh = []
+    for symbol in symbols:
+        first = next(p for p in _ODD_PRIMES if p not in used[0])
+        second = next(p for p in _ODD_PRIMES if p > first and p not in used[1])
+        used[0].add(first)
+        used[1].add(second)
+        fresh.append(replace(symbol, primes=(first, second)))
+    return fresh
+
+
+def _factors(n: int) -> tuple[int, ...]:
+    return tuple(p for p in range(2, n + 1) if n % p == 0 and all(p % q for q in range(2, p)))
 
 
 def _read_only(config: Any, name: str) -> bool:

@@ -11,8 +11,7 @@ from typing import Any
 
 from blocktrace.sizes.symbols import Composite, Symbol
 
-# Probe primes: distinct, in each probe, from the token-id model's (hf.py) where both are in a basis.
-# A vision model has no T, V or P; an audio model no P of its own (its decoder's is P).
+# The probe primes here are placeholders: the spec gives each the smallest ones its basis leaves free.
 _GRID = Symbol("N", "image_size / patch_size: patches a side", (5, 7))
 _PATCH = Symbol("Pz", "patch_size", (19, 23))
 _CHANNELS = Symbol("Ch", "num_channels", (13, 17))
