@@ -139,9 +139,8 @@ def test_each_model_draws_or_refuses_in_one_line_and_its_shapes_are_the_hooks(na
         device = "cpu"
     else:
         assert "output" in result.stdout
-    trace = cached_trace(
-        ModelRequest(BlockConfig(), "hf", str(folder), {"batch": B, "seq": T}), device, use_cache=False
-    )
+    # the drawing's own trace, from the cache it was kept in (each test has a cache of its own)
+    trace = cached_trace(ModelRequest(BlockConfig(), "hf", str(folder), {"batch": B, "seq": T}), device)
     auto = AutoModelForCausalLM if CORPUS[name][1] else AutoModel
     model = auto.from_config(AutoConfig.from_pretrained(folder)).eval()
     assert traced_calls(trace) == hooked_calls(model, (), CORPUS[name][2])
