@@ -31,7 +31,12 @@ def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
     with user_output_to_stderr():
-        return _trace_spec(spec, device, frozen)
+        traced = _trace_spec(spec, device, frozen)
+    from blocktrace.output.sink import notice
+
+    for line in getattr(spec, "notes", ()):  # a spec's word on how it built the model (HFSpec's MoE)
+        notice("note", line)
+    return traced
 
 
 def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...]) -> Trace:

@@ -252,23 +252,24 @@ class HFSpec:
 
     @cached_property
     def _batched_experts(self) -> bool:
-        """Whether its MoE experts run transformers' batched_mm implementation, said once in a note:
-        the default, grouped_mm, has no float32 kernel on the meta device and none at the probes'
-        odd sizes on the CPU. batched_mm gathers each token's expert weights and multiplies them in
-        one batch: the same shapes in and out of the experts, and the same multiply-adds."""
-        from blocktrace.output.sink import notice
-
+        """Whether its MoE experts run transformers' batched_mm implementation: the default,
+        grouped_mm, has no float32 kernel on the meta device and none at the probes' odd sizes on
+        the CPU. batched_mm gathers each token's expert weights and multiplies them in one batch: the
+        same shapes in and out of the experts, and the same multiply-adds."""
         cls = concrete_class(self.config, self.model_class())
         can_set = getattr(cls, "_can_set_experts_implementation", None)
-        if cls is None or can_set is None or not can_set():
-            return False
-        notice(
-            "note",
+        return cls is not None and can_set is not None and bool(can_set())
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the user is told once, beside the trace, of how the model was built."""
+        if not self._batched_experts:
+            return ()
+        return (
             f"the MoE experts run transformers' {_BATCHED_EXPERTS} experts implementation (its default, "
             "grouped_mm, cannot run on the meta device at these dtypes and sizes); activations count "
             "each token's gathered expert weights",
         )
-        return True
 
     def build(self, sizes: dict[str, int], device: str, layers: int) -> nn.Module:
         import torch
