@@ -9,6 +9,7 @@ from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.block.spec import BlockSpec
 from blocktrace.models.request import ModelRequest
 from blocktrace.models.spec import Device, ModelSpec
+from blocktrace.models.user_output import user_output_to_stderr
 from blocktrace.tracing.trace import Trace
 
 if TYPE_CHECKING:
@@ -23,16 +24,26 @@ def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str
     if the probes cannot be fitted); "meta" traces the full-size module on PyTorch's meta device;
     "cpu" and "cuda" run it with real tensors. `frozen`: module path globs to set requires_grad=False.
     A spec with `full_size_trace` is traced on the meta device under "probe" too, the probes only
-    naming its sizes.
+    naming its sizes. What the model's code prints goes to stderr.
     """
-    from blocktrace.sizes.naming import derived_trace, named
-    from blocktrace.sizes.stack import fit_shapes
-
     if device == Device.cuda:
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
+    with user_output_to_stderr():
+        traced = _trace_spec(spec, device, frozen)
+    from blocktrace.output.sink import notice
+
+    for line in getattr(spec, "notes", ()):  # a spec's word on how it built the model (HFSpec's MoE)
+        notice("note", line)
+    return traced
+
+
+def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...]) -> Trace:
+    from blocktrace.sizes.naming import derived_trace, named
+    from blocktrace.sizes.stack import fit_shapes
+
     if spec.full_size_trace:
         unit = _unit_fit(spec, frozen)
         if device in (Device.probe, Device.meta):
@@ -91,11 +102,23 @@ def _trace_full_size(
     from blocktrace.sizes.stack import fit_shapes
 
     try:
-        return named(_run(spec, "meta", frozen), spec, unit)
+        traced = named(_run(spec, "meta", frozen), spec, unit)
+        if unit is not None and not traced.symbols:
+            notice(
+                "note",
+                "the dims are shown as numbers: the full-size trace differs in structure from the probes' "
+                f"{'one layer' if spec.layers > 1 else 'unit'} beyond repeating it, so no size is named",
+            )
+        return traced
     except TraceError as error:
         if device == Device.meta or not _meta_unsupported(error):
-            # torch's meta kernels word an error their own way: say where it ran
-            raise TraceError(f"{error} (on the meta device)") from error
+            if _fails_on_cpu_too(spec, frozen, error):
+                raise
+            if device == Device.meta or unit is None:
+                # torch's meta kernels word an error their own way: say where it ran
+                raise TraceError(f"{error} (on the meta device)") from error
+            # the probes ran one unit on the CPU: what failed is the meta device's (a kernel that
+            # wants another dtype there, as the grouped matmul of MoE experts does)
         reason = str(error)
     # a single unit's fit is the one already made; a stack's needs the stack traced small
     shape_fit = unit if spec.layers == 1 else fit_shapes(spec, frozen) if unit is not None else None
@@ -110,6 +133,22 @@ def _trace_full_size(
         )
     notice("note", f"the meta device cannot run this model ({reason}); shapes derived from 2 small CPU runs")
     return derived
+
+
+def _fails_on_cpu_too(spec: ModelSpec, frozen: tuple[str, ...], error: TraceError) -> bool:
+    """Whether a small real CPU run of one unit fails as the meta device's did (the same exception
+    type): then the error is the model's, not the meta device's. Without sizes to make it small, the
+    only CPU run is the full size, not tried for an error's wording."""
+    from blocktrace.sizes.fit import probe_module, probe_trace
+
+    if not spec.symbols.basis:
+        return False
+    sizes = spec.symbols.probes()[0]
+    try:
+        probe_trace(spec, sizes, probe_module(spec, sizes, frozen))
+    except (TraceError, ConfigError) as cpu_error:
+        return type(cpu_error.__cause__) is type(error.__cause__)
+    return False
 
 
 def _meta_unsupported(error: TraceError) -> bool:
@@ -174,7 +213,9 @@ def cached_trace(
     if key is not None and (hit := cache.load(key, device, frozen)) is not None:
         return hit
     load_torch()
-    traced = trace_spec(request.spec(), device, frozen)
+    with user_output_to_stderr():  # the spec imports the user's code, or transformers
+        spec = request.spec()
+    traced = trace_spec(spec, device, frozen)
     if key is not None:
         cache.store(traced, key, device, frozen)
     return traced

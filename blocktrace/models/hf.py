@@ -9,13 +9,15 @@ P positions, L layers, and B, T the token ids fed to it. No torch or transformer
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocktrace.errors import ConfigError, error_line
 from blocktrace.models.block.config import MAX_ELEMENTS, MAX_LAYERS
+from blocktrace.models.hf_inputs import MainInput, concrete_class, main_input
 from blocktrace.models.spec import Dtype
 from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
@@ -36,6 +38,7 @@ _C = Symbol("C", "hidden_size", (29, 31))  # only where hidden_size is not H * h
 _F = Symbol("F", "intermediate_size", (17, 19))
 _V = Symbol("V", "vocab_size", (19, 23))
 _P = Symbol("P", "max_position_embeddings", (23, 29))
+_ODD_PRIMES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73)
 _ORDER = ("B", "T", "C", "F", "H", "Hkv", "G", "D", "V", "P")
 
 # the config's own name for each size (transformers' standard names: attribute_map translates them)
@@ -47,10 +50,18 @@ _KEYS = {
     "V": "vocab_size",
     "P": "max_position_embeddings",
 }
+_DECODER_POSITIONS = "max_target_positions"  # Whisper's decoder: its P, where it has no other
 _LAYERS = "num_hidden_layers"
 _PARTIAL = ("rotary_pct", "partial_rotary_factor")
+_ROPE = "rope_parameters"  # where transformers 5 keeps partial_rotary_factor (phi-2)
+_ROTARY_DIM = "rotary_dim"  # GPT-J's: the dims of each head rotary turns
+_START = "decoder_start_token_id"
 _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id")
-_INNER = ("intermediate_size", "n_inner")  # GPT-2 calls it n_inner, and None there means 4C
+# GPT-2 calls it n_inner (None there means 4C); BART and Whisper encoder_ffn_dim, T5 d_ff
+_INNER = ("intermediate_size", "n_inner", "encoder_ffn_dim", "d_ff")
+_ENCODER, _DECODER = "encoder_", "decoder_"
+_BATCHED_EXPERTS = "batched_mm"  # transformers' experts implementation of gathered weights and bmm
+_DECODER_LAYERS = ("decoder_layers", "num_decoder_layers")  # BART's, T5's
 
 
 def load_config(source: str) -> Any:
@@ -110,18 +121,35 @@ class HFSpec:
     def from_config(cls, source: str, config: Any, batch: int, seq: int | None, dtype: Dtype) -> HFSpec:
         """`seq` None: 1024 tokens, or fewer where the model has fewer positions."""
         if seq is None:
-            positions = getattr(config, _KEYS["P"], None)
+            positions = getattr(config, _KEYS["P"], None) or getattr(config, _DECODER_POSITIONS, None)
             seq = min(1024, positions) if isinstance(positions, int) and positions > 0 else 1024
         return cls(source, config, batch, seq, dtype)
 
     @cached_property
+    def main(self) -> MainInput:
+        """What its forward is fed."""
+        found = main_input(self.config, self.model_class())
+        if found is None:
+            raise ConfigError(
+                f"--hf {self.source}: its forward takes an input blocktrace cannot build from a config "
+                "(it builds token ids, pixel values and audio features); --module FILE.py:NAME traces a "
+                "factory that builds it"
+            )
+        return found
+
+    @cached_property
     def _values(self) -> dict[str, int]:
         """The config's sizes, by symbol."""
-        found = {"B": self.batch, "T": self.seq}
+        found = {"B": self.batch, **({"T": self.seq} if self.main.tokens else {})}
         for symbol, key in _KEYS.items():
             value = getattr(self.config, key, None)
+            if symbol == "P" and value is None:
+                value = getattr(self.config, _DECODER_POSITIONS, None)
             if isinstance(value, int) and not isinstance(value, bool):
                 found[symbol] = value
+        if found.get("Hkv") == found.get("H"):
+            del found["Hkv"]  # every head its own keys and values: no grouping for the probes to add
+        found.update(self.main.values(self.config))
         inner = next((k for k in _INNER if isinstance(getattr(self.config, k, None), int)), None)
         if inner is not None:
             found["F"] = getattr(self.config, inner)
@@ -138,10 +166,8 @@ class HFSpec:
         heads = (_HKV, _G) if "Hkv" in v else (_H,)
         h = (("Hkv", 1), ("G", 1)) if "Hkv" in v else (("H", 1),)
         composites = []
-        partial = any(
-            isinstance(getattr(self.config, k, None), float) and getattr(self.config, k) < 1 for k in _PARTIAL
-        )
-        basis = [_B, _T, *heads, _D_PARTIAL if partial else _D]
+        partial = self._rotary_share < 1
+        basis = [_B, *((_T,) if "T" in v else ()), *heads, _D_PARTIAL if partial else _D]
         if v["C"] == v["H"] * v["D"]:
             composites.append(Composite("C", "hidden_size", (*h, ("D", 1))))
         else:
@@ -149,7 +175,22 @@ class HFSpec:
         if "Hkv" in v:
             composites.append(Composite("H", "num_attention_heads", h))
         basis += [s for s in (_F, _V, _P) if s.name in v]
+        basis += _fresh_primes(self.main.basis, basis)
+        composites += self.main.composites
         return SymbolSet(tuple(basis), tuple(composites), _ORDER)
+
+    @cached_property
+    def _rotary_share(self) -> Fraction:
+        """The share of each head rotary embeddings turn: 1 unless the config says less."""
+        rope = getattr(self.config, _ROPE, None)
+        found = [getattr(self.config, k, None) for k in _PARTIAL]
+        found += [rope.get(k) for k in _PARTIAL] if isinstance(rope, dict) else []
+        rotary = getattr(self.config, _ROTARY_DIM, None)
+        if isinstance(rotary, int) and not isinstance(rotary, bool) and 0 < rotary < self._values["D"]:
+            found.append(Fraction(rotary, self._values["D"]))
+        return min(
+            (Fraction(f) for f in found if isinstance(f, float | Fraction) and 0 < f < 1), default=Fraction(1)
+        )
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -168,15 +209,31 @@ class HFSpec:
         for symbol, key in _KEYS.items():
             if symbol in self._values and symbol not in ("B", "T"):
                 settings[key] = values[symbol]
+        if "Hkv" not in self._values and isinstance(getattr(self.config, _KEYS["Hkv"], None), int):
+            settings[_KEYS["Hkv"]] = values["H"]  # as many as the query heads, in every probe too
+        if "P" in values and getattr(self.config, _KEYS["P"], None) is None:
+            settings[_DECODER_POSITIONS] = settings.pop(_KEYS["P"])
+        settings.update(self.main.settings(values))
+        if isinstance(getattr(self.config, _ROTARY_DIM, None), int) and "D" in values:
+            settings[_ROTARY_DIM] = int(values["D"] * self._rotary_share)  # D is a multiple of 8: whole
         if "F" in self._values:
             inner = next(k for k in _INNER if isinstance(getattr(self.config, k, None), int))
             settings[inner] = values["F"]
         raw = self.config.to_dict()
         for key, value in settings.items():
-            raw[self.config.attribute_map.get(key, key)] = value
+            name = self.config.attribute_map.get(key, key)
+            if name not in raw and _read_only(self.config, name):
+                continue  # derived by the config from what is set (Falcon's head_dim)
+            twin = _DECODER + name.removeprefix(_ENCODER)
+            if name.startswith(_ENCODER) and raw.get(twin) == raw.get(name):
+                raw[twin] = value  # BART's, Whisper's decoder, as big as the encoder
+            raw[name] = value
+        for key in _DECODER_LAYERS:
+            if isinstance(raw.get(key), int) and layers < self.layers:
+                raw[key] = min(layers, raw[key])
         for key in _TOKEN_IDS:  # a special token past a probe's tiny vocabulary names no row: none
             if isinstance(raw.get(key), int) and raw[key] >= values.get("V", raw[key] + 1):
-                raw[key] = None
+                raw[key] = 0 if key == _START else None  # Whisper's start token must be an int
         for key, value in list(raw.items()):  # one entry per layer (Qwen2's layer_types): the first ones
             if isinstance(value, list) and len(value) == self.layers and layers < self.layers:
                 raw[key] = value[:layers]
@@ -193,22 +250,41 @@ class HFSpec:
         causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(self.config.model_type)
         return AutoModelForCausalLM if causal in (self.config.architectures or ()) else AutoModel
 
+    @cached_property
+    def _batched_experts(self) -> bool:
+        """Whether its MoE experts run transformers' batched_mm implementation: the default,
+        grouped_mm, has no float32 kernel on the meta device and none at the probes' odd sizes on
+        the CPU. batched_mm gathers each token's expert weights and multiplies them in one batch: the
+        same shapes in and out of the experts, and the same multiply-adds."""
+        cls = concrete_class(self.config, self.model_class())
+        can_set = getattr(cls, "_can_set_experts_implementation", None)
+        return cls is not None and can_set is not None and bool(can_set())
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the user is told once, beside the trace, of how the model was built."""
+        if not self._batched_experts:
+            return ()
+        return (
+            f"the MoE experts run transformers' {_BATCHED_EXPERTS} experts implementation (its default, "
+            "grouped_mm, cannot run on the meta device at these dtypes and sizes); activations count "
+            "each token's gathered expert weights",
+        )
+
     def build(self, sizes: dict[str, int], device: str, layers: int) -> nn.Module:
         import torch
 
         config = self.at(sizes, layers)
+        experts = {"experts_implementation": _BATCHED_EXPERTS} if self._batched_experts else {}
         try:
             with torch.device(device):
-                model = self.model_class().from_config(config, dtype=self.dtype.to_torch())
+                model = self.model_class().from_config(config, dtype=self.dtype.to_torch(), **experts)
         except (ValueError, KeyError, ImportError) as error:
             raise ConfigError(f"--hf {self.source}: {error_line(error)}") from error
         return model.eval()
 
     def inputs(self, sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:
-        import torch
-
-        ids = torch.zeros(sizes["B"], sizes["T"], dtype=torch.long, device=device)
-        return (ids,), {}
+        return self.main.tensors(sizes, device, self.dtype.to_torch())
 
     def describe(self) -> dict[str, Any]:
         import transformers
@@ -222,3 +298,27 @@ class HFSpec:
             "seq": self.seq,
             "dtype": self.dtype,
         }
+
+
+def _fresh_primes(symbols: tuple[Symbol, ...], basis: list[Symbol]) -> list[Symbol]:
+    """`symbols` with probe primes that no symbol of `basis` takes in the same probe: the smallest
+    free odd primes, the second probe's above the first's."""
+    used = [{f for s in basis for f in (s.primes[i], *_factors(s.step))} for i in (0, 1)]
+    fresh = []
+    for symbol in symbols:
+        first = next(p for p in _ODD_PRIMES if p not in used[0])
+        second = next(p for p in _ODD_PRIMES if p > first and p not in used[1])
+        used[0].add(first)
+        used[1].add(second)
+        fresh.append(replace(symbol, primes=(first, second)))
+    return fresh
+
+
+def _factors(n: int) -> tuple[int, ...]:
+    return tuple(p for p in range(2, n + 1) if n % p == 0 and all(p % q for q in range(2, p)))
+
+
+def _read_only(config: Any, name: str) -> bool:
+    """Whether `name` is a property of the config's class that cannot be set."""
+    found = getattr(type(config), name, None)
+    return isinstance(found, property) and found.fset is None

@@ -133,9 +133,10 @@ SOURCES: dict[str, Source] = {
             ),
             Flag(
                 "input",
-                "SHAPE",
+                "[NAME=]SHAPE",
                 "With --module CLASS: the shape of a positional input, e.g. 8,1024,768, or 8,1024:long for "
-                "token ids; repeatable, in order. Floats are at --dtype.",
+                "token ids, or NAME=SHAPE for a keyword input of forward, e.g. mask=8,1024:bool; "
+                "repeatable, positional ones in order. Floats are at --dtype.",
                 repeatable=True,
             ),
             Flag(

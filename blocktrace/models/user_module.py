@@ -92,9 +92,14 @@ def _import_file(path: Path, target: str) -> Any:
     return module
 
 
-def parse_input(text: str) -> tuple[tuple[int, ...], str | None]:
-    """'8,1024,768' -> ((8, 1024, 768), None); '8,1024:long' -> ((8, 1024), 'int64')."""
-    shape_text, sep, dtype_text = text.partition(":")
+def parse_input(text: str) -> tuple[str | None, tuple[int, ...], str | None]:
+    """'8,1024,768' -> (None, (8, 1024, 768), None); 'mask=8,1024:bool' -> ('mask', (8, 1024), 'bool')."""
+    name, sep, rest = text.partition("=")
+    if not sep:
+        name, rest = "", text
+    elif not _SIZE_NAME.fullmatch(name.strip()):
+        raise ConfigError(f"--input {text}: expected SHAPE or NAME=SHAPE, with NAME a keyword of forward")
+    shape_text, sep, dtype_text = rest.partition(":")
     dtype = None
     if sep:
         dtype = INPUT_DTYPES.get(dtype_text.strip())
@@ -108,7 +113,7 @@ def parse_input(text: str) -> tuple[tuple[int, ...], str | None]:
     shape = tuple(int(n) for n in pieces)
     if math.prod(shape) > MAX_ELEMENTS:
         raise ConfigError(f"--input {text}: more elements than torch can index")
-    return shape, dtype
+    return name.strip() or None, shape, dtype
 
 
 def parse_kwargs(text: str | None) -> dict[str, Any]:
@@ -160,7 +165,7 @@ class ModuleClassSpec:
     target: str
     cls: Any = field(compare=False)
     kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
-    shapes: tuple[tuple[tuple[int, ...], str | None], ...] = ()
+    shapes: tuple[tuple[str | None, tuple[int, ...], str | None], ...] = ()  # a name: a keyword input
     dtype: Dtype = Dtype.float32
     layers: int = 1
     full_size_trace = True
@@ -190,20 +195,29 @@ class ModuleClassSpec:
     def inputs(self, sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:
         import torch
 
-        tensors = []
-        for shape, dtype in self.shapes:
+        tensors, keywords = [], {}
+        for name, shape, dtype in self.shapes:
             kind = _torch_dtype(dtype or self.dtype)
             maker = torch.randn if kind.is_floating_point else torch.zeros
-            tensors.append(maker(shape, dtype=kind, device=device))
-        return tuple(tensors), {}
+            tensor = maker(shape, dtype=kind, device=device)
+            if name is None:
+                tensors.append(tensor)
+            else:
+                keywords[name] = tensor
+        return tuple(tensors), keywords
 
     def describe(self) -> dict[str, Any]:
         return {
             "module": self.target,
             "kwargs": self.kwargs,
-            "inputs": [[list(shape), dtype or self.dtype] for shape, dtype in self.shapes],
+            "inputs": [_input_record(name, shape, dtype or self.dtype) for name, shape, dtype in self.shapes],
             "dtype": self.dtype,
         }
+
+
+def _input_record(name: str | None, shape: tuple[int, ...], dtype: str) -> list[Any]:
+    """[shape, dtype], and the keyword's name where the input is one."""
+    return [list(shape), dtype, *([name] if name else [])]
 
 
 def _kwargs_text(kwargs: dict[str, Any]) -> str:

@@ -27,13 +27,28 @@ ZERO = frozenset(
     | {"full_like", "arange", "scalar_tensor", "randn", "rand", "randint", "normal_", "uniform_", "fill_"}
     | {"zero_", "tril", "triu", "embedding", "index", "index_select", "gather", "scatter", "masked_fill"}
     | {"masked_fill_", "index_put_", "constant_pad_nd", "nonzero", "_local_scalar_dense", "sort", "topk"}
-    | {"one_hot"}
+    | {"one_hot", "new_ones", "new_zeros", "new_empty", "new_full"}
+    | {"histc", "cumsum", "floor_divide"}  # an MoE's routing: its counts, offsets and expert ids
 )
 
 # a kernel missing from the registry that computes what a registered one does, on another device: torch
 # 2.13 runs CPU attention as this, and FlopCounterMode counts it 0 (the same inputs, the same formula)
 aten = torch.ops.aten
 TWINS = {aten._scaled_dot_product_flash_attention_for_cpu: aten._scaled_dot_product_flash_attention}
+
+
+def grouped_mm_flops(mat_a: Any, mat_b: Any, *args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    """torch has no formula for _grouped_mm (an MoE's experts): 2 multiply-adds per output element
+    per contracted element. Rows of a (S, K) grouped against (E, K, N) and a batch (E, M, K) @ (E, K, N)
+    contract K for each output; a (M, K) @ (K, N) split along K by the offsets makes E outputs of
+    (M, N), each contracting only its group, K in all."""
+    k = mat_a.shape[-1]
+    if mat_a.dim() == 2 and mat_b.dim() == 2:
+        return 2 * mat_a.shape[0] * mat_b.shape[1] * k
+    return 2 * out_val.numel() * k
+
+
+OURS = {aten._grouped_mm: grouped_mm_flops}  # formulas torch's registry lacks
 
 # how to count an aten overload, besides its registry formula
 _ZERO, _UNKNOWN = "zero", "unknown"
@@ -86,7 +101,8 @@ class FlopCounter(TorchDispatchMode):
 @functools.cache
 def _rule(func: torch._ops.OpOverload) -> Callable | str:
     """How to count one aten overload: its registry formula, else _ZERO or _UNKNOWN."""
-    formula = flop_registry.get(TWINS.get(func.overloadpacket, func.overloadpacket))
+    packet = TWINS.get(func.overloadpacket, func.overloadpacket)
+    formula = flop_registry.get(packet) or OURS.get(packet)
     if formula is not None:
         return formula
     return _ZERO if known_zero(func) else _UNKNOWN
