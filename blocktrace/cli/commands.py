@@ -95,12 +95,14 @@ def diagram(
       blocktrace diagram --format json | jq '.residual_adds[].wraps'
       blocktrace diagram --preset llama -o docs/llama.svg
     """
-    from blocktrace.pipeline import cached_trace
-    from blocktrace.views.diagram.report import DiagramView
+    from blocktrace import api
 
     name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
-    trace = cached_trace(model, device, use_cache=cache)
-    formats.write(DiagramView(trace, shapes, formulas, ascii_only, width, collapse), name, output)
+    shown = api.diagram(
+        model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only, width=width,
+        collapse=collapse,
+    )  # fmt: skip
+    formats.write(shown.view, name, output)
 
 
 def _value(choice: Enum | None) -> str | None:
@@ -165,14 +167,11 @@ def table(
       blocktrace table --freeze 'attn.*' --depth 1
       blocktrace table --n-head 8 --n-kv-head 2 -o block.csv
     """
-    from blocktrace.pipeline import cached_trace
-    from blocktrace.views.steps import StepTree
-    from blocktrace.views.table.build import build_table
-    from blocktrace.views.table.render import TableView
+    from blocktrace import api
 
     name = formats.resolve("table", _value(fmt), output)
-    result = build_table(StepTree(cached_trace(model, device, tuple(freeze or ()), cache)), depth)
-    formats.write(TableView(result, shapes), name, output)
+    shown = api.table(model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes)
+    formats.write(shown.view, name, output)
 
 
 @app.command(cls=OptionsOnly)
@@ -235,13 +234,11 @@ def source(
       blocktrace source --format markdown -o block.md
       blocktrace source --format json | jq '.lines[] | select(.line == 131)'
     """
-    from blocktrace.pipeline import cached_trace
-    from blocktrace.views.source.render import SourceListing
-    from blocktrace.views.source.view import source_view
+    from blocktrace import api
 
     name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
-    view = source_view(cached_trace(model, device, use_cache=cache), shapes, tuple(function or ()))
-    formats.write(SourceListing(view, shapes, width), name, output)
+    shown = api.source(model, device=device, cache=cache, shapes=shapes, function=function or (), width=width)
+    formats.write(shown.view, name, output)
 
 
 class CacheAction(StrEnum):
