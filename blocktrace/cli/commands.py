@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from blocktrace.cli.app import OptionsOnly, app
+from blocktrace.cli.app import COMPLETE_VAR, OptionsOnly, app, completion_classes
 from blocktrace.cli.options import (
     OUTPUT_PANEL,
     TRACE_PANEL,
@@ -250,7 +250,11 @@ class CacheAction(StrEnum):
 def cache_command(
     action: Annotated[
         CacheAction,
-        typer.Argument(help="info: where the cache is, its entries and size; clear: remove every entry."),
+        typer.Argument(
+            metavar="[info|clear]",
+            help="info (the default): where the cache is, its entries and size; clear: remove every entry.",
+            show_default=False,
+        ),
     ] = CacheAction.info,
 ) -> None:
     """Show or clear the cache of traces that lets a repeated call skip importing torch.
@@ -276,3 +280,31 @@ def cache_command(
         " beyond it the entries used longest ago are removed)\n",
         None,
     )
+
+
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command(cls=OptionsOnly)
+def completion(
+    shell: Annotated[Shell, typer.Argument(metavar="bash|zsh|fish", help="The shell to complete in.")],
+) -> None:
+    """Print the script that completes blocktrace's commands, flags and choices in SHELL.
+
+    \b
+      bash: eval "$(blocktrace completion bash)"        (in ~/.bashrc)
+      zsh:  eval "$(blocktrace completion zsh)"         (in ~/.zshrc)
+      fish: blocktrace completion fish > ~/.config/fish/completions/blocktrace.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    from blocktrace.output.sink import write_output
+
+    completion_classes()
+    shell_class = get_completion_class(shell.value)
+    assert shell_class is not None
+    script = shell_class(typer.main.get_command(app), {}, "blocktrace", COMPLETE_VAR).source()
+    write_output(script if script.endswith("\n") else script + "\n", None)

@@ -178,7 +178,6 @@ ShapesOpt = Annotated[
 ]
 
 
-
 def _source_option(flag: Flag) -> Any:
     """The typer option of a source's flag, from its entry in SOURCES."""
     kind = list[str] | None if flag.repeatable else str | None
