@@ -24,9 +24,11 @@ def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str
     A spec with `full_size_trace` is traced on the meta device under "probe" too, the probes only
     naming its sizes.
     """
+    from blocktrace.progress import stage
     from blocktrace.sizes.naming import derived_trace, named
     from blocktrace.sizes.stack import fit_shapes
 
+    stage("probing at small sizes" if device == Device.probe else f"tracing on {device}")
     if device == Device.cuda:
         import torch
 
@@ -53,9 +55,11 @@ def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str
 
 def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
     """The trace of the full-size module on `device`."""
+    from blocktrace.progress import stage
     from blocktrace.tracing.freeze import freeze
     from blocktrace.tracing.tracer import trace
 
+    stage(f"tracing at full size on {device}")
     try:
         module = spec.build(spec.sizes, device, spec.layers)
         freeze(module, frozen)
@@ -185,6 +189,9 @@ def load_torch() -> None:
     import gc
     import warnings
 
+    from blocktrace.progress import stage
+
+    stage("importing torch")
     with warnings.catch_warnings():
         # a torch build beside no numpy says so at import; blocktrace never hands torch numpy arrays
         warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)

@@ -83,3 +83,48 @@ def test_the_completion_scripts_complete(shell: str, env: dict[str, str], expect
 
 def test_completion_refuses_another_shell() -> None:
     one_error(invoke(["completion", "tcsh"]), 2, "tcsh")
+
+
+def _in_a_pty(args: list[str]) -> str:
+    """What a terminal shows of `blocktrace *args`: stdout and stderr both the pty's."""
+    import pty
+
+    command = shutil.which("blocktrace")
+    assert command is not None
+    leader, follower = pty.openpty()
+    with subprocess.Popen([command, *args], stdout=follower, stderr=follower, stdin=follower) as process:
+        os.close(follower)
+        shown = bytearray()
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the pty is closed once the process has gone
+                break
+            if not chunk:
+                break
+            shown += chunk
+        process.wait()
+    os.close(leader)
+    assert process.returncode == 0, shown
+    return shown.decode()
+
+
+SLOW = ["diagram", *TINY, "--no-cache", "--device", "meta"]  # importing torch alone is over a second
+
+
+def test_progress_shows_on_a_terminal_and_is_wiped() -> None:
+    shown = _in_a_pty(SLOW)
+    assert "blocktrace: importing torch …" in shown
+    last = shown.rindex(" …")  # the line's last state is wiped before the drawing
+    assert last < shown.index("RMSNorm") and "\r\x1b[K" in shown[last : shown.index("RMSNorm")]
+
+
+def test_progress_never_goes_into_a_pipe_a_file_or_json(tmp_path) -> None:
+    command = shutil.which("blocktrace")
+    assert command is not None
+    piped = subprocess.run([command, *SLOW], capture_output=True, text=True, check=True)
+    assert piped.stderr == "" and "blocktrace:" not in piped.stdout
+    with open(tmp_path / "err", "w") as err:
+        subprocess.run([command, *SLOW], stdout=subprocess.DEVNULL, stderr=err, check=True)
+    assert (tmp_path / "err").read_text() == ""
+    assert "importing torch" not in _in_a_pty([*SLOW, "--format", "json"])

@@ -18,14 +18,26 @@ PROTOCOL = "blocktrace.views.view"
 # calls) may import all but cli
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "progress": set(),  # the stage a run is in: set by the pipeline, shown by the CLI
     "tracing": {"errors", "tracing"},
     "sizes": {"errors", "tracing", "sizes"},
     "models": {"errors", "tracing", "sizes", "models"},
     "views": {"errors", "tracing", "views"},
     "output": {"errors", "output", "views"},  # views: the protocol only (see test below)
-    "pipeline": {"errors", "tracing", "sizes", "models", "views", "output", "cache", "pipeline"},
+    "pipeline": {"errors", "tracing", "sizes", "models", "views", "output", "cache", "pipeline", "progress"},
     "cache": {"errors", "tracing", "sizes", "models", "views", "output", "cache", "pipeline"},
-    "api": {"errors", "tracing", "sizes", "models", "views", "output", "cache", "pipeline", "api"},
+    "api": {
+        "errors",
+        "tracing",
+        "sizes",
+        "models",
+        "views",
+        "output",
+        "cache",
+        "pipeline",
+        "progress",
+        "api",
+    },
 }
 
 

@@ -23,6 +23,7 @@ from blocktrace.cli.options import (
     TableFormat,
     block_flags,
 )
+from blocktrace.cli.progress import progress, wanted
 from blocktrace.models.request import ModelRequest
 from blocktrace.models.spec import Device
 from blocktrace.output import formats
@@ -98,10 +99,11 @@ def diagram(
     from blocktrace import api
 
     name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
-    shown = api.diagram(
-        model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only, width=width,
-        collapse=collapse,
-    )  # fmt: skip
+    with progress(wanted(name)):
+        shown = api.diagram(
+            model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only,
+            width=width, collapse=collapse,
+        )  # fmt: skip
     formats.write(shown.view, name, output)
 
 
@@ -170,7 +172,8 @@ def table(
     from blocktrace import api
 
     name = formats.resolve("table", _value(fmt), output)
-    shown = api.table(model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes)
+    with progress(wanted(name)):
+        shown = api.table(model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes)
     formats.write(shown.view, name, output)
 
 
@@ -237,7 +240,10 @@ def source(
     from blocktrace import api
 
     name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
-    shown = api.source(model, device=device, cache=cache, shapes=shapes, function=function or (), width=width)
+    with progress(wanted(name)):
+        shown = api.source(
+            model, device=device, cache=cache, shapes=shapes, function=function or (), width=width
+        )
     formats.write(shown.view, name, output)
 
 
