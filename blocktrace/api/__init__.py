@@ -7,17 +7,16 @@ draw it. The CLI's commands call the same functions. torch is imported only when
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from blocktrace.api.live import factory_trace, is_module, trace_live
-from blocktrace.api.request import model_request
-from blocktrace.api.shown import Shown
 from blocktrace.errors import ConfigError
-from blocktrace.models.request import ModelRequest
-from blocktrace.models.spec import Device, choice
-from blocktrace.tracing.trace import Trace
-from blocktrace.views.shapes import Shapes
+
+if TYPE_CHECKING:  # imported where used: the CLI's --help imports this package and needs none of it
+    from blocktrace.api.shown import Shown
+    from blocktrace.models.request import ModelRequest
+    from blocktrace.tracing.trace import Trace
+    from blocktrace.views.shapes import Shapes
 
 __all__ = ["Shown", "diagram", "source", "table", "trace"]
 
@@ -44,6 +43,11 @@ def trace(
 
     `device` ("probe", "meta", "cpu", "cuda") and `freeze` (module path globs set requires_grad=False)
     are as on the command line. Raises BlocktraceError, in one sentence."""
+    from blocktrace.api.live import factory_trace, is_module, trace_live
+    from blocktrace.api.request import model_request
+    from blocktrace.models.request import ModelRequest
+    from blocktrace.tracing.trace import Trace
+
     if isinstance(model, Trace):
         if args or kwargs or dims:
             raise ConfigError("a Trace is traced already: give it alone")
@@ -74,12 +78,10 @@ def trace(
 
 
 def _cached(request: ModelRequest, device: str | None, freeze: Sequence[str], cache: bool) -> Trace:
+    from blocktrace.models.spec import Device, choice
     from blocktrace.pipeline import cached_trace
 
     return cached_trace(request, choice(Device, device or "probe", "device"), tuple(freeze), cache)
-
-
-_View = Callable[..., Shown]
 
 
 def diagram(
@@ -93,6 +95,7 @@ def diagram(
 ) -> Shown:
     """The data-flow diagram of what `trace(*args, **kwargs)` traces (or of a Trace), with the
     diagram command's options."""
+    from blocktrace.api.shown import Shown
     from blocktrace.views.diagram.report import DiagramView
 
     traced = trace(*args, **kwargs)
@@ -101,6 +104,7 @@ def diagram(
 
 def table(*args: Any, shapes: str = "symbolic", depth: int | None = None, **kwargs: Any) -> Shown:
     """The table of every call, op and residual add, with the table command's options."""
+    from blocktrace.api.shown import Shown
     from blocktrace.views.steps import StepTree
     from blocktrace.views.table.build import build_table
     from blocktrace.views.table.render import TableView
@@ -119,6 +123,7 @@ def source(
 ) -> Shown:
     """The code that ran, each line with the shapes it made, with the source command's options
     (`function`: glob patterns of the functions to print)."""
+    from blocktrace.api.shown import Shown
     from blocktrace.views.source.render import SourceListing
     from blocktrace.views.source.view import source_view
 
@@ -128,6 +133,9 @@ def source(
 
 
 def _shapes(value: str) -> Shapes:
+    from blocktrace.models.spec import choice
+    from blocktrace.views.shapes import Shapes
+
     return choice(Shapes, value, "shapes")
 
 
