@@ -26,6 +26,9 @@ def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str
     A spec with `full_size_trace` is traced on the meta device under "probe" too, the probes only
     naming its sizes. What the model's code prints goes to stderr.
     """
+    from blocktrace.progress import stage
+
+    stage("probing at small sizes" if device == Device.probe else f"tracing on {device}")
     if device == Device.cuda:
         import torch
 
@@ -65,9 +68,11 @@ def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...]) -> Tra
 
 def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
     """The trace of the full-size module on `device`."""
+    from blocktrace.progress import stage
     from blocktrace.tracing.freeze import freeze
     from blocktrace.tracing.tracer import trace
 
+    stage(f"tracing at full size on {device}")
     try:
         module = spec.build(spec.sizes, device, spec.layers)
         freeze(module, frozen)
@@ -227,6 +232,9 @@ def load_torch() -> None:
     import gc
     import warnings
 
+    from blocktrace.progress import stage
+
+    stage("importing torch")
     with warnings.catch_warnings():
         # a torch build beside no numpy says so at import; blocktrace never hands torch numpy arrays
         warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)

@@ -6,7 +6,8 @@ import json
 import pytest
 
 import blocktrace.pipeline
-from blocktrace.cli.options import PresetOpt, block_config
+from blocktrace.api.request import block_config
+from blocktrace.cli.options import PresetOpt
 from blocktrace.errors import ConfigError, error_line
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.block.families import FAMILIES, Activation, Norm, Preset, Qkv, Residual

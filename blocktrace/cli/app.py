@@ -60,6 +60,10 @@ class _OneLineErrors(TyperGroup):
                 with stdout_errors():
                     raise error
         except BlocktraceError as error:
+            if debugging():
+                import traceback
+
+                traceback.print_exception(error)
             _fail(str(error), error.exit_code)
         except click.ClickException as error:  # usage errors (exit_code 2) and the like
             _fail(_dedupe(error.format_message()), error.exit_code)
@@ -86,7 +90,21 @@ class _ClosedStdout(io.TextIOBase):
 
 class OptionsOnly(TyperCommand):
     """A command that names a stray argument exactly (`blocktrace diagram ''`): the commands take
-    options only."""
+    options only. Its help lists the options in their panels, in PANELS' order, as click's plain
+    help (rich is not imported for it)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from blocktrace.cli.options import PANELS
+
+        panels: dict[str, list[tuple[str, str]]] = {name: [] for name in PANELS}
+        for param in self.get_params(ctx):
+            row = param.get_help_record(ctx)
+            if row is not None:
+                panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(row)
+        for name, rows in panels.items():
+            if rows:
+                with formatter.section(name):
+                    formatter.write_dl(rows)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         allowed, ctx.allow_extra_args = ctx.allow_extra_args, True
@@ -139,7 +157,7 @@ app = typer.Typer(
     cls=_OneLineErrors,
     help="Trace the tensor shapes through a transformer Block and draw its data flow.",
     epilog="Start with: blocktrace diagram --n-embd 768 --seq 1024",
-    no_args_is_help=True,
+    invoke_without_command=True,  # bare `blocktrace`: the help, exit 0
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # click's plain help: it rewraps paragraphs, and needs no rich.markdown
@@ -154,11 +172,34 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _traceback(value: bool) -> None:
+    if value:
+        os.environ[DEBUG] = "1"
+
+
+DEBUG = "BLOCKTRACE_DEBUG"  # =1: a failure's full traceback before its one line
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG, "") not in ("", "0")
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True),
+    ] = False,
+    traceback: Annotated[
+        bool,
+        typer.Option(
+            "--traceback",
+            help=f"On a failure, print its full traceback (for a bug report) before its one line; "
+            f"{DEBUG}=1 does the same.",
+            callback=_traceback,
+            is_eager=True,
+        ),
     ] = False,
 ) -> None:
     """Trace the tensor shapes through a transformer Block and draw its data flow.
@@ -166,6 +207,19 @@ def _root(
     Every shape printed comes from running the Block: forward hooks on every module, plus an op-level
     hook for what modules do not see (F.rms_norm, relu, attention, and the residual x + f(x) adds).
     """
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+
+
+COMPLETE_VAR = "_BLOCKTRACE_COMPLETE"  # set by the completion scripts: complete the words given
+
+
+def completion_classes() -> None:
+    """typer's completion scripts, which its completion at run time answers (click's own differ)."""
+    from typer._completion_classes import completion_init
+
+    completion_init()
 
 
 def main() -> None:
@@ -177,6 +231,8 @@ def main() -> None:
     import gc
 
     gc.set_threshold(20_000, 50, 1_000)
+    if os.environ.get(COMPLETE_VAR):
+        completion_classes()
     try:
         app()
     except SystemExit as done:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from blocktrace.cli.app import OptionsOnly, app
+from blocktrace.cli.app import COMPLETE_VAR, OptionsOnly, app, completion_classes
 from blocktrace.cli.options import (
     OUTPUT_PANEL,
     TRACE_PANEL,
@@ -25,6 +25,7 @@ from blocktrace.cli.options import (
     _formats,
     block_flags,
 )
+from blocktrace.cli.progress import progress, wanted
 from blocktrace.models.request import ModelRequest
 from blocktrace.models.spec import Device
 from blocktrace.output import formats
@@ -103,12 +104,15 @@ def diagram(
       blocktrace diagram --format json | jq '.residual_adds[].wraps'
       blocktrace diagram --preset llama -o docs/llama.svg
     """
-    from blocktrace.pipeline import cached_trace
-    from blocktrace.views.diagram.report import DiagramView
+    from blocktrace import api
 
     name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
-    trace = cached_trace(model, device, use_cache=cache)
-    formats.write(DiagramView(trace, shapes, formulas, ascii_only, width, collapse), name, output)
+    with progress(wanted(name)):
+        shown = api.diagram(
+            model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only,
+            width=width, collapse=collapse,
+        )  # fmt: skip
+    formats.write(shown.view, name, output)
 
 
 def _value(choice: Enum | None) -> str | None:
@@ -173,14 +177,12 @@ def table(
       blocktrace table --freeze 'attn.*' --depth 1
       blocktrace table --n-head 8 --n-kv-head 2 -o block.csv
     """
-    from blocktrace.pipeline import cached_trace
-    from blocktrace.views.steps import StepTree
-    from blocktrace.views.table.build import build_table
-    from blocktrace.views.table.render import TableView
+    from blocktrace import api
 
     name = formats.resolve("table", _value(fmt), output)
-    result = build_table(StepTree(cached_trace(model, device, tuple(freeze or ()), cache)), depth)
-    formats.write(TableView(result, shapes), name, output)
+    with progress(wanted(name)):
+        shown = api.table(model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes)
+    formats.write(shown.view, name, output)
 
 
 @app.command(cls=OptionsOnly)
@@ -243,13 +245,14 @@ def source(
       blocktrace source --format markdown -o block.md
       blocktrace source --format json | jq '.lines[] | select(.line == 131)'
     """
-    from blocktrace.pipeline import cached_trace
-    from blocktrace.views.source.render import SourceListing
-    from blocktrace.views.source.view import source_view
+    from blocktrace import api
 
     name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
-    view = source_view(cached_trace(model, device, use_cache=cache), shapes, tuple(function or ()))
-    formats.write(SourceListing(view, shapes, width), name, output)
+    with progress(wanted(name)):
+        shown = api.source(
+            model, device=device, cache=cache, shapes=shapes, function=function or (), width=width
+        )
+    formats.write(shown.view, name, output)
 
 
 @app.command(cls=OptionsOnly)
@@ -317,7 +320,11 @@ class CacheAction(StrEnum):
 def cache_command(
     action: Annotated[
         CacheAction,
-        typer.Argument(help="info: where the cache is, its entries and size; clear: remove every entry."),
+        typer.Argument(
+            metavar="[info|clear]",
+            help="info (the default): where the cache is, its entries and size; clear: remove every entry.",
+            show_default=False,
+        ),
     ] = CacheAction.info,
 ) -> None:
     """Show or clear the cache of traces that lets a repeated call skip importing torch.
@@ -343,3 +350,31 @@ def cache_command(
         " beyond it the entries used longest ago are removed)\n",
         None,
     )
+
+
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command(cls=OptionsOnly)
+def completion(
+    shell: Annotated[Shell, typer.Argument(metavar="bash|zsh|fish", help="The shell to complete in.")],
+) -> None:
+    """Print the script that completes blocktrace's commands, flags and choices in SHELL.
+
+    \b
+      bash: eval "$(blocktrace completion bash)"        (in ~/.bashrc)
+      zsh:  eval "$(blocktrace completion zsh)"         (in ~/.zshrc)
+      fish: blocktrace completion fish > ~/.config/fish/completions/blocktrace.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    from blocktrace.output.sink import write_output
+
+    completion_classes()
+    shell_class = get_completion_class(shell.value)
+    assert shell_class is not None
+    script = shell_class(typer.main.get_command(app), {}, "blocktrace", COMPLETE_VAR).source()
+    write_output(script if script.endswith("\n") else script + "\n", None)

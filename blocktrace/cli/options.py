@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 
-from blocktrace.errors import ConfigError
-from blocktrace.models.block.config import BlockConfig
+from blocktrace.api.request import model_request as request_of
 from blocktrace.models.block.families import FAMILIES, Activation, Norm, Preset, Qkv, Residual
 from blocktrace.models.request import SOURCES, Flag, ModelRequest
 from blocktrace.models.spec import Device, Dtype
@@ -39,10 +38,12 @@ else:
     DiagramFormat, TableFormat, SourceFormat = map(_formats, ("diagram", "table", "source"))
 
 
-SIZES_PANEL = "Model sizes"
+SOURCE_PANEL = "Model source (default: the built-in Block)"
 FAMILY_PANEL = "Block family"
+SIZES_PANEL = "Sizes"
 TRACE_PANEL = "Tracing"
 OUTPUT_PANEL = "Output"
+PANELS = (SOURCE_PANEL, FAMILY_PANEL, SIZES_PANEL, TRACE_PANEL, OUTPUT_PANEL, "Options")  # help's order
 
 # One definition of each config flag, shared by every command that builds a Block.
 NEmbd = Annotated[
@@ -65,11 +66,15 @@ NKvHead = Annotated[
 Seq = Annotated[
     int,
     typer.Option(
-        "--seq", min=1, help="T: tokens per sequence in the probe input.", rich_help_panel=SIZES_PANEL
+        "--seq",
+        min=1,
+        help="T: tokens per sequence, the full size traced (with --hf: default 1024, or the model's "
+        "positions if fewer).",
+        rich_help_panel=SIZES_PANEL,
     ),
 ]
 Batch = Annotated[
-    int, typer.Option("--batch", min=1, help="B: sequences in the probe input.", rich_help_panel=SIZES_PANEL)
+    int, typer.Option("--batch", min=1, help="B: sequences per batch.", rich_help_panel=SIZES_PANEL)
 ]
 MlpRatio = Annotated[
     int,
@@ -173,9 +178,6 @@ ShapesOpt = Annotated[
 ]
 
 
-SOURCE_PANEL = "Any model"
-
-
 def _source_option(flag: Flag) -> Any:
     """The typer option of a source's flag, from its entry in SOURCES."""
     kind = list[str] | None if flag.repeatable else str | None
@@ -218,37 +220,11 @@ _BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
 )
 
 
-def block_config(preset: str = Preset.nanochat, **flags: Any) -> BlockConfig:
-    """The validated config for the Block flags (raises ConfigError): the preset, with every flag
-    given in place of its choice."""
-    if flags.get("mlp_hidden") is not None and flags["mlp_hidden"] <= 0:
-        raise ConfigError(f"--mlp-hidden must be a positive integer, got {flags['mlp_hidden']}")
-    return BlockConfig.from_preset(preset, **flags)
-
-
 def model_request(**flags: Any) -> ModelRequest:
-    """What to trace, from the Block flags and the flags of the sources in SOURCES (raises
-    ConfigError): a flag that the chosen model does not read is refused, not ignored."""
+    """What to trace, from the flags given on the command line (raises ConfigError): checked as the
+    Python API checks its keywords."""
     given = _given_flags()
-    chosen = [name for name in SOURCES if flags[name] is not None]
-    if len(chosen) > 1:
-        raise ConfigError(f"{' and '.join('--' + name for name in chosen)} name two models; give one")
-    for name, source in SOURCES.items():
-        used = [f.name for f in source.flags if flags[f.name] is not None and flags[f.name] != []]
-        if used and name not in chosen:
-            raise ConfigError(f"--{used[0]} is for --{name}")
-    if not chosen:
-        block = {name: flags[name] for name, _, _ in _BLOCK_FLAGS}
-        return ModelRequest(block_config(**block))
-    name, source = chosen[0], SOURCES[chosen[0]]
-    extra = [flag for flag, _, _ in _BLOCK_FLAGS if flag in given and flag not in source.reads]
-    if extra:
-        flag = "--" + extra[0].replace("_", "-")
-        raise ConfigError(f"{flag} does not apply with --{name}: {source.gives} gives the model")
-    # the model's own sizes are not the Block's: its flags' checks do not apply
-    own = {f.name: flags[f.name] for f in source.flags}
-    read = {flag: flags[flag] for flag in source.reads if flag in given}
-    return ModelRequest(block_config(dtype=flags["dtype"]), name, flags[name], {**own, **read})
+    return request_of({name: value for name, value in flags.items() if name in given})
 
 
 def _given_flags() -> set[str]:

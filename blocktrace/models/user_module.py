@@ -406,13 +406,18 @@ def module_spec(
         )
     if kwargs is not None or inputs:
         raise ConfigError(f"--kwargs and --input are for a module class; {target} is a factory (use --dim)")
-    defaults = factory_defaults(target, obj)
-    requested = parse_dims(dims)
+    return factory_spec(target, obj, parse_dims(dims), dtype)
+
+
+def factory_spec(
+    target: str, factory: Callable[..., Any], requested: dict[str, int], dtype: Dtype = Dtype.float32
+) -> FactorySpec:
+    """The spec of a function of sizes, at the sizes `requested` in place of its defaults."""
+    defaults = factory_defaults(target, factory)
     unknown = sorted(set(requested) - set(defaults))
     if unknown:
         raise ConfigError(f"--dim {unknown[0]}: not a parameter of {target} (it has: {', '.join(defaults)})")
-    spec = FactorySpec(target, obj, defaults, requested, dtype)
-    return with_divisors(spec)
+    return with_divisors(FactorySpec(target, factory, defaults, requested, dtype))
 
 
 def with_divisors(spec: FactorySpec) -> FactorySpec:

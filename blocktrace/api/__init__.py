@@ -1,0 +1,145 @@
+"""The Python API: trace a live module, a function of sizes, a Block or a Hugging Face config, and
+draw it. The CLI's commands call the same functions. torch is imported only when something is traced.
+
+    import blocktrace
+    print(blocktrace.diagram(preset="llama", n_embd=256, n_head=4))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from blocktrace.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used: the CLI's --help imports this package and needs none of it
+    from blocktrace.api.shown import Shown
+    from blocktrace.models.request import ModelRequest
+    from blocktrace.tracing.trace import Trace
+    from blocktrace.views.shapes import Shapes
+
+__all__ = ["Shown", "diagram", "source", "table", "trace"]
+
+
+def trace(
+    model: Any = None,
+    /,
+    *args: Any,
+    device: str | None = None,
+    dims: Mapping[str, int] | None = None,
+    freeze: Sequence[str] = (),
+    cache: bool = True,
+    **kwargs: Any,
+) -> Trace:
+    """The trace of what is named, by the first argument:
+
+    - an nn.Module: called as `model(*args, **kwargs)`, where its tensors are (or on a copy on the
+      meta device, `device="meta"`); the module comes back as it was;
+    - a function whose int parameters (each with a default) are the sizes, returning (module, args)
+      or (module, args, kwargs): `dims` gives sizes in place of the defaults, `dtype=` the dtype;
+    - nothing: a model named by keywords as the CLI's flags name it (`preset=`, `n_embd=`, `hf=`,
+      `module=`, `batch=`, `seq=`, `dtype=` ...);
+    - a Trace: itself (and a ModelRequest, the CLI's: its trace).
+
+    `device` ("probe", "meta", "cpu", "cuda") and `freeze` (module path globs set requires_grad=False)
+    are as on the command line. Raises BlocktraceError, in one sentence."""
+    from blocktrace.api.live import factory_trace, is_module, trace_live
+    from blocktrace.api.request import model_request
+    from blocktrace.models.request import ModelRequest
+    from blocktrace.tracing.trace import Trace
+
+    if isinstance(model, Trace):
+        if args or kwargs or dims:
+            raise ConfigError("a Trace is traced already: give it alone")
+        return model
+    if isinstance(model, ModelRequest):  # the CLI's flags, checked already
+        return _cached(model, device, freeze, cache)
+    if is_module(model):
+        if dims or freeze:
+            raise ConfigError("dims and freeze are for a function of sizes or a Block, not a live module")
+        return trace_live(model, args, kwargs, device)
+    if args:
+        raise ConfigError("positional inputs are for a live nn.Module (its forward's arguments)")
+    if callable(model):
+        extra = sorted(set(kwargs) - {"dtype"})
+        if extra:
+            raise ConfigError(f"unknown keyword {extra[0]!r}: a function of sizes takes dims= and dtype=")
+        return factory_trace(
+            model, dims or {}, kwargs.get("dtype", "float32"), device or "probe", tuple(freeze)
+        )
+    if model is not None:
+        raise ConfigError(
+            f"cannot trace a {type(model).__name__}: give an nn.Module, a function of sizes, a Trace, or "
+            "keywords (preset=, hf=, module=, ...)"
+        )
+    if dims:
+        kwargs = {**kwargs, "dim": [f"{name}={size}" for name, size in dims.items()]}
+    return _cached(model_request(kwargs), device, freeze, cache)
+
+
+def _cached(request: ModelRequest, device: str | None, freeze: Sequence[str], cache: bool) -> Trace:
+    from blocktrace.models.spec import Device, choice
+    from blocktrace.pipeline import cached_trace
+
+    return cached_trace(request, choice(Device, device or "probe", "device"), tuple(freeze), cache)
+
+
+def diagram(
+    *args: Any,
+    shapes: str = "symbolic",
+    formulas: bool = False,
+    ascii: bool = False,
+    width: int | None = None,
+    collapse: bool = True,
+    **kwargs: Any,
+) -> Shown:
+    """The data-flow diagram of what `trace(*args, **kwargs)` traces (or of a Trace), with the
+    diagram command's options."""
+    from blocktrace.api.shown import Shown
+    from blocktrace.views.diagram.report import DiagramView
+
+    traced = trace(*args, **kwargs)
+    return Shown(DiagramView(traced, _shapes(shapes), formulas, ascii, _width(width), collapse))
+
+
+def table(*args: Any, shapes: str = "symbolic", depth: int | None = None, **kwargs: Any) -> Shown:
+    """The table of every call, op and residual add, with the table command's options."""
+    from blocktrace.api.shown import Shown
+    from blocktrace.views.steps import StepTree
+    from blocktrace.views.table.build import build_table
+    from blocktrace.views.table.render import TableView
+
+    if depth is not None and depth < 0:
+        raise ConfigError(f"depth must be 0 or more, got {depth}")
+    return Shown(TableView(build_table(StepTree(trace(*args, **kwargs)), depth), _shapes(shapes)))
+
+
+def source(
+    *args: Any,
+    shapes: str = "symbolic",
+    function: Sequence[str] = (),
+    width: int | None = None,
+    **kwargs: Any,
+) -> Shown:
+    """The code that ran, each line with the shapes it made, with the source command's options
+    (`function`: glob patterns of the functions to print)."""
+    from blocktrace.api.shown import Shown
+    from blocktrace.views.source.render import SourceListing
+    from blocktrace.views.source.view import source_view
+
+    chosen = _shapes(shapes)
+    patterns = (function,) if isinstance(function, str) else tuple(function)
+    return Shown(SourceListing(source_view(trace(*args, **kwargs), chosen, patterns), chosen, _width(width)))
+
+
+def _shapes(value: str) -> Shapes:
+    from blocktrace.models.spec import choice
+    from blocktrace.views.shapes import Shapes
+
+    return choice(Shapes, value, "shapes")
+
+
+def _width(value: int | None) -> int | None:
+    if value is not None and value < 20:
+        raise ConfigError(f"width must be 20 or more, got {value}")
+    return value

@@ -1,0 +1,130 @@
+"""The command line's conventions: bare `blocktrace` is the help, the help is in panels and fits
+80 columns, `--traceback` shows what a bug report needs, and the completion scripts complete."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.harness import TINY, invoke, one_error
+
+PANELS = ["Model source (default: the built-in Block):", "Block family:", "Sizes:", "Tracing:", "Output:"]
+
+
+def test_bare_blocktrace_prints_the_help_and_exits_0() -> None:
+    result = invoke([])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout.startswith("Usage: blocktrace [OPTIONS]") and "\nCommands:\n" in result.stdout
+    assert "  diagram " in result.stdout and "Start with: blocktrace diagram" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["diagram", "table", "source"])
+def test_help_is_in_panels_and_fits_80_columns(command: str) -> None:
+    text = invoke([command, "--help"], env={"COLUMNS": "80"}).stdout
+    headings = [line for line in text.splitlines() if line and not line[0].isspace() and line.endswith(":")]
+    assert headings[-6:] == [*PANELS, "Options:"], headings
+    flags = [
+        text.index("\n  " + flag)
+        for flag in ("--hf CONFIG", "--preset", "--n-embd", "--device", "-o, --output")
+    ]
+    assert flags == sorted(flags)
+    assert max(len(line) for line in text.splitlines() if "blocktrace " not in line) <= 80
+    seq = re.search(r"--seq INTEGER RANGE\s+(.*?)\[", text, re.DOTALL)
+    assert seq is not None and "probe" not in seq[1] and "full size" in seq[1]
+
+
+def test_cache_shows_its_choices_plainly() -> None:
+    text = invoke(["cache", "--help"]).stdout
+    assert "Usage: blocktrace cache [OPTIONS] [info|clear]" in text and "[ACTION]" not in text
+
+
+def test_a_failure_shows_its_traceback_only_when_asked() -> None:
+    bad = [*TINY, "--n-embd", "30"]  # 30 is not divisible by 4 heads
+    one_error(invoke(["diagram", *bad]), 2, "divisible")
+    for args, env in ((["--traceback", "diagram", *bad], {}), (["diagram", *bad], {"BLOCKTRACE_DEBUG": "1"})):
+        result = invoke(args, env=env)
+        assert result.exit_code == 2 and result.stderr.startswith("Traceback (most recent call last):")
+        assert "ConfigError" in result.stderr
+        assert (
+            result.stderr.splitlines()[-1].startswith("blocktrace: error: ") and "divisible" in result.stderr
+        )
+
+
+@pytest.mark.parametrize(
+    ("shell", "env", "expected"),
+    [
+        ("bash", {"COMP_WORDS": "blocktrace diagram --preset l", "COMP_CWORD": "3"}, "llama"),
+        ("zsh", {"_TYPER_COMPLETE_ARGS": "blocktrace diagram --preset l"}, '"llama"'),
+        (
+            "fish",
+            {"_TYPER_COMPLETE_ARGS": "blocktrace ta", "_TYPER_COMPLETE_FISH_ACTION": "get-args"},
+            "table",
+        ),
+    ],
+)
+def test_the_completion_scripts_complete(shell: str, env: dict[str, str], expected: str) -> None:
+    command = shutil.which("blocktrace")
+    assert command is not None
+    script = subprocess.run([command, "completion", shell], capture_output=True, text=True, check=True).stdout
+    assert f"_BLOCKTRACE_COMPLETE=complete_{shell}" in script
+    answer = subprocess.run(
+        [command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "_BLOCKTRACE_COMPLETE": f"complete_{shell}"},
+        check=True,
+    )
+    assert expected in answer.stdout and answer.stderr == ""
+
+
+def test_completion_refuses_another_shell() -> None:
+    one_error(invoke(["completion", "tcsh"]), 2, "tcsh")
+
+
+def _in_a_pty(args: list[str]) -> str:
+    """What a terminal shows of `blocktrace *args`: stdout and stderr both the pty's."""
+    import pty
+
+    command = shutil.which("blocktrace")
+    assert command is not None
+    leader, follower = pty.openpty()
+    with subprocess.Popen([command, *args], stdout=follower, stderr=follower, stdin=follower) as process:
+        os.close(follower)
+        shown = bytearray()
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the pty is closed once the process has gone
+                break
+            if not chunk:
+                break
+            shown += chunk
+        process.wait()
+    os.close(leader)
+    assert process.returncode == 0, shown
+    return shown.decode()
+
+
+SLOW = ["diagram", *TINY, "--no-cache", "--device", "meta"]  # importing torch alone is over a second
+
+
+def test_progress_shows_on_a_terminal_and_is_wiped() -> None:
+    shown = _in_a_pty(SLOW)
+    assert "blocktrace: importing torch …" in shown
+    last = shown.rindex(" …")  # the line's last state is wiped before the drawing
+    assert last < shown.index("RMSNorm") and "\r\x1b[K" in shown[last : shown.index("RMSNorm")]
+
+
+def test_progress_never_goes_into_a_pipe_a_file_or_json(tmp_path) -> None:
+    command = shutil.which("blocktrace")
+    assert command is not None
+    piped = subprocess.run([command, *SLOW], capture_output=True, text=True, check=True)
+    assert piped.stderr == "" and "blocktrace:" not in piped.stdout
+    with open(tmp_path / "err", "w") as err:
+        subprocess.run([command, *SLOW], stdout=subprocess.DEVNULL, stderr=err, check=True)
+    assert (tmp_path / "err").read_text() == ""
+    assert "importing torch" not in _in_a_pty([*SLOW, "--format", "json"])
