@@ -98,13 +98,18 @@ def diagram(
     from blocktrace.pipeline import cached_trace
     from blocktrace.views.diagram.report import DiagramView
 
-    name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
+    name, output = _output("diagram", fmt, output)
     trace = cached_trace(model, device, use_cache=cache)
     formats.write(DiagramView(trace, shapes, formulas, ascii_only, width, collapse), name, output)
 
 
-def _value(choice: Enum | None) -> str | None:
-    return None if choice is None else choice.value
+def _output(command: str, fmt: Enum | None, output: str | None) -> tuple[str, str | None]:
+    """The format to write and the -o path, resolved and checked before anything is traced or any
+    user code runs (it may change the working folder, or take minutes)."""
+    from blocktrace.output.sink import check_output
+
+    name = formats.resolve(command, None if fmt is None else fmt.value, output)
+    return name, check_output(output)
 
 
 @app.command(cls=OptionsOnly)
@@ -170,7 +175,7 @@ def table(
     from blocktrace.views.table.build import build_table
     from blocktrace.views.table.render import TableView
 
-    name = formats.resolve("table", _value(fmt), output)
+    name, output = _output("table", fmt, output)
     result = build_table(StepTree(cached_trace(model, device, tuple(freeze or ()), cache)), depth)
     formats.write(TableView(result, shapes), name, output)
 
@@ -239,7 +244,7 @@ def source(
     from blocktrace.views.source.render import SourceListing
     from blocktrace.views.source.view import source_view
 
-    name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
+    name, output = _output("source", fmt, output)
     view = source_view(cached_trace(model, device, use_cache=cache), shapes, tuple(function or ()))
     formats.write(SourceListing(view, shapes, width), name, output)
 
