@@ -188,6 +188,11 @@ def load_torch() -> None:
     with warnings.catch_warnings():
         # a torch build beside no numpy says so at import; blocktrace never hands torch numpy arrays
         warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
-        import torch  # noqa: F401
+        try:
+            import torch  # noqa: F401
+        except (ImportError, OSError, MemoryError) as error:  # a broken install, or `ulimit -v` too low
+            raise TraceError(
+                f"cannot import torch: {error_line(error)} (is memory limited, e.g. by ulimit -v?)"
+            ) from error
 
     gc.freeze()

@@ -498,3 +498,135 @@ def test_term_and_hup_in_the_write_leave_the_target_as_it_was(
     assert target.read_text() == "the old diagram\n"
     _no_temporary_files(tmp_path)
     assert signal.getsignal(signum) is previous  # the handler blocktrace set is taken back
+
+
+# --- the gate: config sizes and flags refused before torch sees them, user code's exits caught -----
+
+LLAMA = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 48,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "intermediate_size": 80,
+    "vocab_size": 97,
+    "num_hidden_layers": 1,
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("hidden_size", 0, "hidden_size must be at least 1"),
+        ("head_dim", 0, "head_dim must be at least 1"),
+        ("rope_theta", "fast", "rope_theta must be a number above 0"),
+        ("hidden_size", -48, "hidden_size must be at least 1"),
+        ("hidden_size", 2**40, "over torch's limit"),
+        ("intermediate_size", 0, "intermediate_size must be at least 1"),
+        ("vocab_size", 0, "vocab_size must be at least 1"),
+        ("num_attention_heads", 0, "num_attention_heads must be at least 1"),
+        ("num_key_value_heads", "two", "num_key_value_heads must be a whole number"),
+    ],
+)
+def test_a_bad_config_field_is_named_in_one_line(
+    tmp_path: Path, field: str, value: object, words: str
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({**LLAMA, field: value}))
+    for device in ("probe", "cpu"):
+        one_error(invoke(["diagram", "--hf", str(tmp_path), "--device", device, "--no-cache"]), 2, words)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"), [("null", "not null"), ("[1]", "not a list"), ("[" * 100_000, "not JSON")]
+)
+def test_a_config_json_that_is_no_object_is_one_line(tmp_path: Path, body: str, words: str) -> None:
+    (tmp_path / "config.json").write_text(body)
+    one_error(invoke(["diagram", "--hf", str(tmp_path), "--no-cache"]), 2, words)
+
+
+def test_a_dim_over_torch_s_limit_is_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text(USER_CODE.format(marker=str(tmp_path / "ran"), elsewhere=str(tmp_path)))
+    one_error(
+        invoke(["diagram", "--module", f"{tmp_path / 'm.py'}:block", "--dim", f"T={2**70}"]), 2, "--dim"
+    )
+
+
+FAILING = """
+import sys, torch
+from torch import nn
+{at_import}
+
+class Half(nn.Module):
+    def __init__(self):
+        pass  # no super().__init__()
+
+class Exits(nn.Module):
+    def forward(self, x):
+        {in_forward}
+
+def exits(B=2, T=3, C=8):
+    return Exits(), (torch.randn(B, T, C),)
+
+def five(B=2, T=3, C=8):
+    return nn.Linear(C, C), 5
+
+def nothing(B=2, T=3, C=8):
+    return nn.Linear(C, C), None
+
+def half(B=2, T=3, C=8):
+    return Half(), (torch.randn(B, T, C),)
+"""
+
+
+@pytest.mark.parametrize(
+    ("at_import", "in_forward", "name", "code", "words"),
+    [
+        ("sys.exit(0)", "return x", "exits", 1, "SystemExit: 0"),
+        ("sys.exit('text')", "return x", "exits", 1, "SystemExit: text"),
+        ("raise GeneratorExit('gone')", "return x", "exits", 1, "GeneratorExit: gone"),
+        ("", "sys.exit(3)", "exits", 1, "SystemExit: 3"),
+        ("", "raise SystemExit(5)", "exits", 1, "SystemExit: 5"),
+        ("", "raise BaseException('odd')", "exits", 1, "BaseException: odd"),
+        ("", "return x", "five", 2, "the args it returned are int"),
+        ("", "return x", "nothing", 2, "the args it returned are NoneType"),
+        ("", "return x", "half", 2, "does not call super().__init__()"),
+    ],
+)
+def test_user_code_that_exits_or_returns_nonsense_is_one_line(
+    tmp_path: Path, at_import: str, in_forward: str, name: str, code: int, words: str
+) -> None:
+    path = tmp_path / f"user_{abs(hash((at_import, in_forward)))}.py"
+    path.write_text(FAILING.format(at_import=at_import, in_forward=in_forward))
+    for device in ("probe", "cpu"):
+        one_error(
+            invoke(["table", "--module", f"{path}:{name}", "--device", device, "--no-cache"]), code, words
+        )
+
+
+def test_kwargs_nested_too_deep_is_one_line(tmp_path: Path) -> None:
+    deep = '{"a": ' * 50_000 + "1" + "}" * 50_000
+    one_error(
+        invoke(["diagram", "--module", "torch.nn:Linear", "--input", "2,8", "--kwargs", deep]), 2, "--kwargs"
+    )
+
+
+def test_torch_that_cannot_be_imported_is_one_line(tmp_path: Path) -> None:
+    # a shell's `ulimit -v 200000` breaks torch's import with an ImportError
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(
+        "raise ImportError('libtorch_cpu.so: failed to map segment')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "blocktrace", "diagram", *TINY], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("blocktrace: error: cannot import torch: libtorch_cpu.so"), done.stderr
+
+
+def test_a_batch_whose_storage_overflows_int64_is_exit_2(tmp_path: Path) -> None:
+    # 2**40 x 6 heads x 1024**2 scores is within int64 as elements, not as bytes: the meta kernel's words
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA))
+    for model in (["--hf", str(tmp_path)], []):
+        result = invoke(["diagram", *model, "--batch", str(2**40), "--device", "meta", "--no-cache"])
+        one_error(result, 2, "int64 limit")
