@@ -14,7 +14,7 @@ import os
 import sys
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import CodeType, FrameType
 from typing import Any
 
@@ -24,6 +24,7 @@ from torch.overrides import TorchFunctionMode
 
 from blocktrace.errors import TraceError, error_line
 from blocktrace.tracing.flops import Counts, FlopCounter
+from blocktrace.tracing.graph.build import residual_joins
 from blocktrace.tracing.ops import facts
 from blocktrace.tracing.trace import (
     Branch,
@@ -228,10 +229,11 @@ class _Recorder:
         self.clock += 1
 
     # --- residual adds, once the forward is over ---------------------------------------------
-    def residual_adds(self) -> list[ResidualAdd]:
-        """Every sum of an add's terms whose oldest term is an ancestor of each other term through
-        at least one module call. Adds whose value only feeds the next add in the same call are
-        terms of that bigger sum: x + attn(ln1(x)) + mlp(ln2(x)) is one residual of two branches."""
+    def residual_adds(self, joins: dict[int, int]) -> list[ResidualAdd]:
+        """The residual sums the data-flow graph found (`joins`: the sum's last add -> the id of the
+        stream value it adds back), each with its branches: what was computed from the stream on
+        the way to the add. Adds whose value only feeds the next add in the same call are terms of
+        that bigger sum: x + attn(ln1(x)) + mlp(ln2(x)) is one residual of two branches."""
         users: dict[int, list[int]] = {}  # tensor id -> ops that took it
         for op in self.ops:
             for t in op.inputs:
@@ -246,8 +248,10 @@ class _Recorder:
         }
         found = []
         for i in sorted(adds - inner):
+            if i not in joins:
+                continue
             terms, sum_adds = self._terms(i, inner)
-            residual = self._residual(self.ops[i], terms, sum_adds)
+            residual = self._residual(self.ops[i], terms, sum_adds, joins[i])
             if residual is not None:
                 found.append(residual)
         return found
@@ -268,9 +272,10 @@ class _Recorder:
                     terms.append(t)
         return terms, tuple(sorted(sum_adds))
 
-    def _residual(self, op: OpCall, terms: list[TensorMeta], sum_adds: tuple[int, ...]) -> ResidualAdd | None:
-        # an ancestor is always made before its descendants: only the oldest term can be the stream
-        stream = min(terms, key=lambda t: t.id)
+    def _residual(
+        self, op: OpCall, terms: list[TensorMeta], sum_adds: tuple[int, ...], skip: int
+    ) -> ResidualAdd | None:
+        stream = next((t for t in terms if t.id == skip), min(terms, key=lambda t: t.id))
         branches = []
         for term in sorted((t for t in terms if t is not stream), key=lambda t: t.id):
             on_path = self.between(stream.id, term.id)
@@ -457,16 +462,17 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
             handle.remove()
         for m, mode in training.items():
             m.training = mode  # each module's own flag: train() would redo its whole subtree
-    return Trace(
+    traced = Trace(
         model=type(module).__name__,
         device=device or _device_of(args),
         inputs=inputs,
         outputs=outputs,
         calls=tuple(c for c in recorder.calls if c is not None),
         ops=tuple(recorder.ops),
-        residual_adds=tuple(recorder.residual_adds()),
+        residual_adds=(),
         frames=tuple(recorder.frame_records),
     )
+    return replace(traced, residual_adds=tuple(recorder.residual_adds(residual_joins(traced))))
 
 
 def _device_of(args: Any) -> str:

@@ -17,6 +17,7 @@ from enum import StrEnum
 from functools import cached_property
 from types import MappingProxyType
 
+from blocktrace.tracing.graph.build import outer_helpers
 from blocktrace.tracing.ops import facts, op_title
 from blocktrace.tracing.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace
 
@@ -45,6 +46,7 @@ class Step:
     residual: ResidualAdd | None = None  # for residual
     span: int = 0  # for a section: how many of the steps after it are its call's (one call's, if collapsed)
     frame: int = 0  # for a helper: which call of it (the outermost helper, where helpers call helpers)
+    calls: tuple[ModuleCall, ...] = ()  # for a helper: the module calls it made (self.q(x) in attention())
 
 
 def code_name(step: Step) -> str:
@@ -67,7 +69,7 @@ class StepTree:
         self.in_sums = {i for r in trace.residual_adds for i in r.adds}
         self._inner: dict[int, list[Step]] = {}
         self.from_input = _descendants(trace)
-        self.helper_of = _outer_helpers(trace)
+        self.helper_of = outer_helpers(trace.frames)
 
     def inner(self, call: ModuleCall) -> list[Step]:
         """The steps directly inside `call`, grouped and folded as described above, in order."""
@@ -78,10 +80,11 @@ class StepTree:
         return self._inner[call.index]
 
     def _with_taken(self, step: Step) -> Step:
-        """A helper step taking what its ops took from outside: the values computed from the input
-        where there are any (apply_rotary_pos_emb's q and k, not the cos and sin tables)."""
-        made = {t.id for o in step.ops for t in o.outputs}
-        taken = list({t.id: t for o in step.ops for t in o.inputs if t.id not in made}.values())
+        """A helper step taking what its ops and calls took from outside: the values computed from
+        the input where there are any (apply_rotary_pos_emb's q and k, not the cos and sin tables)."""
+        items: tuple[OpCall | ModuleCall, ...] = (*step.ops, *step.calls)
+        made = {t.id for item in items for t in item.outputs}
+        taken = list({t.id: t for item in items for t in item.inputs if t.id not in made}.values())
         on_stream = [t for t in taken if t.id in self.from_input]
         return replace(step, inputs=tuple(on_stream or taken[:1]))
 
@@ -89,7 +92,23 @@ class StepTree:
         steps: list[Step] = []
         for item in self.trace.timeline(call.index):
             if isinstance(item, ModuleCall):
-                if item.outputs:
+                site = item.site
+                if item.outputs and site is not None and site.function != "forward":
+                    # made by a helper (attention(x) calling self.q, self.k ...): one step with its ops
+                    function, frame = self.helper_of.get(site.frame, (site.function, site.frame))
+                    steps.append(
+                        Step(
+                            StepKind.helper,
+                            function,
+                            function,
+                            item.inputs,
+                            item.outputs[0],
+                            item.end,
+                            frame=frame,
+                            calls=(item,),
+                        )
+                    )
+                elif item.outputs:
                     steps.append(
                         Step(
                             StepKind.call,
@@ -235,19 +254,30 @@ class StepTree:
         applied first: [[("norm", "RMSNorm"), ("attn", "CausalSelfAttention")]] for x + attn(norm(x))."""
         found = []
         for b in r.branches:
-            parts: list[tuple[int, str, str]] = [
-                (self.trace.calls[i].end, short_path(self.trace.calls[i]), self.trace.calls[i].type)
-                for i in b.calls
+            # one part per call, per helper call (its ops and the module calls it made), per other
+            # op; each as its first item names it, in the order they ran
+            items: list[tuple[int, ModuleCall | OpCall]] = [
+                (self.trace.calls[i].end, self.trace.calls[i]) for i in b.calls
             ]
-            last_helper = None
-            for i in b.ops:
-                op = self.trace.ops[i]
-                helper = self.helper_of.get(op.frame, (op.function, op.frame))
-                if op.function != "forward" and helper == last_helper:
-                    continue  # more ops of the same helper call
-                last_helper = helper
-                parts.append((op.time, helper[0] if op.function != "forward" else op.name, op_title(op.name)))
-            found.append([(name, title) for _, name, title in sorted(parts)])
+            items += [(self.trace.ops[i].time, self.trace.ops[i]) for i in b.ops]
+            parts: dict[tuple[str, int], tuple[int, str, str]] = {}
+            for time, item in sorted(items, key=lambda pair: pair[0]):
+                where = (
+                    (item.site.function, item.site.frame)
+                    if isinstance(item, ModuleCall) and item.site
+                    else None
+                )
+                if isinstance(item, OpCall):
+                    where = (item.function, item.frame)
+                if where is not None and where[0] != "forward":
+                    function, frame = self.helper_of.get(where[1], where)
+                    title = op_title(item.name) if isinstance(item, OpCall) else function
+                    parts.setdefault(("helper", frame), (time, function, title))
+                elif isinstance(item, ModuleCall):
+                    parts[("call", item.index)] = (time, short_path(item), item.type)
+                else:
+                    parts[("op", item.index)] = (time, item.name, op_title(item.name))
+            found.append([(name, title) for _, name, title in sorted(parts.values())])
         return found
 
 
@@ -259,21 +289,6 @@ def _descendants(trace: Trace) -> set[int]:
     for op in trace.ops:
         if any(t.id in found for t in op.inputs):
             found.update(t.id for t in op.outputs)
-    return found
-
-
-def _outer_helpers(trace: Trace) -> dict[int, tuple[str, int]]:
-    """Frame -> (function, frame) of the outermost helper call it ran under, below a forward: the
-    ops of rotate_half, called by apply_rotary_pos_emb, are that apply_rotary_pos_emb call's."""
-    frames = {f.frame: f for f in trace.frames}
-    found: dict[int, tuple[str, int]] = {}
-    for f in trace.frames:
-        outer = f
-        while (
-            outer.caller is not None and outer.caller in frames and frames[outer.caller].function != "forward"
-        ):
-            outer = frames[outer.caller]
-        found[f.frame] = (outer.function, outer.frame)
     return found
 
 
@@ -299,6 +314,7 @@ def _merged(steps: list[Step]) -> list[Step]:
                 last.call,
                 (*last.ops, *step.ops),
                 frame=last.frame,
+                calls=(*last.calls, *step.calls),
             )
         else:
             merged.append(step)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from blocktrace.tracing.trace import ResidualAdd, TensorMeta
 from blocktrace.views.shapes import Shapes, shape_text, shapes_text
-from blocktrace.views.steps import Step, StepKind, StepTree, code_name
+from blocktrace.views.steps import Step, StepKind, StepTree, code_name, short_path
 
 MIN_BOX_WIDTH = 11
 LABEL_WIDTH = 20  # notes: step labels are padded to this, longer ones get a line of their own
@@ -97,10 +97,16 @@ def _scores(step: Step) -> TensorMeta | None:
 def notes(tree: StepTree, step: Step, shapes: Shapes = Shapes.symbolic, room: int | None = None) -> list[str]:
     """The internals of a module call, one line per inner step: label, inputs -> output. A line
     longer than `room` wraps its shapes onto indented lines (see wrap_flow) rather than be cut."""
-    if step.kind != StepKind.call or step.call is None or tree.is_one_op(step.call):
+    if step.kind == StepKind.helper and step.calls:  # attention(x): the module calls it made
+        inside = [
+            Step(StepKind.call, short_path(c), c.type, c.inputs, c.outputs[0], c.end, c) for c in step.calls
+        ]
+    elif step.kind != StepKind.call or step.call is None or tree.is_one_op(step.call):
         return []
+    else:
+        inside = tree.inner(step.call)
     entries: list[list] = []  # [label, times in a row, text]
-    for inner in tree.inner(step.call):
+    for inner in inside:
         text = f"{shapes_text(_note_inputs(inner), shapes)} -> {shape_text(inner.output, shapes)}"
         label = code_name(inner)
         if entries and entries[-1][0] == label and entries[-1][2] == text:

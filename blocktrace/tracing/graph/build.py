@@ -1,0 +1,593 @@
+"""Trace -> Graph: the data flow of every level the drawing opens, built once. No torch here.
+
+A level is the inside of one module call. Its steps are what ran directly in it, in the order they
+finished: child module calls, helper calls (one call of a function of the model's code that is not
+a forward, with everything it ran, module calls included, as one step), and ops. An add whose value
+only feeds the next add of the same level is a term of that sum: x + attn(..) + mlp(..) is one step.
+
+The stream of a level runs from its main input (the call's first tensor input, or for the root the
+first input the main output is computed from) to its main output (its first tensor output). It is
+found in one pass over the steps in order: a step continues the stream when it reads the stream's
+current value (a module call: as its first input) and its value leads to the main output. What else
+a stream step reads is a side input, named by where it came from (the mask, the rotary tables,
+value embeddings, an encoder's output), unless it is the stream's own earlier value: then the step
+joins a residual. A residual's join reads the stream value `x` from before its branches, as it is
+or only scaled by ops, and its branches computed from x through at least one module or helper call;
+no other join of the level reads x. An earlier stream value that several joins read (nanochat's x0)
+is a side input of each. An add anywhere else (inside a branch, inside a box) is no residual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from blocktrace.tracing.graph.model import (
+    Branch,
+    Graph,
+    Level,
+    Residual,
+    Segment,
+    SideInput,
+    Step,
+    StepKind,
+)
+from blocktrace.tracing.ops import facts
+from blocktrace.tracing.trace import Frame, ModuleCall, OpCall, TensorMeta, Trace
+
+
+def build_graph(trace: Trace, everything: bool = True) -> Graph:
+    """The graph of `trace`; without `everything`, only its levels and residuals (no side inputs,
+    nothing beside the streams): what the tracer needs to record the residual adds."""
+    roots = trace.children(None)
+    if not roots:
+        return Graph(())
+    names = {t.id: "input" if i == 0 else f"input {i + 1}" for i, t in enumerate(trace.inputs)}
+    builder = _Builder(trace, everything)
+    builder.open(roots[0], names, None, root=True)
+    return Graph(tuple(builder.levels), tuple(builder.beside))
+
+
+def residual_joins(trace: Trace) -> dict[int, int]:
+    """Op index of each residual sum's last add -> the id of the stream value it adds back, for
+    every residual the graph finds (a join call's: the add inside it)."""
+    graph = build_graph(trace, everything=False)
+    found = {}
+    for level in graph.levels:
+        for r in level.residuals:
+            if r.adds:
+                found[max(level.steps[r.join].ops)] = r.skip.id
+    return found
+
+
+def outer_helpers(frames: Iterable[Frame]) -> dict[int, tuple[str, int]]:
+    """Frame -> (function, frame) of the outermost helper call it ran under, below a forward: the
+    ops of rotate_half, called by apply_rotary_pos_emb, are that apply_rotary_pos_emb call's."""
+    by_number = {f.frame: f for f in frames}
+    found: dict[int, tuple[str, int]] = {}
+    for f in by_number.values():
+        outer = f
+        while outer.caller is not None and outer.caller in by_number:
+            caller = by_number[outer.caller]
+            if caller.function == "forward":
+                break
+            outer = caller
+        found[f.frame] = (outer.function, outer.frame)
+    return found
+
+
+class _Builder:
+    def __init__(self, trace: Trace, everything: bool):
+        self.trace = trace
+        self.everything = everything
+        self.helper_of = outer_helpers(trace.frames)
+        self.levels: list[Level] = []
+        self.beside: list[tuple[int, int]] = []  # calls off every stream that hold residuals: how many
+        # op-level provenance: tensor id -> the ids of the op inputs it was computed from
+        self.parents: dict[int, tuple[int, ...]] = {}
+        self.op_of: dict[int, int] = {}  # tensor id -> the op that made it
+        for op in trace.ops:
+            own = {t.id for t in op.inputs}
+            for out in op.outputs:
+                if out.id not in own:
+                    self.parents.setdefault(out.id, tuple(t.id for t in op.inputs))
+                    self.op_of.setdefault(out.id, op.index)
+        self.callees: dict[int, list[int]] = {}
+        for f in trace.frames:
+            if f.caller is not None:
+                self.callees.setdefault(f.caller, []).append(f.frame)
+        self.adds = [0]  # adds[i]: how many of the first i ops are adds
+        for op in trace.ops:
+            self.adds.append(self.adds[-1] + facts(op.name).is_add)
+        # call index -> the ops run inside it, its callees' included: contiguous in the order ops ran
+        self.span: dict[int, tuple[int, int]] = {}
+        for op in trace.ops:
+            c = op.call
+            while c is not None:
+                first, _ = self.span.get(c, (op.index, op.index))
+                self.span[c] = (first, op.index + 1)
+                c = trace.calls[c].parent
+        self.busy = {o.frame for o in trace.ops} | {c.site.frame for c in trace.calls if c.site is not None}
+        self.functions = {f.frame: f.function for f in trace.frames}
+        self.callers = {f.frame: f.caller for f in trace.frames}
+
+    def helper_name(self, frame: int, function: str) -> str:
+        """A helper as the code names it; a wrapper that only passed its call on (a decorator's) is
+        named by what it called."""
+        while frame not in self.busy and len(self.callees.get(frame, [])) == 1:
+            frame = self.callees[frame][0]
+            function = self.functions.get(frame, function)
+        return function
+
+    def _adds_inside(self, step: Step) -> bool:
+        calls = (step.call,) if step.call is not None else step.calls
+        spans = [self.span.get(c, (0, 0)) for c in calls]
+        return any(self.adds[a] != self.adds[b] for a, b in spans)
+
+    def ops_inside(self, call: ModuleCall) -> tuple[OpCall, ...]:
+        first, end = self.span.get(call.index, (0, 0))
+        return self.trace.ops[first:end]
+
+    def owners(self, call: ModuleCall, steps: list[Step]) -> dict[int, int]:
+        """Op index -> the step of `call`'s level it ran in (inside a child call, a helper, or as
+        itself)."""
+        step_of_call = {s.call: i for i, s in enumerate(steps) if s.call is not None}
+        for i, s in enumerate(steps):
+            step_of_call.update((c, i) for c in s.calls)
+        found = {o: i for i, s in enumerate(steps) for o in s.ops}
+        for op in self.ops_inside(call):
+            c = op.call
+            while c is not None and c not in step_of_call and c != call.index:
+                c = self.trace.calls[c].parent
+            if c is not None and c in step_of_call:
+                found.setdefault(op.index, step_of_call[c])
+        return found
+
+    # --- steps --------------------------------------------------------------------------------
+    def _chain(self, item: ModuleCall | OpCall) -> list[int]:
+        """The frames an item ran under, innermost first, up to the forward that made it."""
+        if isinstance(item, ModuleCall):
+            if item.site is None:
+                return []
+            frame, function = item.site.frame, item.site.function
+        else:
+            frame, function = item.frame, item.function
+        chain = [frame]
+        while function not in ("forward", "?") and self.callers.get(chain[-1]) is not None:
+            chain.append(self.callers[chain[-1]])  # type: ignore[arg-type]
+            function = self.functions.get(chain[-1], "forward")
+        return chain
+
+    def _group(self, item: ModuleCall | OpCall, within: int | None) -> int | bool | None:
+        """The helper frame directly below `within` (None: the level's forward) that `item` ran in;
+        None where it ran in `within` itself; False where it is not `within`'s at all."""
+        chain = self._chain(item)
+        if within is None:
+            helpers = [f for f in chain if self.functions.get(f, "forward") not in ("forward", "?")]
+            if isinstance(item, OpCall) and item.function not in ("forward", "?") and not helpers:
+                return item.frame  # a helper frame the trace did not keep
+            return helpers[-1] if helpers else None
+        if within not in chain:
+            return False
+        j = chain.index(within)
+        return chain[j - 1] if j > 0 else None
+
+    def items(self, call: ModuleCall, within: int | None) -> list[ModuleCall | OpCall]:
+        found = self.trace.timeline(call.index)
+        return found if within is None else [i for i in found if self._group(i, within) is not False]
+
+    def steps(self, call: ModuleCall, within: int | None = None) -> list[Step]:
+        """The steps directly inside `call` (or inside its helper call `within`), in the order they
+        finished."""
+        groups: dict[tuple[str, int], list[ModuleCall | OpCall]] = {}
+        for item in self.items(call, within):
+            helper = self._group(item, within)
+            key = ("helper", helper) if isinstance(helper, int) and helper is not True else ("item", id(item))
+            groups.setdefault(key, []).append(item)
+        uses = self._uses(call)
+        found = []
+        for key, items in groups.items():
+            if key[0] == "helper":
+                found.append(self._helper_step(items, uses, call, key[1]))
+            elif isinstance(items[0], ModuleCall):
+                c = items[0]
+                name = c.path[len(call.path) + 1 :] if call.path else c.path  # as the level's code names it
+                found.append(Step(StepKind.call, name, c.type, c.inputs, c.outputs, c.end, c.index))
+            else:
+                o = items[0]
+                found.append(Step(StepKind.op, o.name, o.name, o.inputs, o.outputs, o.time, ops=(o.index,)))
+        return _sums(sorted(found, key=lambda s: s.time))
+
+    def _uses(self, call: ModuleCall) -> dict[int, list[int]]:
+        """Tensor id -> the times of the items of `call`'s level that read it (its outputs: never)."""
+        uses: dict[int, list[int]] = {}
+        for item in self.trace.timeline(call.index):
+            time = item.end if isinstance(item, ModuleCall) else item.time
+            for t in item.inputs:
+                uses.setdefault(t.id, []).append(time)
+        return uses
+
+    def _helper_step(
+        self, items: list[ModuleCall | OpCall], uses: dict[int, list[int]], call: ModuleCall, frame: int
+    ) -> Step:
+        """A helper call: it takes what its items read from outside it, and returns what it made
+        that the level reads after it, or that leaves the level; else what it made last."""
+        made: dict[int, TensorMeta] = {}
+        for item in items:
+            own = {t.id for t in item.inputs}
+            made.update((t.id, t) for t in item.outputs if t.id not in own)
+        taken = {t.id: t for item in items for t in item.inputs if t.id not in made}
+        end = max(i.end if isinstance(i, ModuleCall) else i.time for i in items)
+        leaving = {t.id for t in call.outputs}
+        returned = [t for t in made.values() if t.id in leaving or any(u > end for u in uses.get(t.id, ()))]
+        if not returned:
+            returned = list(items[-1].outputs)
+        first = items[0]
+        function = first.function if isinstance(first, OpCall) and first.frame == frame else "?"
+        name = self.helper_name(frame, self.functions.get(frame, function))
+        return Step(
+            StepKind.helper,
+            name,
+            name,
+            tuple(taken.values()),
+            tuple(returned),
+            end,
+            ops=tuple(i.index for i in items if isinstance(i, OpCall)),
+            calls=tuple(i.index for i in items if isinstance(i, ModuleCall)),
+            frame=frame,
+        )
+
+    # --- levels -------------------------------------------------------------------------------
+    def open(
+        self,
+        call: ModuleCall,
+        names: dict[int, str],
+        skip: TensorMeta | None,
+        root: bool = False,
+        helper: Step | None = None,
+    ) -> Level:
+        """The level of `call` (or of its helper call `helper`), and those of the calls and helpers
+        on its stream that hold residuals; each appended to self.levels, outer levels first."""
+        frame = None if helper is None else helper.frame
+        steps = self.steps(call, frame)
+        while helper is not None and len(steps) == 1 and steps[0].kind == StepKind.helper:
+            frame = steps[0].frame  # a wrapper that only passed its call on: its callee's inside
+            steps = self.steps(call, frame)
+        producer = _producers(steps)
+        outputs = call.outputs if helper is None else helper.outputs
+        main_out = outputs[0] if outputs else None
+        inputs = call.inputs if helper is None else helper.inputs
+        for i, s in enumerate(steps):
+            for t in s.outputs:
+                if producer.get(t.id) == i:
+                    names.setdefault(t.id, s.name)
+
+        def level_from(main_in: TensorMeta | None) -> _Level:
+            return _Level(steps, producer, main_in, main_out, skip, names, outputs, self, call, frame)
+
+        level = level_from(inputs[0] if inputs else None)
+        if root and not level.segments:  # an encoder-decoder's stream starts at the decoder's inputs
+            level = next((lv for lv in map(level_from, inputs[1:]) if lv.segments), level)
+        index = len(self.levels)
+        self.levels.append(level.result(call.index, ()))  # the outer level comes first
+        opened = []
+        for i in level.spine:
+            step = steps[i]
+            inner_skip = level.join_skips.get(i)
+            mark = len(self.levels)
+            if inner_skip is None and not self._adds_inside(step):
+                continue  # no add inside: no residual to find
+            if step.kind == StepKind.call:
+                assert step.call is not None
+                inner = self.open(self.trace.calls[step.call], names, inner_skip)
+            elif step.kind == StepKind.helper and step.calls:
+                inner = self.open(call, names, inner_skip, helper=step)
+            else:
+                continue
+            if inner_skip is not None or inner.residuals or inner.opened:
+                opened.append(i)
+            else:
+                del self.levels[mark:]
+        for i, step in enumerate(steps):
+            beside_stream = i not in level.spine and i not in level.in_branches
+            if self.everything and step.kind == StepKind.call and beside_stream and self._adds_inside(step):
+                assert step.call is not None
+                mark = len(self.levels)
+                beside = self.open(self.trace.calls[step.call], names, None)
+                count = (
+                    len(Graph(tuple(self.levels[mark:])).residuals)
+                    if beside.residuals or beside.opened
+                    else 0
+                )
+                del self.levels[mark:]
+                if count:
+                    self.beside.append((step.call, count))
+        result = level.result(call.index, tuple(opened))
+        self.levels[index] = result
+        return result
+
+
+def _sums(steps: list[Step]) -> list[Step]:
+    """Merge each add whose value only feeds a later add of the level into that add: one step per
+    sum, taking the sum's terms."""
+    readers: dict[int, list[int]] = {}
+    for i, s in enumerate(steps):
+        for t in s.inputs:
+            readers.setdefault(t.id, []).append(i)
+    into: dict[int, int] = {}  # add step -> the add step it feeds
+    for i, s in enumerate(steps):
+        if _is_add(s) and len(s.outputs) == 1:
+            r = readers.get(s.outputs[0].id, [])
+            if len(r) == 1 and _is_add(steps[r[0]]):
+                into[i] = r[0]
+    merged: dict[int, Step] = {}
+    for i, s in enumerate(steps):
+        if i in into:
+            continue
+        if _is_add(s):
+            terms: list[TensorMeta] = []
+            ops: list[int] = []
+            todo = [i]
+            while todo:
+                k = todo.pop()
+                ops[:0] = steps[k].ops
+                for t in steps[k].inputs:
+                    feeding = next(
+                        (j for j, target in into.items() if target == k and _made(steps[j], t)), None
+                    )
+                    if feeding is None:
+                        terms.append(t)
+                    else:
+                        todo.append(feeding)
+            s = Step(s.kind, s.name, s.title, tuple(terms), s.outputs, s.time, ops=tuple(sorted(ops)))
+        merged[i] = s
+    return [merged[i] for i in sorted(merged)]
+
+
+def _made(step: Step, t: TensorMeta) -> bool:
+    return any(o.id == t.id for o in step.outputs)
+
+
+def _is_add(step: Step) -> bool:
+    return step.kind == StepKind.op and facts(step.name).is_add
+
+
+def _producers(steps: list[Step]) -> dict[int, int]:
+    """Tensor id -> the step that made it (a step that hands back its input makes nothing)."""
+    found: dict[int, int] = {}
+    for i, s in enumerate(steps):
+        own = {t.id for t in s.inputs}
+        for t in s.outputs:
+            if t.id not in own:
+                found.setdefault(t.id, i)
+    return found
+
+
+def _main_inputs(step: Step) -> tuple[TensorMeta, ...]:
+    """What a step's value is computed from, for the stream: a module call's first input (the rest
+    are side inputs: a mask, the rotary tables), every input of an op or a helper."""
+    return step.inputs[:1] if step.kind == StepKind.call else step.inputs
+
+
+def _leads_to(
+    parents: dict[int, tuple[int, ...]],
+    made_at: dict[int, int],
+    span: tuple[int, int],
+    target: TensorMeta | None,
+) -> set[int]:
+    """Ids the target's value was computed from, op by op, inside the ops of `span`, the target's
+    own included (a module that reads its input only for its shape, as a position embedding does,
+    computes nothing from it)."""
+    if target is None:
+        return set()
+    first, end = span
+    found = {target.id}
+    todo = [target.id]
+    while todo:
+        tid = todo.pop()
+        if not first <= made_at.get(tid, -1) < end:
+            continue  # made before the level began: one of its inputs
+        for u in parents.get(tid, ()):
+            if u not in found:
+                found.add(u)
+                todo.append(u)
+    return found
+
+
+class _Level:
+    """One level's stream, residuals and side inputs, worked out from its steps."""
+
+    def __init__(
+        self,
+        steps: list[Step],
+        producer: dict[int, int],
+        main_in: TensorMeta | None,
+        main_out: TensorMeta | None,
+        skip: TensorMeta | None,
+        names: dict[int, str],
+        outputs: tuple[TensorMeta, ...],
+        builder: _Builder,
+        call: ModuleCall,
+        frame: int | None,
+    ):
+        self.frame = frame
+        self.steps, self.producer, self.names, self.outputs = steps, producer, names, outputs
+        self.main_in, self.main_out, self.skip = main_in, main_out, skip
+        self.parents, self.op_of, self.everything = builder.parents, builder.op_of, builder.everything
+        self.owner = builder.owners(call, steps)
+        self.from_main = self._from_main(builder.ops_inside(call))
+        span = builder.span.get(call.index, (0, 0))
+        self.upstream = _leads_to(self.parents, self.op_of, span, main_out)
+        self.spine, self.values = self._spine()
+        self.join_skips: dict[int, TensorMeta] = {}  # a join call -> the stream value it adds inside
+        self.terms: dict[int, set[int]] = {}  # a join -> the ids of its residual's terms
+        self.segments, self.side = self._segments()
+        self.in_branches = {
+            i for s in self.segments if s.residual for b in s.residual.branches for i in b.steps
+        }
+
+    def _spine(self) -> tuple[list[int], list[TensorMeta]]:
+        """The steps that carry the stream, in order, and the stream's value after each (the main
+        input first)."""
+        if self.main_in is None:
+            return [], []
+        current = {self.main_in.id}
+        values = [self.main_in]
+        spine: list[int] = []
+        for i, s in enumerate(self.steps):
+            if not any(t.id in current for t in _main_inputs(s)):
+                continue
+            # what carries the stream on: computed from it, and leading to the main output (not the
+            # rotary tables a call makes beside it, nor a position embedding that reads only a shape)
+            made = [t for t in s.outputs if t.id in self.upstream and t.id in self.from_main]
+            if not made:
+                continue
+            spine.append(i)
+            if any(t.id not in current for t in made):
+                current = {t.id for t in made}
+                values.append(made[0])
+            else:
+                values.append(values[-1])  # a step that hands the stream on as it was (eval dropout)
+        return spine, values
+
+    def spine_calls(self) -> list[int]:
+        return [i for i in self.spine if self.steps[i].kind == StepKind.call]
+
+    def _origins(self, t: TensorMeta, stream: dict[int, int]) -> list[tuple[int, bool, list[int]]]:
+        """The stream values `t` was computed from, op by op, nearest first on each path: (position
+        on the stream, whether a module or helper call of this level lies between, its steps)."""
+        found = []
+        todo: list[tuple[int, bool, tuple[int, ...]]] = [(t.id, False, ())]
+        seen: set[tuple[int, bool]] = set()
+        while todo:
+            tid, through, path = todo.pop()
+            if (tid in stream and tid != t.id) or (tid == t.id and tid in stream):
+                found.append((stream[tid], through, sorted(set(path))))
+                continue
+            if (tid, through) in seen or tid not in self.parents:
+                continue
+            seen.add((tid, through))
+            step = self.owner.get(self.op_of.get(tid, -1))
+            crossed = through
+            if step is not None:
+                s = self.steps[step]
+                crossed = through or s.kind == StepKind.call or bool(s.calls)
+                path = (*path, step)
+            for u in self.parents[tid]:
+                todo.append((u, crossed, path))
+        return found
+
+    def _segments(self) -> tuple[list[Segment], list[SideInput]]:
+        if self.main_in is None or not self.spine or self.values[-1].id != getattr(self.main_out, "id", None):
+            return [], self._side_inputs(set()) if self.everything else []
+        stream: dict[int, int] = {}  # id -> its first position on the stream
+        for pos, v in enumerate(self.values):
+            stream.setdefault(v.id, pos)
+        if self.skip is not None:
+            stream.setdefault(self.skip.id, -1)
+        # which later stream steps read each stream value again, besides the one after it
+        reentries: dict[int, list[tuple[int, TensorMeta, bool, list[int]]]] = {}
+        for k, i in enumerate(self.spine):
+            step = self.steps[i]
+            main = {t.id for t in step.inputs if t.id == self.values[k].id}
+            for t in step.inputs:
+                if t.id in main:
+                    continue
+                for pos, through, path in self._origins(t, stream):
+                    if pos < k:
+                        reentries.setdefault(pos, []).append((k, t, through, path))
+        joins: dict[int, tuple[int, list[tuple[TensorMeta, bool, list[int]]]]] = {}
+        context: set[int] = set()  # stream values several joins read: side inputs (nanochat's x0)
+        for pos, reads in reentries.items():
+            direct = {k for k, _, through, _ in reads if not through}  # as it is, or scaled by ops
+            if len(direct) > 1:
+                context.add(self.values[pos].id if pos >= 0 else self.skip.id)  # type: ignore[union-attr]
+                continue
+            if not direct:
+                continue  # only a call's output computed from it (value embeddings from the ids)
+            k = direct.pop()
+            if pos > joins.get(k, (-2, []))[0]:
+                joins[k] = (pos, [(t, through, path) for j, t, through, path in reads if j == k])
+        segments: list[tuple[int, Segment]] = []  # (the stream position it starts at, segment)
+        for k, i in enumerate(self.spine):
+            start, end = self.values[k], self.values[k + 1]
+            found = joins.get(k)
+            residual = self._residual(k, i, found) if found is not None else None
+            if residual is None:
+                segments.append((k, Segment(start, end, (i,))))
+                continue
+            pos = max(found[0], 0)  # type: ignore[index]
+            while segments and segments[-1][0] >= pos:
+                segments.pop()  # the stream's steps since the skip are the residual's branch
+            segments.append((pos, Segment(residual.skip, end, residual.adds or (i,), residual)))
+        return [s for _, s in segments], self._side_inputs(context) if self.everything else []
+
+    def _residual(
+        self, k: int, join: int, found: tuple[int, list[tuple[TensorMeta, bool, list[int]]]]
+    ) -> Residual | None:
+        pos, reads = found
+        skip = self.values[pos] if pos >= 0 else self.skip
+        assert skip is not None
+        skips = [(t, path) for t, through, path in reads if not through]
+        branches = [(t, path) for t, through, path in reads if through]
+        between = self.spine[max(pos, 0) : k]  # the steps the stream took since the skip: a branch
+        on_stream = self.values[k]
+        crossed = any(self.steps[i].kind == StepKind.call or self.steps[i].calls for i in between)
+        if not skips or not (crossed or branches):
+            return None
+        step = self.steps[join]
+        self.terms[join] = {t.id for t, _, _ in reads}
+        found_branches = []
+        if between or pos < 0:
+            found_branches.append(Branch(on_stream, tuple(between)))
+        found_branches += [Branch(t, tuple(path)) for t, path in branches]
+        if step.kind == StepKind.call:
+            self.join_skips[join] = skip
+            adds: tuple[int, ...] = ()
+        else:
+            adds = (join,)
+        return Residual(join, adds, skip, tuple(skips[0][1]), tuple(found_branches), step.outputs[0])
+
+    def _side_inputs(self, context: set[int]) -> list[SideInput]:
+        """What each step reads beside the stream: a stream step, all but the stream's value (and,
+        at a residual's join, its terms); any other step, what the level did not compute from its
+        main input; and wherever it is read, an earlier stream value that several joins read."""
+        on_stream = {i: self.values[k].id for k, i in enumerate(self.spine)}
+        skip = getattr(self.skip, "id", None)
+        found = []
+        for i, s in enumerate(self.steps):
+            for t in s.inputs:
+                if i in on_stream:
+                    side = t.id != on_stream[i] and t.id not in self.terms.get(i, ())
+                else:
+                    side = t.id not in self.from_main and t.id != skip
+                if side or t.id in context:
+                    found.append(SideInput(i, t, self.names.get(t.id, "?")))
+        return found
+
+    def _from_main(self, ops: tuple[OpCall, ...]) -> set[int]:
+        """The ids computed from the main input, op by op (a call's outputs where it hands its input
+        back)."""
+        if self.main_in is None:
+            return set()
+        found = {self.main_in.id}
+        for op in ops:
+            if any(t.id in found for t in op.inputs):
+                found.update(t.id for t in op.outputs)
+        return found
+
+    def result(self, call: int, opened: tuple[int, ...]) -> Level:
+        main = getattr(self.main_out, "id", None)
+        stream = (self.segments[0].start, *(s.end for s in self.segments)) if self.segments else ()
+        return Level(
+            call,
+            self.frame,
+            tuple(self.steps),
+            self.main_in,
+            self.main_out,
+            stream,
+            tuple(self.segments),
+            tuple(self.side),
+            tuple(t for t in self.outputs if t.id != main),
+            opened,
+            self.skip,
+        )
