@@ -171,12 +171,24 @@ def cached_trace(
     request = model if isinstance(model, ModelRequest) else ModelRequest(model)
     key = request.cache_key() if use_cache else None
     if key is not None and (hit := cache.load(key, device, frozen)) is not None:
-        return hit
+        return _as_requested(hit, request)
     load_torch()
     traced = trace_spec(request.spec(), device, frozen)
     if key is not None:
         cache.store(traced, key, device, frozen)
     return traced
+
+
+def _as_requested(hit: Trace, request: ModelRequest) -> Trace:
+    """A cached trace naming the model as this request named it: the entry may have been stored by a
+    call that wrote the same folder another way (`./other`, an absolute path, a symbolic link)."""
+    from dataclasses import replace
+
+    from blocktrace.tracing.records import FrozenDict
+
+    if request.source is None or request.source not in hit.config:
+        return hit
+    return replace(hit, config=FrozenDict({**hit.config, request.source: request.target}))
 
 
 def load_torch() -> None:

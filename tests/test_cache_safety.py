@@ -71,3 +71,21 @@ def test_the_folder_is_private_and_not_trusted_when_others_may_write(tmp_path, m
     assert cache.load(SPEC, "probe", ()) is not None
     folder.chmod(0o777)  # anyone may now plant an entry with a digest that matches
     assert cache.load(SPEC, "probe", ()) is None
+
+
+def test_a_hit_names_the_folder_as_this_call_wrote_it(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from tests.harness import invoke
+    from tests.test_hardening import LLAMA
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(LLAMA))
+    (tmp_path / "link").symlink_to(tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    named = {}
+    for source in ("./model", str(tmp_path / "link")):  # the second is answered from the cache
+        result = invoke(["diagram", "--hf", source, "--format", "json"])
+        assert result.exit_code == 0, result.stderr
+        named[source] = json.loads(result.stdout)["config"]["hf"]
+    assert named == {s: s for s in named}
