@@ -6,8 +6,10 @@ frozen patterns.
 Only the deterministic devices are cached: "probe" and "meta".
 
 An entry is a line with the SHA-256 of the trace's JSON, then that JSON: an entry that cannot be
-read, or whose text does not match its digest (cut short, edited, valid JSON of another shape), is
-ignored and rewritten, never a crash. Entries are written atomically; the whole cache is kept under
+read, or whose text does not match its digest (cut short, edited, valid JSON of another shape,
+nested too deep to parse), is ignored and rewritten, never a crash. Only a regular file of at most
+MAX_BYTES is read (a FIFO or a link to /dev/zero is a miss), and only from a folder no one else can
+write to: the folder is made 0700. Entries are written atomically; the whole cache is kept under
 MAX_BYTES by removing the entries used longest ago. A cache that cannot be written is no reason to
 fail, but it is said once on stderr. No torch here.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
@@ -83,19 +86,43 @@ def load(spec: Keyed, device: Device, frozen: tuple[str, ...]) -> Trace | None:
         return None
     try:
         path = _path(spec, device, frozen)
-        data = path.read_bytes()
+        data = _read_entry(path) if _trusted(path.parent) else None
     except (OSError, RuntimeError):  # RuntimeError: no home directory to find the cache in
+        return None
+    if data is None:
         return None
     digest, _, body = data.partition(b"\n")
     if digest != hashlib.sha256(body).hexdigest().encode():
         return None
     try:
         trace = Trace.from_json(body.decode("utf-8"))
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
-        return None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
+        return None  # RecursionError: JSON nested deeper than Python's recursion limit
     with suppress(OSError):
         os.utime(path)  # used now: the last to be removed when the cache is over its size
     return trace
+
+
+def _read_entry(path: Path) -> bytes | None:
+    """The entry's bytes if it is a regular file of at most MAX_BYTES; None for anything else: a
+    symbolic link (to /dev/zero, say), a FIFO (opened without waiting for a writer), a huge file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BYTES:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    return data if len(data) <= MAX_BYTES else None
+
+
+def _trusted(folder: Path) -> bool:
+    """Whether the cache folder is ours alone: anyone who can write to it could plant a trace whose
+    digest matches (a digest is no signature), so a folder others may write to is not read."""
+    st = folder.stat()
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def store(trace: Trace, spec: Keyed, device: Device, frozen: tuple[str, ...]) -> None:
@@ -111,7 +138,10 @@ def store(trace: Trace, spec: Keyed, device: Device, frozen: tuple[str, ...]) ->
 
     try:
         path = _path(spec, device, frozen)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private whatever the umask
+        if not _trusted(path.parent):
+            _warn(f"cache not used: others may write to {path.parent} (chmod 700 it)")
+            return
         # private, as a temporary file is made; not synced: an entry a crash loses is only a miss
         atomic_write(path, data, 0o600, sync=False)
         trim(MAX_BYTES, keep=path)

@@ -216,7 +216,7 @@ def cached_trace(
     request = model if isinstance(model, ModelRequest) else ModelRequest(model)
     key = request.cache_key() if use_cache else None
     if key is not None and (hit := cache.load(key, device, frozen)) is not None:
-        return hit
+        return _as_requested(hit, request)
     load_torch()
     with user_output_to_stderr():  # the spec imports the user's code, or transformers
         spec = request.spec()
@@ -224,6 +224,18 @@ def cached_trace(
     if key is not None:
         cache.store(traced, key, device, frozen)
     return traced
+
+
+def _as_requested(hit: Trace, request: ModelRequest) -> Trace:
+    """A cached trace naming the model as this request named it: the entry may have been stored by a
+    call that wrote the same folder another way (`./other`, an absolute path, a symbolic link)."""
+    from dataclasses import replace
+
+    from blocktrace.tracing.records import FrozenDict
+
+    if request.source is None or request.source not in hit.config:
+        return hit
+    return replace(hit, config=FrozenDict({**hit.config, request.source: request.target}))
 
 
 def load_torch() -> None:
@@ -238,7 +250,12 @@ def load_torch() -> None:
     with warnings.catch_warnings():
         # a torch build beside no numpy says so at import; blocktrace never hands torch numpy arrays
         warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
-        import torch  # noqa: F401
+        try:
+            import torch  # noqa: F401
+        except (ImportError, OSError, MemoryError) as error:  # a broken install, or `ulimit -v` too low
+            raise TraceError(
+                f"cannot import torch: {error_line(error)} (is memory limited, e.g. by ulimit -v?)"
+            ) from error
 
     gc.freeze()
 

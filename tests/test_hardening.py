@@ -7,11 +7,14 @@ closed, a broken or an ASCII-only stdout.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -364,3 +367,266 @@ def test_formulas_name_no_symbol_the_page_does_not_define(fmt: str) -> None:
 def test_format_help_says_formulas_need_the_flag() -> None:
     text = " ".join(invoke(["diagram", "--help"]).stdout.split())
     assert "(and the formulas, with --formulas)" in text
+
+
+# --- -o targets: descriptors, devices and FIFOs written straight through, checked before tracing ---
+
+
+def _no_temporary_files(folder: Path) -> None:
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("spelling", ["/dev/fd/{fd}", "/proc/self/fd/{fd}", "link"])
+def test_a_descriptor_opened_for_appending_is_appended_to(tmp_path: Path, spelling: str) -> None:
+    # `-o /dev/stdout >> log.txt`: the descriptor is written, not the file behind it replaced
+    log = tmp_path / "log.txt"
+    log.write_text("earlier\n")
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        name = spelling.format(fd=fd)
+        if spelling == "link":  # a symlink to the descriptor, as /dev/stdout is to /proc/self/fd/1
+            (tmp_path / "link").symlink_to(f"/proc/self/fd/{fd}")
+            name = str(tmp_path / "link")
+        for _ in range(2):
+            assert invoke(["diagram", *TINY, "-o", name]).exit_code == 0
+    finally:
+        os.close(fd)
+    text = log.read_text()
+    assert text.startswith("earlier\n") and text.count("Block (float32)") == 2, text
+    _no_temporary_files(tmp_path)
+
+
+def test_a_pipe_given_as_a_descriptor_is_written(tmp_path: Path) -> None:
+    # `-o >(cat)` is /dev/fd/63, a pipe: it has no folder to put a temporary file in
+    read, write = os.pipe()
+    try:
+        assert invoke(["diagram", *TINY, "-o", f"/dev/fd/{write}"]).exit_code == 0
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            assert b"Block (float32)" in f.read()
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(write)
+
+
+def test_the_shell_s_own_appending_keeps_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    log.write_text("earlier\n")
+    command = [sys.executable, "-m", "blocktrace", "diagram", *TINY, "-o", "/dev/stdout"]
+    shell = " ".join(command)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    for line in (f"{shell} >> log.txt", f"{shell} | cat >> log.txt"):
+        done = subprocess.run(["sh", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0 and not done.stderr, done.stderr
+    assert log.read_text().startswith("earlier\n") and log.read_text().count("Block (float32)") == 2
+    _no_temporary_files(tmp_path)
+
+
+def test_a_descriptor_not_open_is_exit_2() -> None:
+    one_error(invoke(["diagram", *TINY, "-o", "/dev/fd/987"]), 2, "descriptor 987 is not open")
+
+
+def test_a_fifo_is_written_through_without_a_temporary_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    result = invoke(["diagram", *TINY, "-o", str(fifo)])
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.stderr
+    assert b"Block (float32)" in got[0]
+    _no_temporary_files(tmp_path)
+
+
+@pytest.mark.parametrize("target", ["own", "/proc/version"])
+def test_a_read_only_file_is_refused_as_a_shell_refuses_it(tmp_path: Path, target: str) -> None:
+    path = tmp_path / "block.txt"
+    if target == "own":
+        path.write_text("kept\n")
+        path.chmod(0o444)
+    name = str(path) if target == "own" else target
+    one_error(invoke(["diagram", *TINY, "-o", name]), 2, "read-only")
+    if target == "own":
+        assert path.read_text() == "kept\n"
+    _no_temporary_files(tmp_path)
+
+
+USER_CODE = """
+import os, torch
+from torch import nn
+open({marker!r}, "w").close()
+os.chdir({elsewhere!r})
+
+def block(B=2, T=3, C=8):
+    return nn.Linear(C, C), (torch.randn(B, T, C),)
+"""
+
+
+def test_o_is_checked_and_resolved_before_any_user_code_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker, elsewhere = tmp_path / "ran", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = tmp_path / "user.py"
+    code.write_text(USER_CODE.format(marker=str(marker), elsewhere=str(elsewhere)))
+    monkeypatch.chdir(tmp_path)
+    module = ["--module", f"{code}:block", "--no-cache"]
+    one_error(invoke(["table", *module, "-o", "missing/t.txt"]), 2, "folder does not exist")
+    assert not marker.exists()  # refused before the user's code ran
+    assert invoke(["table", *module, "-o", "t.txt"]).exit_code == 0
+    assert marker.exists() and (tmp_path / "t.txt").exists() and not (elsewhere / "t.txt").exists()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_term_and_hup_in_the_write_leave_the_target_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int, code: int
+) -> None:
+    target = tmp_path / "block.txt"
+    target.write_text("the old diagram\n")
+    real_replace = os.replace
+
+    def signalled(src: str, dst: str) -> None:
+        os.kill(os.getpid(), signum)  # arrives between the temporary file's write and its rename
+        real_replace(src, dst)
+
+    monkeypatch.setattr(output.os, "replace", signalled)
+    previous = signal.getsignal(signum)
+    result = invoke(["diagram", *TINY, "-o", str(target)])
+    assert result.exit_code == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert target.read_text() == "the old diagram\n"
+    _no_temporary_files(tmp_path)
+    assert signal.getsignal(signum) is previous  # the handler blocktrace set is taken back
+
+
+# --- the gate: config sizes and flags refused before torch sees them, user code's exits caught -----
+
+LLAMA = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 48,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "intermediate_size": 80,
+    "vocab_size": 97,
+    "num_hidden_layers": 1,
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("hidden_size", 0, "hidden_size must be at least 1"),
+        ("head_dim", 0, "head_dim must be at least 1"),
+        ("rope_theta", "fast", "rope_theta must be a number above 0"),
+        ("hidden_size", -48, "hidden_size must be at least 1"),
+        ("hidden_size", 2**40, "over torch's limit"),
+        ("intermediate_size", 0, "intermediate_size must be at least 1"),
+        ("vocab_size", 0, "vocab_size must be at least 1"),
+        ("num_attention_heads", 0, "num_attention_heads must be at least 1"),
+        ("num_key_value_heads", "two", "num_key_value_heads must be a whole number"),
+    ],
+)
+def test_a_bad_config_field_is_named_in_one_line(
+    tmp_path: Path, field: str, value: object, words: str
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({**LLAMA, field: value}))
+    for device in ("probe", "cpu"):
+        one_error(invoke(["diagram", "--hf", str(tmp_path), "--device", device, "--no-cache"]), 2, words)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"), [("null", "not null"), ("[1]", "not a list"), ("[" * 100_000, "not JSON")]
+)
+def test_a_config_json_that_is_no_object_is_one_line(tmp_path: Path, body: str, words: str) -> None:
+    (tmp_path / "config.json").write_text(body)
+    one_error(invoke(["diagram", "--hf", str(tmp_path), "--no-cache"]), 2, words)
+
+
+def test_a_dim_over_torch_s_limit_is_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text(USER_CODE.format(marker=str(tmp_path / "ran"), elsewhere=str(tmp_path)))
+    one_error(
+        invoke(["diagram", "--module", f"{tmp_path / 'm.py'}:block", "--dim", f"T={2**70}"]), 2, "--dim"
+    )
+
+
+FAILING = """
+import sys, torch
+from torch import nn
+{at_import}
+
+class Half(nn.Module):
+    def __init__(self):
+        pass  # no super().__init__()
+
+class Exits(nn.Module):
+    def forward(self, x):
+        {in_forward}
+
+def exits(B=2, T=3, C=8):
+    return Exits(), (torch.randn(B, T, C),)
+
+def five(B=2, T=3, C=8):
+    return nn.Linear(C, C), 5
+
+def nothing(B=2, T=3, C=8):
+    return nn.Linear(C, C), None
+
+def half(B=2, T=3, C=8):
+    return Half(), (torch.randn(B, T, C),)
+"""
+
+
+@pytest.mark.parametrize(
+    ("at_import", "in_forward", "name", "code", "words"),
+    [
+        ("sys.exit(0)", "return x", "exits", 1, "SystemExit: 0"),
+        ("sys.exit('text')", "return x", "exits", 1, "SystemExit: text"),
+        ("raise GeneratorExit('gone')", "return x", "exits", 1, "GeneratorExit: gone"),
+        ("", "sys.exit(3)", "exits", 1, "SystemExit: 3"),
+        ("", "raise SystemExit(5)", "exits", 1, "SystemExit: 5"),
+        ("", "raise BaseException('odd')", "exits", 1, "BaseException: odd"),
+        ("", "return x", "five", 2, "the args it returned are int"),
+        ("", "return x", "nothing", 2, "the args it returned are NoneType"),
+        ("", "return x", "half", 2, "does not call super().__init__()"),
+    ],
+)
+def test_user_code_that_exits_or_returns_nonsense_is_one_line(
+    tmp_path: Path, at_import: str, in_forward: str, name: str, code: int, words: str
+) -> None:
+    path = tmp_path / f"user_{abs(hash((at_import, in_forward)))}.py"
+    path.write_text(FAILING.format(at_import=at_import, in_forward=in_forward))
+    for device in ("probe", "cpu"):
+        one_error(
+            invoke(["table", "--module", f"{path}:{name}", "--device", device, "--no-cache"]), code, words
+        )
+
+
+def test_kwargs_nested_too_deep_is_one_line(tmp_path: Path) -> None:
+    deep = '{"a": ' * 50_000 + "1" + "}" * 50_000
+    one_error(
+        invoke(["diagram", "--module", "torch.nn:Linear", "--input", "2,8", "--kwargs", deep]), 2, "--kwargs"
+    )
+
+
+def test_torch_that_cannot_be_imported_is_one_line(tmp_path: Path) -> None:
+    # a shell's `ulimit -v 200000` breaks torch's import with an ImportError
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(
+        "raise ImportError('libtorch_cpu.so: failed to map segment')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "blocktrace", "diagram", *TINY], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("blocktrace: error: cannot import torch: libtorch_cpu.so"), done.stderr
+
+
+def test_a_batch_whose_storage_overflows_int64_is_exit_2(tmp_path: Path) -> None:
+    # 2**40 x 6 heads x 1024**2 scores is within int64 as elements, not as bytes: the meta kernel's words
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA))
+    for model in (["--hf", str(tmp_path)], []):
+        result = invoke(["diagram", *model, "--batch", str(2**40), "--device", "meta", "--no-cache"])
+        one_error(result, 2, "int64 limit")

@@ -4,9 +4,11 @@ installed command's entry point. The commands are in commands.py, their flags in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -22,7 +24,8 @@ from blocktrace.errors import BlocktraceError
 class _OneLineErrors(TyperGroup):
     """Every failure ends as one line on stderr, never a traceback. Exit codes: 2 for bad input
     (flags, configs, an output path that cannot be), 1 for a run that failed (a forward, a full disk),
-    0 when the reader of a pipe went away (`| head -1`), 130 on Ctrl-C."""
+    0 when the reader of a pipe went away (`| head -1`), 128+n on signal n: Ctrl-C (130), TERM (143)
+    and HUP (129) alike, each leaving no temporary file and a target as it was."""
 
     def main(
         self,
@@ -39,11 +42,15 @@ class _OneLineErrors(TyperGroup):
         if sys.stdout is None:  # closed by the shell (`>&-`): a write to it fails, not vanishes
             sys.stdout = _ClosedStdout()
         code: Any = 1
+        signals = _Signals()
         try:
             try:
-                code = super().main(
-                    args, prog_name or "blocktrace", complete_var, False, windows_expand_args, **extra
-                )
+                with signals:
+                    code = super().main(
+                        args, prog_name or "blocktrace", complete_var, False, windows_expand_args, **extra
+                    )
+                if code == 128 + signal.SIGINT:  # typer's own answer to a KeyboardInterrupt
+                    code = signals.exit_code
                 if sys.stdout is not None:  # what is still buffered (help, --version) fails here
                     with stdout_errors():
                         sys.stdout.flush()
@@ -72,8 +79,36 @@ class _OneLineErrors(TyperGroup):
             sys.exit(0)
         except KeyboardInterrupt:
             _silence_stdout()
-            sys.exit(130)
+            sys.exit(signals.exit_code)
         sys.exit(code or 0)
+
+
+class _Signals:
+    """TERM and HUP raised as Ctrl-C is, a KeyboardInterrupt where the program is, so that the same
+    cleanup runs (a temporary file removed); remembered, for the exit code 128+n. The handlers they
+    had are restored on leaving (none is set off the main thread, where none can be)."""
+
+    def __init__(self) -> None:
+        self.received: int = signal.SIGINT
+        self.previous: dict[int, Any] = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.received
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        self.received = signum
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _Signals:
+        with contextlib.suppress(ValueError):
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                self.previous[signum] = signal.signal(signum, self._interrupt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 class _ClosedStdout(io.TextIOBase):

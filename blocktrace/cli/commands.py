@@ -106,7 +106,7 @@ def diagram(
     """
     from blocktrace import api
 
-    name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
+    name, output = _output("diagram", fmt, output)
     with progress(wanted(name)):
         shown = api.diagram(
             model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only,
@@ -115,8 +115,13 @@ def diagram(
     formats.write(shown.view, name, output)
 
 
-def _value(choice: Enum | None) -> str | None:
-    return None if choice is None else choice.value
+def _output(command: str, fmt: Enum | None, output: str | None) -> tuple[str, str | None]:
+    """The format to write and the -o path, resolved and checked before anything is traced or any
+    user code runs (it may change the working folder, or take minutes)."""
+    from blocktrace.output.sink import check_output
+
+    name = formats.resolve(command, None if fmt is None else fmt.value, output)
+    return name, check_output(output)
 
 
 @app.command(cls=OptionsOnly)
@@ -179,7 +184,7 @@ def table(
     """
     from blocktrace import api
 
-    name = formats.resolve("table", _value(fmt), output)
+    name, output = _output("table", fmt, output)
     with progress(wanted(name)):
         shown = api.table(model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes)
     formats.write(shown.view, name, output)
@@ -247,7 +252,7 @@ def source(
     """
     from blocktrace import api
 
-    name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
+    name, output = _output("source", fmt, output)
     with progress(wanted(name)):
         shown = api.source(
             model, device=device, cache=cache, shapes=shapes, function=function or (), width=width
@@ -307,7 +312,7 @@ def memory(
     from blocktrace.views.memory.build import memory_view
     from blocktrace.views.memory.render import MemoryView
 
-    name = formats.resolve("memory", _value(fmt), output)  # a bad -o is said before running
+    name, output = _output("memory", fmt, output)
     formats.write(MemoryView(memory_view(memory_record(model), optimizer, mixed)), name, output)
 
 

@@ -19,6 +19,7 @@ from blocktrace.errors import ConfigError, error_line
 from blocktrace.models.block.config import MAX_ELEMENTS, MAX_LAYERS
 from blocktrace.models.hf_inputs import MainInput, concrete_class, main_input
 from blocktrace.models.spec import Dtype
+from blocktrace.models.validate import check_fields, read_config_json
 from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ def load_config(source: str) -> Any:
         raise ConfigError(f"--hf {source}: no config.json in that folder")
     if not path.exists() and (path.is_absolute() or source.startswith((".", "~"))):
         raise ConfigError(f"--hf {source}: no such folder")  # a path, not a Hub id
+    if path.is_dir():  # checked before transformers reads it, whose words for a bad field are its own
+        read_config_json(source, path / "config.json")
     try:
         from transformers import AutoConfig
     except ImportError as error:
@@ -81,9 +84,11 @@ def load_config(source: str) -> Any:
     logging.set_verbosity_error()  # its advice is for training and generation; blocktrace speaks for itself
     hub_logging.set_verbosity_error()  # a line per retry of a Hub it cannot reach: the error says it once
     try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except Exception as error:  # OSError, ValueError, KeyError: transformers' words for what is wrong
-        raise ConfigError(f"--hf {source}: {error_line(error)}") from error
+        raise ConfigError(f"--hf {source}: {' '.join(str(error).split()) or error_line(error)}") from error
+    check_fields(source, config.to_dict())  # a Hub id's config too, and transformers' own defaults
+    return config
 
 
 @dataclass(frozen=True)
@@ -279,8 +284,8 @@ class HFSpec:
         try:
             with torch.device(device):
                 model = self.model_class().from_config(config, dtype=self.dtype.to_torch(), **experts)
-        except (ValueError, KeyError, ImportError) as error:
-            raise ConfigError(f"--hf {self.source}: {error_line(error)}") from error
+        except Exception as error:  # transformers' checks of a config, in any exception type
+            raise ConfigError(f"--hf {self.source}: {error_line(error, named=True)}") from error
         return model.eval()
 
     def inputs(self, sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:

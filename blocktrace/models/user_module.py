@@ -60,7 +60,9 @@ def load_target(target: str) -> Any:
             if error.name and where.startswith(error.name):
                 raise ConfigError(f"--module {target}: no module named {where}") from error
             raise TraceError(f"--module {target}: importing {where} failed: {error}") from error
-        except Exception as error:
+        except BaseException as error:  # SystemExit and GeneratorExit too: only Ctrl-C stops us
+            if isinstance(error, KeyboardInterrupt):
+                raise
             raise TraceError(
                 f"--module {target}: importing {where} failed: {error_line(error, named=True)}"
             ) from error
@@ -83,7 +85,9 @@ def _import_file(path: Path, target: str) -> Any:
     sys.path.insert(0, str(path.parent.resolve()))  # so it imports its neighbours as when run there
     try:
         spec.loader.exec_module(module)
-    except Exception as error:
+    except BaseException as error:  # sys.exit(0) at import is no success: only Ctrl-C stops us
+        if isinstance(error, KeyboardInterrupt):
+            raise
         raise TraceError(
             f"--module {target}: importing {path} failed: {error_line(error, named=True)}"
         ) from error
@@ -123,6 +127,8 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
         value = json.loads(text)
     except ValueError as error:
         raise ConfigError(f"--kwargs: not JSON ({error})") from None
+    except RecursionError:
+        raise ConfigError("--kwargs: nested too deep to read") from None
     if not isinstance(value, dict):
         raise ConfigError("--kwargs: expected a JSON object, e.g. '{\"n_embd\": 768}'")
     return value
@@ -136,7 +142,7 @@ def parse_dims(texts: tuple[str, ...]) -> dict[str, int]:
             number = int(value)
         except ValueError:
             number = -1
-        if not sep or not _SIZE_NAME.fullmatch(name.strip()) or number <= 0:
+        if not sep or not _SIZE_NAME.fullmatch(name.strip()) or not 0 < number <= MAX_ELEMENTS:
             raise ConfigError(f"--dim {text}: expected NAME=SIZE with a positive size, e.g. T=4096")
         found[name.strip()] = number
     return found
@@ -151,10 +157,18 @@ def _torch_dtype(name: str) -> Any:
 def _built(make: Callable[[], Any], what: str) -> Any:
     try:
         return make()
-    except (ConfigError, TraceError):
+    except (ConfigError, TraceError, KeyboardInterrupt):
         raise
-    except Exception as error:
+    except BaseException as error:  # SystemExit and GeneratorExit from the user's code too
         raise TraceError(f"{what} failed: {error_line(error, named=True)}") from error
+
+
+def _initialised(module: Any, target: str) -> Any:
+    """`module`, refused where its class's __init__ never called nn.Module's: nothing of it works."""
+    if "_modules" not in vars(module):
+        name = type(module).__name__
+        raise ConfigError(f"--module {target}: {name}.__init__ does not call super().__init__()")
+    return module
 
 
 @dataclass(frozen=True)
@@ -190,7 +204,7 @@ class ModuleClassSpec:
                 return self.cls(**self.kwargs)
 
         module = _built(make, f"building {self.target}({_kwargs_text(self.kwargs)})")
-        return module.to(_torch_dtype(self.dtype)).eval()
+        return _initialised(module, self.target).to(_torch_dtype(self.dtype)).eval()
 
     def inputs(self, sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:
         import torch
@@ -329,8 +343,13 @@ class FactorySpec:
                 f"--module {self.target}: returned {type(made).__name__}; expected (module, args) or "
                 "(module, args, kwargs)"
             )
-        module, args = made[0], made[1]
+        module, args = _initialised(made[0], self.target), made[1]
         kwargs = made[2] if len(made) == 3 else {}
+        if not isinstance(args, torch.Tensor | tuple | list):
+            raise ConfigError(
+                f"--module {self.target}: the args it returned are {type(args).__name__}; expected a tensor, "
+                "or a tuple or list of inputs"
+            )
         args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
         if not isinstance(kwargs, dict):
             raise ConfigError(f"--module {self.target}: the kwargs it returned are not a dict")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from blocktrace.errors import TraceError
+from blocktrace.errors import TraceError, error_line
 from blocktrace.tracing.flops import Counts, FlopCounter
 from blocktrace.tracing.graph.build import residual_joins
 from blocktrace.tracing.ops import facts
@@ -447,10 +447,13 @@ def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, devic
         with torch.no_grad(), _OpRecorder(recorder, counter), counter:
             try:
                 output = module(*args, **kwargs)
-            except Exception as error:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # sys.exit() or GeneratorExit in a forward is a failure too
                 where = recorder.stack[-1] if recorder.stack else None
                 place = f"{where.path or '<root>'} ({type(where.module).__name__})" if where else ""
-                raise TraceError(f"forward failed in {place}: {error}") from error
+                said = error if isinstance(error, Exception) else error_line(error, named=True)
+                raise TraceError(f"forward failed in {place}: {said}") from error
         outputs = recorder.metas(output)
     finally:
         recorder.forget_frames()

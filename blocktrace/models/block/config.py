@@ -14,8 +14,9 @@ from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
 # A stack is traced layer by layer at its smallest sizes: bounded so that a call ends in seconds.
 MAX_LAYERS = 1024
-# torch indexes elements with int64: no tensor, nor a product of sizes that names one, may exceed it.
-MAX_ELEMENTS = 2**63 - 1
+# torch sizes a tensor's storage in bytes, as an int64: at up to 8 bytes an element, no tensor (nor a
+# product of sizes that names one) may have more elements than this.
+MAX_ELEMENTS = (2**63 - 1) // 8
 
 # The basis every Block's shapes are products of, with the sizes of the two probes (see symbols.py):
 # every product of sizes differs between the probes, and of such assignments these keep a probe
