@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported where used: the CLI's --help imports this package 
     from blocktrace.tracing.trace import Trace
     from blocktrace.views.shapes import Shapes
 
-__all__ = ["Shown", "diagram", "source", "table", "trace"]
+__all__ = ["Shown", "diagram", "memory", "source", "table", "trace"]
 
 
 def trace(
@@ -130,6 +130,31 @@ def source(
     chosen = _shapes(shapes)
     patterns = (function,) if isinstance(function, str) else tuple(function)
     return Shown(SourceListing(source_view(trace(*args, **kwargs), chosen, patterns), chosen, _width(width)))
+
+
+def memory(*args: Any, optimizer: str = "adamw", mixed: bool = False, **kwargs: Any) -> Shown:
+    """What training and inference hold, with the memory command's options: a model named by
+    keywords as the CLI's flags name it (`preset=`, `n_embd=`, `hf=`, `module=` ...), or the CLI's
+    ModelRequest. A live module or a Trace is refused: the memory is measured by running a model
+    built afresh at full size on the meta device."""
+    from blocktrace.api.request import model_request
+    from blocktrace.api.shown import Shown
+    from blocktrace.models.request import ModelRequest
+    from blocktrace.models.spec import choice
+    from blocktrace.pipeline import memory_record
+    from blocktrace.views.memory.build import Optimizer, memory_view
+    from blocktrace.views.memory.render import MemoryView
+
+    if len(args) == 1 and isinstance(args[0], ModelRequest) and not kwargs:
+        request = args[0]
+    elif args:
+        raise ConfigError(
+            "memory() takes a model named by keywords (preset=, hf=, module=, ...), not an object"
+        )
+    else:
+        request = model_request(kwargs)
+    chosen = choice(Optimizer, optimizer, "optimizer")
+    return Shown(MemoryView(memory_view(memory_record(request), chosen, mixed)))
 
 
 def _shapes(value: str) -> Shapes:

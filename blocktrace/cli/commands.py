@@ -308,12 +308,12 @@ def memory(
       blocktrace memory --dtype bfloat16 --mixed --optimizer adamw
       blocktrace memory --hf docs/examples/llama-70b --format json
     """
-    from blocktrace.pipeline import memory_record
-    from blocktrace.views.memory.build import memory_view
-    from blocktrace.views.memory.render import MemoryView
+    from blocktrace import api
 
     name, output = _output("memory", fmt, output)
-    formats.write(MemoryView(memory_view(memory_record(model), optimizer, mixed)), name, output)
+    with progress(wanted(name)):
+        shown = api.memory(model, optimizer=optimizer, mixed=mixed)
+    formats.write(shown.view, name, output)
 
 
 class CacheAction(StrEnum):
