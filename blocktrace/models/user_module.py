@@ -17,10 +17,11 @@ import json
 import math
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from itertools import combinations, count, islice
+from itertools import combinations, count, islice, permutations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -251,10 +252,16 @@ class FactorySpec:
 
     @cached_property
     def symbols(self) -> SymbolSet:
-        # the parts most sizes are made of take the smallest primes, so that the probes stay small;
-        # in the second probe each part takes the next prime up, so every product of sizes grows
+        # the parts take primes in the order of their requested sizes, so that a size the code divides
+        # by a smaller one stays the bigger (C // H does not vanish); among equals, the parts most
+        # sizes are made of take the smallest primes, so that the probes stay small. In the second
+        # probe each part takes the next prime up, so every product of sizes grows
         owns = [self._parts[name][-1] for name in self.defaults]
-        shared = sorted(owns, key=lambda own: -sum(own in parts for parts in self._parts.values()))
+        requested = self._requested_parts()
+        shared = sorted(
+            owns,
+            key=lambda own: (requested.get(own, 0), -sum(own in parts for parts in self._parts.values())),
+        )
         primes = list(islice(_primes(), len(owns) + 1))
         pair = {own: (primes[i], primes[i + 1]) for i, own in enumerate(shared)}
         basis = []
@@ -270,22 +277,32 @@ class FactorySpec:
             ),
             key=lambda c: -len(c.parts),
         )
-        return SymbolSet(tuple(basis), tuple(composites), tuple(self.defaults))
+        return SymbolSet(tuple(basis), tuple(composites), tuple(self.defaults), floors=True)
 
     @property
     def sizes(self) -> dict[str, int]:
         """The basis sizes at the requested sizes: each own part is the size over its divisors'."""
+        found = self._requested_parts()
+        if len(found) < len(self.defaults):
+            name = next(n for n in self.defaults if self._parts[n][-1] not in found)
+            below = math.prod(found.get(p, 1) for p in self._parts[name][:-1])
+            raise ConfigError(
+                f"--module {self.target}: {name} = {self.requested[name]} must be a multiple of "
+                f"{' * '.join(self.divides[name])} = {below}"
+            )
+        return found
+
+    def _requested_parts(self) -> dict[str, int]:
+        """Each own part's size at the requested sizes, for the sizes whose divisors divide them."""
         requested = self.requested
         found: dict[str, int] = {}
         for name in sorted(self.defaults, key=lambda n: len(self._parts[n])):  # divisors first
             *inner, own = self._parts[name]
+            if any(p not in found for p in inner):
+                continue
             below = math.prod(found[p] for p in inner)
-            if requested[name] % below:
-                raise ConfigError(
-                    f"--module {self.target}: {name} = {requested[name]} must be a multiple of "
-                    f"{' * '.join(self.divides[name])} = {below}"
-                )
-            found[own] = requested[name] // below
+            if requested[name] % below == 0:
+                found[own] = requested[name] // below
         return found
 
     def values(self, sizes: dict[str, int]) -> dict[str, int]:
@@ -408,14 +425,18 @@ def with_divisors(spec: FactorySpec) -> FactorySpec:
     head). Where no relations make every size fit (a ViT's T = G^2 + 1 is no product of sizes), the
     first under which the probes run names what fits; where none do, the spec as it is, and the
     full-size trace is drawn with its numbers."""
-    pairs = [(name, d) for name, divisors in _relations(spec.requested).items() for d in divisors]
+    divisible = [(name, d) for name, divisors in _relations(spec.requested).items() for d in divisors]
+    pairs = list(dict.fromkeys([*_code_relations(spec), *divisible, *_equal(spec.requested)]))
     running: FactorySpec | None = None
+    running_fit: ShapeFit | None = None
     for step in (1, 2):
         if running is not None:
             break  # the code ran at odd sizes: even ones would not name more
         tries = 0
         for size in range(3):
             for chosen in combinations(pairs, size):
+                if not _acyclic(chosen):
+                    continue
                 divides: dict[str, tuple[str, ...]] = {}
                 for name, d in chosen:
                     divides[name] = (*divides.get(name, ()), d)
@@ -429,8 +450,78 @@ def with_divisors(spec: FactorySpec) -> FactorySpec:
                 if fitted is not None and fitted.shapes_complete:
                     return trial
                 if fitted is not None and running is None:
-                    running = trial
+                    running, running_fit = trial, fitted
+    _note_unnamed(spec, running_fit, pairs)
     return running or spec
+
+
+def _note_unnamed(spec: FactorySpec, fitted: ShapeFit | None, pairs: list[tuple[str, str]]) -> None:
+    """One line on stderr saying which dimension goes unnamed and why, where the search named not all."""
+    from blocktrace.output.sink import notice
+
+    tried = ", ".join(f"{a} by {b}" for a, b in pairs[:6]) or "none"
+    if fitted is None:
+        why = "its probes at small sizes failed or ran other code under every relation tried"
+        notice("note", f"--module {spec.target}: sizes shown as numbers: {why} (divisibility tried: {tried})")
+        return
+    probe = fitted.probe
+    for call in probe.calls:
+        for t in call.outputs:
+            if None in fitted.dims[t.id]:
+                sizes = spec.symbols.probes()[0]
+                axes = ", ".join("?" if d is None else spec.symbols.name(d, sizes) for d in fitted.dims[t.id])
+                notice(
+                    "note",
+                    f"--module {spec.target}: {call.path or '(root)'}'s output ({axes}) and others are shown "
+                    "as numbers: no product of the factory's sizes gives them in both probes under any "
+                    f"relation tried (divisibility tried: {tried})",
+                )
+                return
+
+
+def _acyclic(chosen: tuple[tuple[str, str], ...]) -> bool:
+    """Whether no size is, through the chosen relations, a multiple of itself (equal sizes relate
+    either way, never both)."""
+    edges: dict[str, set[str]] = {}
+    for a, b in chosen:
+        edges.setdefault(a, set()).add(b)
+
+    def reaches(start: str, goal: str, seen: frozenset[str]) -> bool:
+        return any(
+            n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in edges.get(start, ())
+        )
+
+    return not any(reaches(a, a, frozenset()) for a in edges)
+
+
+def _code_relations(spec: FactorySpec) -> list[tuple[str, str]]:
+    """The relations the code divides by: each dimension of a run at the requested sizes on the meta
+    device (a view's head dim, a split's size) that is one requested size over another, C / H = 64,
+    and is not itself a requested size. None where the meta device cannot run the code."""
+    import torch
+
+    from blocktrace.tracing.tracer import trace
+
+    requested = spec.requested
+    try:
+        module, args, kwargs = spec._make(spec.values(spec.sizes), "meta")
+        with torch.no_grad():
+            traced = trace(module, args, kwargs)
+    except Exception:  # any failure of the user's code here only means no evidence
+        return []
+    values = set(requested.values())
+    dims = dict.fromkeys(n for t in traced.tensors() for n in t.shape if n > 1 and n not in values)
+    return [
+        (a, b)
+        for n in dims
+        for a, b in permutations(requested, 2)
+        if requested[b] > 1 and requested[a] == n * requested[b]
+    ]
+
+
+def _equal(requested: dict[str, int]) -> list[tuple[str, str]]:
+    """Pairs of equal sizes, either way: H = Hkv where the code groups heads by H // Hkv."""
+    return [(a, b) for a, b in permutations(requested, 2) if requested[a] == requested[b] > 1]
 
 
 def _integral(spec: FactorySpec) -> bool:
@@ -465,7 +556,9 @@ def _probe_fit(spec: FactorySpec) -> ShapeFit | None:
     if any(_elements(spec, probe) > _MAX_PROBE_ELEMENTS for probe in spec.symbols.probes()):
         return None  # sizes multiplied up (an image of G * P pixels a side): not a cheap probe
     try:
-        return fit_probes(spec)
+        with warnings.catch_warnings():  # a trial's sizes may leave a weight empty: the search's concern
+            warnings.simplefilter("ignore")
+            return fit_probes(spec)
     except (ConfigError, TraceError):
         return None
 
