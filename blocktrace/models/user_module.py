@@ -42,7 +42,7 @@ INPUT_DTYPES = {
 }  # fmt: skip
 _NO_SYMBOLS = SymbolSet(())
 _MAX_PROBE_ELEMENTS = 2**22  # of a probe's parameters and inputs together: 16 MiB at float32
-_MAX_TRIES = 12  # pairs of probes tried for the divisibility relations, at each step
+_MAX_TRIES = 20  # pairs of probes tried for the divisibility relations, at each step
 _SIZE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -497,7 +497,7 @@ def _acyclic(chosen: tuple[tuple[str, str], ...]) -> bool:
 def _code_relations(spec: FactorySpec) -> list[tuple[str, str]]:
     """The relations the code divides by: each dimension of a run at the requested sizes on the meta
     device (a view's head dim, a split's size) that is one requested size over another, C / H = 64,
-    and is not itself a requested size. None where the meta device cannot run the code."""
+    even where it equals a requested size (C / H = T = 8). None where the meta device cannot run it."""
     import torch
 
     from blocktrace.tracing.tracer import trace
@@ -509,8 +509,7 @@ def _code_relations(spec: FactorySpec) -> list[tuple[str, str]]:
             traced = trace(module, args, kwargs)
     except Exception:  # any failure of the user's code here only means no evidence
         return []
-    values = set(requested.values())
-    dims = dict.fromkeys(n for t in traced.tensors() for n in t.shape if n > 1 and n not in values)
+    dims = dict.fromkeys(n for t in traced.tensors() for n in t.shape if n > 1)
     return [
         (a, b)
         for n in dims
@@ -553,14 +552,14 @@ def _probe_fit(spec: FactorySpec) -> ShapeFit | None:
     """The probes' fit, or None where they fail, differ in structure, or would be too big to be cheap."""
     from blocktrace.sizes.fit import fit_probes
 
-    if any(_elements(spec, probe) > _MAX_PROBE_ELEMENTS for probe in spec.symbols.probes()):
-        return None  # sizes multiplied up (an image of G * P pixels a side): not a cheap probe
-    try:
-        with warnings.catch_warnings():  # a trial's sizes may leave a weight empty: the search's concern
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():  # a trial's sizes may leave a weight empty: the search's concern
+        warnings.simplefilter("ignore")
+        if any(_elements(spec, probe) > _MAX_PROBE_ELEMENTS for probe in spec.symbols.probes()):
+            return None  # sizes multiplied up (an image of G * P pixels a side): not a cheap probe
+        try:
             return fit_probes(spec)
-    except (ConfigError, TraceError):
-        return None
+        except (ConfigError, TraceError):
+            return None
 
 
 def _elements(spec: FactorySpec, sizes: dict[str, int]) -> int:

@@ -185,11 +185,13 @@ def _constant_in(fitted: tuple[Dim | None, ...], suspects: frozenset[int]) -> bo
 
 def _checked(fit: Callable[[list[int]], Dim | None], suspects: frozenset[int]) -> Callable:
     """`fit` of the two probes, where a suspect constant must also be what the third probe gave
-    (None: the third probe did not run the same code)."""
+    (None: the third probe did not run the same code), and is never 0: a size the probes made vanish
+    is a quotient floored, whatever the third probe says (Hkv // H stays 0 where Hkv = 2 * x > H)."""
 
     def checked(values: list[int | None]) -> Dim | None:
         dim = fit(values[:2])  # type: ignore[arg-type]
-        if dim is not None and not dim.powers and dim.coeff in suspects and values[2:] != [dim.coeff]:
+        suspect = dim is not None and not dim.powers and dim.coeff in suspects
+        if suspect and (dim.coeff == 0 or values[2:] != [dim.coeff]):  # type: ignore[union-attr]
             return None
         return dim
 
