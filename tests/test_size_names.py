@@ -3,14 +3,13 @@ of the factory and plain forward hooks, never against numbers blocktrace produce
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 from blocktrace.tracing.trace import Trace
 from tests.harness import invoke
 from tests.hooks import hooked_calls, symbols_of, traced_calls
+from tests.test_user_module import _imported, _write
 
 # C // H is computed, never checked: with C and H at independent probe primes it floors to the
 # same constant in both probes, and `.item()` keeps the meta device from running it at full size
@@ -57,20 +56,6 @@ class Block(nn.Module):
 def block(B=2, T=5, C=12):
     return Block(C), (torch.randn(B, T, C),)
 """
-
-
-def _write(folder: Path, name: str, text: str) -> Path:
-    path = folder / f"{name}.py"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _imported(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"test_size_names_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _json_trace(args: list[str]) -> tuple[Trace, str]:

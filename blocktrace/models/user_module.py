@@ -5,7 +5,8 @@ NAME is an nn.Module class, built with `--kwargs` and called with tensors of the
 (its shapes are shown as numbers), or a function whose parameters are the sizes, each with an int
 default, returning the module and its inputs: then its parameter names are the size symbols, and the
 probes call it at prime sizes to name every dimension, as for the built-in Block. Where a size must
-divide another (C by H for the head dim), the probes keep it so, and the quotient is named "C/H".
+divide another (C by H for the head dim, as the code's own views show), the probes keep it so, and
+the quotient is named "C/H".
 """
 
 from __future__ import annotations
@@ -420,11 +421,13 @@ def module_spec(
 
 def with_divisors(spec: FactorySpec) -> FactorySpec:
     """The spec with the fewest "divides" relations under which the probes run and fit: none, then
-    each relation that holds between the requested sizes (C by H for the head dim, the usual need),
-    then each two of them; all at odd probe sizes, then at even ones (rotary embeddings halve the
-    head). Where no relations make every size fit (a ViT's T = G^2 + 1 is no product of sizes), the
-    first under which the probes run names what fits; where none do, the spec as it is, and the
-    full-size trace is drawn with its numbers."""
+    each one relation, then each two. The relations are tried in this order: those the code divides
+    by (C by H where a run at the requested sizes has a dimension C / H), those that hold between the
+    requested sizes, then equal sizes either way (H by Hkv where both are 12); all at odd probe sizes,
+    then at even ones (rotary embeddings halve the head). Where no relations make every size fit (a
+    ViT's T = G^2 + 1 is no product of sizes), the first under which the probes run names what fits;
+    where none do, the spec as it is, and the full-size trace is drawn with its numbers; either way
+    one note says what goes unnamed."""
     divisible = [(name, d) for name, divisors in _relations(spec.requested).items() for d in divisors]
     pairs = list(dict.fromkeys([*_code_relations(spec), *divisible, *_equal(spec.requested)]))
     running: FactorySpec | None = None
@@ -451,7 +454,7 @@ def with_divisors(spec: FactorySpec) -> FactorySpec:
                     return trial
                 if fitted is not None and running is None:
                     running, running_fit = trial, fitted
-    _note_unnamed(spec, running_fit, pairs)
+    _note_unnamed(running or spec, running_fit, pairs)
     return running or spec
 
 
