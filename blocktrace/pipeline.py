@@ -24,9 +24,12 @@ def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str
     A spec with `full_size_trace` is traced on the meta device under "probe" too, the probes only
     naming its sizes.
     """
+    from blocktrace.output.sink import notice
     from blocktrace.sizes.naming import derived_trace, named
     from blocktrace.sizes.stack import fit_shapes
 
+    for line in getattr(spec, "notes", ()):  # what the spec's sizes could not name, said once
+        notice("note", line)
     if device == Device.cuda:
         import torch
 

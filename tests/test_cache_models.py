@@ -15,6 +15,7 @@ from blocktrace import cache
 from blocktrace.models import request as requests
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.request import ModelRequest
+from blocktrace.models.spec import Dtype
 from tests.harness import invoke
 from tests.test_cache import run_cli
 
@@ -82,12 +83,12 @@ def _other_transformers(request: ModelRequest, _: Path, monkeypatch: pytest.Monk
 
 Change = Callable[[ModelRequest, Path, pytest.MonkeyPatch], ModelRequest]
 CHANGES: dict[str, Change] = {
-    "folder": lambda request, tmp_path, _: replace(request, hf=_written(tmp_path / "copy")),
-    "config": lambda request, tmp_path, _: replace(request, hf=_written(tmp_path / "tiny", n_embd=24)),
+    "folder": lambda request, tmp_path, _: replace(request, target=_written(tmp_path / "copy")),
+    "config": lambda request, tmp_path, _: replace(request, target=_written(tmp_path / "tiny", n_embd=24)),
     "transformers": _other_transformers,
-    "batch": lambda request, *_: replace(request, batch=3),
-    "seq": lambda request, *_: replace(request, seq=5),
-    "dtype": lambda request, *_: replace(request, config=replace(request.config, dtype="bfloat16")),
+    "batch": lambda request, *_: replace(request, flags={**request.flags, "batch": 3}),
+    "seq": lambda request, *_: replace(request, flags={**request.flags, "seq": 5}),
+    "dtype": lambda request, *_: replace(request, config=replace(request.config, dtype=Dtype.bfloat16)),
 }
 
 
@@ -95,7 +96,7 @@ CHANGES: dict[str, Change] = {
 def test_every_part_of_an_hf_request_is_in_its_key(
     change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    request = ModelRequest(BlockConfig(), hf=_written(tmp_path / "tiny"), batch=2, seq=4)
+    request = ModelRequest(BlockConfig(), "hf", _written(tmp_path / "tiny"), {"batch": 2, "seq": 4})
     key = request.cache_key()
     assert key is not None
     other = CHANGES[change](request, tmp_path, monkeypatch).cache_key()

@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from blocktrace.cli import app
 from blocktrace.errors import TraceError
+from blocktrace.output import formats
 from blocktrace.pipeline import trace_config
-from blocktrace.views.diagram.report import emit
+from blocktrace.views.diagram.report import DiagramView
 from tests.harness import TINY
 from tests.models import SMALL
 
@@ -141,22 +142,22 @@ def test_colour_only_in_a_terminal_and_never_with_no_color(monkeypatch) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     coloured = Terminal()
-    emit(t, stream=coloured, width=200)
+    formats.write(DiagramView(t, width=200), None, None, coloured)
     assert "\x1b[" in coloured.getvalue()
     monkeypatch.setenv("NO_COLOR", "1")
     plain = Terminal()
-    emit(t, stream=plain, width=200)
+    formats.write(DiagramView(t, width=200), None, None, plain)
     assert "\x1b[" not in plain.getvalue() and "(+)" in plain.getvalue()
     monkeypatch.delenv("NO_COLOR")
     monkeypatch.setenv("FORCE_COLOR", "1")  # a pipe stays a pipe, whatever FORCE_COLOR says
     piped = io.StringIO()
-    emit(t, stream=piped)
+    formats.write(DiagramView(t), None, None, piped)
     assert "\x1b[" not in piped.getvalue()
 
 
 def test_unicode_falls_back_to_ascii_when_the_encoding_cannot_carry_it() -> None:
     stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
-    emit(trace_config(SMALL), stream=stream)
+    formats.write(DiagramView(trace_config(SMALL)), None, None, stream)
     stream.seek(0)
     assert "+---" in stream.read()
 

@@ -100,16 +100,17 @@ def test_resolve() -> None:
 
 def test_every_writer_is_registered_once_and_imports() -> None:
     from blocktrace.cli import options as cli
+    from blocktrace.views.diagram.report import DiagramView
+    from blocktrace.views.source.render import SourceListing
+    from blocktrace.views.table.render import TableView
 
     suffixes = [s for f in formats.FORMATS.values() for s in f.suffixes]
     assert len(suffixes) == len(set(suffixes)) and all(s == s.lower() for s in suffixes)
-    for command, writers in formats.WRITERS.items():
-        assert set(writers) <= set(formats.FORMATS), command
-        for fmt in writers:
-            assert callable(formats.writer(command, fmt)), (command, fmt)
+    assert set(formats.WRITERS) == set(formats.FORMATS)
+    for fmt in formats.WRITERS:
+        assert callable(formats.writer(fmt)), fmt
+    for view in (DiagramView, TableView, SourceListing):  # what each view renders, the registry offers
+        assert formats.names(view.command) == (*view.formats, "svg", "html"), view.command
     assert [f.value for f in cli.DiagramFormat] == list(formats.names("diagram"))
     assert [f.value for f in cli.TableFormat] == list(formats.names("table"))
     assert [f.value for f in cli.SourceFormat] == list(formats.names("source"))
-    assert {"svg", "html"} <= set(formats.names("diagram")) & set(formats.names("table")) & set(
-        formats.names("source")
-    )

@@ -8,6 +8,7 @@ import errno
 import io
 import os
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import click
@@ -23,17 +24,26 @@ class _OneLineErrors(TyperGroup):
     (flags, configs, an output path that cannot be), 1 for a run that failed (a forward, a full disk),
     0 when the reader of a pipe went away (`| head -1`), 130 on Ctrl-C."""
 
-    def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,  # not read: click's own handling of errors is never used
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         from blocktrace.errors import OutputError, PipeClosed
         from blocktrace.output.sink import stdout_errors
 
-        extra["standalone_mode"] = False
         if sys.stdout is None:  # closed by the shell (`>&-`): a write to it fails, not vanishes
             sys.stdout = _ClosedStdout()
         code: Any = 1
         try:
             try:
-                code = super().main(args, prog_name or "blocktrace", **extra)
+                code = super().main(
+                    args, prog_name or "blocktrace", complete_var, False, windows_expand_args, **extra
+                )
                 if sys.stdout is not None:  # what is still buffered (help, --version) fails here
                     with stdout_errors():
                         sys.stdout.flush()

@@ -5,7 +5,7 @@ torch is imported only inside the commands that trace, so `blocktrace --help` st
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated
 
 import typer
@@ -96,11 +96,11 @@ def diagram(
       blocktrace diagram --preset llama -o docs/llama.svg
     """
     from blocktrace.pipeline import cached_trace
+    from blocktrace.views.diagram.report import DiagramView
 
     name = formats.resolve("diagram", _value(fmt), output)  # a bad -o is said before tracing
     trace = cached_trace(model, device, use_cache=cache)
-    options = {"shapes": shapes, "formulas": formulas, "ascii_only": ascii_only, "width": width}
-    formats.write("diagram", name, trace, output, collapse=collapse, **options)
+    formats.write(DiagramView(trace, shapes, formulas, ascii_only, width, collapse), name, output)
 
 
 def _value(choice: Enum | None) -> str | None:
@@ -168,10 +168,11 @@ def table(
     from blocktrace.pipeline import cached_trace
     from blocktrace.views.steps import StepTree
     from blocktrace.views.table.build import build_table
+    from blocktrace.views.table.render import TableView
 
     name = formats.resolve("table", _value(fmt), output)
     result = build_table(StepTree(cached_trace(model, device, tuple(freeze or ()), cache)), depth)
-    formats.write("table", name, result, output, shapes=shapes)
+    formats.write(TableView(result, shapes), name, output)
 
 
 @app.command(cls=OptionsOnly)
@@ -235,14 +236,15 @@ def source(
       blocktrace source --format json | jq '.lines[] | select(.line == 131)'
     """
     from blocktrace.pipeline import cached_trace
+    from blocktrace.views.source.render import SourceListing
     from blocktrace.views.source.view import source_view
 
     name = formats.resolve("source", _value(fmt), output)  # a bad -o is said before tracing
     view = source_view(cached_trace(model, device, use_cache=cache), shapes, tuple(function or ()))
-    formats.write("source", name, view, output, shapes=shapes, width=width)
+    formats.write(SourceListing(view, shapes, width), name, output)
 
 
-class CacheAction(str, Enum):
+class CacheAction(StrEnum):
     info = "info"
     clear = "clear"
 

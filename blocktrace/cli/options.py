@@ -7,8 +7,8 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from enum import Enum
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -22,14 +22,21 @@ from blocktrace.output import formats
 from blocktrace.views.shapes import Shapes
 
 
-def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
-    """A str Enum of the formats a view is written in, for typer: they are the registry's."""
-    return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
+class _Format(StrEnum):
+    """What the format Enums below are to the type checker: their members are the registry's."""
 
 
-DiagramFormat = _choices("DiagramFormat", formats.names("diagram"))
-TableFormat = _choices("TableFormat", formats.names("table"))
-SourceFormat = _choices("SourceFormat", formats.names("source"))
+def _formats(command: str) -> type[StrEnum]:
+    """A StrEnum of the formats a command writes, for typer: they are defined once, in the registry."""
+    return StrEnum(f"{command.title()}Format", {v: v for v in formats.names(command)})  # type: ignore[return-value]  # mypy: the functional API's return
+
+
+if TYPE_CHECKING:
+    DiagramFormat = _Format
+    TableFormat = _Format
+    SourceFormat = _Format
+else:
+    DiagramFormat, TableFormat, SourceFormat = map(_formats, ("diagram", "table", "source"))
 
 
 SIZES_PANEL = "Model sizes"
@@ -270,9 +277,9 @@ def block_flags(command: Callable[..., None]) -> Callable[..., None]:
         model = model_request(**{name: kwargs.pop(name) for name, _, _ in every})
         command(model=model, **kwargs)
 
-    with_flags.__signature__ = inspect.Signature(
+    with_flags.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # typer reads it; typeshed omits it
         [*flags, *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own)]
-    )  # type: ignore[attr-defined]
+    )
     with_flags.__annotations__ = {
         **{n: a for n, a, _ in every},
         **{k: v for k, v in command.__annotations__.items() if k != "model"},

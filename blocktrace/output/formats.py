@@ -1,14 +1,13 @@
-"""The output formats, one registry: what each command can write, which writer writes it, and which
-format an `-o FILE` asks for by its suffix.
+"""The output formats, one registry: which writer writes each format, which formats each view
+offers, and which format an `-o FILE` asks for by its suffix.
 
 A writer is named as "module:function" and imported only when used, so that the CLI can build its
 `--format` choices from this registry without importing rich or torch (`--help` stays instant).
-Every writer of a command takes the same arguments: `writer(subject, output, stream=None, **options)`,
-the subject being what the command made (a Trace for `diagram`, a table.Table for `table`, a
-source.SourceView for `source`), `output`
-a path or "-" / None for `stream` (stdout by default), and the options the command's flags give.
+Every writer takes the same arguments, `writer(view, output, stream=None)`: a view (views/view.py,
+which carries the command's options), `output` a path or "-" / None for `stream` (stdout by default).
 
-A new command or format is one entry in WRITERS (and, for a new format, one in FORMATS).
+A new format is one writer in output/writers.py, one entry in FORMATS and WRITERS, and its name in
+OFFERS for the views that render it (svg and html every view has); a new view one entry in OFFERS.
 """
 
 from __future__ import annotations
@@ -17,7 +16,10 @@ import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from blocktrace.views.view import View
 
 STDOUT = "-"  # as --output: stdout (the same as output.STDOUT, without importing it)
 
@@ -40,37 +42,21 @@ FORMATS: dict[str, Format] = {
     )
 }
 
-# command -> format -> its writer; a command's --format choices are these keys, in this order.
-WRITERS: dict[str, dict[str, str]] = {
-    "diagram": {
-        "text": "blocktrace.views.diagram.report:write_text",
-        "markdown": "blocktrace.views.diagram.report:write_markdown",
-        "json": "blocktrace.views.diagram.report:write_json",
-        "svg": "blocktrace.output.pictures:diagram_svg",
-        "html": "blocktrace.output.pictures:diagram_html",
-    },
-    "table": {
-        "text": "blocktrace.views.table.render:write_text",
-        "markdown": "blocktrace.views.table.render:write_markdown",
-        "json": "blocktrace.views.table.render:write_json",
-        "csv": "blocktrace.views.table.render:write_csv",
-        "svg": "blocktrace.output.pictures:table_svg",
-        "html": "blocktrace.output.pictures:table_html",
-    },
-    "source": {
-        "text": "blocktrace.views.source.render:write_text",
-        "markdown": "blocktrace.views.source.render:write_markdown",
-        "json": "blocktrace.views.source.render:write_json",
-        "svg": "blocktrace.output.pictures:source_svg",
-        "html": "blocktrace.output.pictures:source_html",
-    },
+# format -> its writer, for every view
+WRITERS: dict[str, str] = {name: f"blocktrace.output.writers:{name}" for name in FORMATS}
+
+# command (its view) -> the formats it offers; its --format choices, in this order
+OFFERS: dict[str, tuple[str, ...]] = {
+    "diagram": ("text", "markdown", "json", "svg", "html"),
+    "table": ("text", "markdown", "json", "csv", "svg", "html"),
+    "source": ("text", "markdown", "json", "svg", "html"),
 }
 DEFAULT = "text"  # with no --format and no -o FILE suffix to go by
 
 
 def names(command: str) -> tuple[str, ...]:
     """The formats `command` writes, for its --format choices."""
-    return tuple(WRITERS[command])
+    return OFFERS[command]
 
 
 def by_suffix(path: str) -> Format | None:
@@ -122,13 +108,11 @@ def resolve(command: str, fmt: str | None, output: str | None) -> str:
     return named.name
 
 
-def writer(command: str, fmt: str) -> Callable[..., None]:
-    module, function = WRITERS[command][fmt].split(":")
+def writer(fmt: str) -> Callable[..., None]:
+    module, function = WRITERS[fmt].split(":")
     return getattr(importlib.import_module(module), function)
 
 
-def write(
-    command: str, fmt: str | None, subject: Any, output: str | None, stream: Any = None, **options: Any
-) -> None:
-    """Write `subject` as the format `fmt` and `output` resolve to (see `resolve`)."""
-    writer(command, resolve(command, fmt, output))(subject, output, stream, **options)
+def write(view: View, fmt: str | None, output: str | None, stream: TextIO | None = None) -> None:
+    """Write `view` as the format `fmt` and `output` resolve to (see `resolve`)."""
+    writer(resolve(view.command, fmt, output))(view, output, stream)

@@ -1,5 +1,5 @@
 """Pictures of what the terminal shows: SVG and HTML, made by rich's console export from the very
-renderables printed to a terminal (the diagram's coloured cells, the table), no graphviz.
+renderables a view prints to a terminal (the diagram's coloured cells, the table), no graphviz.
 
 The same input gives the same bytes, whatever the terminal or the environment (COLUMNS, NO_COLOR,
 FORCE_COLOR, TERM): the console is as wide as the drawing, in truecolor, and every choice rich would
@@ -22,19 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable
 from html import escape
-from typing import TextIO
 
-from rich.cells import cell_len
 from rich.console import Console, RenderableType
 from rich.terminal_theme import SVG_EXPORT_THEME
-
-from blocktrace.output.sink import can_encode, is_stdout, stdout, write_output
-from blocktrace.tracing.trace import Trace
-from blocktrace.views.diagram.render import to_text
-from blocktrace.views.diagram.report import styled, text_frame
-from blocktrace.views.shapes import Shapes
 
 FONTS = '"Fira Code", "DejaVu Sans Mono", Menlo, Consolas, "Liberation Mono", monospace'
 FONT_PX = 21  # rich's cells are 20px high and 24.4px apart: 21px glyphs of these fonts join rows
@@ -149,85 +140,3 @@ def picture(fmt: str, renderables: list[RenderableType], size: tuple[int, int], 
         page = HTML_FORMAT.replace("TITLE", escape(title).replace("{", "{{").replace("}", "}}"))
         return console.export_html(theme=THEME, code_format=page, inline_styles=True)
     raise ValueError(f"no picture format {fmt!r}")
-
-
-def size_of(text: str) -> tuple[int, int]:
-    """The columns and lines `text` takes."""
-    lines = text.splitlines() or [""]
-    return max(max(cell_len(line) for line in lines), 1), len(lines)
-
-
-def _write(text: str, output: str | None, stream: TextIO | None) -> None:
-    """A picture to its file or stdout; a stdout that cannot carry a character gets the character as
-    a numeric reference (&#9474;), which SVG and HTML read as the character itself."""
-    if is_stdout(output):
-        stream = stream or stdout()
-        if not can_encode(stream, text):
-            text = text.encode("ascii", "xmlcharrefreplace").decode("ascii")
-    write_output(text, output, stream)
-
-
-def diagram_picture(
-    fmt: str,
-    trace: Trace,
-    *,
-    shapes: Shapes = Shapes.symbolic,
-    formulas: bool = False,
-    ascii_only: bool = False,
-    width: int | None = None,
-    collapse: bool = True,
-) -> str:
-    """The text report (header, drawing, legend, formulas) as a picture, coloured as in a terminal."""
-    from blocktrace.views.diagram.report import drawing
-    from blocktrace.views.steps import StepTree
-
-    tree = StepTree(trace, collapse)
-    rows = drawing(tree, shapes, width, ascii_only, width)
-    before, after = text_frame(tree, shapes, formulas, width)
-    text = before + to_text(rows) + after
-    return picture(fmt, [styled(rows, before, after)], size_of(text), f"blocktrace diagram: {trace.model}")
-
-
-def table_picture(fmt: str, table, *, shapes: Shapes = Shapes.symbolic) -> str:  # table: table.Table
-    """The whole table and its totals as a picture, coloured as in a terminal, never fitted to one."""
-    from rich.text import Text
-
-    from blocktrace.views.table.render import footer, rich_table
-    from blocktrace.views.table.render import to_text as table_text
-
-    lines = [Text(line + "\n") for line in footer(table)]
-    return picture(
-        fmt,
-        [rich_table(table, shapes), *lines],
-        size_of(table_text(table, shapes)),
-        f"blocktrace table: {table.model}",
-    )
-
-
-def source_picture(
-    fmt: str, view, *, shapes: Shapes = Shapes.symbolic, width: int | None = None
-) -> str:  # view: source.SourceView
-    """The numbered listing as a picture: plain, as the terminal shows it."""
-    from rich.text import Text
-
-    from blocktrace.views.source.render import text_report
-
-    text = text_report(view, shapes, width)
-    return picture(fmt, [Text(text)], size_of(text), f"blocktrace source: {view.trace.model}")
-
-
-def _writers(make: Callable[..., str]) -> tuple[Callable[..., None], Callable[..., None]]:
-    """The svg and the html writer (see formats.py) of one command's picture."""
-
-    def svg(subject: object, output: str | None, stream: TextIO | None = None, **options: object) -> None:
-        _write(make("svg", subject, **options), output, stream)
-
-    def html(subject: object, output: str | None, stream: TextIO | None = None, **options: object) -> None:
-        _write(make("html", subject, **options), output, stream)
-
-    return svg, html
-
-
-diagram_svg, diagram_html = _writers(diagram_picture)
-table_svg, table_html = _writers(table_picture)
-source_svg, source_html = _writers(source_picture)

@@ -44,12 +44,6 @@ def terminal(stream: TextIO | None):
     return console if console.is_terminal else None
 
 
-def terminal_width(stream: TextIO | None) -> int | None:
-    """The width of the terminal `stream` writes to; None for a file or a pipe (no limit)."""
-    console = terminal(stream)
-    return None if console is None else console.width
-
-
 def isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
@@ -181,11 +175,3 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def can_encode(stream: TextIO | None, sample: str = "┌─┐│▼◄×…") -> bool:
-    try:
-        sample.encode(getattr(stream, "encoding", None) or "ascii")
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True

@@ -10,9 +10,9 @@ from the fitted weight shapes. Everything here works from the model seam (spec.M
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -98,7 +98,7 @@ def structure(trace: Trace) -> tuple:
     )
 
 
-def _bare_attrs(attrs: dict) -> tuple:
+def _bare_attrs(attrs: Mapping[str, Any]) -> tuple:
     # a float argument may follow the sizes (SDPA's scale=1/sqrt(D)): its name must match, not its value
     if not attrs:
         return ()

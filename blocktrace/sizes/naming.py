@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from blocktrace.sizes.fit import ShapeFit, structure
 from blocktrace.sizes.stack import repeat
@@ -23,7 +23,8 @@ def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
     if not (shape_fit.complete and shape_fit.all_called):
         return None
     namer = _Namer(spec, shape_fit)
-    if any(namer.value(d).denominator != 1 for d in (*namer.all_dims(), *shape_fit.flops.values())):  # type: ignore[arg-type]
+    fitted = (*namer.all_dims(), *map(_fitted, shape_fit.flops.values()))
+    if any(namer.value(d).denominator != 1 for d in fitted):
         return None
 
     def scale(t: TensorMeta) -> TensorMeta:
@@ -57,11 +58,18 @@ def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
             o,
             attrs={k: v for k, v in o.attrs.items() if (o.index, k) not in shape_fit.varying}
             if o.index in varying else o.attrs,
-            flops=int(namer.value(shape_fit.flops[o.index])),  # type: ignore[arg-type]
+            flops=int(namer.value(_fitted(shape_fit.flops[o.index]))),
         )
         for o in full.ops
     )  # fmt: skip
     return replace(full, calls=calls, ops=ops, device="probe", config=spec.describe(), **namer.legend())
+
+
+def _fitted(dim: Dim | None) -> Dim:
+    """A dim of a complete fit: derived_trace checks the fit is complete before it reads one."""
+    if dim is None:
+        raise ValueError("a dimension without a fit")
+    return dim
 
 
 def _ancestors(path: str) -> list[str]:
@@ -88,6 +96,11 @@ def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
     namer = _Namer(spec, shape_fit)
     named_trace = named_trace.map_tensors(namer.tensor)
     return replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), **namer.legend())
+
+
+class _Legend(TypedDict):
+    symbols: dict[str, int]
+    meanings: dict[str, str]
 
 
 class _Namer:
@@ -118,12 +131,12 @@ class _Namer:
         return [d for fitted in (*self.fit.dims.values(), *self.fit.weights.values()) for d in fitted if d]
 
     def shape(self, dims: tuple[Dim | None, ...]) -> tuple[int, ...]:
-        return tuple(int(self.value(d)) for d in dims)  # type: ignore[arg-type]
+        return tuple(int(self.value(_fitted(d))) for d in dims)
 
     def symbols(self, dims: tuple[Dim | None, ...], shape: tuple[int, ...]) -> tuple[str, ...] | None:
         if any(d is None or self.value(d) != n for d, n in zip(dims, shape, strict=True)):
             return None
-        return tuple(self.name(d) for d in dims)  # type: ignore[arg-type]
+        return tuple(self.name(d) for d in dims if d is not None)  # none is, as checked above
 
     def tensor(self, t: TensorMeta) -> TensorMeta:
         if t.id not in self.done:
@@ -139,7 +152,7 @@ class _Namer:
             named_weights.append(replace(w, shape=shape, symbols=self.symbols(dims, shape)))
         return replace(call, weights=tuple(named_weights))
 
-    def legend(self) -> dict[str, dict]:
+    def legend(self) -> _Legend:
         """The trace's symbols (name -> value) and their meanings, for the names given so far."""
         values = self.symbol_set.legend(list(self.used.values()), self.sizes)
         return {"symbols": values, "meanings": {n: self.symbol_set.meanings[n] for n in values}}

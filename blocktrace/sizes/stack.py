@@ -49,24 +49,25 @@ def repeat(
     run = _layer_run(stack, layers)
     if run is None:
         return None
-    twins = [_rebased(stack, calls, ops) for calls, ops in run]
-    if any(t is None for t in twins):
+    rebased = [_rebased(stack, calls, ops) for calls, ops in run]
+    twins = [t for t in rebased if t is not None]
+    if len(twins) != len(rebased):
         return None
-    bare_layer = structure(twins[0])  # type: ignore[arg-type]
-    if any(structure(t) != bare_layer for t in twins[1:]):  # type: ignore[arg-type]
+    bare_layer = structure(twins[0])
+    if any(structure(t) != bare_layer for t in twins[1:]):
         return None
     n_calls, n_ops = len(run[0][0]), len(run[0][1])
     first_call, first_op = run[0][0][0].index, run[0][1][0].index if run[0][1] else 0
     # a tensor of layer k is fitted as its twin in the first layer is
     layer_maps = [
-        {mine.id: first.id for mine, first in zip(t.tensors(), twins[0].tensors(), strict=True)}  # type: ignore[union-attr]
+        {mine.id: first.id for mine, first in zip(t.tensors(), twins[0].tensors(), strict=True)}
         for t in twins
     ]
     if bare_layer == bare_unit:  # the unit is one layer; the stack has nothing else
         if any(c.index < first_call for c in stack.calls[1:]) or len(stack.ops) != layers * n_ops:
             return None
         call_of, op_of = _offset(first_call, n_calls, layers, 0), _offset(0, n_ops, layers, 0)
-        twin_tensors = twins[0].tensors()  # type: ignore[union-attr]
+        twin_tensors = twins[0].tensors()
     else:  # the unit is the model with one layer: the stack without its layers but the first
         collapsed = _without(
             stack,
@@ -192,13 +193,15 @@ def _rebased(stack: Trace, calls: tuple[ModuleCall, ...], ops: tuple[OpCall, ...
             c,
             index=c.index - start,
             path=c.path.removeprefix(calls[0].path).removeprefix("."),
-            parent=None if c.index == start else c.parent - start,  # type: ignore[operator]
+            parent=None if c.index == start or c.parent is None else c.parent - start,
             site=None if c.index == start else c.site,  # as the unit's root, called by no model code
         )
         for c in calls
     )
     first = ops[0].index if ops else 0
-    rebased_ops = tuple(replace(o, index=o.index - first, call=o.call - start) for o in ops)  # type: ignore[operator]
+    rebased_ops = tuple(
+        replace(o, index=o.index - first, call=None if o.call is None else o.call - start) for o in ops
+    )
     adds = tuple(
         replace(
             r,
@@ -228,8 +231,8 @@ def _without(stack: Trace, call_lo: int, call_hi: int, op_lo: int, op_hi: int) -
     had never run; None if a call or op kept refers to one dropped."""
     calls_gone, ops_gone = call_hi - call_lo, op_hi - op_lo
 
-    def call(i: int | None) -> int | None:
-        if i is None or i < call_lo:
+    def call(i: int) -> int:
+        if i < call_lo:
             return i
         if i < call_hi:
             raise KeyError(i)
@@ -244,12 +247,12 @@ def _without(stack: Trace, call_lo: int, call_hi: int, op_lo: int, op_hi: int) -
 
     try:
         calls = tuple(
-            replace(c, index=call(c.index), parent=call(c.parent))
+            replace(c, index=call(c.index), parent=None if c.parent is None else call(c.parent))
             for c in stack.calls
             if not call_lo <= c.index < call_hi
         )
         ops = tuple(
-            replace(o, index=op(o.index), call=call(o.call))
+            replace(o, index=op(o.index), call=None if o.call is None else call(o.call))
             for o in stack.ops
             if not op_lo <= o.index < op_hi
         )
@@ -259,8 +262,7 @@ def _without(stack: Trace, call_lo: int, call_hi: int, op_lo: int, op_hi: int) -
                 op=op(r.op),
                 adds=tuple(map(op, r.adds)),
                 branches=tuple(
-                    Branch(b.output, tuple(call(c) for c in b.calls), tuple(map(op, b.ops)))  # type: ignore[misc]
-                    for b in r.branches
+                    Branch(b.output, tuple(map(call, b.calls)), tuple(map(op, b.ops))) for b in r.branches
                 ),
             )
             for r in stack.residual_adds

@@ -76,7 +76,7 @@ class SymbolSet:
 
     @cached_property
     def meanings(self) -> dict[str, str]:
-        return {s.name: s.meaning for s in (*self.basis, *self.composites)}
+        return {s.name: s.meaning for s in self.basis} | {c.name: c.meaning for c in self.composites}
 
     def probes(self) -> tuple[dict[str, int], dict[str, int]]:
         """The basis sizes of the two probes."""

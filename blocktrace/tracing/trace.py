@@ -6,17 +6,19 @@ No torch here, so layout and rendering can be built and tested without it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+
+from blocktrace.tracing.records import FrozenDict, Record, leaves, map_leaves, plain
 
 SCHEMA = "blocktrace.trace"
 SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
-class TensorMeta:
+class TensorMeta(Record):
     id: int  # one id per tensor value; follow it from producer to consumers
     shape: tuple[int, ...]
     dtype: str
@@ -28,14 +30,9 @@ class TensorMeta:
             out["symbols"] = list(self.symbols)
         return out
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorMeta:
-        symbols = d.get("symbols")
-        return cls(d["id"], tuple(d["shape"]), d["dtype"], None if symbols is None else tuple(symbols))
-
 
 @dataclass(frozen=True)
-class Weight:
+class Weight(Record):
     name: str  # the parameter's name inside its module, e.g. "weight"
     shape: tuple[int, ...]  # a Linear's weight is (out_features, in_features)
     trainable: bool  # requires_grad
@@ -50,20 +47,9 @@ class Weight:
             out["tied"] = self.tied
         return out
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Weight:
-        symbols = d.get("symbols")
-        return cls(
-            d["name"],
-            tuple(d["shape"]),
-            d["trainable"],
-            None if symbols is None else tuple(symbols),
-            d.get("tied"),
-        )
-
 
 @dataclass(frozen=True)
-class Site:
+class Site(Record):
     """Where a module was called from: the line of Python code that ran `self.attn(...)`."""
 
     file: str  # the code's file, as Python knows it (co_filename)
@@ -81,15 +67,9 @@ class Site:
             "frame": self.frame,
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> Site | None:
-        if d is None:
-            return None
-        return cls(d["file"], d["function"], d["first_line"], d["line"], d["frame"])
-
 
 @dataclass(frozen=True)
-class Frame:
+class Frame(Record):
     """One call of one Python function of the model's code (a forward, a helper such as norm)."""
 
     frame: int  # its number: what OpCall.frame and Site.frame name; numbered in the order calls began
@@ -109,13 +89,9 @@ class Frame:
             "line": self.line,
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Frame:
-        return cls(d["frame"], d["file"], d["function"], d["first_line"], d["caller"], d["line"])
-
 
 @dataclass(frozen=True)
-class ModuleCall:
+class ModuleCall(Record):
     """One call of one module: a module called twice gives two calls."""
 
     index: int  # position among calls, in the order the calls began
@@ -145,25 +121,9 @@ class ModuleCall:
             "site": None if self.site is None else self.site.to_dict(),
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModuleCall:
-        return cls(
-            d["index"],
-            d["path"],
-            d["type"],
-            d["parent"],
-            tuple(TensorMeta.from_dict(t) for t in d["inputs"]),
-            tuple(TensorMeta.from_dict(t) for t in d["outputs"]),
-            d["params"],
-            d["trainable"],
-            tuple(Weight.from_dict(w) for w in d["weights"]),
-            d["end"],
-            Site.from_dict(d["site"]),
-        )
-
 
 @dataclass(frozen=True)
-class OpCall:
+class OpCall(Record):
     """One functional op (F.rms_norm, relu, view, +, ...) that returned tensors."""
 
     index: int  # position among ops, in execution order
@@ -174,12 +134,15 @@ class OpCall:
     frame: int  # which call of that function: ops of one apply_rotary_emb(q) share it
     inputs: tuple[TensorMeta, ...]
     outputs: tuple[TensorMeta, ...]
-    attrs: dict[str, Any] = field(default_factory=dict)  # scalar arguments, e.g. is_causal
+    attrs: Mapping[str, Any] = FrozenDict()  # scalar arguments, e.g. is_causal
     time: int = 0  # when it ran: one clock ticks at every op and every module call's return
     file: str = ""  # the file of that function, as Python knows it (co_filename)
     first_line: int = 0  # where that function's definition starts in the file (co_firstlineno)
     flops: int = 0  # forward FLOPs of its aten ops that have a formula (see flops.py)
     uncounted: tuple[str, ...] = ()  # its aten ops with no formula ("aten.linalg_inv_ex"): FLOPs unknown
+
+    def __post_init__(self) -> None:
+        self.freeze_mappings()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -193,34 +156,15 @@ class OpCall:
             "frame": self.frame,
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
-            "attrs": dict(self.attrs),
+            "attrs": plain(self.attrs),
             "time": self.time,
             "flops": self.flops,
             "uncounted": list(self.uncounted),
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> OpCall:
-        return cls(
-            d["index"],
-            d["name"],
-            d["call"],
-            d["function"],
-            d["line"],
-            d["frame"],
-            tuple(TensorMeta.from_dict(t) for t in d["inputs"]),
-            tuple(TensorMeta.from_dict(t) for t in d["outputs"]),
-            dict(d["attrs"]),
-            d["time"],
-            d["file"],
-            d["first_line"],
-            d["flops"],
-            tuple(d["uncounted"]),
-        )
-
 
 @dataclass(frozen=True)
-class Branch:
+class Branch(Record):
     """One term f(x) of a residual sum: what was computed from the stream on the way to the add."""
 
     output: TensorMeta  # f(x)
@@ -230,13 +174,9 @@ class Branch:
     def to_dict(self) -> dict[str, Any]:
         return {"output": self.output.to_dict(), "calls": list(self.calls), "ops": list(self.ops)}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Branch:
-        return cls(TensorMeta.from_dict(d["output"]), tuple(d["calls"]), tuple(d["ops"]))
-
 
 @dataclass(frozen=True)
-class ResidualAdd:
+class ResidualAdd(Record):
     """A sum x + f(x) (+ g(x) ...): one term, the stream, is a data-flow ancestor of every other
     term, each through at least one module call. x + attn(ln1(x)) + mlp(ln2(x)) is one residual
     add of two branches, whatever the order of its terms."""
@@ -262,19 +202,9 @@ class ResidualAdd:
             "output": self.output.to_dict(),
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ResidualAdd:
-        return cls(
-            d["op"],
-            tuple(d["adds"]),
-            TensorMeta.from_dict(d["stream"]),
-            tuple(Branch.from_dict(b) for b in d["branches"]),
-            TensorMeta.from_dict(d["output"]),
-        )
-
 
 @dataclass(frozen=True)
-class Trace:
+class Trace(Record):
     model: str  # class name of the traced root module
     device: str  # where the shapes came from: "probe", "meta", "cpu", "cuda"
     inputs: tuple[TensorMeta, ...]
@@ -282,10 +212,13 @@ class Trace:
     calls: tuple[ModuleCall, ...]
     ops: tuple[OpCall, ...]
     residual_adds: tuple[ResidualAdd, ...]
-    config: dict[str, Any] = field(default_factory=dict)
-    symbols: dict[str, int] = field(default_factory=dict)  # legend: symbol -> value, e.g. C -> 768
-    meanings: dict[str, str] = field(default_factory=dict)  # legend: symbol -> meaning, e.g. C -> n_embd
+    config: Mapping[str, Any] = FrozenDict()  # what the model spec describes; JSON-able
+    symbols: Mapping[str, int] = FrozenDict()  # legend: symbol -> value, e.g. C -> 768
+    meanings: Mapping[str, str] = FrozenDict()  # legend: symbol -> meaning, e.g. C -> n_embd
     frames: tuple[Frame, ...] = ()  # every call of a function of the model's code, by number
+
+    def __post_init__(self) -> None:
+        self.freeze_mappings()
 
     def children(self, call: int | None) -> list[ModuleCall]:
         """The calls made directly inside `call` (None: the root calls)."""
@@ -321,50 +254,11 @@ class Trace:
 
     def tensors(self) -> list[TensorMeta]:
         """Every TensorMeta in the trace, once per place it is recorded, in map_tensors' order."""
-        found = [*self.inputs, *self.outputs]
-        for c in self.calls:
-            found += c.inputs
-            found += c.outputs
-        for o in self.ops:
-            found += o.inputs
-            found += o.outputs
-        for r in self.residual_adds:
-            found += (r.stream, *(b.output for b in r.branches), r.output)
-        return found
+        return leaves(self, TensorMeta)
 
     def map_tensors(self, fn: Callable[[TensorMeta], TensorMeta]) -> Trace:
-        """The same trace with every TensorMeta t replaced by fn(t)."""
-
-        def each(ts: tuple[TensorMeta, ...]) -> tuple[TensorMeta, ...]:
-            return tuple(map(fn, ts))
-
-        # built field by field rather than with dataclasses.replace: a deep stack has thousands
-        return replace(
-            self,
-            inputs=each(self.inputs),
-            outputs=each(self.outputs),
-            calls=tuple(
-                ModuleCall(
-                    c.index, c.path, c.type, c.parent, each(c.inputs), each(c.outputs),
-                    c.params, c.trainable, c.weights, c.end, c.site,
-                )
-                for c in self.calls
-            ),
-            ops=tuple(
-                OpCall(
-                    o.index, o.name, o.call, o.function, o.line, o.frame, each(o.inputs), each(o.outputs),
-                    o.attrs, o.time, o.file, o.first_line, o.flops, o.uncounted,
-                )
-                for o in self.ops
-            ),
-            residual_adds=tuple(
-                ResidualAdd(
-                    r.op, r.adds, fn(r.stream),
-                    tuple(Branch(fn(b.output), b.calls, b.ops) for b in r.branches), fn(r.output),
-                )
-                for r in self.residual_adds
-            ),
-        )  # fmt: skip
+        """The same trace with every TensorMeta t replaced by fn(t), wherever a field holds one."""
+        return map_leaves(self, TensorMeta, fn)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -372,9 +266,9 @@ class Trace:
             "version": SCHEMA_VERSION,
             "model": self.model,
             "device": self.device,
-            "config": dict(self.config),
-            "symbols": dict(self.symbols),
-            "meanings": dict(self.meanings),
+            "config": plain(self.config),
+            "symbols": plain(self.symbols),
+            "meanings": plain(self.meanings),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "calls": [c.to_dict() for c in self.calls],
@@ -384,25 +278,13 @@ class Trace:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Trace:
+    def from_dict(cls, d: Mapping[str, Any]) -> Trace:
         if d.get("schema") != SCHEMA or d.get("version") != SCHEMA_VERSION:
             raise ValueError(
                 f"not a {SCHEMA} v{SCHEMA_VERSION} document "
                 f"(schema={d.get('schema')!r}, version={d.get('version')!r})"
             )
-        return cls(
-            d["model"],
-            d["device"],
-            tuple(TensorMeta.from_dict(t) for t in d["inputs"]),
-            tuple(TensorMeta.from_dict(t) for t in d["outputs"]),
-            tuple(ModuleCall.from_dict(c) for c in d["calls"]),
-            tuple(OpCall.from_dict(o) for o in d["ops"]),
-            tuple(ResidualAdd.from_dict(r) for r in d["residual_adds"]),
-            dict(d["config"]),
-            dict(d["symbols"]),
-            dict(d["meanings"]),
-            tuple(Frame.from_dict(f) for f in d["frames"]),
-        )
+        return super().from_dict(d)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

@@ -98,10 +98,10 @@ class _Recorder:
                 caller = caller.f_back
             for f in (*reversed(callers), frame):
                 self.frames += 1
-                entry = (f, self.frames)
-                self.live[id(f)] = entry
+                self.live[id(f)] = (f, self.frames)
                 self.live_order.append(id(f))
                 self.frame_records.append(self.frame_record(f, self.frames))
+            entry = (frame, self.frames)  # numbered last
         self.last_frame, self.last_number = frame, entry[1]
         return entry[1]
 
@@ -164,7 +164,7 @@ class _Recorder:
                 code = frame.f_code
                 number = self.number(frame)
                 site = Site(code.co_filename, code.co_name, code.co_firstlineno, frame.f_lineno, number)
-        file = _class_file(type(module))
+        file = _module_file(type(module).__module__)
         self.stack.append(_OpenCall(index, path, module, parent, inputs, file, site, len(self.live_order)))
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -283,7 +283,7 @@ class _Recorder:
                 for t in on_path
                 if t in self.producer_op and self.ops[self.producer_op[t]].call == op.call
             )
-            ends = {c: self.calls[c].end for c in outermost}  # type: ignore[union-attr]
+            ends = {c: self.returned(c).end for c in outermost}
             branches.append(Branch(term, tuple(sorted(outermost, key=ends.__getitem__)), tuple(ops)))
         if not branches:
             return None
@@ -307,12 +307,18 @@ class _Recorder:
         return on_path - {ancestor} if descendant in on_path else set()
 
     def _has_ancestor_in(self, call: int, calls: set[int]) -> bool:
-        parent = self.calls[call].parent  # type: ignore[union-attr]
+        parent = self.returned(call).parent
         while parent is not None:
             if parent in calls:
                 return True
-            parent = self.calls[parent].parent  # type: ignore[union-attr]
+            parent = self.returned(parent).parent
         return False
+
+    def returned(self, index: int) -> ModuleCall:
+        """Call `index`, which has returned: residual adds are found once the forward is over."""
+        call = self.calls[index]
+        assert call is not None
+        return call
 
 
 def parameter_counts(root: nn.Module) -> dict[int, tuple[int, int, tuple[Weight, ...]]]:
@@ -404,8 +410,8 @@ def _is_torch_code(code: CodeType) -> bool:
 
 
 @functools.cache
-def _class_file(cls: type) -> str:
-    return getattr(sys.modules.get(cls.__module__), "__file__", None) or ""
+def _module_file(name: str) -> str:
+    return getattr(sys.modules.get(name), "__file__", None) or ""
 
 
 def _caller(module_file: str | None) -> FrameType | None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from blocktrace.tracing.trace import TensorMeta
 
 
-class Shapes(str, Enum):
+class Shapes(StrEnum):
     symbolic = "symbolic"  # (B, T, C)
     concrete = "concrete"  # (8, 1024, 768)
     both = "both"  # (B, T, C)=(8, 1024, 768)

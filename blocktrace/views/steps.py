@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 from types import MappingProxyType
 
@@ -21,7 +21,7 @@ from blocktrace.tracing.ops import facts, op_title
 from blocktrace.tracing.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace
 
 
-class StepKind(str, Enum):
+class StepKind(StrEnum):
     call = "call"  # a module call drawn as one box
     helper = "helper"  # the ops of one call of a helper function: norm(x)
     shape = "shape"  # views that reshape

@@ -114,8 +114,8 @@ def notes(tree: StepTree, step: Step, shapes: Shapes = Shapes.symbolic, room: in
     lines: list[str] = []
     for name, times, text in entries:
         label = name if times == 1 else f"{name} ×{times}"
-        wraps = room is not None and room - LABEL_WIDTH >= MIN_NOTE_WIDTH  # else cut: nothing would fit
-        texts = wrap_flow(text, room - LABEL_WIDTH) if wraps else [text]
+        width = None if room is None else room - LABEL_WIDTH  # under MIN_NOTE_WIDTH, cut: nothing would fit
+        texts = wrap_flow(text, width) if width is not None and width >= MIN_NOTE_WIDTH else [text]
         if len(label) >= LABEL_WIDTH:
             lines.append(label)
         else:

@@ -1,5 +1,5 @@
-"""The diagram as text, markdown or JSON (svg and html: output/pictures.py): the header, the drawing,
-the legend and the formulas.
+"""The diagram as a view: text, markdown, JSON and its picture; the header, the drawing, the legend
+and the formulas.
 
 Colour and the terminal's width only when stdout is a terminal (then rich decides about colour:
 NO_COLOR, TERM); a file or a pipe gets the same plain text whatever COLUMNS or FORCE_COLOR say.
@@ -8,11 +8,10 @@ NO_COLOR, TERM); a file or a pipe gets the same plain text whatever COLUMNS or F
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TextIO
+from dataclasses import dataclass
+from functools import cached_property
 
 from blocktrace.errors import OutputError
-from blocktrace.output.sink import can_encode, is_stdout, stdout, stdout_errors, terminal, write_output
 from blocktrace.tracing.trace import Trace
 from blocktrace.views.captions import header, legend
 from blocktrace.views.diagram.formulas import formulas as formula_lines
@@ -20,6 +19,7 @@ from blocktrace.views.diagram.layout import layout
 from blocktrace.views.diagram.render import Cell, render, to_text
 from blocktrace.views.shapes import Shapes
 from blocktrace.views.steps import StepTree
+from blocktrace.views.view import Page, Screen, size_of
 
 STYLES = {
     "highway": "bold yellow",
@@ -70,26 +70,6 @@ def _shows_legend(trace: Trace, shapes: Shapes) -> bool:
     return shapes != Shapes.concrete and bool(trace.symbols)
 
 
-def emit(
-    trace: Trace,
-    fmt: str | None = None,
-    shapes: Shapes = Shapes.symbolic,
-    formulas: bool = False,
-    ascii_only: bool = False,
-    width: int | None = None,
-    output: str | Path | None = None,
-    stream: TextIO | None = None,
-    collapse: bool = True,
-) -> None:
-    """Write the trace as `fmt` (None: as `output`'s suffix says, else text) to `output` (a path, or
-    "-" / None for `stream`, stdout by default), through the writer formats.py names for it."""
-    from blocktrace.output import formats
-
-    out = None if output is None else str(output)
-    options = {"shapes": shapes, "formulas": formulas, "ascii_only": ascii_only, "width": width}
-    formats.write("diagram", fmt, trace, out, stream, collapse=collapse, **options)
-
-
 def drawing(
     tree: StepTree, shapes: Shapes, fit: int | None, ascii_only: bool, width: int | None
 ) -> list[list[Cell]]:
@@ -101,59 +81,6 @@ def drawing(
             f"--width {width} is too narrow for this drawing: it needs at least {diagram.width} columns", 2
         )
     return render(diagram, ascii_only)
-
-
-def write_json(trace: Trace, output: str | None, stream: TextIO | None = None, **_: object) -> None:
-    write_output(trace.to_json() + "\n", output, stream)
-
-
-def write_text(
-    trace: Trace,
-    output: str | None,
-    stream: TextIO | None = None,
-    *,
-    shapes: Shapes = Shapes.symbolic,
-    formulas: bool = False,
-    ascii_only: bool = False,
-    width: int | None = None,
-    collapse: bool = True,
-) -> None:
-    """The text report. Without a --width, a terminal's width is fitted as far as the drawing allows,
-    and a terminal gets colour (where rich allows it)."""
-    to_stdout = is_stdout(output)
-    if to_stdout:
-        stream = stream or stdout()
-    console = terminal(stream) if to_stdout else None
-    fit = width if width is not None else (console.width if console is not None else None)
-    ascii_only = ascii_only or (to_stdout and not can_encode(stream))
-    tree = StepTree(trace, collapse)  # the one the drawing and the formulas read
-    rows = drawing(tree, shapes, fit, ascii_only, width)
-    if console is not None and console.color_system and not console.no_color:
-        with stdout_errors():
-            console.print(styled(rows, *text_frame(tree, shapes, formulas, fit)), end="")
-            console.file.flush()
-        return
-    write_output(text_report(rows, tree, shapes, formulas, fit), output, stream)
-
-
-def write_markdown(
-    trace: Trace,
-    output: str | None,
-    stream: TextIO | None = None,
-    *,
-    shapes: Shapes = Shapes.symbolic,
-    formulas: bool = False,
-    ascii_only: bool = False,
-    width: int | None = None,
-    collapse: bool = True,
-) -> None:
-    """A fenced block, then the legend as a table (and the formulas); never fitted to a terminal."""
-    if is_stdout(output):
-        stream = stream or stdout()
-        ascii_only = ascii_only or not can_encode(stream)
-    tree = StepTree(trace, collapse)
-    rows = drawing(tree, shapes, width, ascii_only, width)
-    write_output(markdown_report(rows, tree, shapes, formulas), output, stream)
 
 
 def styled(rows: list[list[Cell]], before: str, after: str):
@@ -170,3 +97,62 @@ def styled(rows: list[list[Cell]], before: str, after: str):
         styled.append("\n")
     styled.append(after)
     return styled
+
+
+BOX_SAMPLE = "┌─┐│▼◄×…"  # a stream that cannot carry these gets the 7-bit drawing
+
+
+@dataclass(frozen=True)
+class DiagramView:
+    """The trace as the diagram command shows it, with its flags."""
+
+    trace: Trace
+    shapes: Shapes = Shapes.symbolic
+    formulas: bool = False
+    ascii_only: bool = False
+    width: int | None = None  # --width: a limit asked for; without it a terminal's width is fitted
+    collapse: bool = True
+
+    command = "diagram"
+    formats = ("text", "markdown", "json")
+
+    @property
+    def title(self) -> str:
+        return f"blocktrace diagram: {self.trace.model}"
+
+    @cached_property
+    def tree(self) -> StepTree:
+        """The steps, built once: the drawing and the formulas read the same."""
+        return StepTree(self.trace, self.collapse)
+
+    def render(self, fmt: str, page: Page) -> str:
+        if fmt == "json":
+            return self.trace.to_json() + "\n"
+        if fmt == "markdown":  # never fitted to a terminal
+            rows = self._rows(self.width, page)
+            return markdown_report(rows, self.tree, self.shapes, self.formulas)
+        if fmt == "text":
+            fit = self._fit(page)
+            rows = self._rows(fit, page)
+            return text_report(rows, self.tree, self.shapes, self.formulas, fit)
+        raise ValueError(f"the diagram has no format {fmt!r}")
+
+    def screen(self, page: Page) -> Screen | None:
+        if not page.colour:
+            return None
+        fit = self._fit(page)
+        frame = text_frame(self.tree, self.shapes, self.formulas, fit)
+        return Screen((styled(self._rows(fit, page), *frame),), soft_wrap=True)
+
+    def picture(self) -> Screen:
+        """The text report as a file gets it, coloured as in a terminal."""
+        rows = drawing(self.tree, self.shapes, self.width, self.ascii_only, self.width)
+        before, after = text_frame(self.tree, self.shapes, self.formulas, self.width)
+        return Screen((styled(rows, before, after),), *size_of(before + to_text(rows) + after))
+
+    def _fit(self, page: Page) -> int | None:
+        return self.width if self.width is not None else page.columns
+
+    def _rows(self, fit: int | None, page: Page) -> list[list[Cell]]:
+        ascii_only = self.ascii_only or not page.carries(BOX_SAMPLE)
+        return drawing(self.tree, self.shapes, fit, ascii_only, self.width)

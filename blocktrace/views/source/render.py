@@ -1,15 +1,17 @@
-"""The annotated source as text (fitted to a width), markdown and JSON."""
+"""The annotated source as a view: text (fitted to a width), markdown, JSON and its picture."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any
 
 from blocktrace.tracing.trace import Trace
 from blocktrace.views.shapes import Shapes, shapes_text
 from blocktrace.views.source.view import NOT_RUN, FunctionView, Line, SourceView
+from blocktrace.views.view import Page, Screen, size_of
 
 SCHEMA = "blocktrace.source"
 SCHEMA_VERSION = 1
@@ -219,53 +221,41 @@ def to_dict(view: SourceView, shapes: Shapes = Shapes.symbolic) -> dict[str, Any
     }
 
 
-# --- writers (see formats.py) ------------------------------------------------------------------
-
 _ASCII_TEXT = str.maketrans({"×": "x", "…": "...", "·": "-", "–": "-"})
 
 
-def write_text(
-    view: SourceView,
-    output: str | None,
-    stream: TextIO | None = None,
-    *,
-    shapes: Shapes = Shapes.symbolic,
-    width: int | None = None,
-) -> None:
-    """The numbered listing; to a terminal, its annotations fitted to the terminal's width."""
-    from blocktrace.output.sink import is_stdout, stdout, terminal_width
+@dataclass(frozen=True)
+class SourceListing:
+    """The source view as the source command shows it: plain, on a terminal too."""
 
-    if width is None and is_stdout(output):
-        width = terminal_width(stream or stdout())
-    _write(text_report(view, shapes, width), output, stream)
+    view: SourceView
+    shapes: Shapes = Shapes.symbolic
+    width: int | None = None  # --width; without it a terminal's width is fitted
 
+    command = "source"
+    formats = ("text", "markdown", "json")
 
-def write_markdown(
-    view: SourceView,
-    output: str | None,
-    stream: TextIO | None = None,
-    *,
-    shapes: Shapes = Shapes.symbolic,
-    **_: Any,
-) -> None:
-    _write(markdown_report(view, shapes), output, stream)
+    @property
+    def title(self) -> str:
+        return f"blocktrace source: {self.view.trace.model}"
 
+    def render(self, fmt: str, page: Page) -> str:
+        """In 7-bit stand-ins where the page cannot carry a character."""
+        if fmt == "text":
+            text = text_report(self.view, self.shapes, self.width if self.width is not None else page.columns)
+        elif fmt == "markdown":
+            text = markdown_report(self.view, self.shapes)
+        elif fmt == "json":
+            text = json.dumps(to_dict(self.view, self.shapes), indent=2) + "\n"
+        else:
+            raise ValueError(f"the source listing has no format {fmt!r}")
+        return text if page.carries("×…·–") else text.translate(_ASCII_TEXT)
 
-def write_json(
-    view: SourceView,
-    output: str | None,
-    stream: TextIO | None = None,
-    *,
-    shapes: Shapes = Shapes.symbolic,
-    **_: Any,
-) -> None:
-    _write(json.dumps(to_dict(view, shapes), indent=2) + "\n", output, stream)
+    def screen(self, page: Page) -> Screen | None:
+        return None
 
+    def picture(self) -> Screen:
+        from rich.text import Text
 
-def _write(text: str, output: str | None, stream: TextIO | None) -> None:
-    """To its file, or to stdout in 7-bit stand-ins where stdout's encoding cannot carry a character."""
-    from blocktrace.output.sink import can_encode, is_stdout, stdout, write_output
-
-    if is_stdout(output) and not can_encode(stream or stdout(), "×…·–"):
-        text = text.translate(_ASCII_TEXT)
-    write_output(text, output, stream)
+        text = text_report(self.view, self.shapes, self.width)
+        return Screen((Text(text),), *size_of(text))

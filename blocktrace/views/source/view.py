@@ -214,7 +214,7 @@ def _defs(file: str) -> tuple[tuple[str, ...], dict[int, _Def]] | None:
     return tuple(line.rstrip("\r\n") for line in lines), defs
 
 
-def _statement_ends(node: ast.AST) -> dict[int, int]:
+def _statement_ends(node: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[int, int]:
     """line -> the line to annotate it on: the last line of the statement it is part of (of a
     compound statement's header, for the lines of its `if`, `for` or `with` clause)."""
     ends: dict[int, int] = {}
@@ -227,12 +227,9 @@ def _statement_ends(node: ast.AST) -> dict[int, int]:
             bodies += [h.body for h in getattr(s, "handlers", [])]
             bodies += [c.body for c in getattr(s, "cases", [])]
             if any(bodies):
-                header = [
-                    child
-                    for child in ast.iter_child_nodes(s)
-                    if not isinstance(child, (ast.stmt, ast.excepthandler)) and hasattr(child, "end_lineno")
-                ]
-                last = max([s.lineno, *(c.end_lineno or c.lineno for c in header)])  # type: ignore[attr-defined]
+                # the header's expressions (a with's items and a match's cases carry no lines)
+                header = [child for child in ast.iter_child_nodes(s) if isinstance(child, ast.expr)]
+                last = max([s.lineno, *(c.end_lineno or c.lineno for c in header)])
                 for line in range(s.lineno, last + 1):
                     ends[line] = last
                 for body in bodies:
@@ -241,11 +238,13 @@ def _statement_ends(node: ast.AST) -> dict[int, int]:
                 for line in range(s.lineno, (s.end_lineno or s.lineno) + 1):
                     ends[line] = s.end_lineno or s.lineno
 
-    visit(node.body)  # type: ignore[attr-defined]
+    visit(node.body)
     return ends
 
 
-def _not_run(node: ast.AST, lines: tuple[str, ...], runs: list[dict[int, Any]]) -> set[int]:
+def _not_run(
+    node: ast.FunctionDef | ast.AsyncFunctionDef, lines: tuple[str, ...], runs: list[dict[int, Any]]
+) -> set[int]:
     """The first lines of the branches that provably did not run: an `if` outside loops of which
     another branch recorded something in every run. `runs`: per run, the lines that recorded."""
     marked: set[int] = set()
@@ -268,7 +267,7 @@ def _not_run(node: ast.AST, lines: tuple[str, ...], runs: list[dict[int, Any]]) 
             for h in getattr(s, "handlers", []):
                 visit(h.body, loop)
 
-    visit(node.body, False)  # type: ignore[attr-defined]
+    visit(node.body, False)
     return marked
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blocktrace.tracing.ops import facts
-from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta, Weight
+from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta, Weight, plain
 from blocktrace.views.diagram.layout import expression
 from blocktrace.views.stats import Totals, totals
 from blocktrace.views.steps import StepTree
@@ -70,7 +70,7 @@ def build_table(tree: StepTree, depth: int | None = None) -> Table:
         rows=rows,
         totals=totals(trace),
         symbols=dict(trace.symbols),
-        config=dict(trace.config),
+        config=plain(trace.config),
         depth=depth,
     )
 

@@ -1,5 +1,5 @@
-"""The table as a reader or a script wants it: a rich table fitted to a terminal, plain text,
-markdown, JSON and CSV, and the footer of totals."""
+"""The table as a view, as a reader or a script wants it: a rich table fitted to a terminal, plain
+text, markdown, JSON and CSV, its picture, and the footer of totals."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.constrain import Constrain
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from blocktrace.output.sink import can_encode, is_stdout, isatty, stdout, stdout_errors, write_output
 from blocktrace.views.diagram.layout import wrap_flow
 from blocktrace.views.shapes import Shapes, dims_text, shape_text
 from blocktrace.views.stats import FLOP_UNITS, human, human_bytes
 from blocktrace.views.table.build import RESIDUAL_KIND, Row, Table
+from blocktrace.views.view import Page, Screen, size_of
 
 SCHEMA = "blocktrace.table"
 SCHEMA_VERSION = 2
@@ -173,28 +174,21 @@ def rich_table(
         style = _RESIDUAL_STYLE if row.kind == RESIDUAL_KIND else ("" if row.call is not None else _OP_STYLE)
         if flow_width is not None:  # wrapped between shapes, not inside one
             cells[2] = "\n".join(wrap_flow(cells[2], flow_width))
-        out.add_row(
-            *(c for h, c in zip(HEADERS, [name, *cells[1:]], strict=True) if h in shown.columns), style=style
-        )
+        texts: list[Text | str] = [name, *cells[1:]]
+        out.add_row(*(c for h, c in zip(HEADERS, texts, strict=True) if h in shown.columns), style=style)
     return out
 
 
 def print_text(table: Table, console: Console, shapes: Shapes = Shapes.symbolic) -> None:
-    """The table and its footer on `console`: fitted to a terminal (see DROP_ORDER), with colour
-    where rich allows it (NO_COLOR honoured); to a file or a pipe as plain `to_text`, whole."""
-    if not console.is_terminal:
-        console.file.write(to_text(table, shapes, console.options.ascii_only))
+    """The table and its footer on `console`, as `TableView` shows it there."""
+    page = Page(console.width if console.is_terminal else None, encoding=console.encoding)
+    view = TableView(table, shapes)
+    shown = view.screen(page)
+    if shown is None:
+        console.file.write(view.render("text", page))
         console.file.flush()
         return
-    terminal = console.width
-    shown = fit(table, shapes, terminal)
-    console.width = max(terminal, shown.width)  # rich would squeeze the numbers to fit: never
-    try:
-        console.print(rich_table(table, shapes, console.options.ascii_only, shown))
-    finally:
-        console.width = terminal
-    for line in footer(table):
-        console.print(line, highlight=False, markup=False)
+    shown.show(console)
 
 
 def to_text(table: Table, shapes: Shapes = Shapes.symbolic, ascii_only: bool = False) -> str:
@@ -282,37 +276,42 @@ def to_csv(table: Table, shapes: Shapes = Shapes.symbolic) -> str:
     return buffer.getvalue()
 
 
-# --- writers (formats.WRITERS names them) ------------------------------------------------------
+@dataclass(frozen=True)
+class TableView:
+    """The table as the table command shows it."""
 
+    table: Table
+    shapes: Shapes = Shapes.symbolic
 
-def write_text(
-    table: Table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic
-) -> None:
-    """To a terminal, fitted and coloured (print_text); to a file or a pipe, whole and plain."""
-    if is_stdout(output):
-        stream = stream or stdout()
-        console = Console(file=stream, highlight=False, force_terminal=isatty(stream))
-        with stdout_errors(stream):
-            print_text(table, console, shapes)
-        return
-    write_output(to_text(table, shapes), output)
+    command = "table"
+    formats = ("text", "markdown", "json", "csv")
 
+    @property
+    def title(self) -> str:
+        return f"blocktrace table: {self.table.model}"
 
-def write_markdown(
-    table: Table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic
-) -> None:
-    """A cell is indented with no-break spaces, written as &nbsp; where stdout cannot carry them."""
-    plain = not is_stdout(output) or can_encode(stream or stdout(), "\u00a0")
-    write_output(to_markdown(table, shapes, nbsp="\u00a0" if plain else "&nbsp;"), output, stream)
+    def render(self, fmt: str, page: Page) -> str:
+        if fmt == "text":  # whole, as wide as it needs
+            return to_text(self.table, self.shapes, not page.unicode)
+        if fmt == "markdown":  # indented with no-break spaces, as &nbsp; where the page cannot carry them
+            return to_markdown(self.table, self.shapes, nbsp="\u00a0" if page.carries("\u00a0") else "&nbsp;")
+        if fmt == "json":
+            return to_json(self.table, self.shapes)
+        if fmt == "csv":
+            return to_csv(self.table, self.shapes)
+        raise ValueError(f"the table has no format {fmt!r}")
 
+    def screen(self, page: Page) -> Screen | None:
+        """On a terminal: fitted to its width (see DROP_ORDER), coloured where rich allows it (NO_COLOR
+        honoured); a table that still does not fit is printed wider, the footer wrapped to the width."""
+        if page.width is None:
+            return None
+        shown = fit(self.table, self.shapes, page.width)
+        lines = (Constrain(Text(line), page.width) for line in footer(self.table))
+        return Screen((rich_table(self.table, self.shapes, not page.unicode, shown), *lines), shown.width)
 
-def write_json(
-    table: Table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic
-) -> None:
-    write_output(to_json(table, shapes), output, stream)
-
-
-def write_csv(
-    table: Table, output: str | None, stream: TextIO | None = None, *, shapes: Shapes = Shapes.symbolic
-) -> None:
-    write_output(to_csv(table, shapes), output, stream)
+    def picture(self) -> Screen:
+        """The whole table and its totals, coloured as in a terminal, never fitted to one."""
+        lines = [Text(line + "\n") for line in footer(self.table)]
+        size = size_of(to_text(self.table, self.shapes))
+        return Screen((rich_table(self.table, self.shapes), *lines), *size)
