@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from blocktrace.errors import TraceError
-from blocktrace.models.user_module import FactorySpec, factory_defaults, with_divisors
+from blocktrace.models.divisors import with_divisors
+from blocktrace.models.user_module import FactorySpec, factory_defaults
 from blocktrace.pipeline import trace_spec
 from blocktrace.tracing.tracer import trace
 from blocktrace.views.diagram.formulas import formulas

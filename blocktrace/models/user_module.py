@@ -5,7 +5,8 @@ NAME is an nn.Module class, built with `--kwargs` and called with tensors of the
 (its shapes are shown as numbers), or a function whose parameters are the sizes, each with an int
 default, returning the module and its inputs: then its parameter names are the size symbols, and the
 probes call it at prime sizes to name every dimension, as for the built-in Block. Where a size must
-divide another (C by H for the head dim), the probes keep it so, and the quotient is named "C/H".
+divide another (C by H for the head dim, as the code's own views show), the probes keep it so, and
+the quotient is named "C/H".
 """
 
 from __future__ import annotations
@@ -18,21 +19,21 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import combinations, count, islice
+from itertools import count, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocktrace.errors import ConfigError, TraceError, error_line
 from blocktrace.models.block.config import MAX_ELEMENTS
+from blocktrace.models.divisors import with_divisors
 from blocktrace.models.spec import Dtype
 from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from blocktrace.sizes.fit import ShapeFit
 
 # --input dtypes, by the names people write
 INPUT_DTYPES = {
@@ -40,8 +41,6 @@ INPUT_DTYPES = {
     "long": "int64", "int64": "int64", "int": "int32", "int32": "int32", "bool": "bool",
 }  # fmt: skip
 _NO_SYMBOLS = SymbolSet(())
-_MAX_PROBE_ELEMENTS = 2**22  # of a probe's parameters and inputs together: 16 MiB at float32
-_MAX_TRIES = 12  # pairs of probes tried for the divisibility relations, at each step
 _SIZE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -252,6 +251,7 @@ class FactorySpec:
     step: int = 1  # every probe size a multiple of it: 2 where the code wants even sizes (rotary)
     layers: int = 1
     full_size_trace = True
+    notes: tuple[str, ...] = field(default=(), compare=False)  # what the sizes could not name, and why
     _made: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -279,10 +279,16 @@ class FactorySpec:
 
     @cached_property
     def symbols(self) -> SymbolSet:
-        # the parts most sizes are made of take the smallest primes, so that the probes stay small;
-        # in the second probe each part takes the next prime up, so every product of sizes grows
+        # the parts take primes in the order of their requested sizes, so that a size the code divides
+        # by a smaller one stays the bigger (C // H does not vanish); among equals, the parts most
+        # sizes are made of take the smallest primes, so that the probes stay small. In the second
+        # probe each part takes the next prime up, so every product of sizes grows
         owns = [self._parts[name][-1] for name in self.defaults]
-        shared = sorted(owns, key=lambda own: -sum(own in parts for parts in self._parts.values()))
+        requested = self._requested_parts()
+        shared = sorted(
+            owns,
+            key=lambda own: (requested.get(own, 0), -sum(own in parts for parts in self._parts.values())),
+        )
         primes = list(islice(_primes(), len(owns) + 1))
         pair = {own: (primes[i], primes[i + 1]) for i, own in enumerate(shared)}
         basis = []
@@ -298,22 +304,32 @@ class FactorySpec:
             ),
             key=lambda c: -len(c.parts),
         )
-        return SymbolSet(tuple(basis), tuple(composites), tuple(self.defaults))
+        return SymbolSet(tuple(basis), tuple(composites), tuple(self.defaults), floors=True)
 
     @property
     def sizes(self) -> dict[str, int]:
         """The basis sizes at the requested sizes: each own part is the size over its divisors'."""
+        found = self._requested_parts()
+        if len(found) < len(self.defaults):
+            name = next(n for n in self.defaults if self._parts[n][-1] not in found)
+            below = math.prod(found.get(p, 1) for p in self._parts[name][:-1])
+            raise ConfigError(
+                f"--module {self.target}: {name} = {self.requested[name]} must be a multiple of "
+                f"{' * '.join(self.divides[name])} = {below}"
+            )
+        return found
+
+    def _requested_parts(self) -> dict[str, int]:
+        """Each own part's size at the requested sizes, for the sizes whose divisors divide them."""
         requested = self.requested
         found: dict[str, int] = {}
         for name in sorted(self.defaults, key=lambda n: len(self._parts[n])):  # divisors first
             *inner, own = self._parts[name]
+            if any(p not in found for p in inner):
+                continue
             below = math.prod(found[p] for p in inner)
-            if requested[name] % below:
-                raise ConfigError(
-                    f"--module {self.target}: {name} = {requested[name]} must be a multiple of "
-                    f"{' * '.join(self.divides[name])} = {below}"
-                )
-            found[own] = requested[name] // below
+            if requested[name] % below == 0:
+                found[own] = requested[name] // below
         return found
 
     def values(self, sizes: dict[str, int]) -> dict[str, int]:
@@ -437,83 +453,3 @@ def factory_spec(
     if unknown:
         raise ConfigError(f"--dim {unknown[0]}: not a parameter of {target} (it has: {', '.join(defaults)})")
     return with_divisors(FactorySpec(target, factory, defaults, requested, dtype))
-
-
-def with_divisors(spec: FactorySpec) -> FactorySpec:
-    """The spec with the fewest "divides" relations under which the probes run and fit: none, then
-    each relation that holds between the requested sizes (C by H for the head dim, the usual need),
-    then each two of them; all at odd probe sizes, then at even ones (rotary embeddings halve the
-    head). Where no relations make every size fit (a ViT's T = G^2 + 1 is no product of sizes), the
-    first under which the probes run names what fits; where none do, the spec as it is, and the
-    full-size trace is drawn with its numbers."""
-    pairs = [(name, d) for name, divisors in _relations(spec.requested).items() for d in divisors]
-    running: FactorySpec | None = None
-    for step in (1, 2):
-        if running is not None:
-            break  # the code ran at odd sizes: even ones would not name more
-        tries = 0
-        for size in range(3):
-            for chosen in combinations(pairs, size):
-                divides: dict[str, tuple[str, ...]] = {}
-                for name, d in chosen:
-                    divides[name] = (*divides.get(name, ()), d)
-                trial = replace(spec, divides=divides, step=step)
-                if not _integral(trial):
-                    continue
-                tries += 1
-                if tries > _MAX_TRIES:
-                    break
-                fitted = _probe_fit(trial)
-                if fitted is not None and fitted.shapes_complete:
-                    return trial
-                if fitted is not None and running is None:
-                    running = trial
-    return running or spec
-
-
-def _integral(spec: FactorySpec) -> bool:
-    try:
-        spec.sizes  # noqa: B018  (the relations must hold at the requested sizes)
-    except ConfigError:
-        return False
-    return True
-
-
-def _relations(requested: dict[str, int]) -> dict[str, tuple[str, ...]]:
-    """For each size, the other sizes that divide it at the requested values and divide no other of
-    its divisors (H for C, not Hkv where Hkv divides H); sizes of 1 divide everything and are left out."""
-    found = {}
-    for name, value in requested.items():
-        divisors = [d for d, v in requested.items() if d != name and 1 < v < value and value % v == 0]
-        # equal sizes (B = Hkv = 2) do not hide each other: which one it divides by is for the probes
-        direct = [
-            d
-            for d in divisors
-            if not any(requested[o] != requested[d] and requested[o] % requested[d] == 0 for o in divisors)
-        ]
-        if direct:
-            found[name] = tuple(direct)
-    return found
-
-
-def _probe_fit(spec: FactorySpec) -> ShapeFit | None:
-    """The probes' fit, or None where they fail, differ in structure, or would be too big to be cheap."""
-    from blocktrace.sizes.fit import fit_probes
-
-    if any(_elements(spec, probe) > _MAX_PROBE_ELEMENTS for probe in spec.symbols.probes()):
-        return None  # sizes multiplied up (an image of G * P pixels a side): not a cheap probe
-    try:
-        return fit_probes(spec)
-    except (ConfigError, TraceError):
-        return None
-
-
-def _elements(spec: FactorySpec, sizes: dict[str, int]) -> int:
-    """Elements of the module's parameters and inputs at `sizes`, built on the meta device (free);
-    0 where the meta device cannot build it (the probe itself will tell)."""
-    try:
-        module, args, kwargs = spec._make(sizes, "meta")
-    except (ConfigError, TraceError):
-        return 0
-    tensors = [t for t in (*args, *kwargs.values()) if hasattr(t, "numel")]
-    return sum(p.numel() for p in module.parameters()) + sum(t.numel() for t in tensors)

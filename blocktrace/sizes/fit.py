@@ -9,6 +9,7 @@ from the fitted weight shapes. Everything here works from the model seam (spec.M
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -158,13 +159,48 @@ def fit_probes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | None
         if twin.attrs[k] != v
     )  # fmt: skip
     fit = spec.symbols.fit
+    suspects = spec.symbols.floor_constants(spec.sizes)
+    if any(_constant_in(fitted, suspects) for fitted in _fit_all(shapes, fit).values()):
+        # a size equal in both probes may be a quotient the probes happen to floor alike (C // H,
+        # 0 in both where H > C): a probe with the primes reversed moves every such quotient
+        sizes = spec.symbols.reversed_probe()
+        with warnings.catch_warnings():  # a quotient it makes 0 is the point, not the user's concern
+            warnings.simplefilter("ignore")
+            check = probe_trace(spec, sizes, probe_module(spec, sizes, frozen))[0]
+        same = structure(check) == structure(traces[0])
+        shapes.append({t.id: t.shape for t in check.tensors()} if same else {})
+        weights.append(
+            {(c.index, i): w.shape for c in check.calls for i, w in enumerate(c.weights)} if same else {}
+        )
     flops = {o.index: fit([tr.ops[o.index].flops for tr in traces]) for o in traces[0].ops}
-    return ShapeFit(traces[0], _fit_all(shapes, fit), _fit_all(weights, fit), flops, traced[0][1], varying)
+    checked = _checked(fit, suspects) if len(shapes) > 2 else fit
+    return ShapeFit(
+        traces[0], _fit_all(shapes, checked), _fit_all(weights, checked), flops, traced[0][1], varying
+    )
 
 
-def _fit_all(shapes: list[dict], fit: Callable[[list[int]], Dim | None]) -> dict:
-    """key -> fitted dims, from key -> shape in each probe."""
+def _constant_in(fitted: tuple[Dim | None, ...], suspects: frozenset[int]) -> bool:
+    return any(d is not None and not d.powers and d.coeff in suspects for d in fitted)
+
+
+def _checked(fit: Callable[[list[int]], Dim | None], suspects: frozenset[int]) -> Callable:
+    """`fit` of the two probes, where a suspect constant must also be what the third probe gave
+    (None: the third probe did not run the same code), and is never 0: a size the probes made vanish
+    is a quotient floored, whatever the third probe says (Hkv // H stays 0 where Hkv = 2 * x > H)."""
+
+    def checked(values: list[int | None]) -> Dim | None:
+        dim = fit(values[:2])  # type: ignore[arg-type]
+        suspect = dim is not None and not dim.powers and dim.coeff in suspects
+        if suspect and (dim.coeff == 0 or values[2:] != [dim.coeff]):  # type: ignore[union-attr]
+            return None
+        return dim
+
+    return checked
+
+
+def _fit_all(shapes: list[dict], fit: Callable[[list], Dim | None]) -> dict:
+    """key -> fitted dims, from key -> shape in each probe (a check probe's shapes may be missing)."""
     return {
-        key: tuple(fit([s[key][axis] for s in shapes]) for axis in range(len(shape)))
+        key: tuple(fit([s[key][axis] if key in s else None for s in shapes]) for axis in range(len(shape)))
         for key, shape in shapes[0].items()
     }

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
-from itertools import product
+from itertools import permutations, product
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class SymbolSet:
     basis: tuple[Symbol, ...]
     composites: tuple[Composite, ...] = ()  # tried in order: C before H, as C = H * D
     order: tuple[str, ...] = ()  # legend order; symbols not listed follow in declaration order
+    floors: bool = False  # the sizes are independent parameters the code may divide itself (C // H)
 
     def __post_init__(self) -> None:
         for i in (0, 1):
@@ -80,6 +81,27 @@ class SymbolSet:
     def probes(self) -> tuple[dict[str, int], dict[str, int]]:
         """The basis sizes of the two probes."""
         return ({s.name: s.probe(0) for s in self.basis}, {s.name: s.probe(1) for s in self.basis})
+
+    def reversed_probe(self) -> dict[str, int]:
+        """The first probe's primes handed out in reverse order: every size the same or its
+        neighbour, but each floor quotient of two sizes moves (a // b > 0 becomes 0, 0 becomes > 0)."""
+        ranked = sorted(self.basis, key=lambda s: s.primes[0])
+        return {s.name: s.step * t.primes[0] for s, t in zip(ranked, reversed(ranked), strict=True)}
+
+    def floor_constants(self, sizes: dict[str, int]) -> frozenset[int]:
+        """The constants a floor quotient of two sizes (C // H, with C no multiple of H) gives in both
+        probes and not at `sizes`: a dim fitted as one of them may be that quotient, not a constant.
+        None where the sizes are declared products (`floors` unset): no code divides them unevenly."""
+        if not self.floors:
+            return frozenset()
+        probes = [self.values(p) for p in self.probes()]
+        wanted = self.values(sizes)
+        found = set()
+        for a, b in permutations(wanted, 2):
+            quotients = {p[a] // p[b] for p in probes}
+            if len(quotients) == 1 and wanted[a] // wanted[b] not in quotients:
+                found |= quotients
+        return frozenset(found)
 
     def skeleton(self) -> dict[str, int]:
         """The smallest sizes: a deep stack's structure at no cost."""

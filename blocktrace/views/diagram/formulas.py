@@ -112,7 +112,8 @@ def _data_inputs(step: Step) -> tuple:
 
 
 def composition(tree: StepTree, step: Step) -> str | None:
-    """Type(x) = f(g(x)) when the call's inner steps form one chain from its input, else None."""
+    """Type(x) = f(g(x)) when the call's inner steps form one chain from its input to its output,
+    else None."""
     if step.call is None or tree.is_one_op(step.call):
         return None
     inner = tree.inner(step.call)
@@ -128,7 +129,9 @@ def composition(tree: StepTree, step: Step) -> str | None:
         for name in names:
             text = f"{name}({text})"
         current = s.output.id
-    return f"{step.call.type}(x) = {text}" if inner else None
+    if not inner or not step.call.outputs or step.call.outputs[0].id != current:
+        return None  # a chain that does not end at what the call returned is not what it computes
+    return f"{step.call.type}(x) = {text}"
 
 
 def _form(op: OpCall) -> tuple[str, str]:
