@@ -279,15 +279,16 @@ class FactorySpec:
 
     @cached_property
     def symbols(self) -> SymbolSet:
-        # the parts take primes in the order of their requested sizes, so that a size the code divides
-        # by a smaller one stays the bigger (C // H does not vanish); among equals, the parts most
-        # sizes are made of take the smallest primes, so that the probes stay small. In the second
-        # probe each part takes the next prime up, so every product of sizes grows
+        # the parts most sizes are made of take the smallest primes, so that the probes stay small
+        # (ordered by requested size first, a ViT's probes ran 30 times longer); among equals, the
+        # order of their requested sizes, so that a size the code divides by a smaller one stays the
+        # bigger (a floored quotient is checked by a third probe all the same). In the second probe
+        # each part takes the next prime up, so every product of sizes grows
         owns = [self._parts[name][-1] for name in self.defaults]
         requested = self._requested_parts()
         shared = sorted(
             owns,
-            key=lambda own: (requested.get(own, 0), -sum(own in parts for parts in self._parts.values())),
+            key=lambda own: (-sum(own in parts for parts in self._parts.values()), requested.get(own, 0)),
         )
         primes = list(islice(_primes(), len(owns) + 1))
         pair = {own: (primes[i], primes[i + 1]) for i, own in enumerate(shared)}
