@@ -218,6 +218,10 @@ class _Builder:
         returned = [t for t in made.values() if t.id in leaving or any(u > end for u in uses.get(t.id, ()))]
         if not returned:
             returned = list(items[-1].outputs)
+        # what it made and then read itself (attention probabilities returned beside the output
+        # computed from them) comes after what it made last: the stream goes on with the result
+        read = {t.id for item in items for t in item.inputs}
+        returned.sort(key=lambda t: t.id in read)
         first = items[0]
         function = first.function if isinstance(first, OpCall) and first.frame == frame else "?"
         name = self.helper_name(frame, self.functions.get(frame, function))
