@@ -324,6 +324,43 @@ class TupleBlock(nn.Module):
         return x + y, probs
 
 
+# --- a sliding-window key/value cache, as transformers' DynamicSlidingWindowLayer.update() -----------
+class SlidingWindowCache:
+    """Keeps the last `window - 1` keys and values for the next call; returns all it was given."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys = keys[:, :, -self.window + 1 :, :]  # (B, H, W-1, D)
+        self.values = values[:, :, -self.window + 1 :, :]
+        return keys, values
+
+
+class CachedAttentionBlock(nn.Module):
+    def __init__(self, c: int = 16, h: int = 4, window: int = 4) -> None:
+        super().__init__()
+        self.h = h
+        self.norm = nn.LayerNorm(c)
+        self.q, self.k, self.v = nn.Linear(c, c), nn.Linear(c, c), nn.Linear(c, c)
+        self.proj = nn.Linear(c, c)
+        self.cache = SlidingWindowCache(window)
+
+    def heads(self, y: torch.Tensor) -> torch.Tensor:
+        b, t, c = y.shape
+        return y.view(b, t, self.h, c // self.h).transpose(1, 2)  # (B, H, T, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        h = self.norm(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        k, v = self.cache.update(self.heads(k), self.heads(v))
+        y = F.scaled_dot_product_attention(self.heads(q), k, v, is_causal=True)
+        return x + self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
 # --- an encoder layer whose padding mask comes as a keyword -----------------------------------------
 class MaskedEncoderLayer(nn.Module):
     """Post-norm, as BERT is: x = norm(x + attn(x, mask)); x = norm(x + ffn(x))."""

@@ -149,6 +149,22 @@ CORPUS: dict[str, Case] = {
         [("", "input", (("norm", "attend"),))], set(),
         side_outputs=[(2, 4, 6, 6)],
     ),
+    # CachedAttentionBlock.forward: one sum, x + proj(attention of q, k, v of norm(x)) written inline;
+    # the cache's update() hands back the keys and values it took (it computes nothing on the way)
+    "sliding-window cache block": Case(
+        cb.CachedAttentionBlock, (x(2, 6, 16),), own("CachedAttentionBlock", "2,6,16"),
+        [
+            (
+                "",
+                "input",
+                (
+                    ("norm", "q", "k", "v", "heads", "heads", "heads", "scaled_dot_product_attention",
+                     "transpose", "reshape", "proj"),
+                ),
+            )
+        ],
+        set(),
+    ),
     # MaskedEncoderLayer.forward: norm1(x + attn(x, keep)), norm2(x + ffn(x)); keep = mask[:, None,
     # None, :] from the keyword input
     "encoder with a mask keyword": Case(
@@ -199,6 +215,14 @@ def test_each_block_s_shapes_parameters_residuals_and_side_inputs_are_the_code_s
     assert [o.shape for o in g.root.side_outputs] == case.side_outputs
     if case.inner_side is not None:
         assert side_inputs(t, g, case.inner_side[0]) == case.inner_side[1]
+
+
+def test_a_cache_update_returns_what_it_was_given_not_the_window_it_keeps() -> None:
+    """SlidingWindowCache.update() keeps keys[:, :, -3:] and returns keys, values: 2x(B, H, T, D)."""
+    _, g = traced(cb.CachedAttentionBlock().eval(), CORPUS["sliding-window cache block"].args)
+    (update,) = [s for s in g.root.steps if s.name == "update"]
+    assert [o.shape for o in update.outputs] == [(2, 4, 6, 4)] * 2
+    assert [o.id for o in update.outputs] == [i.id for i in update.inputs]
 
 
 def test_the_moe_block_routes_through_topk_and_its_experts_loop() -> None:

@@ -216,6 +216,8 @@ class _Builder:
         end = max(i.end if isinstance(i, ModuleCall) else i.time for i in items)
         leaving = {t.id for t in call.outputs}
         returned = [t for t in made.values() if t.id in leaving or any(u > end for u in uses.get(t.id, ()))]
+        if not returned:  # what it handed back as it took it (a cache's update() returns its keys)
+            returned = [t for t in taken.values() if any(u > end for u in uses.get(t.id, ()))]
         if not returned:
             returned = list(items[-1].outputs)
         # what it made and then read itself (attention probabilities returned beside the output
