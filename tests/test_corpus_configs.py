@@ -47,7 +47,11 @@ CORPUS: dict[str, tuple[Callable[[], Any], str | None, dict[str, torch.Tensor]]]
         "Gemma3ForCausalLM",
         {"input_ids": IDS},
     ),
-    "gemma2": (lambda: transformers.Gemma2Config(**GQA, head_dim=8), "Gemma2ForCausalLM", {"input_ids": IDS}),
+    "gemma2": (  # eager attention adds a mask made from the input: 3 layers feed it through 2 of them
+        lambda: transformers.Gemma2Config(**{**GQA, "num_hidden_layers": 3}, head_dim=8),
+        "Gemma2ForCausalLM",
+        {"input_ids": IDS},
+    ),
     "phi": (
         lambda: transformers.PhiConfig(**DEC, partial_rotary_factor=0.5),
         "PhiForCausalLM",

@@ -42,7 +42,7 @@ RESIDUALS: dict[str, list[Residual]] = {
     "mistral": layers("model.layers", 2, *PRE_NORM),  # modeling_mistral.py:235, :241
     "qwen2": layers("model.layers", 2, *PRE_NORM),  # modeling_qwen2.py:285, :291
     "qwen3": layers("model.layers", 2, *PRE_NORM),  # modeling_qwen3.py:310, :316
-    "gemma2": layers("model.layers", 2, *SANDWICH),  # modeling_gemma2.py:321, :327
+    "gemma2": layers("model.layers", 3, *SANDWICH),  # modeling_gemma2.py:321, :327
     "gemma3": layers("model.layers", 2, *SANDWICH),  # modeling_gemma3.py:395, :401
     # one parallel residual: attn_outputs + feed_forward_hidden_states + residual (modeling_phi.py:288);
     # both branches read the one input_layernorm(h); eval dropout hands back its input, so the mlp's
