@@ -14,6 +14,8 @@ from blocktrace.tracing.trace import Trace
 
 if TYPE_CHECKING:
     from blocktrace.sizes.fit import ShapeFit
+    from blocktrace.tracing.grad import Init
+    from blocktrace.tracing.grad_record import GradRecord
     from blocktrace.tracing.memory_record import MemoryRecord
 
 
@@ -275,3 +277,40 @@ def memory_record(request: ModelRequest) -> MemoryRecord:
         if isinstance(error, TraceError):
             raise
         raise TraceError(f"the meta device cannot run this model: {error_line(error)}") from error
+
+
+def grad_record(request: ModelRequest, device: Device, seed: int, init: Init) -> GradRecord:
+    """The gradient along the residual stream of the Block stack asked for, at init: built with
+    real tensors on `device` from `seed`, one forward and one backward (tracing/grad.py)."""
+    from blocktrace.tracing.grad import initialise, measure_grad
+
+    if request.source is not None:
+        raise ConfigError(
+            f"blocktrace grad measures the built-in Block families (--preset, --residual, --n-layer), "
+            f"not --{request.source}"
+        )
+    if device not in (Device.cpu, Device.cuda):
+        raise ConfigError(
+            f"blocktrace grad runs real tensors: give --device cpu (or cuda), not {device}; the "
+            "meta device has no values to take gradients of"
+        )
+    spec = BlockSpec(request.config)
+    load_torch()
+    import torch
+
+    if device == Device.cuda and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
+    _check_memory(spec, device, cached_trace(request))
+    from blocktrace.progress import stage
+
+    stage(f"one seeded step on {device}")
+    try:
+        torch.manual_seed(seed)  # the weights, then the input, each drawn from the seed
+        module = spec.build(spec.sizes, device.value, spec.layers)
+        initialise(module, init)
+        torch.manual_seed(seed)
+        args, kwargs = spec.inputs(spec.sizes, device.value)
+        layers = list(getattr(module, "h", [module]))  # a BlockStack's Blocks, or the one Block
+        return measure_grad(module, layers, args, kwargs, seed, init.value, spec.describe())
+    except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
+        raise TraceError(f"--device {device}: {error_line(error)}") from error

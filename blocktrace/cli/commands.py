@@ -316,6 +316,75 @@ def memory(
     formats.write(shown.view, name, output)
 
 
+if TYPE_CHECKING:
+    GradFormat = _Format
+else:
+    GradFormat = _formats("grad")
+
+
+class GradInit(StrEnum):  # tracing/grad.py's Init, which the CLI reads without importing tracing/
+    torch = "torch"
+    xavier = "xavier"
+
+
+@app.command(cls=OptionsOnly)
+@block_flags
+def grad(
+    model: ModelRequest,
+    device: DeviceOpt = Device.cpu,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            min=0,
+            help="Draws the weights, the input and the loss's r.",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = 0,
+    init: Annotated[
+        GradInit,
+        typer.Option(
+            "--init",
+            help="torch: the modules' own init (PyTorch's defaults); xavier: Xavier-uniform Linear "
+            "weights and zero biases, the setting of Xiong et al. 2020.",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = GradInit.torch,
+    fmt: Annotated[
+        GradFormat | None,
+        typer.Option(
+            "--format",
+            help="text: each layer's two norms with bars; markdown: a table; json and csv: for "
+            "scripts (see docs/grad.md); svg, html: the text as a picture. "
+            "Default: as -o FILE's suffix says, else text.",
+            show_default=False,
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Measure the gradient along the residual stream at init: for each layer of the stack, the
+    norm of dL/dx at its input and of its parameters' gradients.
+
+    One seeded forward and backward with real tensors (--device cpu, or cuda) of a fixed loss,
+    the mean over (b, t) of y[b, t] · r[b, t] with r drawn from the seed: the same seed gives the
+    same numbers. --residual none builds Blocks with no skip at all, for the comparison.
+
+    Examples:
+
+    \b
+      blocktrace grad --n-layer 24 --n-embd 64 --seq 16 --batch 2
+      blocktrace grad --n-layer 12 --preset bert --init xavier --format csv
+      blocktrace grad --n-layer 48 --residual none -o none.svg
+    """
+    from blocktrace import api
+
+    name, output = _output("grad", fmt, output)
+    with progress(wanted(name)):
+        shown = api.grad(model, seed=seed, device=device.value, init=init.value)
+    formats.write(shown.view, name, output)
+
+
 class CacheAction(StrEnum):
     info = "info"
     clear = "clear"
