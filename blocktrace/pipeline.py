@@ -304,6 +304,8 @@ def grad_record(request: ModelRequest, device: Device, seed: int, init: Init) ->
     from blocktrace.progress import stage
 
     stage(f"one seeded step on {device}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CPU's sums in one order whatever its cores: the same bytes anywhere
     try:
         torch.manual_seed(seed)  # the weights, then the input, each drawn from the seed
         module = spec.build(spec.sizes, device.value, spec.layers)
@@ -314,3 +316,5 @@ def grad_record(request: ModelRequest, device: Device, seed: int, init: Init) ->
         return measure_grad(module, layers, args, kwargs, seed, init.value, spec.describe())
     except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
         raise TraceError(f"--device {device}: {error_line(error)}") from error
+    finally:
+        torch.set_num_threads(threads)
