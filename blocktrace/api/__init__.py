@@ -29,6 +29,7 @@ def trace(
     dims: Mapping[str, int] | None = None,
     freeze: Sequence[str] = (),
     cache: bool = True,
+    stats: bool = False,
     **kwargs: Any,
 ) -> Trace:
     """The trace of what is named, by the first argument:
@@ -42,7 +43,8 @@ def trace(
     - a Trace: itself (and a ModelRequest, the CLI's: its trace).
 
     `device` ("probe", "meta", "cpu", "cuda") and `freeze` (module path globs set requires_grad=False)
-    are as on the command line. Raises BlocktraceError, in one sentence."""
+    are as on the command line; so is `stats` (each tensor with its values' statistics, from a real
+    run of a model named by keywords, seeded with 0). Raises BlocktraceError, in one sentence."""
     from blocktrace.api.live import factory_trace, is_module, trace_live
     from blocktrace.api.request import model_request
     from blocktrace.models.request import ModelRequest
@@ -53,7 +55,9 @@ def trace(
             raise ConfigError("a Trace is traced already: give it alone")
         return model
     if isinstance(model, ModelRequest):  # the CLI's flags, checked already
-        return _cached(model, device, freeze, cache)
+        return _cached(model, device, freeze, cache, stats)
+    if stats and model is not None:
+        raise ConfigError("stats are for a model named by keywords (preset=, hf=, module=, ...)")
     if is_module(model):
         if dims or freeze:
             raise ConfigError("dims and freeze are for a function of sizes or a Block, not a live module")
@@ -74,14 +78,17 @@ def trace(
         )
     if dims:
         kwargs = {**kwargs, "dim": [f"{name}={size}" for name, size in dims.items()]}
-    return _cached(model_request(kwargs), device, freeze, cache)
+    return _cached(model_request(kwargs), device, freeze, cache, stats)
 
 
-def _cached(request: ModelRequest, device: str | None, freeze: Sequence[str], cache: bool) -> Trace:
+def _cached(
+    request: ModelRequest, device: str | None, freeze: Sequence[str], cache: bool, stats: bool = False
+) -> Trace:
     from blocktrace.models.spec import Device, choice
     from blocktrace.pipeline import cached_trace
 
-    return cached_trace(request, choice(Device, device or "probe", "device"), tuple(freeze), cache)
+    chosen = choice(Device, device or "probe", "device")
+    return cached_trace(request, chosen, tuple(freeze), cache, stats)
 
 
 def diagram(

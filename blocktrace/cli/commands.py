@@ -150,6 +150,15 @@ def table(
             rich_help_panel=OUTPUT_PANEL,
         ),
     ] = None,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            "--stats",
+            help="With --device cpu or cuda: each row's output values, from weights and input seeded "
+            "with 0: mean, std, RMS, min, max and the fraction of zeros (see docs/table.md).",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = False,
     shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
         TableFormat | None,
@@ -186,7 +195,9 @@ def table(
 
     name, output = _output("table", fmt, output)
     with progress(wanted(name)):
-        shown = api.table(model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes)
+        shown = api.table(
+            model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes, stats=stats
+        )
     formats.write(shown.view, name, output)
 
 
