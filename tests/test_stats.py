@@ -112,3 +112,15 @@ def test_the_same_run_gives_the_same_numbers() -> None:
 @pytest.mark.parametrize("device", ["probe", "meta"])
 def test_stats_without_values_are_refused(device: str) -> None:
     one_error(invoke(["table", *TINY, "--stats", "--device", device]), 2, "--device cpu")
+
+
+def test_the_diagram_labels_each_edge_with_the_values_it_carried() -> None:
+    text = invoke(["diagram", *TINY, "--device", "cpu", "--stats"]).stdout
+    traced = blocktrace.trace(n_embd=32, n_head=4, seq=6, batch=2, device="cpu", stats=True)
+    attn = next(c for c in traced.calls if c.path == "attn").outputs[0].stats
+    assert attn is not None
+    assert f"(B, T, C)  mean {attn.mean:.3g} std {attn.std:.3g} rms {attn.rms:.3g} " in text
+    labelled = [line for line in text.splitlines() if "│ (B, T, C)" in line]
+    assert labelled and all(" rms " in line and " zeros " in line for line in labelled)
+    assert " rms " not in invoke(["diagram", *TINY, "--device", "cpu"]).stdout
+    one_error(invoke(["diagram", *TINY, "--stats"]), 2, "--device cpu")

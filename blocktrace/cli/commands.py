@@ -87,6 +87,15 @@ def diagram(
             rich_help_panel=OUTPUT_PANEL,
         ),
     ] = None,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            "--stats",
+            help="With --device cpu or cuda: beside each edge's shape, its values, from weights and "
+            "input seeded with 0: mean, std, RMS, min, max and the fraction of zeros.",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = False,
     output: OutputOpt = None,
 ) -> None:
     """Draw the Block's data flow with the tensor shape on every edge.
@@ -110,7 +119,7 @@ def diagram(
     with progress(wanted(name)):
         shown = api.diagram(
             model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only,
-            width=width, collapse=collapse,
+            width=width, collapse=collapse, stats=stats,
         )  # fmt: skip
     formats.write(shown.view, name, output)
 
