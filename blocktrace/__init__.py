@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any
 from blocktrace.errors import BlocktraceError
 
 __version__ = "0.1.0"
-__all__ = ["BlocktraceError", "Trace", "__version__", "diagram", "memory", "source", "table", "trace"]
+__all__ = ["BlocktraceError", "Trace", "__version__", "diagram", "grad", "memory", "source", "table", "trace"]
 
 if TYPE_CHECKING:
-    from blocktrace.api import diagram, memory, source, table, trace
+    from blocktrace.api import diagram, grad, memory, source, table, trace
     from blocktrace.tracing.trace import Trace
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("trace", "diagram", "table", "source", "memory"):
+    if name in ("trace", "diagram", "table", "source", "memory", "grad"):
         from blocktrace import api
 
         return getattr(api, name)

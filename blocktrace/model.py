@@ -284,3 +284,17 @@ class BlockStack(nn.Module):
         for block in self.h:
             x = block(x, cos_sin)
         return x
+
+
+class NoResidualBlock(Block):
+    """No skip at all: each sub-layer replaces the stream, the comparison for why a Block has them."""
+
+    def forward(
+        self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        x = self.attn(self.norm_1(x), cos_sin)
+        x = self.mlp(self.norm_2(x))
+        return x
+
+
+BLOCKS[Residual.none] = NoResidualBlock

@@ -14,20 +14,29 @@ from blocktrace.tracing.trace import Trace
 
 if TYPE_CHECKING:
     from blocktrace.sizes.fit import ShapeFit
+    from blocktrace.tracing.grad import Init
+    from blocktrace.tracing.grad_record import GradRecord
     from blocktrace.tracing.memory_record import MemoryRecord
 
 
-def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str, ...] = ()) -> Trace:
+def trace_spec(
+    spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str, ...] = (), stats: bool = False
+) -> Trace:
     """The named trace of `spec`.
 
     device "probe" derives the full-size shapes from two tiny CPU probes (falling back to "meta"
     if the probes cannot be fitted); "meta" traces the full-size module on PyTorch's meta device;
     "cpu" and "cuda" run it with real tensors. `frozen`: module path globs to set requires_grad=False.
     A spec with `full_size_trace` is traced on the meta device under "probe" too, the probes only
-    naming its sizes. What the model's code prints goes to stderr.
+    naming its sizes. What the model's code prints goes to stderr. `stats`: each tensor with the
+    statistics of its values, from a real run seeded with 0 (cpu or cuda only).
     """
     from blocktrace.progress import stage
 
+    if stats and device not in (Device.cpu, Device.cuda):
+        raise ConfigError(
+            f"--stats reads the values that flowed: give --device cpu (or cuda), not {device}, which has none"
+        )
     stage("probing at small sizes" if device == Device.probe else f"tracing on {device}")
     if device == Device.cuda:
         import torch
@@ -35,7 +44,7 @@ def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
     with user_output_to_stderr():
-        traced = _trace_spec(spec, device, frozen)
+        traced = _trace_spec(spec, device, frozen, stats)
     from blocktrace.output.sink import notice
 
     for line in getattr(spec, "notes", ()):  # a spec's word on how it built the model (HFSpec's MoE)
@@ -43,7 +52,7 @@ def trace_spec(spec: ModelSpec, device: Device = Device.probe, frozen: tuple[str
     return traced
 
 
-def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...]) -> Trace:
+def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...], stats: bool) -> Trace:
     from blocktrace.sizes.naming import derived_trace, named
     from blocktrace.sizes.stack import fit_shapes
 
@@ -56,28 +65,37 @@ def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...]) -> Tra
         except TraceError:
             sized = None
         _check_memory(spec, device, sized)
-        return named(_run(spec, device, frozen), spec, unit)
+        return named(_run(spec, device, frozen, stats), spec, unit)
     shape_fit = fit_shapes(spec, frozen)
     derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
     if device == Device.probe and derived is not None:
         return derived
     if device in (Device.cpu, Device.cuda):
         _check_memory(spec, device, derived)
-    return named(_run(spec, Device.meta if device == Device.probe else device, frozen), spec, shape_fit)
+    return named(
+        _run(spec, Device.meta if device == Device.probe else device, frozen, stats), spec, shape_fit
+    )
 
 
-def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...]) -> Trace:
-    """The trace of the full-size module on `device`."""
+def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...], stats: bool = False) -> Trace:
+    """The trace of the full-size module on `device`; with `stats`, its weights and inputs drawn
+    from seed 0, so that the values repeat."""
     from blocktrace.progress import stage
     from blocktrace.tracing.freeze import freeze
     from blocktrace.tracing.tracer import trace
 
     stage(f"tracing at full size on {device}")
+    import torch
+
     try:
+        if stats:
+            torch.manual_seed(0)
         module = spec.build(spec.sizes, device, spec.layers)
         freeze(module, frozen)
+        if stats:
+            torch.manual_seed(0)
         args, kwargs = spec.inputs(spec.sizes, device)
-        return trace(module, args, kwargs)
+        return trace(module, args, kwargs, stats=stats)
     except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
         if isinstance(error, TraceError):
             raise
@@ -208,19 +226,20 @@ def cached_trace(
     device: Device = Device.probe,
     frozen: tuple[str, ...] = (),
     use_cache: bool = True,
+    stats: bool = False,
 ) -> Trace:
     """The named trace of what was asked for, answered from the cache of traces when it holds this
-    exact request; torch is imported only on a miss."""
+    exact request; torch is imported only on a miss. A trace with `stats` is never cached."""
     from blocktrace import cache
 
     request = model if isinstance(model, ModelRequest) else ModelRequest(model)
-    key = request.cache_key() if use_cache else None
+    key = request.cache_key() if use_cache and not stats else None
     if key is not None and (hit := cache.load(key, device, frozen)) is not None:
         return _as_requested(hit, request)
     load_torch()
     with user_output_to_stderr():  # the spec imports the user's code, or transformers
         spec = request.spec()
-    traced = trace_spec(spec, device, frozen)
+    traced = trace_spec(spec, device, frozen, stats)
     if key is not None:
         cache.store(traced, key, device, frozen)
     return traced
@@ -275,3 +294,44 @@ def memory_record(request: ModelRequest) -> MemoryRecord:
         if isinstance(error, TraceError):
             raise
         raise TraceError(f"the meta device cannot run this model: {error_line(error)}") from error
+
+
+def grad_record(request: ModelRequest, device: Device, seed: int, init: Init) -> GradRecord:
+    """The gradient along the residual stream of the Block stack asked for, at init: built with
+    real tensors on `device` from `seed`, one forward and one backward (tracing/grad.py)."""
+    from blocktrace.tracing.grad import initialise, measure_grad
+
+    if request.source is not None:
+        raise ConfigError(
+            f"blocktrace grad measures the built-in Block families (--preset, --residual, --n-layer), "
+            f"not --{request.source}"
+        )
+    if device not in (Device.cpu, Device.cuda):
+        raise ConfigError(
+            f"blocktrace grad runs real tensors: give --device cpu (or cuda), not {device}; the "
+            "meta device has no values to take gradients of"
+        )
+    spec = BlockSpec(request.config)
+    load_torch()
+    import torch
+
+    if device == Device.cuda and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: this torch build or machine has no CUDA device")
+    _check_memory(spec, device, cached_trace(request))
+    from blocktrace.progress import stage
+
+    stage(f"one seeded step on {device}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CPU's sums in one order whatever its cores: the same bytes anywhere
+    try:
+        torch.manual_seed(seed)  # the weights, then the input, each drawn from the seed
+        module = spec.build(spec.sizes, device.value, spec.layers)
+        initialise(module, init)
+        torch.manual_seed(seed)
+        args, kwargs = spec.inputs(spec.sizes, device.value)
+        layers = list(getattr(module, "h", [module]))  # a BlockStack's Blocks, or the one Block
+        return measure_grad(module, layers, args, kwargs, seed, init.value, spec.describe())
+    except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
+        raise TraceError(f"--device {device}: {error_line(error)}") from error
+    finally:
+        torch.set_num_threads(threads)

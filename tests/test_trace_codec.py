@@ -30,7 +30,12 @@ def _example(tp: Any, n: Iterator[int]) -> Any:
     if isinstance(tp, type) and issubclass(tp, Record):
         hints = typing.get_type_hints(tp)
         return tp(**{f.name: _example(hints[f.name], n) for f in fields(tp)})
-    return {int: lambda: next(n), str: lambda: f"s{next(n)}", bool: lambda: True}[tp]()
+    return {
+        int: lambda: next(n),
+        float: lambda: next(n) + 0.5,
+        str: lambda: f"s{next(n)}",
+        bool: lambda: True,
+    }[tp]()
 
 
 def _records(value: Any) -> Iterator[Record]:
@@ -61,7 +66,8 @@ def test_every_field_of_every_record_round_trips_through_json() -> None:
         for f in fields(record):
             assert getattr(record, f.name) != f.default, f"{type(record).__name__}.{f.name} at its default"
     assert {c.__name__ for c in kinds} == {
-        "Trace", "TensorMeta", "ModuleCall", "Weight", "Site", "OpCall", "ResidualAdd", "Branch", "Frame",
+        "Trace", "TensorMeta", "TensorStats", "ModuleCall", "Weight", "Site", "OpCall", "ResidualAdd",
+        "Branch", "Frame",
     }  # fmt: skip
     back = Trace.from_json(t.to_json())
     assert back == t

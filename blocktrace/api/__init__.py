@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported where used: the CLI's --help imports this package 
     from blocktrace.tracing.trace import Trace
     from blocktrace.views.shapes import Shapes
 
-__all__ = ["Shown", "diagram", "memory", "source", "table", "trace"]
+__all__ = ["Shown", "diagram", "grad", "memory", "source", "table", "trace"]
 
 
 def trace(
@@ -29,6 +29,7 @@ def trace(
     dims: Mapping[str, int] | None = None,
     freeze: Sequence[str] = (),
     cache: bool = True,
+    stats: bool = False,
     **kwargs: Any,
 ) -> Trace:
     """The trace of what is named, by the first argument:
@@ -42,7 +43,8 @@ def trace(
     - a Trace: itself (and a ModelRequest, the CLI's: its trace).
 
     `device` ("probe", "meta", "cpu", "cuda") and `freeze` (module path globs set requires_grad=False)
-    are as on the command line. Raises BlocktraceError, in one sentence."""
+    are as on the command line; so is `stats` (each tensor with its values' statistics, from a real
+    run of a model named by keywords, seeded with 0). Raises BlocktraceError, in one sentence."""
     from blocktrace.api.live import factory_trace, is_module, trace_live
     from blocktrace.api.request import model_request
     from blocktrace.models.request import ModelRequest
@@ -53,7 +55,9 @@ def trace(
             raise ConfigError("a Trace is traced already: give it alone")
         return model
     if isinstance(model, ModelRequest):  # the CLI's flags, checked already
-        return _cached(model, device, freeze, cache)
+        return _cached(model, device, freeze, cache, stats)
+    if stats and model is not None:
+        raise ConfigError("stats are for a model named by keywords (preset=, hf=, module=, ...)")
     if is_module(model):
         if dims or freeze:
             raise ConfigError("dims and freeze are for a function of sizes or a Block, not a live module")
@@ -74,14 +78,17 @@ def trace(
         )
     if dims:
         kwargs = {**kwargs, "dim": [f"{name}={size}" for name, size in dims.items()]}
-    return _cached(model_request(kwargs), device, freeze, cache)
+    return _cached(model_request(kwargs), device, freeze, cache, stats)
 
 
-def _cached(request: ModelRequest, device: str | None, freeze: Sequence[str], cache: bool) -> Trace:
+def _cached(
+    request: ModelRequest, device: str | None, freeze: Sequence[str], cache: bool, stats: bool = False
+) -> Trace:
     from blocktrace.models.spec import Device, choice
     from blocktrace.pipeline import cached_trace
 
-    return cached_trace(request, choice(Device, device or "probe", "device"), tuple(freeze), cache)
+    chosen = choice(Device, device or "probe", "device")
+    return cached_trace(request, chosen, tuple(freeze), cache, stats)
 
 
 def diagram(
@@ -137,24 +144,47 @@ def memory(*args: Any, optimizer: str = "adamw", mixed: bool = False, **kwargs: 
     keywords as the CLI's flags name it (`preset=`, `n_embd=`, `hf=`, `module=` ...), or the CLI's
     ModelRequest. A live module or a Trace is refused: the memory is measured by running a model
     built afresh at full size on the meta device."""
-    from blocktrace.api.request import model_request
     from blocktrace.api.shown import Shown
-    from blocktrace.models.request import ModelRequest
     from blocktrace.models.spec import choice
     from blocktrace.pipeline import memory_record
     from blocktrace.views.memory.build import Optimizer, memory_view
     from blocktrace.views.memory.render import MemoryView
 
-    if len(args) == 1 and isinstance(args[0], ModelRequest) and not kwargs:
-        request = args[0]
-    elif args:
-        raise ConfigError(
-            "memory() takes a model named by keywords (preset=, hf=, module=, ...), not an object"
-        )
-    else:
-        request = model_request(kwargs)
+    request = _request(args, kwargs, "memory")
     chosen = choice(Optimizer, optimizer, "optimizer")
     return Shown(MemoryView(memory_view(memory_record(request), chosen, mixed)))
+
+
+def grad(*args: Any, seed: int = 0, device: str = "cpu", init: str = "torch", **kwargs: Any) -> Shown:
+    """The gradient along the residual stream of a Block stack at init, with the grad command's
+    options: a Block named by keywords as the CLI's flags name it (`preset=`, `n_layer=`,
+    `residual=` ...), or the CLI's ModelRequest, run on `device` ("cpu" or "cuda") from `seed`, its
+    Linear weights as `init` says ("torch": the modules' own, "xavier")."""
+    from blocktrace.api.shown import Shown
+    from blocktrace.models.spec import Device, choice
+    from blocktrace.pipeline import grad_record
+    from blocktrace.tracing.grad import Init
+    from blocktrace.views.grad.render import GradView
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be an integer, 0 or more, got {seed!r}")
+    request = _request(args, kwargs, "grad")
+    chosen = choice(Device, device, "device")
+    return Shown(GradView(grad_record(request, chosen, seed, choice(Init, init, "init"))))
+
+
+def _request(args: tuple, kwargs: dict[str, Any], name: str) -> ModelRequest:
+    """The model named by keywords, or the CLI's ModelRequest given alone."""
+    from blocktrace.api.request import model_request
+    from blocktrace.models.request import ModelRequest
+
+    if len(args) == 1 and isinstance(args[0], ModelRequest) and not kwargs:
+        return args[0]
+    if args:
+        raise ConfigError(
+            f"{name}() takes a model named by keywords (preset=, hf=, module=, ...), not an object"
+        )
+    return model_request(kwargs)
 
 
 def _shapes(value: str) -> Shapes:

@@ -87,6 +87,15 @@ def diagram(
             rich_help_panel=OUTPUT_PANEL,
         ),
     ] = None,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            "--stats",
+            help="With --device cpu or cuda: beside each edge's shape, its values, from weights and "
+            "input seeded with 0: mean, std, RMS, min, max and the fraction of zeros.",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = False,
     output: OutputOpt = None,
 ) -> None:
     """Draw the Block's data flow with the tensor shape on every edge.
@@ -110,7 +119,7 @@ def diagram(
     with progress(wanted(name)):
         shown = api.diagram(
             model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only,
-            width=width, collapse=collapse,
+            width=width, collapse=collapse, stats=stats,
         )  # fmt: skip
     formats.write(shown.view, name, output)
 
@@ -150,6 +159,15 @@ def table(
             rich_help_panel=OUTPUT_PANEL,
         ),
     ] = None,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            "--stats",
+            help="With --device cpu or cuda: each row's output values, from weights and input seeded "
+            "with 0: mean, std, RMS, min, max and the fraction of zeros (see docs/table.md).",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = False,
     shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
         TableFormat | None,
@@ -186,7 +204,9 @@ def table(
 
     name, output = _output("table", fmt, output)
     with progress(wanted(name)):
-        shown = api.table(model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes)
+        shown = api.table(
+            model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes, stats=stats
+        )
     formats.write(shown.view, name, output)
 
 
@@ -313,6 +333,75 @@ def memory(
     name, output = _output("memory", fmt, output)
     with progress(wanted(name)):
         shown = api.memory(model, optimizer=optimizer, mixed=mixed)
+    formats.write(shown.view, name, output)
+
+
+if TYPE_CHECKING:
+    GradFormat = _Format
+else:
+    GradFormat = _formats("grad")
+
+
+class GradInit(StrEnum):  # tracing/grad.py's Init, which the CLI reads without importing tracing/
+    torch = "torch"
+    xavier = "xavier"
+
+
+@app.command(cls=OptionsOnly)
+@block_flags
+def grad(
+    model: ModelRequest,
+    device: DeviceOpt = Device.cpu,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            min=0,
+            help="Draws the weights, the input and the loss's r.",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = 0,
+    init: Annotated[
+        GradInit,
+        typer.Option(
+            "--init",
+            help="torch: the modules' own init (PyTorch's defaults); xavier: Xavier-uniform Linear "
+            "weights and zero biases, the setting of Xiong et al. 2020.",
+            rich_help_panel=TRACE_PANEL,
+        ),
+    ] = GradInit.torch,
+    fmt: Annotated[
+        GradFormat | None,
+        typer.Option(
+            "--format",
+            help="text: each layer's two norms with bars; markdown: a table; json and csv: for "
+            "scripts (see docs/grad.md); svg, html: the text as a picture. "
+            "Default: as -o FILE's suffix says, else text.",
+            show_default=False,
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Measure the gradient along the residual stream at init: for each layer of the stack, the
+    norm of dL/dx at its input and of its parameters' gradients.
+
+    One seeded forward and backward with real tensors (--device cpu, or cuda) of a fixed loss,
+    the mean over (b, t) of y[b, t] · r[b, t] with r drawn from the seed: the same seed gives the
+    same numbers. --residual none builds Blocks with no skip at all, for the comparison.
+
+    Examples:
+
+    \b
+      blocktrace grad --n-layer 24 --n-embd 64 --seq 16 --batch 2
+      blocktrace grad --n-layer 12 --preset bert --init xavier --format csv
+      blocktrace grad --n-layer 48 --residual none -o none.svg
+    """
+    from blocktrace import api
+
+    name, output = _output("grad", fmt, output)
+    with progress(wanted(name)):
+        shown = api.grad(model, seed=seed, device=device.value, init=init.value)
     formats.write(shown.view, name, output)
 
 

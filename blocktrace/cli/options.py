@@ -120,7 +120,7 @@ ResidualOpt = _choice_flag(
     Residual,
     "--residual",
     "pre: x + f(norm(x)) twice; post: norm(x + f(x)) twice; parallel: x + attn(norm(x)) + mlp(norm(x)); "
-    "single: x + mlp(attn(norm(x))), one residual around both.",
+    "single: x + mlp(attn(norm(x))), one residual around both; none: mlp(norm(attn(norm(x)))), no skip.",
 )
 BiasOpt = _choice_flag(bool, "--bias/--no-bias", "Biases in the Linears (and LayerNorms).")
 QkNormOpt = _choice_flag(bool, "--qk-norm/--no-qk-norm", "Normalise q and k per head.")

@@ -51,6 +51,7 @@ OFFERS: dict[str, tuple[str, ...]] = {
     "table": ("text", "markdown", "json", "csv", "svg", "html"),
     "source": ("text", "markdown", "json", "svg", "html"),
     "memory": ("text", "markdown", "json", "csv", "svg", "html"),
+    "grad": ("text", "markdown", "json", "csv", "svg", "html"),
 }
 DEFAULT = "text"  # with no --format and no -o FILE suffix to go by
 

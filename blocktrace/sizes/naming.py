@@ -140,7 +140,7 @@ class _Namer:
 
     def tensor(self, t: TensorMeta) -> TensorMeta:
         if t.id not in self.done:
-            self.done[t.id] = TensorMeta(t.id, t.shape, t.dtype, self.symbols(self.fit.dims[t.id], t.shape))
+            self.done[t.id] = replace(t, symbols=self.symbols(self.fit.dims[t.id], t.shape))  # stats kept
         return self.done[t.id]
 
     def weights(self, call: ModuleCall, full_size: bool = False) -> ModuleCall:

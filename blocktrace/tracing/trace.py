@@ -18,16 +18,41 @@ SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
+class TensorStats(Record):
+    """The values of one tensor of a real run (--stats), over all its elements, in float64."""
+
+    mean: float
+    std: float  # the population's: sqrt(mean((x - mean)^2))
+    rms: float  # sqrt(mean(x^2))
+    min: float
+    max: float
+    zeros: float  # the fraction of elements exactly 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "rms": self.rms,
+            "min": self.min,
+            "max": self.max,
+            "zeros": self.zeros,
+        }
+
+
+@dataclass(frozen=True)
 class TensorMeta(Record):
     id: int  # one id per tensor value; follow it from producer to consumers
     shape: tuple[int, ...]
     dtype: str
     symbols: tuple[str, ...] | None = None  # e.g. ("B", "T", "4C"); None where no names are known
+    stats: TensorStats | None = None  # its values' statistics, where the trace ran with --stats
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "shape": list(self.shape), "dtype": self.dtype}
         if self.symbols is not None:
             out["symbols"] = list(self.symbols)
+        if self.stats is not None:
+            out["stats"] = self.stats.to_dict()
         return out
 
 

@@ -34,9 +34,11 @@ from blocktrace.tracing.trace import (
     ResidualAdd,
     Site,
     TensorMeta,
+    TensorStats,
     Trace,
     Weight,
 )
+from blocktrace.tracing.values import tensor_stats
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _THIS_FILE = __file__
@@ -80,6 +82,7 @@ class _Recorder:
     last_number: int = 0
     frames: int = 0
     frame_records: list[Frame] = field(default_factory=list)
+    values: dict[int, TensorStats | None] | None = None  # tensor id -> its stats, with --stats
 
     def number(self, frame: FrameType) -> int:
         """Which call of its function `frame` is: one number per frame, first come first numbered.
@@ -134,14 +137,19 @@ class _Recorder:
             if not new:
                 self.untag.append(weakref.ref(t))
             setattr(t, _TAG, (self.token, tid))
-        return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype))
+            if self.values is not None:  # the value it has when first seen, before any in-place op
+                self.values[tid] = tensor_stats(t)
+        return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype), stats=self.stats(tid))
+
+    def stats(self, tid: int) -> TensorStats | None:
+        return None if self.values is None else self.values.get(tid)
 
     def alias(self, t: torch.Tensor, tid: int) -> TensorMeta:
         """`t` under the id `tid` of a tensor holding the same value."""
         if getattr(t, _TAG, None) is None:
             self.untag.append(weakref.ref(t))
         setattr(t, _TAG, (self.token, tid))
-        return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype))
+        return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype), stats=self.stats(tid))
 
     def remove_tags(self, outputs: Any) -> None:
         for t in (*(ref() for ref in self.untag), *_tensors(outputs)):
@@ -429,11 +437,14 @@ def _caller(module_file: str | None) -> FrameType | None:
     return frame
 
 
-def trace(module: nn.Module, args: tuple = (), kwargs: dict | None = None, device: str = "") -> Trace:
-    """Call `module(*args, **kwargs)` once and return what it did."""
+def trace(
+    module: nn.Module, args: tuple = (), kwargs: dict | None = None, device: str = "", stats: bool = False
+) -> Trace:
+    """Call `module(*args, **kwargs)` once and return what it did; with `stats`, each tensor with
+    the statistics of its values (tracing/values.py)."""
     kwargs = kwargs or {}
     names = {id(m): path for path, m in module.named_modules()}
-    recorder = _Recorder(names, parameter_counts(module))
+    recorder = _Recorder(names, parameter_counts(module), values={} if stats else None)
     training = {m: m.training for m in module.modules()}
     handles = []
     output = None

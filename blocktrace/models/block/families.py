@@ -26,6 +26,7 @@ class Residual(StrEnum):
     post = "post"  # norm(x + f(x))
     parallel = "parallel"  # x + attn(norm(x)) + mlp(norm(x))
     single = "single"  # x + mlp(attn(norm(x)))
+    none = "none"  # attn(norm(x)), then mlp(norm(x)): no skip at all
 
 
 class Qkv(StrEnum):

@@ -187,6 +187,15 @@ def _columns(steps: Sequence[Step]) -> dict[int, int]:
     return column
 
 
+def edge_text(t: TensorMeta, shapes: Shapes) -> str:
+    """An edge's label: its shape, then, with --stats, what its values were."""
+    if t.stats is None:
+        return shape_text(t, shapes)
+    s = t.stats
+    values = f"mean {s.mean:.3g} std {s.std:.3g} rms {s.rms:.3g} min {s.min:.3g} max {s.max:.3g}"
+    return f"{shape_text(t, shapes)}  {values} zeros {s.zeros:.1%}"
+
+
 def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None = None) -> Diagram:
     trace, steps = tree.trace, tree.stream
     column_of = _columns(steps)
@@ -195,7 +204,7 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
     box_w += (box_w + 1) % 2  # odd, so the stream leaves from the middle
     x0 = 2
     # side columns for parallel branches: far enough apart that an edge's shape fits between lines
-    widest_shape = max([len(shape_text(s.output, shapes)) for s in steps] + [0])
+    widest_shape = max([len(edge_text(s.output, shapes)) for s in steps] + [0])
     pitch = max(box_w + 2, widest_shape + 4)
     columns = 1 + max(column_of.values(), default=0)
     col_x = [x0 + k * pitch for k in range(columns)]
@@ -225,7 +234,7 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
         nonlocal y
         y = max(y + 1, busy_until + 1)
         label_row = y
-        texts.append(Label(cx + 2, y, shape_text(out, shapes), "shape"))
+        texts.append(Label(cx + 2, y, edge_text(out, shapes), "shape"))
         rows = []
         for r in drawn_adds:
             if r.stream.id == out.id:
@@ -251,7 +260,7 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
             diagram.segments.append(Segment(cx, fork, col_cx[k], fork))
             side_from[k] = fork
         else:
-            texts.append(Label(col_cx[k] + 2, y, shape_text(side_last[k], shapes), "shape"))
+            texts.append(Label(col_cx[k] + 2, y, edge_text(side_last[k], shapes), "shape"))
         y += 1
         diagram.segments.append(Segment(col_cx[k], side_from[k], col_cx[k], y))
         diagram.arrows.append(Arrow(col_cx[k], y, "down"))
@@ -290,7 +299,7 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
             assert step.residual is not None
             r = step.residual
             for k in sorted(side_from):  # the side columns come back into the (+) from the right
-                texts.append(Label(col_cx[k] + 2, label_row, shape_text(side_last[k], shapes), "shape"))
+                texts.append(Label(col_cx[k] + 2, label_row, edge_text(side_last[k], shapes), "shape"))
                 diagram.segments.append(Segment(col_cx[k], side_from[k], col_cx[k], y))
                 diagram.segments.append(Segment(cx + 3, y, col_cx[k], y))
                 diagram.arrows.append(Arrow(cx + 2, y, "left"))

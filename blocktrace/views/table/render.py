@@ -37,6 +37,24 @@ CSV_COLUMNS = (
     "flops",
 )
 
+STATS = ("mean", "std", "rms", "min", "max", "zeros")  # with --stats: of each row's (first) output
+
+
+def has_stats(table: Table) -> bool:
+    return any(t.stats is not None for row in table.rows for t in row.outputs)
+
+
+def headers(table: Table) -> tuple[str, ...]:
+    return (*HEADERS, *STATS) if has_stats(table) else HEADERS
+
+
+def _stats_cells(row: Row) -> list[str]:
+    """The statistics of the values the row's first output carried: "" where it has none."""
+    stats = row.outputs[0].stats if row.outputs else None
+    if stats is None:
+        return [""] * len(STATS)
+    return [f"{getattr(stats, name):.3g}" for name in STATS[:-1]] + [f"{stats.zeros:.1%}"]
+
 
 # --- formatting -------------------------------------------------------------------------------
 
@@ -67,9 +85,13 @@ def flops_text(flops: int, uncounted: tuple[str, ...]) -> str:
     return f"{flops:,}+?" if flops else "?"
 
 
-def _cells(row: Row, shapes: Shapes) -> list[str]:
+def _cells(row: Row, shapes: Shapes, stats: bool = False) -> list[str]:
     """The text cells of a row, without indentation. Ops have no parameters: blank, not 0."""
     is_call = row.call is not None
+    return [*_base_cells(row, shapes, is_call), *(_stats_cells(row) if stats else ())]
+
+
+def _base_cells(row: Row, shapes: Shapes, is_call: bool) -> list[str]:
     return [
         row.name,
         row.kind,
@@ -129,12 +151,13 @@ class Fit:
 
 def fit(table: Table, shapes: Shapes = Shapes.symbolic, width: int | None = None) -> Fit:
     """Which columns to show, and how narrow, for the table to fit in `width` columns."""
+    stats = has_stats(table)
     cells = [
-        ["  " * row.depth + c if i == 0 else c for i, c in enumerate(_cells(row, shapes))]
+        ["  " * row.depth + c if i == 0 else c for i, c in enumerate(_cells(row, shapes, stats))]
         for row in table.rows
     ]
-    natural = {h: max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(HEADERS)}
-    columns = list(HEADERS)
+    natural = {h: max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers(table))}
+    columns = list(headers(table))
 
     def total() -> int:
         return sum(narrowed.get(c, natural[c]) for c in columns) + _GAP * (len(columns) - 1)
@@ -156,7 +179,8 @@ def rich_table(
 ) -> RichTable:
     shown = shown or fit(table, shapes)
     out = RichTable(box=_ASCII_HEAD if ascii_only else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for i, header in enumerate(HEADERS):
+    stats, names = has_stats(table), headers(table)
+    for i, header in enumerate(names):
         if header not in shown.columns:
             continue
         out.add_column(
@@ -169,13 +193,13 @@ def rich_table(
         )
     flow_width = shown.widths.get("input -> output")
     for row in table.rows:
-        cells = _cells(row, shapes)
+        cells = _cells(row, shapes, stats)
         name = Text("  " * row.depth + cells[0], style=_NAME_STYLE if row.call is not None else "")
         style = _RESIDUAL_STYLE if row.kind == RESIDUAL_KIND else ("" if row.call is not None else _OP_STYLE)
         if flow_width is not None:  # wrapped between shapes, not inside one
             cells[2] = "\n".join(wrap_flow(cells[2], flow_width))
         texts: list[Text | str] = [name, *cells[1:]]
-        out.add_row(*(c for h, c in zip(HEADERS, texts, strict=True) if h in shown.columns), style=style)
+        out.add_row(*(c for h, c in zip(names, texts, strict=True) if h in shown.columns), style=style)
     return out
 
 
@@ -203,12 +227,13 @@ def to_text(table: Table, shapes: Shapes = Shapes.symbolic, ascii_only: bool = F
 def to_markdown(table: Table, shapes: Shapes = Shapes.symbolic, nbsp: str = "\u00a0") -> str:
     """A pipe table; nesting is indented with `nbsp` (markdown collapses plain spaces at the start of
     a cell): a no-break space, or "&nbsp;" for a stream that cannot carry one."""
+    stats, names = has_stats(table), headers(table)
     lines = [
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join("---:" if i >= 4 else "---" for i in range(len(HEADERS))) + "|",
+        "| " + " | ".join(names) + " |",
+        "|" + "|".join("---:" if i >= 4 else "---" for i in range(len(names))) + "|",
     ]
     for row in table.rows:
-        cells = _cells(row, shapes)
+        cells = _cells(row, shapes, stats)
         cells[0] = nbsp * 2 * row.depth + cells[0]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
@@ -226,7 +251,7 @@ def to_dict(table: Table, shapes: Shapes = Shapes.symbolic) -> dict[str, Any]:
         "symbols": dict(table.symbols),
         "shapes": Shapes(shapes).value,
         "depth": table.depth,
-        "rows": [_row_dict(row, shapes) for row in table.rows],
+        "rows": [_row_dict(row, shapes, has_stats(table)) for row in table.rows],
         "totals": {
             "params": t.params,
             "trainable": t.trainable,
@@ -240,8 +265,8 @@ def to_dict(table: Table, shapes: Shapes = Shapes.symbolic) -> dict[str, Any]:
     }
 
 
-def _row_dict(row: Row, shapes: Shapes) -> dict[str, Any]:
-    return {
+def _row_dict(row: Row, shapes: Shapes, stats: bool = False) -> dict[str, Any]:
+    out = {
         "depth": row.depth,
         "name": row.name,
         "kind": row.kind,
@@ -257,6 +282,10 @@ def _row_dict(row: Row, shapes: Shapes) -> dict[str, Any]:
         "call": row.call,
         "op": row.op,
     }
+    if stats:  # the first output's; every tensor's are in the trace (diagram --format json)
+        first = row.outputs[0].stats if row.outputs else None
+        out["stats"] = None if first is None else first.to_dict()
+    return out
 
 
 def to_json(table: Table, shapes: Shapes = Shapes.symbolic) -> str:
@@ -268,11 +297,18 @@ def to_csv(table: Table, shapes: Shapes = Shapes.symbolic) -> str:
     several input or output shapes are joined with "; "."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    stats = has_stats(table)
+    writer.writerow((*CSV_COLUMNS, *(STATS if stats else ())))
     for row in table.rows:
-        d = _row_dict(row, shapes)
+        d = _row_dict(row, shapes, stats)
         d["inputs"], d["outputs"] = "; ".join(d["inputs"]), "; ".join(d["outputs"])
-        writer.writerow([d[c] for c in CSV_COLUMNS])
+        values = d.pop("stats", None) or {}
+        writer.writerow(
+            [
+                *(d[c] for c in CSV_COLUMNS),
+                *(repr(values[n]) if n in values else "" for n in (STATS if stats else ())),
+            ]
+        )
     return buffer.getvalue()
 
 
