@@ -169,7 +169,7 @@ def test_without_transformers_hf_says_how_to_install_it(
 ) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` raises ImportError
     result = invoke(["diagram", "--hf", f"{user_code}/unknown"])
-    one_error(result, 2, "pip install 'blocktrace[hf]'")
+    one_error(result, 2, "pip install 'blocktrace-cli[hf]'")
 
 
 def test_an_unreachable_hub_is_one_line_not_its_retries(

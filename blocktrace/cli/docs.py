@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from blocktrace.cli.app import app
+from blocktrace.cli.clicks import context, core, exceptions
 from blocktrace.errors import BlocktraceError, ConfigError
 
 
@@ -26,7 +26,7 @@ from blocktrace.errors import BlocktraceError, ConfigError
 class _InProcess:
     """Runs `blocktrace ARGS` with the group this command runs in (docs.pages.Runner)."""
 
-    group: click.Command
+    group: core.Command
 
     def text(self, args: list[str]) -> str:
         out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="\n")
@@ -48,10 +48,10 @@ class _InProcess:
         try:
             with self.group.make_context("blocktrace", list(args)) as ctx:
                 self.group.invoke(ctx)
-        except click.exceptions.Exit as done:
+        except typer.Exit as done:
             if done.exit_code:
                 raise BlocktraceError(f"it ended with exit code {done.exit_code}", 1) from done
-        except click.ClickException as error:
+        except exceptions.ClickException as error:
             raise BlocktraceError(" ".join(error.format_message().split()), error.exit_code) from error
 
 
@@ -91,7 +91,7 @@ def docs_command(
     from blocktrace.docs import pages
     from blocktrace.output.sink import write_output
 
-    runner = _InProcess(click.get_current_context().find_root().command)
+    runner = _InProcess(context.get_current_context().find_root().command)
     changes = pages.stale(c for page in files for c in pages.refresh(Path(page), runner))
     names = ", ".join(str(c.path) for c in changes)
     if check:

@@ -77,7 +77,7 @@ def load_config(source: str) -> Any:
     try:
         from transformers import AutoConfig
     except ImportError as error:
-        raise ConfigError("--hf needs transformers: pip install 'blocktrace[hf]'") from error
+        raise ConfigError("--hf needs transformers: pip install 'blocktrace-cli[hf]'") from error
     from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging
 

@@ -154,7 +154,7 @@ SOURCES: dict[str, Source] = {
             "CONFIG",
             "Trace a Hugging Face model built from its config alone (a folder with config.json, or a Hub "
             "id; no weights, no remote code) on --batch x --seq token ids (--seq: 1024, or the model's "
-            "positions if fewer). Needs pip install 'blocktrace[hf]'.",
+            "positions if fewer). Needs pip install 'blocktrace-cli[hf]'.",
         ),
         "the config",
         _hf_spec,
