@@ -34,7 +34,7 @@ class HFKey:
     transformers: str
     batch: int
     seq: int | None
-    dtype: Dtype
+    dtype: Dtype | None  # None: the config's (its digest covers it)
 
     def describe(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -98,7 +98,7 @@ def _hf_spec(request: ModelRequest) -> ModelSpec:
     assert request.target is not None
     config = load_config(request.target)
     batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
-    return HFSpec.from_config(request.target, config, batch, seq, request.config.dtype)
+    return HFSpec.from_config(request.target, config, batch, seq, request.flags.get("dtype"))
 
 
 def _hf_key(request: ModelRequest) -> HFKey | None:
@@ -110,7 +110,7 @@ def _hf_key(request: ModelRequest) -> HFKey | None:
         return None
     folder = str(config_file.parent.resolve())
     batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
-    return HFKey(folder, digest, transformers, batch, seq, request.config.dtype)
+    return HFKey(folder, digest, transformers, batch, seq, request.flags.get("dtype"))
 
 
 SOURCES: dict[str, Source] = {
