@@ -88,7 +88,8 @@ CHANGES: dict[str, Change] = {
     "transformers": _other_transformers,
     "batch": lambda request, *_: replace(request, flags={**request.flags, "batch": 3}),
     "seq": lambda request, *_: replace(request, flags={**request.flags, "seq": 5}),
-    "dtype": lambda request, *_: replace(request, config=replace(request.config, dtype=Dtype.bfloat16)),
+    # --dtype given, as the request of `--hf X --dtype bfloat16` carries it; not given: the config's
+    "dtype": lambda request, *_: replace(request, flags={**request.flags, "dtype": Dtype.bfloat16}),
 }
 
 

@@ -33,7 +33,7 @@ def test_help_is_in_panels_and_fits_80_columns(command: str) -> None:
     ]
     assert flags == sorted(flags)
     assert max(len(line) for line in text.splitlines() if "blocktrace " not in line) <= 80
-    seq = re.search(r"--seq INTEGER RANGE\s+(.*?)\[", text, re.DOTALL)
+    seq = re.search(r"--seq <int range>\s+(.*?)\[", text, re.DOTALL)
     assert seq is not None and "probe" not in seq[1] and "full size" in seq[1]
 
 

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from blocktrace import __version__
+from blocktrace.cli.clicks import core, exceptions, formatting
 from blocktrace.errors import BlocktraceError
 
 
@@ -54,7 +54,7 @@ class _OneLineErrors(TyperGroup):
                 if sys.stdout is not None:  # what is still buffered (help, --version) fails here
                     with stdout_errors():
                         sys.stdout.flush()
-            except click.Abort as error:  # Ctrl-C inside click's own handling
+            except typer.Abort as error:  # Ctrl-C inside click's own handling
                 raise KeyboardInterrupt from error
             except SystemExit as error:
                 # typer ends a broken pipe it meets itself (the help into `| true`) with exit 1
@@ -72,8 +72,8 @@ class _OneLineErrors(TyperGroup):
 
                 traceback.print_exception(error)
             _fail(str(error), error.exit_code)
-        except click.ClickException as error:  # usage errors (exit_code 2) and the like
-            _fail(_dedupe(error.format_message()), error.exit_code)
+        except exceptions.ClickException as error:  # usage errors (exit_code 2) and the like
+            _fail(error.format_message(), error.exit_code)
         except PipeClosed:
             _silence_stdout()  # let nothing flush into the closed pipe at exit
             sys.exit(0)
@@ -128,7 +128,7 @@ class OptionsOnly(TyperCommand):
     options only. Its help lists the options in their panels, in PANELS' order, as click's plain
     help (rich is not imported for it)."""
 
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_options(self, ctx: core.Context, formatter: formatting.HelpFormatter) -> None:
         from blocktrace.cli.options import PANELS
 
         panels: dict[str, list[tuple[str, str]]] = {name: [] for name in PANELS}
@@ -141,7 +141,7 @@ class OptionsOnly(TyperCommand):
                 with formatter.section(name):
                     formatter.write_dl(rows)
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: core.Context, args: list[str]) -> list[str]:
         allowed, ctx.allow_extra_args = ctx.allow_extra_args, True
         try:
             rest = super().parse_args(ctx, args)
@@ -161,12 +161,6 @@ def _fail(message: str, code: int) -> None:
         notice("error", one_line)
     _silence_stdout_if_broken()
     sys.exit(code)
-
-
-def _dedupe(message: str) -> str:
-    """Click and typer both add "Did you mean 'diagram'?" to an unknown command: say it once."""
-    sentences = message.split(". ")
-    return ". ".join(s for i, s in enumerate(sentences) if s not in sentences[:i])
 
 
 def _silence_stdout() -> None:
@@ -196,7 +190,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # click's plain help: it rewraps paragraphs, and needs no rich.markdown
-    suggest_commands=False,  # click says "Did you mean ...?" itself
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

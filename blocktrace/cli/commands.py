@@ -415,7 +415,7 @@ def cache_command(
     action: Annotated[
         CacheAction,
         typer.Argument(
-            metavar="[info|clear]",
+            metavar="info|clear",  # typer brackets an optional argument itself
             help="info (the default): where the cache is, its entries and size; clear: remove every entry.",
             show_default=False,
         ),
@@ -463,12 +463,11 @@ def completion(
       zsh:  eval "$(blocktrace completion zsh)"         (in ~/.zshrc)
       fish: blocktrace completion fish > ~/.config/fish/completions/blocktrace.fish
     """
-    from click.shell_completion import get_completion_class
-
+    from blocktrace.cli.clicks import shell_completion
     from blocktrace.output.sink import write_output
 
     completion_classes()
-    shell_class = get_completion_class(shell.value)
+    shell_class = shell_completion.get_completion_class(shell.value)
     assert shell_class is not None
     script = shell_class(typer.main.get_command(app), {}, "blocktrace", COMPLETE_VAR).source()
     write_output(script if script.endswith("\n") else script + "\n", None)

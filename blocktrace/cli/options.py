@@ -10,10 +10,10 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 
 from blocktrace.api.request import model_request as request_of
+from blocktrace.cli.clicks import context, core
 from blocktrace.models.block.families import FAMILIES, Activation, Norm, Preset, Qkv, Residual
 from blocktrace.models.request import SOURCES, Flag, ModelRequest
 from blocktrace.models.spec import Device, Dtype
@@ -229,13 +229,13 @@ def model_request(**flags: Any) -> ModelRequest:
 
 def _given_flags() -> set[str]:
     """The parameters given on the command line (not defaults)."""
-    ctx = click.get_current_context(silent=True)
+    ctx = context.get_current_context(silent=True)
     if ctx is None:
         return set()
     return {
         name
         for name in ctx.params
-        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+        if ctx.get_parameter_source(name) not in (None, core.ParameterSource.DEFAULT)
     }
 
 

@@ -77,7 +77,7 @@ def load_config(source: str) -> Any:
     try:
         from transformers import AutoConfig
     except ImportError as error:
-        raise ConfigError("--hf needs transformers: pip install 'blocktrace[hf]'") from error
+        raise ConfigError("--hf needs transformers: pip install 'blocktrace-cli[hf]'") from error
     from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging
 
@@ -100,6 +100,7 @@ class HFSpec:
     batch: int = 8
     seq: int = 1024
     dtype: Dtype = Dtype.float32
+    dtype_source: str = "--dtype"  # where the dtype came from, as the header says it (config_dtype)
 
     def __post_init__(self) -> None:
         layers = getattr(self.config, _LAYERS, None)
@@ -123,11 +124,16 @@ class HFSpec:
     full_size_trace = True  # transformers' code may branch on sizes the probes never take
 
     @classmethod
-    def from_config(cls, source: str, config: Any, batch: int, seq: int | None, dtype: Dtype) -> HFSpec:
-        """`seq` None: 1024 tokens, or fewer where the model has fewer positions."""
+    def from_config(
+        cls, source: str, config: Any, batch: int, seq: int | None, dtype: Dtype | None
+    ) -> HFSpec:
+        """`seq` None: 1024 tokens, or fewer where the model has fewer positions; `dtype` None (no
+        --dtype): the config's."""
         if seq is None:
             positions = getattr(config, _KEYS["P"], None) or getattr(config, _DECODER_POSITIONS, None)
             seq = min(1024, positions) if isinstance(positions, int) and positions > 0 else 1024
+        if dtype is None:
+            return cls(source, config, batch, seq, *config_dtype(config))
         return cls(source, config, batch, seq, dtype)
 
     @cached_property
@@ -302,7 +308,22 @@ class HFSpec:
             "batch": self.batch,
             "seq": self.seq,
             "dtype": self.dtype,
+            "dtype_source": self.dtype_source,
         }
+
+
+def config_dtype(config: Any) -> tuple[Dtype, str]:
+    """The dtype a config says its weights are in (transformers 5 calls it `dtype`, 4 `torch_dtype`;
+    read from the config's own fields, since transformers 5 warns at `config.torch_dtype`), and how
+    the header says where it came from; float32 where it names none blocktrace builds at."""
+    fields = vars(config)
+    named = next((fields[k] for k in ("dtype", "torch_dtype") if fields.get(k) is not None), None)
+    if named is None:
+        return Dtype.float32, "the config names no dtype"
+    name = str(named).removeprefix("torch.")
+    if name in set(Dtype):
+        return Dtype(name), "the config's"
+    return Dtype.float32, f"not the config's {name}"
 
 
 def _fresh_primes(symbols: tuple[Symbol, ...], basis: list[Symbol]) -> list[Symbol]:

@@ -34,7 +34,7 @@ class HFKey:
     transformers: str
     batch: int
     seq: int | None
-    dtype: Dtype
+    dtype: Dtype | None  # None: the config's (its digest covers it)
 
     def describe(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -98,7 +98,7 @@ def _hf_spec(request: ModelRequest) -> ModelSpec:
     assert request.target is not None
     config = load_config(request.target)
     batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
-    return HFSpec.from_config(request.target, config, batch, seq, request.config.dtype)
+    return HFSpec.from_config(request.target, config, batch, seq, request.flags.get("dtype"))
 
 
 def _hf_key(request: ModelRequest) -> HFKey | None:
@@ -110,7 +110,7 @@ def _hf_key(request: ModelRequest) -> HFKey | None:
         return None
     folder = str(config_file.parent.resolve())
     batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
-    return HFKey(folder, digest, transformers, batch, seq, request.config.dtype)
+    return HFKey(folder, digest, transformers, batch, seq, request.flags.get("dtype"))
 
 
 SOURCES: dict[str, Source] = {
@@ -154,7 +154,7 @@ SOURCES: dict[str, Source] = {
             "CONFIG",
             "Trace a Hugging Face model built from its config alone (a folder with config.json, or a Hub "
             "id; no weights, no remote code) on --batch x --seq token ids (--seq: 1024, or the model's "
-            "positions if fewer). Needs pip install 'blocktrace[hf]'.",
+            "positions if fewer). Needs pip install 'blocktrace-cli[hf]'.",
         ),
         "the config",
         _hf_spec,

@@ -83,6 +83,7 @@ class _Recorder:
     frames: int = 0
     frame_records: list[Frame] = field(default_factory=list)
     values: dict[int, TensorStats | None] | None = None  # tensor id -> its stats, with --stats
+    failed: str | None = None  # the op that raised: where it was written, its name and operands
 
     def number(self, frame: FrameType) -> int:
         """Which call of its function `frame` is: one number per frame, first come first numbered.
@@ -196,6 +197,23 @@ class _Recorder:
         self.clock += 1
 
     # --- ops ----------------------------------------------------------------------------------
+    def fail(self, func: Any, args: tuple, kwargs: dict) -> None:
+        """Remember the op that raised, as `file:line Class.function: op (shape) @ (shape)`; the
+        innermost only (F.linear fails inside a module, an outer op around it fails with it)."""
+        if self.failed is not None:
+            return
+        frame = _caller(None)  # the user's line, also where the op is inside torch's own layer
+        name = _op_name(func)
+        shapes = [str(tuple(t.shape)) for t in _tensors((args, kwargs))]
+        symbol = _INFIX.get(name)
+        operands = f" {symbol} ".join(shapes) if symbol and len(shapes) == 2 else ", ".join(shapes)
+        site = ""
+        if frame is not None:
+            file = frame.f_code.co_filename
+            shown = os.path.relpath(file) if file.startswith(os.getcwd() + os.sep) else file
+            site = f"{shown}:{frame.f_lineno} {frame.f_code.co_qualname}: "
+        self.failed = f"{site}{name} {operands}".rstrip()
+
     def record_op(self, func: Any, args: tuple, kwargs: dict, result: Any, counts: Counts) -> None:
         out_tensors = [result] if isinstance(result, torch.Tensor) else list(_tensors(result))
         if not out_tensors:
@@ -372,7 +390,11 @@ class _OpRecorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        result, counts = self.counter.count(func, args, kwargs)
+        try:
+            result, counts = self.counter.count(func, args, kwargs)
+        except Exception:
+            self.recorder.fail(func, args, kwargs)
+            raise
         # most calls are x.shape, x.size(), x.dim(): no tensor comes back, nothing to record
         if isinstance(result, torch.Tensor) or (
             isinstance(result, (tuple, list)) and type(result) is not torch.Size
@@ -396,6 +418,9 @@ def _tensors(values: Any) -> Iterator[torch.Tensor]:
 def _is_parameter(t: torch.Tensor) -> bool:
     # by class, not isinstance: nn.Parameter's isinstance goes through a Python metaclass hook
     return issubclass(type(t), nn.Parameter)
+
+
+_INFIX = {"matmul": "@", "add": "+", "sub": "-", "mul": "*", "div": "/"}  # how `fail` writes a binary op
 
 
 @functools.cache
@@ -464,7 +489,8 @@ def trace(
                 where = recorder.stack[-1] if recorder.stack else None
                 place = f"{where.path or '<root>'} ({type(where.module).__name__})" if where else ""
                 said = error if isinstance(error, Exception) else error_line(error, named=True)
-                raise TraceError(f"forward failed in {place}: {said}") from error
+                at = f" at {recorder.failed}" if recorder.failed else ""
+                raise TraceError(f"forward failed in {place}{at}: {said}") from error
         outputs = recorder.metas(output)
     finally:
         recorder.forget_frames()

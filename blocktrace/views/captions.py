@@ -17,7 +17,8 @@ SOURCES = {
 
 def header(trace: Trace, width: int | None = None) -> str:
     source = SOURCES.get(trace.device, trace.device)
-    dtype = f" ({trace.float_dtype})" if trace.float_dtype else ""
+    said = trace.config.get("dtype_source")  # where a --hf model's dtype came from
+    dtype = f" ({trace.float_dtype}{f', {said}' if said else ''})" if trace.float_dtype else ""
     adds = len(trace.residual_adds)
     text = (
         f"{trace.model}{dtype}: {len(trace.calls)} module calls, {len(trace.ops)} ops, "
