@@ -32,7 +32,7 @@ def test_one_highway_per_residual_add(name: str, golden) -> None:
     assert len(json.loads(t.to_json())["residual_adds"]) == adds
     text = drawn(t, collapse=False)
     assert text.count("(+)") == adds
-    assert text.count("◄") == adds  # each highway comes back into its (+)
+    assert text.count("(+)◄") == adds  # each highway comes back into its (+)
     assert text.count("├") == adds  # ... after leaving the stream
     golden(f"structure_{name}.txt", text)
 
@@ -115,7 +115,7 @@ def test_identical_blocks_in_a_row_are_drawn_once() -> None:
     module, args, _ = STRUCTURES["two_blocks"]
     text = drawn(trace(module, args))
     assert "[h.0 … h.1: Block × 2]" in text
-    assert text.count("(+)") == text.count("◄") == 2
+    assert text.count("(+)") == text.count("(+)◄") == 2
 
 
 def test_blocks_that_differ_are_all_drawn() -> None:
