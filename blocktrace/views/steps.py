@@ -163,17 +163,21 @@ class StepTree:
         return found
 
     def side_outputs(self) -> list[tuple[TensorMeta | None, list[str], TensorMeta]]:
-        """Each value the model returns besides its main output: the latest stream value it was
-        computed from (None where it was computed from none), the names of the steps that made it
-        from there, in the order they ran, and the value."""
+        """Each value the model returns besides its main output: the latest value drawn on the
+        stream it was computed from (None where it was computed from none), the names of the steps
+        that made it from there, in the order they ran, and the value."""
         if not self.graph.levels:
             return []
         root = self.graph.root
-        position = {t.id: k for k, t in enumerate(root.stream)}
         producer: dict[int, int] = {}
         for i, s in enumerate(root.steps):
             own = {t.id for t in s.inputs}
             producer.update((t.id, i) for t in s.outputs if t.id not in own and t.id not in producer)
+        # the values drawn on the stream: its own, and those its branches' steps made, by when made
+        drawn = self._on_stream(self.trace.calls[root.call]) or set()
+        position = {t.id: -1 for t in root.stream[:1]}
+        position.update((t.id, i) for i in sorted(drawn) for t in root.steps[i].outputs)
+        position.update((t.id, producer.get(t.id, -1)) for t in root.stream[1:])
         found = []
         for out in root.side_outputs:
             origins, made, todo = [], set(), [out]

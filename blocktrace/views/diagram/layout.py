@@ -77,11 +77,16 @@ class Diagram:
         return max(ends, default=0)
 
 
-def _note_inputs(step: Step) -> tuple[TensorMeta, ...]:
-    # a module call shows its data input; an op or a helper every tensor it took from the stream (q, k, v)
-    return (
-        step.inputs if step.kind in (StepKind.compute, StepKind.shape, StepKind.helper) else step.inputs[:1]
-    )
+def _note_flow(step: Step) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
+    """What an inner step's note says it read and made: a helper what it took and returned, a
+    module call every tensor it took and returned (its last view's value where views were folded
+    into it), an op every tensor it took."""
+    if step.kind == StepKind.helper and step.taken:
+        return step.taken, step.returned or (step.output,)
+    if step.kind == StepKind.call and step.call is not None:
+        whole = not step.ops and step.call.outputs
+        return step.call.inputs or step.inputs, step.call.outputs if whole else (step.output,)
+    return step.inputs, (step.output,)
 
 
 def _scores(step: Step) -> TensorMeta | None:
@@ -107,7 +112,7 @@ def notes(tree: StepTree, step: Step, shapes: Shapes = Shapes.symbolic, room: in
         inside = tree.inner(step.call)
     entries: list[list] = []  # [label, times in a row, text]
     for inner in inside:
-        read, made = inner.taken or _note_inputs(inner), inner.returned or (inner.output,)
+        read, made = _note_flow(inner)
         text = f"{shapes_text(read, shapes)} -> {shapes_text(made, shapes)}"
         label = code_name(inner)
         if entries and entries[-1][0] == label and entries[-1][2] == text:
@@ -359,6 +364,8 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
     main = root.main_output if root is not None and root.segments else None
     out = main or (trace.outputs[0] if trace.outputs else last)
     diagram.labels.append(Label(x0, y + 1, f"output {shape_text(out, shapes)}", "terminal"))
+    for k, text in enumerate(t for left in branching.values() for t in left):  # off a side column
+        diagram.labels.append(Label(x0, y + 2 + k, f"not drawn: {text}, off a parallel branch", "side"))
 
     _place_highways(diagram, texts, merges, cx, width)
     return diagram
