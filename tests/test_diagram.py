@@ -71,7 +71,7 @@ def test_reports_carry_legend_and_formulas() -> None:
     rows = render(layout(StepTree(t)))
     md = markdown_report(rows, StepTree(t), "symbolic", formulas=True)
     assert md.count("```") == 2
-    assert "- `x_mid = x + CausalSelfAttention(RMSNorm(x))`" in md
+    assert "- `x_mid = x + CausalSelfAttention(RMSNorm(x), in_1, in_2)`" in md
     text = text_report(rows, StepTree(t), "symbolic", formulas=True)
     assert "x_out = x_mid + MLP(RMSNorm(x_mid))" in text
     assert "RMSNorm(x) = x / sqrt(mean(x^2) + eps)" in text
@@ -221,4 +221,4 @@ def test_a_chain_of_ops_on_the_stream_is_written_as_nested_calls(tmp_path) -> No
     path.write_text(INLINE, encoding="utf-8")
     result = invoke(["diagram", "--module", f"{path}:Inline", "--input", "2,3,8", "--formulas"])
     assert result.exit_code == 0, result.stderr
-    assert "x_out = x + Linear(transpose(SDPA(unbind(Linear(x)))))" in result.stdout
+    assert "x_out = x + Linear(reshape(transpose(SDPA(*unbind(Linear(x))))))" in result.stdout

@@ -192,3 +192,82 @@ def test_mixtral_s_router_note_lists_all_it_returned() -> None:
     text = llama_like(transformers.MixtralModel, config)
     assert "gate                (14, 32) -> (14, 4), 2×(14, 2)" in text
     assert "experts, reshape    (14, 32), 2×(14, 2) -> (2, 7, 32)" in text
+
+
+def formulas_of(t: Trace) -> list[str]:
+    from blocktrace.views.diagram.formulas import formulas
+
+    return formulas(StepTree(t))
+
+
+def test_cross_attention_s_formula_writes_its_context() -> None:
+    lines = formulas_of(traced(Cross(), torch.randn(2, 5, 8), torch.randn(2, 7, 8)))
+    assert lines[:3] == [
+        "x_mid = x + MultiheadAttention(LayerNorm(x), in_1)",
+        "x_out = x_mid + Linear(LayerNorm(x_mid))",
+        "in_1: input 2, (2, 7, 8)",
+    ]
+
+
+def test_torch_decoder_layer_s_formula_writes_the_memory_into_the_cross_attention_block() -> None:
+    """Post-norm: x = norm1(x + _sa_block(x)); x = norm2(x + _mha_block(x, memory)); x = norm3(...)."""
+    lines = formulas_of(
+        traced(nn.TransformerDecoderLayer(12, 2, 16), torch.randn(7, 2, 12), torch.randn(5, 2, 12))
+    )
+    assert lines[:4] == [
+        "x_1 = LayerNorm(x + _sa_block(x))",
+        "x_2 = LayerNorm(x_1 + _mha_block(x_1, in_1))",
+        "x_out = LayerNorm(x_2 + _ff_block(x_2))",
+        "in_1: input 2, (5, 2, 12)",
+    ]
+
+
+def test_bart_s_decoder_reads_the_encoder_s_output_as_its_cross_input() -> None:
+    """BartDecoderLayer (post-norm): h = self_attn_layer_norm(h + dropout(self_attn(h))), then
+    h = encoder_attn_layer_norm(h + dropout(encoder_attn(h, encoder_hidden_states)))."""
+    lines = formulas_of(bart())
+    assert "x_3 = LayerNorm(x_2 + dropout(BartAttention(x_2, encoder)))" in lines
+    assert "x_2 = LayerNorm(x_1 + dropout(BartAttention(x_1)))" in lines
+
+
+def test_weighted_residuals_keep_their_operands() -> None:
+    """nanochat's x = resid_lambdas[i] * x + x0_lambdas[i] * x0, x0 the normed embedding, read
+    before every block: named once; each block adds its own residual."""
+    from tests.test_graph import ValueEmbedded
+
+    lines = formulas_of(traced(ValueEmbedded(), IDS))
+    assert lines[:4] == [
+        "h = RMSNorm(Embedding(x))",
+        "x_1 = add(mul(getitem(), h), mul(getitem(), h))",
+        "x_2 = add(mul(getitem(), x_1 + Linear(add(x_1, value_embeds.0))), mul(getitem(), h))",
+        "x_out = x_2 + Linear(add(x_2, value_embeds.1))",
+    ]
+
+
+SIDE_INPUT_MODELS = {
+    "cross": lambda: traced(Cross(), torch.randn(2, 5, 8), torch.randn(2, 7, 8)),
+    "decoder": lambda: traced(
+        nn.TransformerDecoderLayer(12, 2, 16), torch.randn(7, 2, 12), torch.randn(5, 2, 12)
+    ),
+    "bart": bart,
+}
+
+
+@pytest.mark.parametrize("name", list(SIDE_INPUT_MODELS))
+def test_every_side_input_of_a_stream_step_is_in_its_formula(name: str) -> None:
+    """A formula that drops an operand is a bug: each box on the stream that reads something beside
+    it is written with it, by its name (a model input's in_k, or where it came from)."""
+    t = SIDE_INPUT_MODELS[name]()
+    tree = StepTree(t)
+    text = "\n".join(formulas_of(t))
+    inputs = {v.id: f"in_{k}" for k, v in enumerate(t.inputs) if k}
+    checked = 0
+    for step in tree.stream:
+        for source, values in tree.reads(step) if step.kind.value in ("call", "helper") else ():
+            name = inputs.get(values[0].id, source)
+            assert re.search(rf"{re.escape(step.title)}\([^=]*\b{re.escape(name)}\b", text), (
+                step.label,
+                name,
+            )
+            checked += 1
+    assert checked
