@@ -42,7 +42,10 @@ def stream_formulas(
     `value_embeds.0`), or as the ops that made it. A stream with no residual add has no formulas,
     unless it holds a collapsed run (a call step)."""
     trace = tree.trace
-    inputs = trace.inputs if inputs is None else inputs
+    taken = trace.inputs if inputs is None else inputs
+    if inputs is None:  # the model's: x is where the drawn stream starts (a decoder's input)
+        start = tree.stream_input
+        inputs = tuple(sorted(trace.inputs, key=lambda t: start is None or t.id != start.id))
     drawn = [s for s in steps if s.kind != StepKind.section]
     residuals = [s.residual for s in drawn if s.residual is not None]
     runs = [
@@ -108,8 +111,8 @@ def stream_formulas(
     given = {t.id for t in inputs}
     named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in given)
     lines = [f"{names[i]} = {made(pos)}" for pos, i in named]
-    said = {t.id: k for k, t in enumerate(inputs)}
-    return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(inputs[said[i]])}" for i in used]
+    said = {t.id: k for k, t in enumerate(taken)}
+    return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(taken[said[i]])}" for i in used]
 
 
 def ops_text(step: Step, value: Callable[[int], str]) -> str:
