@@ -271,3 +271,15 @@ def test_every_side_input_of_a_stream_step_is_in_its_formula(name: str) -> None:
             )
             checked += 1
     assert checked
+
+
+def test_side_outputs_are_written_from_what_made_them_not_as_the_stream_s_end() -> None:
+    """h = x + mlp(x), aux = aux_head(h); and (x + mlp(norm(x)), router(norm(x)))."""
+    assert formulas_of(traced(WithAux(), torch.randn(2, 5, 8)))[:2] == [
+        "x_out = x + Linear(x)",
+        "output 2 = Linear(x_out)",
+    ]
+    assert formulas_of(traced(WithTuple(), torch.randn(2, 5, 8)))[:2] == [
+        "x_out = x + Linear(LayerNorm(x))",
+        "output 2 = Linear(LayerNorm(x))",
+    ]

@@ -160,6 +160,20 @@ class StepTree:
         for r in level.residuals:
             found.update(r.scaled)
             found.update(i for b in r.branches for i in b.steps)
+        # a step that computes from inside a branch for a step on the stream (a second branch off a
+        # norm that both share) is drawn on it too; what only reads stream values beside it is not
+        stream = {t.id for t in level.stream}
+        inside = {t.id for i in found for t in level.steps[i].outputs} - stream
+        readers = {t.id: i for i in sorted(found, reverse=True) for t in level.steps[i].inputs}
+        grown = True
+        while grown:
+            grown = False
+            for i, s in enumerate(level.steps):
+                feeds = any(t.id in readers for t in s.outputs)
+                if i not in found and feeds and any(t.id in inside for t in s.inputs):
+                    found.add(i)
+                    inside.update(t.id for t in s.outputs)
+                    grown = True
         return found
 
     def side_outputs(self) -> list[tuple[TensorMeta | None, list[str], TensorMeta]]:

@@ -108,9 +108,30 @@ def stream_formulas(
             args += known or [source]
         return f"{step.title}({', '.join(args)})"
 
+    def beside_text(tensor_id: int, depth: int) -> str:
+        """A value made beside the stream from stream values, written from the steps that made it."""
+        if tensor_id in names or tensor_id in made_at or depth == 0:
+            return value(tensor_id, len(drawn))
+        side = tree.side.get(tensor_id)
+        if side is None:
+            return off_stream(tensor_id, len(drawn), 0)
+        if side.kind in (StepKind.compute, StepKind.shape) and side.ops:
+            return ops_text(side, lambda t: beside_text(t, depth - 1))
+        return f"{side.title}({', '.join(beside_text(t.id, depth - 1) for t in _data_inputs(side))})"
+
+    def side_output_lines() -> list[str]:
+        """What the model returns besides its main output, as `output 2 = Linear(x_out)`."""
+        return [
+            f"output {k} = {beside_text(out.id, 8)}"
+            for k, (origin, _, out) in enumerate(tree.side_outputs(), 2)
+            if origin is not None
+        ]
+
     given = {t.id for t in inputs}
     named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in given)
     lines = [f"{names[i]} = {made(pos)}" for pos, i in named]
+    if taken is trace.inputs:  # the model's own stream
+        lines += side_output_lines()
     said = {t.id: k for k, t in enumerate(taken)}
     return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(taken[said[i]])}" for i in used]
 
