@@ -97,7 +97,10 @@ def test_attention_is_named_causal_only_where_the_mask_ran() -> None:
         (
             "nanochat",
             {},
-            ["x_mid = x + CausalSelfAttention(RMSNorm(x))", "x_out = x_mid + MLP(RMSNorm(x_mid))"],
+            [
+                "x_mid = x + CausalSelfAttention(RMSNorm(x), in_1, in_2)",
+                "x_out = x_mid + MLP(RMSNorm(x_mid))",
+            ],
         ),
         (
             "gpt2",
@@ -109,12 +112,19 @@ def test_attention_is_named_causal_only_where_the_mask_ran() -> None:
             {},
             ["x_mid = LayerNorm(x + SelfAttention(x))", "x_out = LayerNorm(x_mid + MLP(x_mid))"],
         ),
-        ("neox", {}, ["x_out = x + CausalSelfAttention(LayerNorm(x)) + MLP(LayerNorm(x))"]),
-        ("nanochat", {"residual": "single"}, ["x_out = x + MLP(CausalSelfAttention(RMSNorm(x)))"]),
+        ("neox", {}, ["x_out = x + CausalSelfAttention(LayerNorm(x), in_1, in_2) + MLP(LayerNorm(x))"]),
+        (
+            "nanochat",
+            {"residual": "single"},
+            ["x_out = x + MLP(CausalSelfAttention(RMSNorm(x), in_1, in_2))"],
+        ),
         (
             "nanochat",
             {"residual": "post"},
-            ["x_mid = RMSNorm(x + CausalSelfAttention(x))", "x_out = RMSNorm(x_mid + MLP(x_mid))"],
+            [
+                "x_mid = RMSNorm(x + CausalSelfAttention(x, in_1, in_2))",
+                "x_out = RMSNorm(x_mid + MLP(x_mid))",
+            ],
         ),
     ],
 )
@@ -128,7 +138,7 @@ def test_a_stack_collapsed_in_the_drawing_has_the_formulas_of_one_block() -> Non
     lines = formulas(StepTree(family(n_layer=3)))
     assert lines[0] == "each of h.0 … h.2 (Block × 3):"
     assert [line for line in lines if line.startswith("x")] == [
-        "x_mid = x + CausalSelfAttention(RMSNorm(x))",
+        "x_mid = x + CausalSelfAttention(RMSNorm(x), in_1, in_2)",
         "x_out = x_mid + MLP(RMSNorm(x_mid))",
     ]
     expanded = [

@@ -17,7 +17,9 @@ from enum import StrEnum
 from functools import cached_property
 from types import MappingProxyType
 
-from blocktrace.tracing.graph.build import outer_helpers
+from blocktrace.tracing.graph.build import CallSteps, build_graph, outer_helpers
+from blocktrace.tracing.graph.model import Graph, Level
+from blocktrace.tracing.graph.model import StepKind as GraphKind
 from blocktrace.tracing.ops import facts, op_title
 from blocktrace.tracing.trace import ModuleCall, OpCall, ResidualAdd, TensorMeta, Trace
 
@@ -47,6 +49,8 @@ class Step:
     span: int = 0  # for a section: how many of the steps after it are its call's (one call's, if collapsed)
     frame: int = 0  # for a helper: which call of it (the outermost helper, where helpers call helpers)
     calls: tuple[ModuleCall, ...] = ()  # for a helper: the module calls it made (self.q(x) in attention())
+    taken: tuple[TensorMeta, ...] = ()  # for a helper: all it read from outside it (q, k, cos, sin)
+    returned: tuple[TensorMeta, ...] = ()  # for a helper: what it returned (q and k)
 
 
 def code_name(step: Step) -> str:
@@ -68,6 +72,7 @@ class StepTree:
         self.residual_at = {r.op: r for r in trace.residual_adds}
         self.in_sums = {i for r in trace.residual_adds for i in r.adds}
         self._inner: dict[int, list[Step]] = {}
+        self._keys: dict[int, dict[tuple[str, int], int]] = {}
         self.from_input = _descendants(trace)
         self.helper_of = outer_helpers(trace.frames)
 
@@ -75,18 +80,141 @@ class StepTree:
         """The steps directly inside `call`, grouped and folded as described above, in order."""
         if call.index not in self._inner:
             self._inner[call.index] = [
-                self._with_taken(s) if s.kind == StepKind.helper else s for s in _merged(self._steps_in(call))
+                self._with_taken(call, s) if s.kind == StepKind.helper else s
+                for s in _merged(self._steps_in(call))
             ]
         return self._inner[call.index]
 
-    def _with_taken(self, step: Step) -> Step:
-        """A helper step taking what its ops and calls took from outside: the values computed from
-        the input where there are any (apply_rotary_pos_emb's q and k, not the cos and sin tables)."""
+    def _with_taken(self, call: ModuleCall, step: Step) -> Step:
+        """A helper step whose data inputs are what its ops and calls took from outside computed
+        from the input, where there are any (apply_rotary_pos_emb's q and k, not the cos and sin
+        tables); and which took and returned what the graph's step of that helper call did."""
         items: tuple[OpCall | ModuleCall, ...] = (*step.ops, *step.calls)
         made = {t.id for item in items for t in item.outputs}
         taken = list({t.id: t for item in items for t in item.inputs if t.id not in made}.values())
         on_stream = [t for t in taken if t.id in self.from_input]
-        return replace(step, inputs=tuple(on_stream or taken[:1]))
+        helper = next(
+            (s for s in self.call_steps(call.index) if s.kind == GraphKind.helper and s.frame == step.frame),
+            None,
+        )
+        # what it returned, unless views of its value were folded into the step after it
+        whole = helper is not None and {o.index for o in step.ops} <= set(helper.ops)
+        returned = helper.outputs if helper is not None and whole else ()
+        return replace(step, inputs=tuple(on_stream or taken[:1]), taken=tuple(taken), returned=returned)
+
+    @cached_property
+    def graph(self) -> Graph:
+        """The trace's data-flow graph: which steps carry the stream, what each reads beside it."""
+        return build_graph(self.trace)
+
+    @cached_property
+    def call_steps(self) -> CallSteps:
+        return CallSteps(self.trace)
+
+    def _graph_steps(self, level: Level, step: Step) -> set[int]:
+        """The indices of the level's graph steps that the drawn step is made of."""
+        if level.call not in self._keys:
+            keys: dict[tuple[str, int], int] = {}
+            for i, s in enumerate(level.steps):
+                keys.update((("call", c), i) for c in (*((s.call,) if s.call is not None else ()), *s.calls))
+                keys.update((("op", o), i) for o in s.ops)
+            self._keys[level.call] = keys
+        keys = self._keys[level.call]
+        items = [("call", c.index) for c in (*((step.call,) if step.call else ()), *step.calls)]
+        items += [("op", o.index) for o in step.ops]
+        return {keys[k] for k in items if k in keys}
+
+    def _level_of(self, step: Step) -> Level | None:
+        """The graph level the drawn step is directly inside."""
+        if step.call is not None and step.kind in (StepKind.call, StepKind.section):
+            parent = step.call.parent
+        elif step.calls:
+            parent = step.calls[0].parent
+        elif step.ops:
+            parent = step.ops[0].call
+        else:
+            return None
+        return None if parent is None else self.graph.level(parent)
+
+    def reads(self, step: Step) -> list[tuple[str, tuple[TensorMeta, ...]]]:
+        """What the drawn step reads beside the stream, by where it came from (the encoder, the
+        rotary tables, a mask), each value once, in the order the graph found them."""
+        level = self._level_of(step)
+        if level is None:
+            return []
+        inside = self._graph_steps(level, step)
+        made = {t.id for i in inside for t in level.steps[i].outputs}
+        found: dict[str, dict[int, TensorMeta]] = {}
+        for side in level.side_inputs:
+            if side.step in inside and side.value.id not in made:
+                found.setdefault(side.source, {})[side.value.id] = side.value
+        return [(source, tuple(values.values())) for source, values in found.items()]
+
+    def _on_stream(self, call: ModuleCall) -> set[int] | None:
+        """The graph steps of the call's level that carry its stream or compute a residual's branch;
+        None where the graph found no stream there."""
+        level = self.graph.level(call.index)
+        if level is None or not level.segments:
+            return None
+        found = {i for seg in level.segments for i in seg.steps}
+        for r in level.residuals:
+            found.update(r.scaled)
+            found.update(i for b in r.branches for i in b.steps)
+        # a step that computes from inside a branch for a step on the stream (a second branch off a
+        # norm that both share) is drawn on it too; what only reads stream values beside it is not
+        stream = {t.id for t in level.stream}
+        inside = {t.id for i in found for t in level.steps[i].outputs} - stream
+        readers = {t.id: i for i in sorted(found, reverse=True) for t in level.steps[i].inputs}
+        grown = True
+        while grown:
+            grown = False
+            for i, s in enumerate(level.steps):
+                feeds = any(t.id in readers for t in s.outputs)
+                if i not in found and feeds and any(t.id in inside for t in s.inputs):
+                    found.add(i)
+                    inside.update(t.id for t in s.outputs)
+                    grown = True
+        return found
+
+    def side_outputs(self) -> list[tuple[TensorMeta | None, list[str], TensorMeta]]:
+        """Each value the model returns besides its main output: the latest value drawn on the
+        stream it was computed from (None where it was computed from none), the names of the steps
+        that made it from there, in the order they ran, and the value."""
+        if not self.graph.levels:
+            return []
+        root = self.graph.root
+        producer: dict[int, int] = {}
+        for i, s in enumerate(root.steps):
+            own = {t.id for t in s.inputs}
+            producer.update((t.id, i) for t in s.outputs if t.id not in own and t.id not in producer)
+        # the values drawn on the stream: its own, and those its branches' steps made, by when made
+        drawn = self._on_stream(self.trace.calls[root.call]) or set()
+        position = {t.id: -1 for t in root.stream[:1]}
+        position.update((t.id, i) for i in sorted(drawn) for t in root.steps[i].outputs)
+        position.update((t.id, producer.get(t.id, -1)) for t in root.stream[1:])
+        found = []
+        for out in root.side_outputs:
+            origins, made, todo = [], set(), [out]
+            while todo:
+                t = todo.pop()
+                step = producer.get(t.id)
+                if t.id in position:
+                    origins.append(t)
+                elif step is not None and step not in made:
+                    made.add(step)
+                    todo.extend(root.steps[step].inputs)
+            origin = max(origins, key=lambda t: position[t.id], default=None)
+            found.append((origin, [root.steps[i].name for i in sorted(made)], out))
+        return found
+
+    @property
+    def stream_input(self) -> TensorMeta | None:
+        """Where the drawn stream starts: the root level's main input (an encoder-decoder's decoder
+        input), else the trace's first input."""
+        root = self.graph.root if self.graph.levels else None
+        if root is not None and root.segments and root.main_input is not None:
+            return root.main_input
+        return self.trace.inputs[0] if self.trace.inputs else None
 
     def _steps_in(self, call: ModuleCall) -> list[Step]:
         steps: list[Step] = []
@@ -193,8 +321,14 @@ class StepTree:
             run: tuple[int, int, tuple] | None = (
                 None  # (index of the run's section in out, length, signature)
             )
+            level = self.graph.level(call.index)
+            on_stream = self._on_stream(call)
             for step in self.inner(call):
-                if self.from_input and step.output.id not in self.from_input:
+                if on_stream is not None and level is not None:
+                    off = not self._graph_steps(level, step) & on_stream
+                else:
+                    off = bool(self.from_input) and step.output.id not in self.from_input
+                if off:
                     side.setdefault(step.output.id, step)  # positions, rotary cos/sin, masks: off stream
                     continue
                 if step.call is None or step.call.index not in opened:

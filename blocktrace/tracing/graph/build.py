@@ -59,6 +59,21 @@ def residual_joins(trace: Trace) -> dict[int, int]:
     return found
 
 
+class CallSteps:
+    """The steps directly inside any module call, a helper as one step taking all it read and
+    returning what it returned: what the views list as a box's internals. One builder per trace,
+    each call's steps worked out once."""
+
+    def __init__(self, trace: Trace):
+        self._builder = _Builder(trace, everything=True)
+        self._found: dict[int, tuple[Step, ...]] = {}
+
+    def __call__(self, call: int) -> tuple[Step, ...]:
+        if call not in self._found:
+            self._found[call] = tuple(self._builder.steps(self._builder.trace.calls[call]))
+        return self._found[call]
+
+
 def outer_helpers(frames: Iterable[Frame]) -> dict[int, tuple[str, int]]:
     """Frame -> (function, frame) of the outermost helper call it ran under, below a forward: the
     ops of rotate_half, called by apply_rotary_pos_emb, are that apply_rotary_pos_emb call's."""

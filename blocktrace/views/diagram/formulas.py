@@ -14,11 +14,12 @@ run of identical Blocks is written once, as drawn. No torch here.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from blocktrace.tracing.ops import definition, op_title
 from blocktrace.tracing.trace import OpCall, TensorMeta
+from blocktrace.views.shapes import shape_text
 from blocktrace.views.steps import Step, StepKind, StepTree, short_path
 
 
@@ -33,12 +34,18 @@ def _stream_names(count: int) -> list[str]:
 def stream_formulas(
     tree: StepTree, steps: Sequence[Step], inputs: tuple[TensorMeta, ...] | None = None
 ) -> list[str]:
-    """One line per named value of the stream, each written from the steps that made it. Named are
-    the input (x, then in_1, ...), each stream a residual add starts from, the output, and any value
-    that several steps read (h, or h_1, h_2, ...): written out twice it would read as two computations.
-    A stream with no residual add has no formulas, unless it holds a collapsed run (a call step)."""
+    """One line per named value of the stream, each written from the steps that made it, with every
+    operand each step took. Named are the input (x, then in_1, ... for the others, each said once
+    where it is read), each stream a residual add starts from, the output, and any value that
+    several steps read (h, or h_1, h_2, ...): written out twice it would read as two computations.
+    A value made beside the stream is written by where it came from (`encoder`, `rotary_emb`,
+    `value_embeds.0`), or as the ops that made it. A stream with no residual add has no formulas,
+    unless it holds a collapsed run (a call step)."""
     trace = tree.trace
-    inputs = trace.inputs if inputs is None else inputs
+    taken = trace.inputs if inputs is None else inputs
+    if inputs is None:  # the model's: x is where the drawn stream starts (a decoder's input)
+        start = tree.stream_input
+        inputs = tuple(sorted(trace.inputs, key=lambda t: start is None or t.id != start.id))
     drawn = [s for s in steps if s.kind != StepKind.section]
     residuals = [s.residual for s in drawn if s.residual is not None]
     runs = [
@@ -54,61 +61,125 @@ def stream_formulas(
     streams = dict.fromkeys([*starts, *(s.output.id for s in runs), drawn[-1].output.id])
     streams_made = [i for i in streams if i not in names and i in made_at]
     names.update(zip(streams_made, _stream_names(len(streams_made)), strict=True))
+    sources = {v.id: source for step in drawn for source, values in tree.reads(step) for v in values}
+    beside = [s for s in tree.side.values() if s.kind in (StepKind.compute, StepKind.shape)]
     # an op that hands back its input (eval-mode dropout) does not read it a second time
-    reads = Counter(t.id for step in drawn for t in _read(step) if t.id != step.output.id)
+    reads = Counter(
+        t.id for step in (*drawn, *beside) for t in _operands(tree, step) if t.id != step.output.id
+    )
     shared = [i for i in made_at if reads[i] > 1 and i not in names]
     names.update((i, "h" if len(shared) == 1 else f"h_{k}") for k, i in enumerate(shared, 1))
+    used: dict[int, None] = {}  # the other inputs written, in order
 
     def value(tensor_id: int, before: int) -> str:
         """The value as a step at position `before` reads it: its name once its last step has run
         (an op that hands back its input keeps the id), else what the step before made of it."""
         earlier = [p for p in made_at.get(tensor_id, []) if p < before]
         if tensor_id in names and (not earlier or earlier[-1] == made_at[tensor_id][-1]):
+            if names[tensor_id].startswith("in_"):
+                used[tensor_id] = None
             return names[tensor_id]
         if earlier:
             return made(earlier[-1])
-        return off_stream(tensor_id)
+        return off_stream(tensor_id, before, 8)
 
-    def off_stream(tensor_id: int) -> str:
-        """A value made off the stream (positions, masks), said by the module that made it, through
-        the ops applied to it since: Embedding(…)."""
+    def off_stream(tensor_id: int, before: int, depth: int) -> str:
+        """A value made beside the stream: by where it came from when a module or the graph names
+        it, else as the ops that made it from what they read (λ·x0: mul(getitem(), h))."""
         side = tree.side.get(tensor_id)
-        if side is None:
-            return "?"
-        step = side
-        for _ in range(8):
-            inner = _data_inputs(step)
-            if step.kind == StepKind.call or len(inner) != 1 or inner[0].id not in tree.side:
-                break
-            step = tree.side[inner[0].id]
-        return f"{(step if step.kind == StepKind.call else side).title}(…)"
+        if side is not None and side.kind in (StepKind.compute, StepKind.shape) and depth > 0:
+            return ops_text(side, lambda t: value(t, before) if t in names or t in made_at else off(t))
+        if tensor_id in sources:
+            return sources[tensor_id]
+        return f"{side.title}(…)" if side is not None else "?"
+
+    def off(t: int) -> str:
+        return off_stream(t, 0, 0)
 
     def made(pos: int) -> str:
         step = drawn[pos]
-        args = [value(t.id, pos) for t in _read(step)]
         if step.residual is not None:
-            return " + ".join(args)
-        if step.kind == StepKind.compute and len(step.ops) > 1:  # a chain of ops, each applied to the last
-            text = ", ".join(args)
-            for op in step.ops:
-                text = f"{op_title(op.name)}({text})"
-            return text
+            return " + ".join(value(t.id, pos) for t in step.inputs)
+        if step.kind in (StepKind.compute, StepKind.shape) and step.ops:
+            return ops_text(step, lambda t: value(t, pos))
+        args = [value(t.id, pos) for t in _data_inputs(step)]
+        for source, values in tree.reads(step):  # what it reads beside the stream, each source once
+            known = [value(v.id, pos) for v in values if v.id in names]
+            args += known or [source]
         return f"{step.title}({', '.join(args)})"
+
+    def beside_text(tensor_id: int, depth: int) -> str:
+        """A value made beside the stream from stream values, written from the steps that made it."""
+        if tensor_id in names or tensor_id in made_at or depth == 0:
+            return value(tensor_id, len(drawn))
+        side = tree.side.get(tensor_id)
+        if side is None:
+            return off_stream(tensor_id, len(drawn), 0)
+        if side.kind in (StepKind.compute, StepKind.shape) and side.ops:
+            return ops_text(side, lambda t: beside_text(t, depth - 1))
+        return f"{side.title}({', '.join(beside_text(t.id, depth - 1) for t in _data_inputs(side))})"
+
+    def side_output_lines() -> list[str]:
+        """What the model returns besides its main output, as `output 2 = Linear(x_out)`."""
+        return [
+            f"output {k} = {beside_text(out.id, 8)}"
+            for k, (origin, _, out) in enumerate(tree.side_outputs(), 2)
+            if origin is not None
+        ]
 
     given = {t.id for t in inputs}
     named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in given)
-    return [f"{names[i]} = {made(pos)}" for pos, i in named]
+    lines = [f"{names[i]} = {made(pos)}" for pos, i in named]
+    if taken is trace.inputs:  # the model's own stream
+        lines += side_output_lines()
+    said = {t.id: k for k, t in enumerate(taken)}
+    return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(taken[said[i]])}" for i in used]
 
 
-def _read(step: Step) -> tuple:
-    """What a step's formula is written with: a residual add's terms, a call's or helper's data
-    input, an op's every tensor."""
-    return step.inputs if step.residual is not None else _data_inputs(step)
+def ops_text(step: Step, value: Callable[[int], str]) -> str:
+    """A run of ops written op by op, each with every operand it took: what an earlier op of the run
+    made as that op's text, anything else as `value` says. An op's values read together, in order,
+    are written once, unpacked (SDPA(*unbind(Linear(x)))); one of several, by its index."""
+    made: dict[int, tuple[str, tuple[int, ...]]] = {}  # id -> (its op's text, that op's outputs)
+    text = ""
+    for op in step.ops:
+        args: list[str] = []
+        ids = [t.id for t in op.inputs]
+        i = 0
+        while i < len(ids):
+            if ids[i] not in made:
+                args.append(value(ids[i]))
+                i += 1
+                continue
+            source, outputs = made[ids[i]]
+            if len(outputs) == 1:
+                args.append(source)
+            elif tuple(ids[i : i + len(outputs)]) == outputs:
+                args.append(f"*{source}")
+                i += len(outputs) - 1
+            else:
+                args.append(f"{source}[{outputs.index(ids[i])}]")
+            i += 1
+        text = f"{op_title(op.name)}({', '.join(args)})"
+        outputs = tuple(o.id for o in op.outputs)
+        made.update((o, (text, outputs)) for o in outputs)
+    return text
 
 
 def _data_inputs(step: Step) -> tuple:
     # a call or a helper is written with its data input; an op with every tensor it took
     return step.inputs if step.kind in (StepKind.compute, StepKind.shape) else step.inputs[:1]
+
+
+def _operands(tree: StepTree, step: Step) -> tuple[TensorMeta, ...]:
+    """Every value a step's formula is written with: a residual add's terms; an op run's operands
+    from outside it; a call's or helper's data input and what it reads beside the stream."""
+    if step.residual is not None:
+        return step.inputs
+    if step.kind in (StepKind.compute, StepKind.shape) and step.ops:
+        made = {t.id for op in step.ops for t in op.outputs}
+        return tuple({t.id: t for op in step.ops for t in op.inputs if t.id not in made}.values())
+    return (*_data_inputs(step), *(v for _, values in tree.reads(step) for v in values))
 
 
 def composition(tree: StepTree, step: Step) -> str | None:

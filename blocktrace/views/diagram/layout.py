@@ -77,11 +77,16 @@ class Diagram:
         return max(ends, default=0)
 
 
-def _note_inputs(step: Step) -> tuple[TensorMeta, ...]:
-    # a module call shows its data input; an op or a helper every tensor it took from the stream (q, k, v)
-    return (
-        step.inputs if step.kind in (StepKind.compute, StepKind.shape, StepKind.helper) else step.inputs[:1]
-    )
+def _note_flow(step: Step) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
+    """What an inner step's note says it read and made: a helper what it took and returned, a
+    module call every tensor it took and returned (its last view's value where views were folded
+    into it), an op every tensor it took."""
+    if step.kind == StepKind.helper and step.taken:
+        return step.taken, step.returned or (step.output,)
+    if step.kind == StepKind.call and step.call is not None:
+        whole = not step.ops and step.call.outputs
+        return step.call.inputs or step.inputs, step.call.outputs if whole else (step.output,)
+    return step.inputs, (step.output,)
 
 
 def _scores(step: Step) -> TensorMeta | None:
@@ -107,7 +112,8 @@ def notes(tree: StepTree, step: Step, shapes: Shapes = Shapes.symbolic, room: in
         inside = tree.inner(step.call)
     entries: list[list] = []  # [label, times in a row, text]
     for inner in inside:
-        text = f"{shapes_text(_note_inputs(inner), shapes)} -> {shape_text(inner.output, shapes)}"
+        read, made = _note_flow(inner)
+        text = f"{shapes_text(read, shapes)} -> {shapes_text(made, shapes)}"
         label = code_name(inner)
         if entries and entries[-1][0] == label and entries[-1][2] == text:
             entries[-1][1] += 1
@@ -165,6 +171,27 @@ def expression(tree: StepTree, r: ResidualAdd) -> str:
     return " + ".join(["x", *terms])
 
 
+def left_out(tree: StepTree, shapes: Shapes = Shapes.symbolic) -> list[str]:
+    """One line for each part of the graph the drawing does not show: a call beside the stream that
+    holds residuals of its own (an encoder-decoder's encoder), a side output made from no stream
+    value."""
+    trace, graph = tree.trace, tree.graph
+    read = {s.source for lv in graph.levels for s in lv.side_inputs}
+    lines = []
+    for index, count in graph.beside:
+        call = trace.calls[index]
+        name = call.path.rsplit(".", 1)[-1]
+        into = f"; what it returns is drawn where it is read, as {name}" if name in read else ""
+        made = f"{shapes_text(call.inputs, shapes)} -> {shapes_text(call.outputs[:1], shapes)}"
+        adds = f"{count} residual add{'' if count == 1 else 's'}"
+        lines.append(f"not drawn: {call.path} ({call.type}, {made}, {adds}) runs beside the stream{into}")
+    for k, (origin, names, value) in enumerate(tree.side_outputs(), 2):
+        if origin is None:
+            by = f" by {', '.join(names)}" if names else ""
+            lines.append(f"not drawn: output {k} {shape_text(value, shapes)}, made{by} from no stream value")
+    return lines
+
+
 def _columns(steps: Sequence[Step]) -> dict[int, int]:
     """Step position -> column, for the steps of a residual's second and later branches: drawn
     beside the first branch, each in a column of its own. A step on several branches (one norm
@@ -215,7 +242,7 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
     texts: list[Label] = []  # words right of the stream, cut to the width once the lanes are known
 
     y = 0
-    stream_in = trace.inputs[0] if trace.inputs else steps[0].inputs[0]
+    stream_in = tree.stream_input or steps[0].inputs[0]
     diagram.labels.append(Label(x0, y, f"input  {shape_text(stream_in, shapes)}", "terminal"))
     forks: dict[int, list[int]] = {}  # tensor id -> rows of the highway forks made from it
     side_forks: dict[int, int] = {}  # tensor id -> the row a side column leaves the stream from it
@@ -226,6 +253,11 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
     side_last: dict[int, TensorMeta] = {}
 
     drawn_adds = [s.residual for s in steps if s.residual is not None]
+    branching: dict[int, list[str]] = {}  # stream value id -> the side outputs drawn branching off it
+    for k, (origin, names, value) in enumerate(tree.side_outputs(), 2):
+        if origin is not None:
+            made = f"{', '.join(names)} -> " if names else ""
+            branching.setdefault(origin.id, []).append(f"{made}{shape_text(value, shapes)}, output {k}")
     side_sources = {steps[i].inputs[0].id for i in column_of if steps[i].inputs}
 
     def edge(out: TensorMeta) -> int:
@@ -242,6 +274,11 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
                 rows.append(y)
         if rows:  # an op that hands its input back (eval-mode dropout) carries it on: fork after it
             forks[out.id] = rows
+        for text in branching.pop(out.id, []):  # a side output leaves the stream to the right
+            y += 1
+            diagram.segments.append(Segment(cx, y, cx + 2, y, "side"))
+            diagram.arrows.append(Arrow(cx + 3, y, "right", "side"))
+            texts.append(Label(cx + 5, y, text, "side"))
         if out.id in side_sources:
             if out.id not in forks:
                 y += 1
@@ -266,24 +303,42 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
         diagram.arrows.append(Arrow(col_cx[k], y, "down"))
 
     def box(step: Step, k: int) -> int:
-        """The step's box in column k at row y, its notes beside the last column; its bottom row."""
+        """The step's box in column k at row y, its notes beside the last column; its bottom row.
+        What the step reads beside the stream comes in first: an arrow into the box's right side
+        on a row of its own (the box grows to have one for each), or, where other columns lie
+        between the box and its notes, a line saying what it reads."""
         nonlocal busy_until
         lines = box_lines(step)
-        h = len(lines) + 2
+        reads = [f"{source} {shapes_text(values, shapes)}" for source, values in tree.reads(step)]
+        arrows = k == columns - 1
+        h = max(len(lines), len(reads) if arrows else 0) + 2
         diagram.rects.append(Rect(col_x[k], y, box_w, h))
         for i, line in enumerate(lines):
             style = "title" if i == 0 else "name"
             diagram.labels.append(Label(col_x[k] + (box_w - len(line)) // 2, y + 1 + i, line, style))
         side = notes(tree, step, shapes, None if width is None else width - 3 - notes_x)
-        texts.extend(Label(notes_x, y + i, line, "note") for i, line in enumerate(side))
-        busy_until = max(y + h - 1, y + len(side) - 1)
+        top = y
+        if reads and arrows:
+            right = col_x[k] + box_w
+            for i, text in enumerate(reads):
+                diagram.segments.append(Segment(right, y + 1 + i, right + 1, y + 1 + i, "side"))
+                diagram.arrows.append(Arrow(right, y + 1 + i, "left", "side"))
+                texts.append(Label(right + 3, y + 1 + i, text, "side"))
+            top = y + 1 + len(reads)
+        elif reads:
+            side = [f"reads {text}" for text in reads] + side
+        texts.extend(Label(notes_x, top + i, line, "note") for i, line in enumerate(side))
+        busy_until = max(y + h - 1, top + len(side) - 1)
         return y + h - 1
 
     for i, step in enumerate(steps):
         if step.kind == StepKind.section:
             y = max(y + 1, busy_until + 1)
-            diagram.segments.append(Segment(cx, stream_from, cx, y))
             texts.append(Label(cx + 2, y, f"[{step.label}: {step.title}]", "section"))
+            for source, values in tree.reads(step):  # what the opened call reads beside the stream
+                y += 1
+                texts.append(Label(cx + 2, y, f" reads {source} {shapes_text(values, shapes)}", "side"))
+            diagram.segments.append(Segment(cx, stream_from, cx, y))
             stream_from = busy_until = y
             continue
         if i in column_of:
@@ -314,8 +369,12 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
             y = stream_from = box(step, 0)
         last = step.output
     edge(last)
-    out = trace.outputs[0] if trace.outputs else last
+    root = tree.graph.root if tree.graph.levels else None
+    main = root.main_output if root is not None and root.segments else None
+    out = main or (trace.outputs[0] if trace.outputs else last)
     diagram.labels.append(Label(x0, y + 1, f"output {shape_text(out, shapes)}", "terminal"))
+    for k, text in enumerate(t for left in branching.values() for t in left):  # off a side column
+        diagram.labels.append(Label(x0, y + 2 + k, f"not drawn: {text}, off a parallel branch", "side"))
 
     _place_highways(diagram, texts, merges, cx, width)
     return diagram

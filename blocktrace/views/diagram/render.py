@@ -19,7 +19,7 @@ _UNICODE = {
     UP | DOWN | LEFT | RIGHT: "┼",
 }  # fmt: skip
 _ASCII = {bits: ("|" if glyph == "│" else "-" if glyph == "─" else "+") for bits, glyph in _UNICODE.items()}
-_ARROWS = {"down": ("▼", "v"), "left": ("◄", "<")}
+_ARROWS = {"down": ("▼", "v"), "left": ("◄", "<"), "right": ("►", ">")}
 # Characters words may contain, and their 7-bit stand-ins.
 _ASCII_TEXT = str.maketrans({"×": "x", "…": "~", "·": "*"})
 

@@ -15,7 +15,7 @@ from blocktrace.errors import OutputError
 from blocktrace.tracing.trace import Trace
 from blocktrace.views.captions import header, legend
 from blocktrace.views.diagram.formulas import formulas as formula_lines
-from blocktrace.views.diagram.layout import layout
+from blocktrace.views.diagram.layout import layout, left_out
 from blocktrace.views.diagram.render import Cell, render, to_text
 from blocktrace.views.shapes import Shapes
 from blocktrace.views.steps import StepTree
@@ -32,6 +32,7 @@ STYLES = {
     "section": "bold magenta",
     "terminal": "bold",
     "box": "blue",
+    "side": "cyan",
 }
 
 
@@ -45,7 +46,8 @@ def text_report(
 def text_frame(tree: StepTree, shapes: Shapes, formulas: bool, width: int | None = None) -> tuple[str, str]:
     """What the text report says before the diagram (the header) and after it (legend, formulas)."""
     trace = tree.trace
-    after: list[str] = []
+    missing = left_out(tree, shapes)
+    after = ["", *missing] if missing else []
     if _shows_legend(trace, shapes):
         after += ["", *legend(trace)]
     if formulas:
@@ -56,6 +58,7 @@ def text_frame(tree: StepTree, shapes: Shapes, formulas: bool, width: int | None
 def markdown_report(rows: list[list[Cell]], tree: StepTree, shapes: Shapes, formulas: bool) -> str:
     trace = tree.trace
     parts = [f"**{header(trace)}**", "", "```text", to_text(rows).rstrip("\n"), "```"]
+    parts += [f"\n{line}" for line in left_out(tree, shapes)]
     if _shows_legend(trace, shapes):
         parts += ["", "| symbol | value | meaning |", "| --- | --- | --- |"]
         parts += [f"| {n} | {v} | {trace.meanings.get(n, '')} |" for n, v in trace.symbols.items()]
