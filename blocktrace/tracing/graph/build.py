@@ -13,8 +13,11 @@ a stream step reads is a side input, named by where it came from (the mask, the 
 value embeddings, an encoder's output), unless it is the stream's own earlier value: then the step
 joins a residual. A residual's join reads the stream value `x` from before its branches, as it is
 or only scaled by ops, and its branches computed from x through at least one module or helper call;
-no other join of the level reads x. An earlier stream value that several joins read (nanochat's x0)
-is a side input of each. An add anywhere else (inside a branch, inside a box) is no residual.
+no other join of the level reads x. A parallel block's second branch may start from a stream value
+after x (GPT-J's mlp(ln_1(x)) beside attn(ln_1(x))): what the join, or a step of the branch, reads
+from such a value through a call is on the same residual's branches, not a side input. An earlier
+stream value that several joins read (nanochat's x0) is a side input of each. An add anywhere else
+(inside a branch, inside a box) is no residual.
 """
 
 from __future__ import annotations
@@ -207,7 +210,8 @@ class _Builder:
         self, items: list[ModuleCall | OpCall], uses: dict[int, list[int]], call: ModuleCall, frame: int
     ) -> Step:
         """A helper call: it takes what its items read from outside it, and returns what it made
-        that the level reads after it, or that leaves the level; else what it made last."""
+        that the level reads after it, or that leaves the level; having made none of that, what it
+        took that the level reads after it (a cache's update()); else what it made last."""
         made: dict[int, TensorMeta] = {}
         for item in items:
             own = {t.id for t in item.inputs}
@@ -216,8 +220,14 @@ class _Builder:
         end = max(i.end if isinstance(i, ModuleCall) else i.time for i in items)
         leaving = {t.id for t in call.outputs}
         returned = [t for t in made.values() if t.id in leaving or any(u > end for u in uses.get(t.id, ()))]
+        if not returned:  # what it handed back as it took it (a cache's update() returns its keys)
+            returned = [t for t in taken.values() if any(u > end for u in uses.get(t.id, ()))]
         if not returned:
             returned = list(items[-1].outputs)
+        # what it made and then read itself (attention probabilities returned beside the output
+        # computed from them) comes after what it made last: the stream goes on with the result
+        read = {t.id for item in items for t in item.inputs}
+        returned.sort(key=lambda t: t.id in read)
         first = items[0]
         function = first.function if isinstance(first, OpCall) and first.frame == frame else "?"
         name = self.helper_name(frame, self.functions.get(frame, function))

@@ -157,11 +157,22 @@ class LevelFlow:
             k = direct.pop()
             if pos > joins.get(k, (-2, []))[0]:
                 joins[k] = (pos, [(t, through, path) for j, t, through, path in reads if j == k])
+        # a parallel block's other branch (GPT-J's mlp(ln_1(x))) starts from a stream value inside the
+        # residual: the join, or a step of the branch (Falcon's mlp + attn before its dropout_add), reads it
+        inside: dict[int, list[tuple[int, TensorMeta, list[int]]]] = {}
+        for k, (pos, terms) in joins.items():
+            for later, reads in reentries.items():
+                for j, t, through, path in reads:
+                    if through and later >= pos and max(pos, 0) <= j <= k and (j, later) != (k, pos):
+                        if j == k:
+                            terms.append((t, through, path))
+                        else:
+                            inside.setdefault(k, []).append((j, t, path))
         segments: list[tuple[int, Segment]] = []  # (the stream position it starts at, segment)
         for k, i in enumerate(self.spine):
             start, end = self.values[k], self.values[k + 1]
             found = joins.get(k)
-            residual = self._residual(k, i, found) if found is not None else None
+            residual = self._residual(k, i, found, inside.get(k, [])) if found is not None else None
             if residual is None:
                 segments.append((k, Segment(start, end, (i,))))
                 continue
@@ -172,7 +183,11 @@ class LevelFlow:
         return [s for _, s in segments], self._side_inputs(context) if self.everything else []
 
     def _residual(
-        self, k: int, join: int, found: tuple[int, list[tuple[TensorMeta, bool, list[int]]]]
+        self,
+        k: int,
+        join: int,
+        found: tuple[int, list[tuple[TensorMeta, bool, list[int]]]],
+        inside: list[tuple[int, TensorMeta, list[int]]],
     ) -> Residual | None:
         pos, reads = found
         skip = self.values[pos] if pos >= 0 else self.skip
@@ -186,6 +201,9 @@ class LevelFlow:
             return None
         step = self.steps[join]
         self.terms[join] = {t.id for t, _, _ in reads}
+        for j, t, path in inside:  # the branch's own steps read it: no side input, and on the branch
+            self.terms.setdefault(self.spine[j], set()).add(t.id)
+            between = sorted({*between, *path})
         found_branches = []
         if between or pos < 0:
             found_branches.append(Branch(on_stream, tuple(between)))

@@ -1,0 +1,247 @@
+"""The corpus's hand-written half: torch's own nn.TransformerEncoderLayer and nn.TransformerDecoderLayer
+in both norm orders, and the blocks of tests/corpus_blocks.py, written in the styles of timm, nanoGPT
+and nanochat, with a context, a dict, a tuple, a mask keyword and a top-k MoE. Each draws with
+`blocktrace diagram --module` (or refuses in one line naming the flag that works, and that flag
+draws it); every module call's output shapes equal plain forward hooks, the parameter total equals
+sum(p.numel()), and each residual (its skip, its branches) and each step's side inputs are those
+written down below from the code's lines, which the comments cite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from blocktrace.views.stats import totals
+from tests import corpus_blocks as cb
+from tests.corpus_graph import Residual, ids, residuals, side_inputs, traced
+from tests.harness import invoke
+from tests.hooks import hooked_calls, traced_calls
+
+BLOCKS = "tests/corpus_blocks.py"
+TORCH_LAYER = {"d_model": 16, "nhead": 4, "dim_feedforward": 32, "batch_first": True}
+
+
+def x(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+@dataclass(frozen=True)
+class Case:
+    build: Callable[[], nn.Module]
+    args: tuple[torch.Tensor, ...]
+    cli: tuple[str, ...]  # `diagram --module ...` that draws it
+    residuals: list[Residual]
+    side: set[tuple[str, str]]  # the root level's side inputs: (step, where it came from)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    side_outputs: list[tuple[int, ...]] = field(default_factory=list)
+    inner_side: tuple[str, set[tuple[str, str]]] | None = None  # a nested level's: (path, side inputs)
+    some_side: bool = False  # `side` names some of them, not all (the λs' getitems are the rest)
+
+
+def torch_layer(kind: str, norm_first: bool) -> tuple[Callable[[], nn.Module], tuple[str, ...]]:
+    kwargs = {**TORCH_LAYER, "norm_first": norm_first}
+    cls = getattr(nn, kind)
+    inputs = ("--input", "2,6,16") + (("--input", "2,5,16") if kind == "TransformerDecoderLayer" else ())
+    return (lambda: cls(**kwargs)), ("--module", f"torch.nn:{kind}", "--kwargs", json.dumps(kwargs), *inputs)
+
+
+def own(name: str, *inputs: str) -> tuple[str, ...]:
+    return ("--module", f"{BLOCKS}:{name}", *(a for i in inputs for a in ("--input", i)))
+
+
+ENC_POST, ENC_POST_CLI = torch_layer("TransformerEncoderLayer", False)
+ENC_PRE, ENC_PRE_CLI = torch_layer("TransformerEncoderLayer", True)
+DEC_POST, DEC_POST_CLI = torch_layer("TransformerDecoderLayer", False)
+DEC_PRE, DEC_PRE_CLI = torch_layer("TransformerDecoderLayer", True)
+MEMORY = x(2, 5, 16)
+
+CORPUS: dict[str, Case] = {
+    # torch/nn/modules/transformer.py, TransformerEncoderLayer.forward: norm1(x + _sa_block(x, ...)),
+    # norm2(x + _ff_block(x)) (post-norm); x + _sa_block(norm1(x), ...), x + _ff_block(norm2(x))
+    "torch encoder layer, post-norm": Case(
+        ENC_POST, (x(2, 6, 16),), ENC_POST_CLI,
+        [("", "input", (("_sa_block",),)), ("", "norm1", (("_ff_block",),))], set(),
+    ),
+    "torch encoder layer, pre-norm": Case(
+        ENC_PRE, (x(2, 6, 16),), ENC_PRE_CLI,
+        [("", "input", (("norm1", "_sa_block"),)), ("", "add", (("norm2", "_ff_block"),))], set(),
+    ),
+    # TransformerDecoderLayer.forward: the same with _mha_block(x, memory, ...) between; memory is
+    # the layer's second input
+    "torch decoder layer, post-norm": Case(
+        DEC_POST, (x(2, 6, 16), MEMORY), DEC_POST_CLI,
+        [
+            ("", "input", (("_sa_block",),)),
+            ("", "norm1", (("_mha_block",),)),
+            ("", "norm2", (("_ff_block",),)),
+        ],
+        {("_mha_block", "input 2")},
+    ),
+    "torch decoder layer, pre-norm": Case(
+        DEC_PRE, (x(2, 6, 16), MEMORY), DEC_PRE_CLI,
+        [
+            ("", "input", (("norm1", "_sa_block"),)),
+            ("", "add", (("norm2", "_mha_block"),)),
+            ("", "add", (("norm3", "_ff_block"),)),
+        ],
+        {("_mha_block", "input 2")},
+    ),
+    # TimmBlock.forward: x + drop_path1(ls1(attn(norm1(x)))), x + drop_path2(ls2(mlp(norm2(x))))
+    "timm block": Case(
+        cb.TimmBlock, (x(2, 6, 16),), own("TimmBlock", "2,6,16"),
+        [
+            ("", "input", (("norm1", "attn", "ls1", "drop_path1"),)),
+            ("", "add", (("norm2", "mlp", "ls2", "drop_path2"),)),
+        ],
+        set(),
+    ),
+    # NanoBlock.forward: x + attn(ln_1(x)), x + mlp(ln_2(x)); NanoGPT.forward: wte(idx) + wpe(pos) is
+    # no residual: wpe reads arange's positions, beside the stream, and the add reads wpe's output
+    "nanoGPT": Case(
+        cb.NanoGPT, (ids(2, 6),), own("NanoGPT", "2,6:long"),
+        [
+            (f"h.{i}", skip, branches)
+            for i in range(2)
+            for skip, branches in (("input", (("ln_1", "attn"),)), ("add", (("ln_2", "mlp"),)))
+        ],
+        {("add", "wpe"), ("wpe", "arange")},
+    ),
+    # ChatBlock.forward: x + attn(norm(x), ve, cos_sin, window), x + mlp(norm(x)); NanoChat.forward:
+    # the smear and `resid_lambdas[i] * x + x0_lambdas[i] * x0` are no residuals; every block reads its
+    # value embeddings (value_embeds[str(i)](idx)), and x0 (the smear's cat) is read again at each mix
+    "nanochat": Case(
+        cb.NanoChat, (ids(2, 6),), own("NanoChat", "2,6:long"),
+        [
+            (f"h.{i}", skip, branches)
+            for i in range(2)
+            for skip, branches in (("input", (("norm", "attn"),)), ("add", (("norm", "mlp"),)))
+        ],
+        {("h.0", "value_embeds.0"), ("h.1", "value_embeds.1"), ("mul", "cat")},
+        # ChatBlock hands ve and cos_sin (self.cos[:, :t], a getitem of the buffer) on to attn
+        inner_side=("h.1", {("attn", "value_embeds.1"), ("attn", "getitem")}),
+        some_side=True,
+    ),
+    # CrossAttentionBlock.forward: three sums, the second's branch reading the context (input 2)
+    "cross-attention block": Case(
+        cb.CrossAttentionBlock, (x(2, 6, 16), x(2, 5, 16)), own("CrossAttentionBlock", "2,6,16", "2,5,16"),
+        [
+            ("", "input", (("norm1", "attn"),)),
+            ("", "add", (("norm2", "cross"),)),
+            ("", "add", (("norm3", "mlp"),)),
+        ],
+        {("cross", "input 2")},
+    ),
+    # DictBlock.forward: two sums; {"hidden": x, "aux": aux_head(x)}: aux (B, T, 3) leaves beside
+    "dict-returning block": Case(
+        cb.DictBlock, (x(2, 6, 16),), own("DictBlock", "2,6,16"),
+        [("", "input", (("norm1", "attn"),)), ("", "add", (("norm2", "mlp"),))], set(),
+        side_outputs=[(2, 6, 3)],
+    ),
+    # TupleBlock.forward: y, probs = attend(norm(x)); (x + y, probs): attend is one helper step
+    "tuple-returning block": Case(
+        cb.TupleBlock, (x(2, 6, 16),), own("TupleBlock", "2,6,16"),
+        [("", "input", (("norm", "attend"),))], set(),
+        side_outputs=[(2, 4, 6, 6)],
+    ),
+    # CachedAttentionBlock.forward: one sum, x + proj(attention of q, k, v of norm(x)) written inline;
+    # the cache's update() hands back the keys and values it took (it computes nothing on the way)
+    "sliding-window cache block": Case(
+        cb.CachedAttentionBlock, (x(2, 6, 16),), own("CachedAttentionBlock", "2,6,16"),
+        [
+            (
+                "",
+                "input",
+                (
+                    ("norm", "q", "k", "v", "heads", "heads", "heads", "scaled_dot_product_attention",
+                     "transpose", "reshape", "proj"),
+                ),
+            )
+        ],
+        set(),
+    ),
+    # MaskedEncoderLayer.forward: norm1(x + attn(x, keep)), norm2(x + ffn(x)); keep = mask[:, None,
+    # None, :] from the keyword input
+    "encoder with a mask keyword": Case(
+        cb.MaskedEncoderLayer, (x(2, 6, 16),), own("MaskedEncoderLayer", "2,6,16", "mask=2,6:bool"),
+        [("", "input", (("attn",),)), ("", "norm1", (("ffn",),))],
+        {("attn", "getitem"), ("getitem", "input 2")},
+        kwargs={"mask": torch.ones(2, 6, dtype=torch.bool)},
+    ),
+    # MoEBlock.forward: x + attn(norm1(x)), x + moe(norm2(x)); the router, topk and the experts' loop
+    # (index_add_ of each expert's weighted output) are inside moe
+    "top-k MoE block": Case(
+        cb.MoEBlock, (x(2, 6, 16),), own("MoEBlock", "2,6,16"),
+        [("", "input", (("norm1", "attn"),)), ("", "add", (("norm2", "moe"),))], set(),
+    ),
+}  # fmt: skip
+
+
+def draws(cli: tuple[str, ...]) -> None:
+    """`diagram` draws it, or refuses in one line naming --device cpu, which then draws it."""
+    result = invoke(["diagram", *cli])
+    assert "Traceback" not in result.stderr
+    if result.exit_code != 0:
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("blocktrace: error: "), result.stderr
+        assert "--device cpu" in lines[0], lines[0]
+        result = invoke(["diagram", *cli, "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    assert "output" in result.stdout and "residual add" in result.stdout
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_each_block_draws_or_refuses_in_one_line_naming_the_flag_that_works(name: str) -> None:
+    draws(CORPUS[name].cli)
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_each_block_s_shapes_parameters_residuals_and_side_inputs_are_the_code_s(name: str) -> None:
+    case = CORPUS[name]
+    torch.manual_seed(0)
+    module = case.build().eval()
+    t, g = traced(module, case.args, case.kwargs)
+    assert traced_calls(t) == hooked_calls(module, case.args, case.kwargs)
+    assert totals(t).params == sum(p.numel() for p in module.parameters())
+    assert residuals(t, g) == case.residuals
+    assert len(t.residual_adds) == len(case.residuals)
+    side = side_inputs(t, g, "")
+    assert (side >= case.side) if case.some_side else (side == case.side)
+    assert [o.shape for o in g.root.side_outputs] == case.side_outputs
+    if case.inner_side is not None:
+        assert side_inputs(t, g, case.inner_side[0]) == case.inner_side[1]
+
+
+def test_a_cache_update_returns_what_it_was_given_not_the_window_it_keeps() -> None:
+    """SlidingWindowCache.update() keeps keys[:, :, -3:] and returns keys, values: 2x(B, H, T, D)."""
+    _, g = traced(cb.CachedAttentionBlock().eval(), CORPUS["sliding-window cache block"].args)
+    (update,) = [s for s in g.root.steps if s.name == "update"]
+    assert [o.shape for o in update.outputs] == [(2, 4, 6, 4)] * 2
+    assert [o.id for o in update.outputs] == [i.id for i in update.inputs]
+
+
+def test_the_moe_block_routes_through_topk_and_its_experts_loop() -> None:
+    """The MoE's own inside, read from TopKMoE.forward: the router runs once, topk picks the experts,
+    and each chosen expert runs on its tokens, once."""
+    torch.manual_seed(0)
+    module = cb.MoEBlock().eval()
+    t, _ = traced(module, CORPUS["top-k MoE block"].args)
+    moe = next(c.index for c in t.calls if c.path == "moe")
+    inside = [c.path for c in t.calls if c.parent == moe]
+    assert inside[0] == "moe.router" and inside.count("moe.router") == 1
+    experts = inside[1:]
+    assert (
+        experts and all(p.startswith("moe.experts.") for p in experts) and len(set(experts)) == len(experts)
+    )
+    assert any(o.name == "topk" for o in t.ops) and any(o.name == "index_add" for o in t.ops)
+
+
+def test_the_corpus_holds_at_least_thirty_models_nobody_here_wrote() -> None:
+    from tests.test_corpus_configs import CORPUS as CONFIGS
+
+    assert len(CONFIGS) + len(CORPUS) >= 30

@@ -1,0 +1,178 @@
+"""The data-flow graph of every transformers architecture of the corpus (tests/test_corpus_configs.py)
+against what its modeling file says: how many residual adds, which value each one adds back (the
+skip), what each branch runs and which step made its term, and what each layer's steps read beside
+the stream, by where it came from. Every expectation below was written down from the lines of
+transformers' `models/<name>/modeling_<name>.py` (transformers 5) that the comments cite; none is
+blocktrace's output pasted back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForCausalLM
+
+from tests.corpus_graph import Residual, residuals, side_inputs, traced
+from tests.test_corpus_configs import CORPUS
+
+DECODER_IDS = torch.randint(0, 90, (2, 5), generator=torch.Generator().manual_seed(1))  # not input_ids
+
+
+def layers(prefix: str, n: int, *per_layer: tuple[str, tuple[tuple[str, ...], ...]]) -> list[Residual]:
+    """`per_layer` (skip, branches) for each of n layers at `prefix`.i."""
+    return [(f"{prefix}.{i}", skip, branches) for i in range(n) for skip, branches in per_layer]
+
+
+# residual = hidden_states; h = input_layernorm(h); h = self_attn(h, ...); h = residual + h (the first
+# add, whose value is the next `residual`); h = post_attention_layernorm(h); h = mlp(h); h = residual + h
+PRE_NORM = (
+    ("input", (("input_layernorm", "self_attn"),)),
+    ("add", (("post_attention_layernorm", "mlp"),)),
+)
+# Gemma2/3: a norm after each sub-layer too, before its add
+SANDWICH = (
+    ("input", (("input_layernorm", "self_attn", "post_attention_layernorm"),)),
+    ("add", (("pre_feedforward_layernorm", "mlp", "post_feedforward_layernorm"),)),
+)
+# the decoder layer's self_attn gets position_embeddings=(cos, sin) from model.rotary_emb and
+# position_ids = cache_position.unsqueeze(0) (modeling_llama.py: LlamaModel.forward)
+ROTARY = {("self_attn", "rotary_emb"), ("self_attn", "unsqueeze")}
+
+RESIDUALS: dict[str, list[Residual]] = {
+    "llama": layers("model.layers", 2, *PRE_NORM),  # modeling_llama.py:308, :314
+    "mistral": layers("model.layers", 2, *PRE_NORM),  # modeling_mistral.py:235, :241
+    "qwen2": layers("model.layers", 2, *PRE_NORM),  # modeling_qwen2.py:285, :291
+    "qwen3": layers("model.layers", 2, *PRE_NORM),  # modeling_qwen3.py:310, :316
+    "gemma2": layers("model.layers", 3, *SANDWICH),  # modeling_gemma2.py:321, :327
+    "gemma3": layers("model.layers", 2, *SANDWICH),  # modeling_gemma3.py:395, :401
+    # one parallel residual: attn_outputs + feed_forward_hidden_states + residual (modeling_phi.py:288);
+    # both branches read the one input_layernorm(h); eval dropout hands back its input, so the mlp's
+    # term is what mlp made
+    "phi": layers(
+        "model.layers", 2, ("input", (("input_layernorm", "self_attn", "resid_dropout"), ("mlp",)))
+    ),
+    "gptj": layers("transformer.h", 2, ("input", (("ln_1", "attn"), ("mlp",)))),  # modeling_gptj.py:239
+    # mlp_output += attention_output; dropout_add(mlp_output, residual) (modeling_falcon.py:619, :621):
+    # one term, made by the in-place add from both sub-layers, of the one input_layernorm(h)
+    "falcon": layers("transformer.h", 2, ("input", (("input_layernorm", "self_attention", "mlp", "add"),))),
+    # OLMo2 normalises each sub-layer's output, no norm before it (modeling_olmo2.py:310, :316)
+    "olmo2": layers(
+        "model.layers",
+        2,
+        ("input", (("self_attn", "post_attention_layernorm"),)),
+        ("add", (("mlp", "post_feedforward_layernorm"),)),
+    ),
+    "mixtral": layers("model.layers", 2, *PRE_NORM),  # modeling_mixtral.py:362, :366 (mlp: the MoE block)
+    "qwen2_moe": layers("model.layers", 2, *PRE_NORM),  # modeling_qwen2_moe.py:391, :397
+    "deepseek_v3": layers("model.layers", 2, *PRE_NORM),  # modeling_deepseek_v3.py:524, :530
+    # BertSelfOutput: LayerNorm(dropout(dense(h)) + input_tensor) (modeling_bert.py:293), called as
+    # output(self(h), h); BertOutput likewise with intermediate(a) and a (:352): each sums inside
+    "bert": [
+        (path, skip, branches)
+        for i in range(2)
+        for path, skip, branches in (
+            (f"encoder.layer.{i}.attention.output", "skip input", (("dense", "dropout"),)),
+            (f"encoder.layer.{i}.output", "skip input", (("dense", "dropout"),)),
+        )
+    ],
+    # post-norm: sa_layer_norm(attention_output + hidden_states), output_layer_norm(ffn_output +
+    # attention_output) (modeling_distilbert.py:252, :256)
+    "distilbert": layers(
+        "transformer.layer", 2, ("input", (("attention",),)), ("sa_layer_norm", (("ffn",),))
+    ),
+    # h = h + attn_output; h = h + mlp(mlp_norm(h)) (modeling_modernbert.py:319, :320); the first
+    # layer's attn_norm is nn.Identity
+    "modernbert": layers("layers", 3, ("input", (("attn_norm", "attn"),)), ("add", (("mlp_norm", "mlp"),))),
+    # the decoder is the stream; each T5LayerX: h + dropout(X(layer_norm(h))) (modeling_t5.py:141, :403,
+    # :435); the encoder's two are beside it
+    "t5": [
+        ("decoder.block.0.layer.0", "input", (("layer_norm", "SelfAttention", "dropout"),)),
+        ("decoder.block.0.layer.1", "input", (("layer_norm", "EncDecAttention", "dropout"),)),
+        ("decoder.block.0.layer.2", "input", (("layer_norm", "DenseReluDense", "dropout"),)),
+    ],
+    # post-norm decoder layer: residual + dropout(self_attn(h)), then self_attn_layer_norm; the same
+    # for encoder_attn and for fc2(activation_fn(fc1(h))) (modeling_bart.py:364, :379, :388);
+    # nn.functional.dropout is the op "dropout"
+    "bart": [
+        ("decoder.layers.0", "input", (("self_attn", "dropout"),)),
+        ("decoder.layers.0", "self_attn_layer_norm", (("encoder_attn", "dropout"),)),
+        (
+            "decoder.layers.0",
+            "encoder_attn_layer_norm",
+            (("fc1", "activation_fn", "dropout", "fc2", "dropout"),),
+        ),
+    ],
+    # h = dropout(attention(layernorm_before(h))) + residual (modeling_vit.py:277, :284)
+    "vit": [
+        ("layers.0", "input", (("layernorm_before", "attention", "dropout"),)),
+        ("layers.0", "add", (("layernorm_after", "mlp", "dropout"),)),
+    ],
+    # pre-norm decoder layer, three sums (modeling_whisper.py:485, :499, :508)
+    "whisper": [
+        ("decoder.layers.0", "input", (("self_attn_layer_norm", "self_attn", "dropout"),)),
+        ("decoder.layers.0", "add", (("encoder_attn_layer_norm", "encoder_attn", "dropout"),)),
+        (
+            "decoder.layers.0",
+            "add",
+            (("final_layer_norm", "fc1", "activation_fn", "dropout", "fc2", "dropout"),),
+        ),
+    ],
+}
+
+# the residual adds of the calls beside the stream, in the model's code: an encoder-decoder's encoder
+BESIDE = {
+    "t5": [("encoder", 2)],  # T5LayerSelfAttention, T5LayerFF (modeling_t5.py:403, :141)
+    "bart": [("encoder", 2)],  # modeling_bart.py:293, :301
+    "whisper": [("encoder", 2)],  # modeling_whisper.py:403, :411
+}
+
+# (a layer's path, the side inputs of its steps, by where they came from)
+SIDE: dict[str, tuple[str, set[tuple[str, str]]]] = {
+    "llama": ("model.layers.1", ROTARY),
+    # a sliding window: create_sliding_window_causal_mask's sdpa_mask (modeling_mistral.py)
+    "mistral": ("model.layers.1", ROTARY | {("self_attn", "sdpa_mask")}),
+    "qwen2": ("model.layers.1", ROTARY),
+    "qwen3": ("model.layers.1", ROTARY),
+    "gemma2": ("model.layers.1", ROTARY | {("self_attn", "eager_mask")}),  # eager attention, its mask
+    "gemma3": ("model.layers.1", ROTARY | {("self_attn", "sdpa_mask")}),
+    "phi": ("model.layers.1", ROTARY),  # the mlp reads the layer's own norm: no side input
+    "gptj": ("transformer.h.1", {("attn", "rotary_emb"), ("attn", "unsqueeze")}),
+    "falcon": (
+        "transformer.h.1",
+        {("self_attention", "rotary_emb"), ("self_attention", "unsqueeze"), ("self_attention", "sdpa_mask")},
+    ),
+    "olmo2": ("model.layers.1", ROTARY),
+    "mixtral": ("model.layers.1", ROTARY),
+    "qwen2_moe": ("model.layers.1", ROTARY),
+    "deepseek_v3": ("model.layers.1", ROTARY),
+    "bert": ("encoder.layer.1", set()),  # no mask: nothing beside the stream
+    "distilbert": ("transformer.layer.1", set()),
+    "modernbert": ("layers.1", {("attn", "rotary_emb")}),  # position_embeddings from self.rotary_emb
+    # the decoder reads the encoder's output: encoder_hidden_states=encoder_outputs[0]
+    "t5": ("decoder.block.0.layer.1", {("EncDecAttention", "encoder")}),
+    "bart": ("decoder.layers.0", {("encoder_attn", "encoder")}),  # modeling_bart.py:774
+    "vit": ("layers.0", set()),
+    "whisper": ("decoder.layers.0", {("encoder_attn", "encoder")}),
+}
+
+
+def _model_and_inputs(name: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    config, causal, inputs = CORPUS[name]
+    model = (AutoModelForCausalLM if causal else AutoModel).from_config(config())
+    # the decoder's ids are not the encoder's: one tensor for both would be one value in the graph
+    return model, {k: DECODER_IDS if k == "decoder_input_ids" else v for k, v in inputs.items()}
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_each_residual_its_skip_and_branches_and_each_layer_s_side_inputs_are_the_code_s(name: str) -> None:
+    torch.manual_seed(0)
+    model, inputs = _model_and_inputs(name)
+    t, g = traced(model, (), inputs)
+    assert residuals(t, g) == RESIDUALS[name]
+    assert [(t.calls[c].path, n) for c, n in g.beside] == BESIDE.get(name, [])
+    assert len(t.residual_adds) == len(RESIDUALS[name])  # what the drawing counts: its stream's
+    path, side = SIDE[name]
+    assert side_inputs(t, g, path) == side
+
+
+def test_every_model_of_the_corpus_has_its_expectations() -> None:
+    assert set(RESIDUALS) == set(SIDE) == set(CORPUS)
