@@ -29,7 +29,7 @@ LAYER_ARGS = [*SMALL_ARGS, "--n-layer", "4"]
 
 def test_a_run_of_identical_layers_is_one_row_and_one_layer_s_rows() -> None:
     tree = StepTree(traced(STACK))
-    whole, short = build_table(tree, collapse=False), build_table(tree)
+    whole, short = build_table(tree), build_table(tree, collapse=True)
     layers = [r for r in whole.rows if r.depth == 1]
     assert [r.name for r in layers] == ["h.0", "h.1", "h.2", "h.3"]
     run = short.rows[1]
@@ -44,7 +44,7 @@ def test_a_run_of_identical_layers_is_one_row_and_one_layer_s_rows() -> None:
 
 def test_a_layer_that_reads_otherwise_breaks_the_run() -> None:
     frozen = traced(STACK, ("h.1.*",))  # h.1's trainable counts differ: it is its own row
-    names = [(r.name, r.kind) for r in build_table(StepTree(frozen), depth=1).rows]
+    names = [(r.name, r.kind) for r in build_table(StepTree(frozen), depth=1, collapse=True).rows]
     assert names == [
         ("(root)", "BlockStack"),
         ("h.0", "Block"),
@@ -65,7 +65,7 @@ class _Twice(nn.Module):
 
 
 def test_only_the_layers_collapse_not_equal_calls_that_are_no_layer() -> None:
-    rows = build_table(StepTree(blocktrace.trace(_Twice(), torch.randn(2, 3, 8)))).rows
+    rows = build_table(StepTree(blocktrace.trace(_Twice(), torch.randn(2, 3, 8))), collapse=True).rows
     assert [r.name for r in rows if r.call is not None] == ["(root)", "a", "b"]
     assert all(r.count == 1 for r in rows)
 
@@ -87,7 +87,7 @@ def test_expand_lists_every_layer_and_every_format_collapses_alike() -> None:
 
 
 def test_seven_bit_streams_get_seven_bit_runs() -> None:
-    table = build_table(StepTree(traced(STACK)), depth=1)
+    table = build_table(StepTree(traced(STACK)), depth=1, collapse=True)
     assert "h.0 ~ h.3   Block x 4" in to_text(table, ascii_only=True)
     view = TableView(table)
     for fmt in ("markdown", "csv", "text"):
@@ -103,7 +103,7 @@ def _many_rows(table: Table, layers: int) -> Table:
 def test_text_costs_time_linear_in_its_rows() -> None:
     # rich's Table took about a millisecond a row (20 s for these 400 layers, 18,800 rows; a minute
     # for 1024); joined from padded strings, a row costs a few hundredths of that
-    table = build_table(StepTree(traced(STACK)), collapse=False)
+    table = build_table(StepTree(traced(STACK)))
     small, big = _many_rows(table, 10), _many_rows(table, 100)
     start = time.perf_counter()
     to_text(small)

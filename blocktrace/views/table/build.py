@@ -70,7 +70,7 @@ class _Node:
     look: tuple = ()  # what its rows show, but for its own path: equal looks read alike (see _look)
 
 
-def build_table(tree: StepTree, depth: int | None = None, collapse: bool = True) -> Table:
+def build_table(tree: StepTree, depth: int | None = None, collapse: bool = False) -> Table:
     """The table of `tree`'s trace; rows nested deeper than `depth` are folded into their parent;
     with `collapse`, a run of identical layers is one row (see above)."""
     trace = tree.trace
