@@ -32,6 +32,7 @@ def status(key):
 load_torch()
 spec = BlockSpec(BlockConfig(**json.loads(sys.argv[1])))
 need = measure(spec)
+assert need is not None
 gc.collect()
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
@@ -67,6 +68,7 @@ def test_the_bound_holds_a_real_run_s_peak_from_above(sizes: dict[str, int]) -> 
 def test_the_count_is_the_weights_the_inputs_and_the_live_peak() -> None:
     config = BlockConfig(n_embd=64, n_head=4, seq=32, batch=2)
     need = memory_guard.measure(BlockSpec(config))
+    assert need is not None and need.peak is not None
     c, t, b = 64, 32, 2
     assert need.weights == 12 * c * c * 4  # float32 bias-free Linears: c_q, c_k, c_v, c_proj, c_fc, c_proj
     assert need.inputs >= b * t * c * 4  # x, and the rotary tables
@@ -95,9 +97,11 @@ def test_available_is_mem_available_not_mem_free(tmp_path: Path, monkeypatch: py
 
 def test_a_run_over_what_is_available_is_refused_in_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = BlockSpec(BlockConfig(n_embd=64, n_head=4, seq=32, batch=2))
-    bound = memory_guard.measure(spec).bound
+    need = memory_guard.measure(spec)
+    assert need is not None
+    bound = need.bound
     monkeypatch.setattr(memory_guard, "available_bytes", lambda device: bound - 1)
     with pytest.raises(ConfigError, match=r"take up to 0\.\d GiB, over the 0\.\d GiB available"):
         memory_guard.check_memory(spec, Device.cpu)
     monkeypatch.setattr(memory_guard, "available_bytes", lambda device: bound)
-    assert memory_guard.check_memory(spec, Device.cpu).bound == bound
+    assert memory_guard.check_memory(spec, Device.cpu) == need

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -124,5 +125,6 @@ def test_plain_text_needs_no_rich() -> None:
         "render.to_text(t); render.to_csv(t); render.to_markdown(t); render.to_json(t);"
         "sys.exit('rich' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", check], check=False, timeout=120)
+    root = Path(__file__).parent.parent  # where tests.models imports from
+    done = subprocess.run([sys.executable, "-c", check], check=False, timeout=120, cwd=root)
     assert done.returncode == 0

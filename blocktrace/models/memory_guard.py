@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from blocktrace.errors import ConfigError, TraceError, error_line
+from blocktrace.errors import ConfigError
 from blocktrace.models.spec import Device, ModelSpec
 
 if TYPE_CHECKING:
@@ -66,13 +66,13 @@ class Need:
         return f"{PEAK_MARGIN} times the activations alive at once"
 
 
-def check_memory(spec: ModelSpec, device: Device, created: int | None = None) -> Need:
+def check_memory(spec: ModelSpec, device: Device, created: int | None = None) -> Need | None:
     """The run's bound; ConfigError where it is over the memory the device has for it. `created`,
     the bytes of every tensor the forward creates (off a full-size trace that cost nothing), counts
     the activations where the meta device cannot run the model: more than are ever alive at once."""
     need = measure(spec, created)
     free = available_bytes(device)
-    if need.bound > free:
+    if need is not None and need.bound > free:
         raise ConfigError(
             f"--device {device}: the weights, input and {need.what} take up to {need.bound / 2**30:.1f} GiB, "
             f"over the {free / 2**30:.1f} GiB available; --device probe (the default) gives the same shapes"
@@ -80,8 +80,9 @@ def check_memory(spec: ModelSpec, device: Device, created: int | None = None) ->
     return need
 
 
-def measure(spec: ModelSpec, created: int | None = None) -> Need:
-    """What a real run of `spec` holds at most, counted on the meta device (see the module doc)."""
+def measure(spec: ModelSpec, created: int | None = None) -> Need | None:
+    """What a real run of `spec` holds at most, counted on the meta device (see the module doc);
+    None where the model cannot be built there."""
     import torch
     from torch.utils._pytree import tree_leaves
 
@@ -90,13 +91,17 @@ def measure(spec: ModelSpec, created: int | None = None) -> Need:
     try:
         module = spec.build(spec.sizes, "meta", spec.layers)
         args, kwargs = spec.inputs(spec.sizes, "meta")
-    except (RuntimeError, NotImplementedError, ValueError, TypeError) as error:
-        raise TraceError(f"the model cannot be built to count its memory: {error_line(error)}") from error
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # the user's code failing, sys.exit() included: the real run says it, once
+        return None
     weights = storage_bytes([*module.parameters(), *module.buffers()])
     inputs = storage_bytes(t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
     try:
         peak: int | None = inference_peak(module, args, kwargs)
-    except (RuntimeError, NotImplementedError, ValueError, TypeError):  # code the meta device cannot run
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # code the meta device cannot run, or that fails: counted without its peak
         peak = None
     return Need(weights, inputs, peak, created)
 
