@@ -186,39 +186,12 @@ def trace_config(config: BlockConfig, device: Device = Device.probe, frozen: tup
 
 
 def _check_memory(spec: ModelSpec, device: Device, sized: Trace | None) -> None:
-    """Refuse, in one sentence, a real run whose weights and activations would not fit in the memory
-    free for it, rather than be killed halfway through by the kernel. The activations are every
-    tensor the forward creates, read off a trace at full size that cost nothing (the probes' derived
-    trace, or a meta one; an upper bound: the forward frees some as it goes). Without one, the
-    weights alone are counted, off the module built on the meta device."""
-    import math
+    """Refuse a real run that would not fit (models/memory_guard.py); `sized`, a full-size trace
+    that cost nothing, counts the activations where the meta device cannot run the model."""
+    from blocktrace.models.memory_guard import check_memory
+    from blocktrace.views.stats import totals
 
-    from blocktrace.views.stats import itemsize, totals
-
-    if sized is not None:
-        weights = sum(math.prod(w.shape) for c in sized.calls for w in c.weights if w.tied is None)
-        inputs = sum(math.prod(t.shape) * itemsize(t.dtype) for t in sized.inputs)  # token ids: int64
-        need = weights * spec.dtype.itemsize + inputs + totals(sized).activation_bytes
-        what = "the weights, input and activations"
-    else:
-        module = spec.build(spec.sizes, "meta", spec.layers)
-        need, what = sum(p.numel() * p.element_size() for p in module.parameters()), "the weights alone"
-    free = _free_bytes(device)
-    if need > free:
-        raise ConfigError(
-            f"--device {device}: {what} take {need / 2**30:.1f} GiB, over the "
-            f"{free / 2**30:.1f} GiB free; --device probe (the default) gives the same shapes"
-        )
-
-
-def _free_bytes(device: Device) -> int:
-    if device == Device.cuda:
-        import torch
-
-        return torch.cuda.mem_get_info()[0]
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    check_memory(spec, device, None if sized is None else totals(sized).activation_bytes)
 
 
 def cached_trace(

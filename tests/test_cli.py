@@ -226,12 +226,12 @@ def test_a_real_run_too_big_for_this_machine_is_refused_in_one_line() -> None:
 
 
 def test_the_memory_guard_counts_what_the_forward_allocates(monkeypatch) -> None:
-    import blocktrace.pipeline
+    import blocktrace.models.memory_guard
     import blocktrace.tracing.tracer
 
     # 2 GiB free; tiny weights (64 wide) and an input of 256 MiB, but every (B, T, C) the forward
     # makes on top of it: about 28 times the input
-    monkeypatch.setattr(blocktrace.pipeline, "_free_bytes", lambda device: 2 * 2**30)
+    monkeypatch.setattr(blocktrace.models.memory_guard, "available_bytes", lambda device: 2 * 2**30)
     real_trace = blocktrace.tracing.tracer.trace
 
     def no_big_runs(module: object, args: tuple = (), *rest: object, **kwargs: object) -> object:
@@ -242,8 +242,9 @@ def test_the_memory_guard_counts_what_the_forward_allocates(monkeypatch) -> None
     long = ["--n-embd", "64", "--n-head", "4", "--seq", str(2**20), "--batch", "1", "--no-cache"]
     result = run("diagram", *long, "--device", "cpu")
     assert result.exit_code == 2, result.output
-    assert "weights, input and activations take" in result.stderr and "over the 2.0 GiB free" in result.stderr
-    needed = float(result.stderr.split("take ")[1].split(" GiB")[0])
+    assert "input and every tensor the forward creates take up to" in result.stderr
+    assert "over the 2.0 GiB available" in result.stderr
+    needed = float(result.stderr.split("take up to ")[1].split(" GiB")[0])
     assert needed > 20 * (2**20 * 64 * 4) / 2**30  # far more than the weights and the input alone
     fits = run("diagram", "--n-embd", "64", "--n-head", "4", "--seq", "64", "--batch", "1", "--device", "cpu")
     assert fits.exit_code == 0, fits.output

@@ -65,7 +65,7 @@ def test_probe_meta_and_cpu_agree_on_every_family(config: BlockConfig) -> None:
     drawing = to_text(render(layout(StepTree(probe, collapse=False))))
     assert drawing.count("(+)") == len(probe.residual_adds)
     tree = StepTree(probe)
-    rows = build_table(tree).rows
+    rows = build_table(tree, collapse=False).rows  # every layer's rows
     assert sum(r.kind == "residual add" for r in rows) == len(probe.residual_adds)
     # one formula per value of one layer's stream a residual add makes: x_mid, ..., x_out
     stream = [line for line in formulas(tree) if line.startswith("x_")]

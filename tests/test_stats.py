@@ -124,3 +124,12 @@ def test_the_diagram_labels_each_edge_with_the_values_it_carried() -> None:
     assert labelled and all(" rms " in line and " zeros " in line for line in labelled)
     assert " rms " not in invoke(["diagram", *TINY, "--device", "cpu"]).stdout
     one_error(invoke(["diagram", *TINY, "--stats"]), 2, "--device cpu")
+
+
+def test_layers_whose_values_differ_are_not_collapsed() -> None:
+    """A stack's layers read alike in shapes and counts but not in values: with --stats each layer
+    keeps its own row, so no run of layers shows one layer's numbers for all of them."""
+    args = ["table", *TINY, "--n-layer", "2", "--device", "cpu", "--stats", "--depth", "1", "--format", "csv"]
+    rows = list(csv.DictReader(io.StringIO(invoke(args).stdout)))
+    assert [r["path"] for r in rows] == ["", "h.0", "h.1"]
+    assert rows[1]["rms"] != rows[2]["rms"]

@@ -62,7 +62,7 @@ def calls_by_path(table: Table) -> dict[str, Row]:
 def test_parameters_equal_the_closed_form(config: BlockConfig) -> None:
     c, h, hkv, d, r = config.n_embd, config.n_head, config.n_kv_head, config.head_dim, config.mlp_ratio
     attention, mlp = c * (h * d) + 2 * c * (hkv * d) + c * c, 2 * r * c * c
-    table = build_table(StepTree(traced(config)))
+    table = build_table(StepTree(traced(config)), collapse=False)  # every layer
     calls = calls_by_path(table)
     blocks = [""] if config.n_layer == 1 else [f"h.{i}." for i in range(config.n_layer)]
     for block in blocks:
@@ -114,7 +114,7 @@ def children(rows: tuple[Row, ...], i: int) -> list[Row]:
 
 
 def test_a_call_row_counts_the_flops_of_everything_inside_it() -> None:
-    rows = build_table(StepTree(traced(replace(GQA, n_layer=2)))).rows
+    rows = build_table(StepTree(traced(replace(GQA, n_layer=2))), collapse=False).rows
     parents = [i for i in range(len(rows)) if children(rows, i)]
     blocks = [[f"h.{n}", f"h.{n}.attn", f"h.{n}.mlp"] for n in (0, 1)]
     assert [rows[i].name for i in parents] == ["(root)", *blocks[0], *blocks[1]]
@@ -243,7 +243,7 @@ def test_text_markdown_json_and_csv_carry_the_same_numbers() -> None:
     args = [*SMALL_ARGS, "--n-kv-head", "2", "--freeze", "mlp.c_fc"]
     data = json.loads(ok(*args, "--format", "json"))
     rows, totals = data["rows"], data["totals"]
-    assert data["schema"] == "blocktrace.table" and data["version"] == 2
+    assert data["schema"] == "blocktrace.table" and data["version"] == 3
     lines = ok(*args).splitlines()
     assert re.split(r" {2,}", lines[0]) == list(HEADERS)
     for line, row in zip(lines[2:], rows, strict=False):

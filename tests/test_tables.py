@@ -5,16 +5,13 @@ import json
 
 import pytest
 
-import blocktrace.pipeline
 from blocktrace.api.request import block_config
 from blocktrace.cli.options import PresetOpt
 from blocktrace.errors import ConfigError, error_line
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.block.families import FAMILIES, Activation, Norm, Preset, Qkv, Residual
-from blocktrace.models.block.spec import BlockSpec
 from blocktrace.models.request import SOURCES
 from blocktrace.models.spec import Device, Dtype
-from blocktrace.tracing.trace import TensorMeta, Trace
 from blocktrace.views.stats import human_bytes
 from tests.harness import TINY, invoke, one_error
 
@@ -82,22 +79,6 @@ def test_error_line_names_the_type_only_where_asked() -> None:
     assert error_line(error) == "the first line"
     assert error_line(error, named=True) == "ValueError: the first line"
     assert error_line(ValueError()) == error_line(ValueError(), named=True) == "ValueError"
-
-
-def _token_trace(tokens: int) -> Trace:
-    ids = TensorMeta(0, (1, tokens), "int64")
-    return Trace("Ids", "meta", (ids,), (ids,), (), (), ())
-
-
-def test_the_memory_guard_counts_int64_inputs_at_their_own_size(monkeypatch) -> None:
-    spec = BlockSpec(BlockConfig(dtype="float16"))  # its weights at 2 bytes; token ids are int64
-    tokens = 2**20
-    need = tokens * 8
-    monkeypatch.setattr(blocktrace.pipeline, "_free_bytes", lambda device: need - 1)
-    with pytest.raises(ConfigError, match="the weights, input and activations take"):
-        blocktrace.pipeline._check_memory(spec, Device.cpu, _token_trace(tokens))
-    monkeypatch.setattr(blocktrace.pipeline, "_free_bytes", lambda device: need)
-    blocktrace.pipeline._check_memory(spec, Device.cpu, _token_trace(tokens))
 
 
 def test_dtype_bytes_are_torch_s() -> None:

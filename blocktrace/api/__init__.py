@@ -109,8 +109,11 @@ def diagram(
     return Shown(DiagramView(traced, _shapes(shapes), formulas, ascii, _width(width), collapse))
 
 
-def table(*args: Any, shapes: str = "symbolic", depth: int | None = None, **kwargs: Any) -> Shown:
-    """The table of every call, op and residual add, with the table command's options."""
+def table(
+    *args: Any, shapes: str = "symbolic", depth: int | None = None, expand: bool = False, **kwargs: Any
+) -> Shown:
+    """The table of every call, op and residual add, with the table command's options (`expand`:
+    every layer's rows, where a run of identical layers is otherwise one row and one layer's)."""
     from blocktrace.api.shown import Shown
     from blocktrace.views.steps import StepTree
     from blocktrace.views.table.build import build_table
@@ -118,7 +121,8 @@ def table(*args: Any, shapes: str = "symbolic", depth: int | None = None, **kwar
 
     if depth is not None and depth < 0:
         raise ConfigError(f"depth must be 0 or more, got {depth}")
-    return Shown(TableView(build_table(StepTree(trace(*args, **kwargs)), depth), _shapes(shapes)))
+    built = build_table(StepTree(trace(*args, **kwargs)), depth, collapse=not expand)
+    return Shown(TableView(built, _shapes(shapes)))
 
 
 def source(

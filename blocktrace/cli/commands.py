@@ -168,6 +168,15 @@ def table(
             rich_help_panel=TRACE_PANEL,
         ),
     ] = False,
+    expand: Annotated[
+        bool,
+        typer.Option(
+            "--expand",
+            help="Every layer's rows: a run of identical layers is otherwise one row ('h.0 ... h.11', "
+            "'Block x 12', the run's numbers) and the first layer's rows.",
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = False,
     shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
         TableFormat | None,
@@ -198,6 +207,7 @@ def table(
     \b
       blocktrace table --n-embd 768 --seq 1024
       blocktrace table --freeze 'attn.*' --depth 1
+      blocktrace table --n-layer 12 --expand
       blocktrace table --n-head 8 --n-kv-head 2 -o block.csv
     """
     from blocktrace import api
@@ -205,7 +215,14 @@ def table(
     name, output = _output("table", fmt, output)
     with progress(wanted(name)):
         shown = api.table(
-            model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes, stats=stats
+            model,
+            device=device,
+            freeze=freeze or (),
+            cache=cache,
+            depth=depth,
+            shapes=shapes,
+            stats=stats,
+            expand=expand,
         )
     formats.write(shown.view, name, output)
 

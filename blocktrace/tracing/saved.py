@@ -196,6 +196,12 @@ def stream_input_requires_grad(args: tuple, kwargs: dict[str, Any]) -> tuple[tup
     return tree_unflatten(leaves, spec)
 
 
+def inference_peak(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> int:
+    """The most bytes of the forward's own storages alive at once, under no_grad (the memory guard's
+    count of a real run's activations)."""
+    return _inference(module, args, kwargs)[0]
+
+
 def _inference(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[int, int]:
     """The peak of the live bytes of the forward's own storages, and the bytes of the keys and
     values its attention calls took."""

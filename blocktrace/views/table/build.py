@@ -4,12 +4,19 @@ Rows come in execution order (the trace's clock: when each op ran and each call 
 under the call it ran in. A leaf call that ran exactly one op returning the call's own output (a
 Linear and its F.linear) is that op: one row, not two.
 
+With `collapse`, a run of identical layers is one row, as the diagram draws it once: the calls the
+diagram opens (those with a residual add inside) that follow each other under one parent and whose
+rows would read the same but for their own path (`h.3.attn.c_q` is `.attn.c_q` of `h.3`): kinds,
+names, shapes, weights and numbers all through. The row reads "h.0 … h.1023", "Block × 1024", holds
+the run's parameters and FLOPs, and is followed by the first layer's rows, once.
+
 No torch here: the table is built from the plain Trace data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from blocktrace.tracing.ops import facts
@@ -37,6 +44,7 @@ class Row:
     call: int | None = None  # index into Trace.calls for a call row
     op: int | None = None  # index into Trace.ops for an op row
     uncounted: tuple[str, ...] = ()  # aten ops inside it with no FLOPs formula: its FLOPs are unknown
+    count: int = 1  # the identical calls a collapsed row stands for ("Block × 1024"); its numbers are theirs
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class Table:
     symbols: dict[str, int] = field(default_factory=dict)  # legend: symbol -> value
     config: dict[str, Any] = field(default_factory=dict)
     depth: int | None = None  # rows deeper than this were folded into their parent
+    collapsed: bool = False  # whether runs of identical layers were made one row
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -58,12 +67,14 @@ class _Node:
 
     row: Row
     children: tuple[_Node, ...]
+    look: tuple = ()  # what its rows show, but for its own path: equal looks read alike (see _look)
 
 
-def build_table(tree: StepTree, depth: int | None = None) -> Table:
-    """The table of `tree`'s trace; rows nested deeper than `depth` are folded into their parent."""
+def build_table(tree: StepTree, depth: int | None = None, collapse: bool = False) -> Table:
+    """The table of `tree`'s trace; rows nested deeper than `depth` are folded into their parent;
+    with `collapse`, a run of identical layers is one row (see above)."""
     trace = tree.trace
-    roots = _Builder(tree).nodes(None, 0)
+    roots = _Builder(tree, collapse).nodes(None, 0)
     rows = tuple(row for node in roots for row in _flatten(node, depth))
     return Table(
         model=trace.model,
@@ -72,21 +83,34 @@ def build_table(tree: StepTree, depth: int | None = None) -> Table:
         symbols=dict(trace.symbols),
         config=plain(trace.config),
         depth=depth,
+        collapsed=collapse,
     )
 
 
 class _Builder:
-    def __init__(self, tree: StepTree):
+    def __init__(self, tree: StepTree, collapse: bool = True):
         self.trace = tree.trace
         self.residuals = tree.residual_at
         self.tree = tree
+        self.layers = tree.opened if collapse else frozenset()
 
     def nodes(self, call: int | None, depth: int) -> list[_Node]:
-        """The calls and ops directly inside `call`, in execution order."""
-        return [
-            self.call_node(item, depth) if isinstance(item, ModuleCall) else self.op_node(item, depth)
-            for item in self.trace.timeline(call)
-        ]
+        """The calls and ops directly inside `call`, in execution order, each run of identical
+        layers one node."""
+        out: list[_Node] = []
+        run: list[_Node] = []
+        for item in self.trace.timeline(call):
+            node = self.call_node(item, depth) if isinstance(item, ModuleCall) else self.op_node(item, depth)
+            if run and (node.row.call not in self.layers or node.look != run[0].look):
+                out.append(_collapsed(run))
+                run = []
+            if node.row.call in self.layers:
+                run.append(node)
+            else:
+                out.append(node)
+        if run:
+            out.append(_collapsed(run))
+        return out
 
     def call_node(self, call: ModuleCall, depth: int) -> _Node:
         children = self.nodes(call.index, depth + 1)
@@ -109,7 +133,7 @@ class _Builder:
             call=call.index,
             uncounted=uncounted,
         )
-        return _Node(row, tuple(children))
+        return _Node(row, tuple(children), _look(row, children))
 
     def op_node(self, op: OpCall, depth: int) -> _Node:
         path = "" if op.call is None else self.trace.calls[op.call].path
@@ -132,7 +156,50 @@ class _Builder:
             op=op.index,
             uncounted=op.uncounted,
         )
-        return _Node(row, ())
+        return _Node(row, (), _look(row, ()))
+
+
+def _look(row: Row, children: Sequence[_Node]) -> tuple:
+    """What the rows of a call or op show, paths relative to the call's own, its children's looks
+    included: two layers with equal looks print the same rows."""
+
+    def shapes(tensors: tuple[TensorMeta, ...]) -> tuple:
+        return tuple((t.shape, t.symbols, t.dtype, t.stats) for t in tensors)  # values differ: rows do
+
+    own = row.path if row.call is not None else ""
+    return (
+        row.kind,
+        "" if row.call is not None else row.name,
+        shapes(row.inputs),
+        shapes(row.outputs),
+        tuple((w.name, w.shape, w.symbols, w.trainable, w.tied) for w in row.weights),
+        (row.params, row.trainable, row.flops, row.uncounted),
+        tuple((_relative(c.row.path, own), c.look) for c in children),
+    )
+
+
+def _relative(path: str, own: str) -> str:
+    if path == own:
+        return ""
+    return path[len(own) :] if own and path.startswith(own + ".") else path
+
+
+def _collapsed(run: list[_Node]) -> _Node:
+    """A run of identical layers as one node: its row the run's, its children the first layer's."""
+    first, last = run[0].row, run[-1].row
+    if len(run) == 1:
+        return run[0]
+    row = replace(
+        first,
+        name=f"{first.path} … {last.path}",
+        kind=f"{first.kind} × {len(run)}",
+        outputs=last.outputs,
+        params=sum(n.row.params for n in run),
+        trainable=sum(n.row.trainable for n in run),
+        flops=sum(n.row.flops for n in run),
+        count=len(run),
+    )
+    return _Node(row, run[0].children, run[0].look)
 
 
 def _flatten(node: _Node, depth: int | None) -> list[Row]:

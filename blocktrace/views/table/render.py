@@ -6,23 +6,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
-from typing import Any
-
-from rich import box
-from rich.console import Console
-from rich.constrain import Constrain
-from rich.table import Table as RichTable
-from rich.text import Text
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from blocktrace.views.diagram.layout import wrap_flow
 from blocktrace.views.shapes import Shapes, dims_text, shape_text
 from blocktrace.views.stats import FLOP_UNITS, human, human_bytes
 from blocktrace.views.table.build import RESIDUAL_KIND, Row, Table
+from blocktrace.views.table.grid import GAP, SEVEN_BIT, Column, GridRow, cell_len, plain_lines, styled_lines
 from blocktrace.views.view import Page, Screen, size_of
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
 SCHEMA = "blocktrace.table"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: a collapsed run of layers is one row, with its "count"
 HEADERS = ("path", "kind", "input -> output", "weight", "params", "trainable", "FLOPs")
 CSV_COLUMNS = (
     "depth",
@@ -35,6 +34,7 @@ CSV_COLUMNS = (
     "params",
     "trainable",
     "flops",
+    "count",
 )
 
 STATS = ("mean", "std", "rms", "min", "max", "zeros")  # with --stats: of each row's (first) output
@@ -124,11 +124,6 @@ def footer(table: Table) -> list[str]:
     return lines
 
 
-# SIMPLE_HEAD with a 7-bit rule under the header, for streams that cannot carry "─"
-_ASCII_HEAD = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
-_UNLIMITED = 100_000  # columns: a table this wide never wraps a cell
-
-
 # the diagram's colours: module names cyan, shapes green, the residual stream bold yellow
 _NAME_STYLE, _SHAPE_STYLE, _RESIDUAL_STYLE, _OP_STYLE = "cyan", "green", "bold yellow", "dim"
 
@@ -139,7 +134,6 @@ _NAME_STYLE, _SHAPE_STYLE, _RESIDUAL_STYLE, _OP_STYLE = "cyan", "green", "bold y
 DROP_ORDER = ("weight", "trainable", "kind")
 FLOW_MIN = 24
 PATH_MIN = 12
-_GAP = 3  # columns between two columns: padding on both sides and the box's blank divider
 
 
 @dataclass(frozen=True)
@@ -147,20 +141,32 @@ class Fit:
     columns: tuple[str, ...]  # the headers shown, in order
     widths: dict[str, int]  # a width for each column that was narrowed: "input -> output", "path"
     width: int  # the table's width
+    natural: dict[str, int] = field(default_factory=dict)  # each column's width unnarrowed
 
 
-def fit(table: Table, shapes: Shapes = Shapes.symbolic, width: int | None = None) -> Fit:
-    """Which columns to show, and how narrow, for the table to fit in `width` columns."""
+def _all_cells(table: Table, shapes: Shapes) -> list[list[str]]:
+    """Every row's cells, the first indented by its nesting."""
     stats = has_stats(table)
-    cells = [
-        ["  " * row.depth + c if i == 0 else c for i, c in enumerate(_cells(row, shapes, stats))]
-        for row in table.rows
-    ]
-    natural = {h: max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers(table))}
-    columns = list(headers(table))
+    cells = [_cells(row, shapes, stats) for row in table.rows]
+    for row, texts in zip(table.rows, cells, strict=True):
+        texts[0] = "  " * row.depth + texts[0]
+    return cells
+
+
+def fit(
+    table: Table,
+    shapes: Shapes = Shapes.symbolic,
+    width: int | None = None,
+    cells: list[list[str]] | None = None,
+) -> Fit:
+    """Which columns to show, and how narrow, for the table to fit in `width` columns."""
+    cells = _all_cells(table, shapes) if cells is None else cells
+    names = headers(table)
+    natural = {h: max([len(h), *(cell_len(r[i]) for r in cells)]) for i, h in enumerate(names)}
+    columns = list(names)
 
     def total() -> int:
-        return sum(narrowed.get(c, natural[c]) for c in columns) + _GAP * (len(columns) - 1)
+        return sum(narrowed.get(c, natural[c]) for c in columns) + GAP * (len(columns) - 1)
 
     narrowed: dict[str, int] = {}
     if width is not None:
@@ -171,36 +177,45 @@ def fit(table: Table, shapes: Shapes = Shapes.symbolic, width: int | None = None
             over = total() - width
             if over > 0 and natural[name] > least:
                 narrowed[name] = max(least, natural[name] - over)
-    return Fit(tuple(columns), narrowed, total())
+    return Fit(tuple(columns), narrowed, total(), natural)
 
 
-def rich_table(
-    table: Table, shapes: Shapes = Shapes.symbolic, ascii_only: bool = False, shown: Fit | None = None
-) -> RichTable:
-    shown = shown or fit(table, shapes)
-    out = RichTable(box=_ASCII_HEAD if ascii_only else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    stats, names = has_stats(table), headers(table)
-    for i, header in enumerate(names):
-        if header not in shown.columns:
-            continue
-        out.add_column(
-            header,
-            justify="right" if i >= 4 else "left",
-            no_wrap=i != 2,  # only the shapes may wrap in a narrow terminal
-            overflow="ellipsis" if i == 0 else "fold",  # a path may be shortened, a number never
-            style=_SHAPE_STYLE if i == 2 else None,
-            width=shown.widths.get(header),
+def _grid(table: Table, shapes: Shapes, width: int | None = None) -> tuple[list[Column], list[GridRow]]:
+    """The columns shown and a grid row for each table row, fitted to `width` (None: whole)."""
+    cells = _all_cells(table, shapes)
+    shown = fit(table, shapes, width, cells)
+    names = headers(table)
+    keep = [i for i, h in enumerate(names) if h in shown.columns]
+    columns = [
+        Column(
+            names[i],
+            shown.widths.get(names[i], shown.natural[names[i]]),
+            right=i >= 4,
+            cut=i == 0,  # a path may be shortened, a number never
+            style=_SHAPE_STYLE if i == 2 else "",
         )
+        for i in keep
+    ]
     flow_width = shown.widths.get("input -> output")
-    for row in table.rows:
-        cells = _cells(row, shapes, stats)
-        name = Text("  " * row.depth + cells[0], style=_NAME_STYLE if row.call is not None else "")
-        style = _RESIDUAL_STYLE if row.kind == RESIDUAL_KIND else ("" if row.call is not None else _OP_STYLE)
+    rows = []
+    for row, texts in zip(table.rows, cells, strict=True):
         if flow_width is not None:  # wrapped between shapes, not inside one
-            cells[2] = "\n".join(wrap_flow(cells[2], flow_width))
-        texts: list[Text | str] = [name, *cells[1:]]
-        out.add_row(*(c for h, c in zip(names, texts, strict=True) if h in shown.columns), style=style)
-    return out
+            texts = [*texts[:2], "\n".join(wrap_flow(texts[2], flow_width)), *texts[3:]]
+        is_call = row.call is not None
+        style = _RESIDUAL_STYLE if row.kind == RESIDUAL_KIND else ("" if is_call else _OP_STYLE)
+        rows.append(GridRow([texts[i] for i in keep], style, _NAME_STYLE if is_call else ""))
+    return columns, rows
+
+
+def styled(
+    table: Table, shapes: Shapes = Shapes.symbolic, ascii_only: bool = False, width: int | None = None
+) -> list[Text]:
+    """The table as rich text lines, coloured as in a terminal, fitted to `width` (None: whole)."""
+    columns, rows = _grid(table, shapes, width)
+    lines = styled_lines(columns, rows, ascii_only)
+    for line in lines:
+        line.append("\n")  # printed as they are: a Screen prints each with end=""
+    return lines
 
 
 def print_text(table: Table, console: Console, shapes: Shapes = Shapes.symbolic) -> None:
@@ -217,11 +232,8 @@ def print_text(table: Table, console: Console, shapes: Shapes = Shapes.symbolic)
 
 def to_text(table: Table, shapes: Shapes = Shapes.symbolic, ascii_only: bool = False) -> str:
     """The table as plain characters, as wide as it needs, with no trailing blanks; then the totals."""
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=_UNLIMITED, force_terminal=False, color_system=None)
-    console.print(rich_table(table, shapes, ascii_only))
-    lines = [line.rstrip() for line in buffer.getvalue().splitlines()]
-    return "\n".join([*lines, *footer(table)]) + "\n"
+    columns, rows = _grid(table, shapes)
+    return "\n".join([*plain_lines(columns, rows, ascii_only), *footer(table)]) + "\n"
 
 
 def to_markdown(table: Table, shapes: Shapes = Shapes.symbolic, nbsp: str = "\u00a0") -> str:
@@ -251,6 +263,7 @@ def to_dict(table: Table, shapes: Shapes = Shapes.symbolic) -> dict[str, Any]:
         "symbols": dict(table.symbols),
         "shapes": Shapes(shapes).value,
         "depth": table.depth,
+        "collapsed": table.collapsed,
         "rows": [_row_dict(row, shapes, has_stats(table)) for row in table.rows],
         "totals": {
             "params": t.params,
@@ -281,6 +294,7 @@ def _row_dict(row: Row, shapes: Shapes, stats: bool = False) -> dict[str, Any]:
         "uncounted": sorted(set(row.uncounted)),
         "call": row.call,
         "op": row.op,
+        "count": row.count,
     }
     if stats:  # the first output's; every tensor's are in the trace (diagram --format json)
         first = row.outputs[0].stats if row.outputs else None
@@ -330,24 +344,31 @@ class TableView:
         if fmt == "text":  # whole, as wide as it needs
             return to_text(self.table, self.shapes, not page.unicode)
         if fmt == "markdown":  # indented with no-break spaces, as &nbsp; where the page cannot carry them
-            return to_markdown(self.table, self.shapes, nbsp="\u00a0" if page.carries("\u00a0") else "&nbsp;")
+            text = to_markdown(self.table, self.shapes, nbsp="\u00a0" if page.carries("\u00a0") else "&nbsp;")
+            return text if page.carries("…×") else text.translate(SEVEN_BIT)
         if fmt == "json":
             return to_json(self.table, self.shapes)
         if fmt == "csv":
-            return to_csv(self.table, self.shapes)
+            text = to_csv(self.table, self.shapes)
+            return text if page.carries("…×") else text.translate(SEVEN_BIT)
         raise ValueError(f"the table has no format {fmt!r}")
 
     def screen(self, page: Page) -> Screen | None:
         """On a terminal: fitted to its width (see DROP_ORDER), coloured where rich allows it (NO_COLOR
         honoured); a table that still does not fit is printed wider, the footer wrapped to the width."""
+        from rich.constrain import Constrain
+        from rich.text import Text
+
         if page.width is None:
             return None
-        shown = fit(self.table, self.shapes, page.width)
-        lines = (Constrain(Text(line), page.width) for line in footer(self.table))
-        return Screen((rich_table(self.table, self.shapes, not page.unicode, shown), *lines), shown.width)
+        lines = styled(self.table, self.shapes, not page.unicode, page.width)
+        notes = (Constrain(Text(line), page.width) for line in footer(self.table))
+        return Screen((*lines, *notes), max(cell_len(line.plain) for line in lines) - 1)
 
     def picture(self) -> Screen:
         """The whole table and its totals, coloured as in a terminal, never fitted to one."""
+        from rich.text import Text
+
         lines = [Text(line + "\n") for line in footer(self.table)]
         size = size_of(to_text(self.table, self.shapes))
-        return Screen((rich_table(self.table, self.shapes), *lines), *size)
+        return Screen((*styled(self.table, self.shapes), *lines), *size)
