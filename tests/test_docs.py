@@ -50,7 +50,9 @@ def test_doc_pages_are_what_blocktrace_prints(path: Path, request: pytest.Fixtur
         return
     result = invoke(["docs", "--check", str(path.relative_to(DOCS.parent))])
     assert result.exit_code == 0, f"{result.stderr}{result.stdout}"
-    assert result.stdout == result.stderr == ""
+    assert result.stdout == ""
+    # a marker's own notes (an MoE's experts path) are passed on; nothing else is said
+    assert all(line.startswith("blocktrace: note: ") for line in result.stderr.splitlines())
 
 
 def test_docs_show_pictures_of_two_families() -> None:
