@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from rich.style import Style
 
-from blocktrace.output.pictures import THEME
+from blocktrace.output.pictures import THEME_OF
 from tests.harness import TINY, invoke
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -122,7 +122,7 @@ def test_svg_is_coloured_as_in_the_terminal() -> None:
     def colour(style: str) -> str:
         color = Style.parse(style).color
         assert color is not None
-        return f"fill: {color.get_truecolor(THEME).hex}"
+        return f"fill: {color.get_truecolor(THEME_OF['dark']).hex}"
 
     merge = _style_of(svg, "(+)")
     assert colour(STYLES["merge"]) in merge and "font-weight: bold" in merge

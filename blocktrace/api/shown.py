@@ -47,11 +47,11 @@ class Shown:
         else:
             yield from shown.renderables
 
-    def _picture(self, fmt: str) -> str:
+    def _picture(self, fmt: str, theme: str = formats.THEMES[0]) -> str:
         from blocktrace.output.pictures import picture
 
         shown = self.view.picture()
-        return picture(fmt, list(shown.renderables), (shown.width, shown.height), self.view.title)
+        return picture(fmt, list(shown.renderables), (shown.width, shown.height), self.view.title, theme)
 
     def _repr_html_(self) -> str:
         """A notebook's display: the picture `save("x.html")` writes."""
@@ -60,10 +60,11 @@ class Shown:
     def _repr_svg_(self) -> str:
         return self._picture("svg")
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, theme: str = formats.THEMES[0]) -> None:
         """Write to `path` in the format its suffix names (.txt .md .json .svg .html, and .csv for a
-        table), as `-o FILE` does: whole or not at all. Raises BlocktraceError."""
-        formats.write(self.view, None, str(path))
+        table), as `-o FILE` does: whole or not at all; a picture in `theme` ("dark" or "light"), as
+        `--theme` gives it. Raises BlocktraceError."""
+        formats.write(self.view, None, str(path), theme=theme)
 
     def to_json(self) -> str:
         """What `--format json` prints."""

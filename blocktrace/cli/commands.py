@@ -12,6 +12,7 @@ import typer
 
 from blocktrace.cli.app import COMPLETE_VAR, OptionsOnly, app, completion_classes
 from blocktrace.cli.options import (
+    DEFAULT_THEME,
     OUTPUT_PANEL,
     TRACE_PANEL,
     CacheOpt,
@@ -21,6 +22,7 @@ from blocktrace.cli.options import (
     ShapesOpt,
     SourceFormat,
     TableFormat,
+    ThemeOpt,
     _Format,
     _formats,
     block_flags,
@@ -97,6 +99,7 @@ def diagram(
         ),
     ] = False,
     output: OutputOpt = None,
+    theme: ThemeOpt = DEFAULT_THEME,
 ) -> None:
     """Draw the Block's data flow with the tensor shape on every edge.
 
@@ -121,7 +124,7 @@ def diagram(
             model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only,
             width=width, collapse=collapse, stats=stats,
         )  # fmt: skip
-    formats.write(shown.view, name, output)
+    formats.write(shown.view, name, output, theme=theme.value)
 
 
 def _output(command: str, fmt: Enum | None, output: str | None) -> tuple[str, str | None]:
@@ -190,6 +193,7 @@ def table(
         ),
     ] = None,
     output: OutputOpt = None,
+    theme: ThemeOpt = DEFAULT_THEME,
 ) -> None:
     """List every module call, functional op and residual add with its shapes, weights,
     parameters, requires_grad and FLOPs, then the totals.
@@ -224,7 +228,7 @@ def table(
             stats=stats,
             expand=expand,
         )
-    formats.write(shown.view, name, output)
+    formats.write(shown.view, name, output, theme=theme.value)
 
 
 @app.command(cls=OptionsOnly)
@@ -268,6 +272,7 @@ def source(
         ),
     ] = None,
     output: OutputOpt = None,
+    theme: ThemeOpt = DEFAULT_THEME,
 ) -> None:
     """Print the code that ran (each module's forward and the helpers it calls), every line
     annotated with the shapes it made.
@@ -294,7 +299,7 @@ def source(
         shown = api.source(
             model, device=device, cache=cache, shapes=shapes, function=function or (), width=width
         )
-    formats.write(shown.view, name, output)
+    formats.write(shown.view, name, output, theme=theme.value)
 
 
 @app.command(cls=OptionsOnly)
@@ -330,6 +335,7 @@ def memory(
         ),
     ] = None,
     output: OutputOpt = None,
+    theme: ThemeOpt = DEFAULT_THEME,
 ) -> None:
     """Show what training and inference hold: weights, gradients, optimizer state and the
     activations autograd saves for backward; weights, the key/value cache and the forward's peak.
@@ -350,7 +356,7 @@ def memory(
     name, output = _output("memory", fmt, output)
     with progress(wanted(name)):
         shown = api.memory(model, optimizer=optimizer, mixed=mixed)
-    formats.write(shown.view, name, output)
+    formats.write(shown.view, name, output, theme=theme.value)
 
 
 if TYPE_CHECKING:
@@ -399,6 +405,7 @@ def grad(
         ),
     ] = None,
     output: OutputOpt = None,
+    theme: ThemeOpt = DEFAULT_THEME,
 ) -> None:
     """Measure the gradient along the residual stream at init: for each layer of the stack, the
     norm of dL/dx at its input and of its parameters' gradients.
@@ -419,7 +426,7 @@ def grad(
     name, output = _output("grad", fmt, output)
     with progress(wanted(name)):
         shown = api.grad(model, seed=seed, device=device.value, init=init.value)
-    formats.write(shown.view, name, output)
+    formats.write(shown.view, name, output, theme=theme.value)
 
 
 class CacheAction(StrEnum):

@@ -30,12 +30,19 @@ def _formats(command: str) -> type[StrEnum]:
     return StrEnum(f"{command.title()}Format", {v: v for v in formats.names(command)})  # type: ignore[return-value]  # mypy: the functional API's return
 
 
+class _Theme(StrEnum):
+    """What Theme is to the type checker: its members are formats.THEMES."""
+
+
 if TYPE_CHECKING:
     DiagramFormat = _Format
     TableFormat = _Format
     SourceFormat = _Format
+    Theme = _Theme
 else:
     DiagramFormat, TableFormat, SourceFormat = map(_formats, ("diagram", "table", "source"))
+    Theme = StrEnum("Theme", {name: name for name in formats.THEMES})
+DEFAULT_THEME = Theme(formats.THEMES[0])
 
 
 SOURCE_PANEL = "Model source (default: the built-in Block)"
@@ -165,6 +172,14 @@ OutputOpt = Annotated[
         metavar="FILE",
         help="Write to FILE instead of stdout ('-': stdout). The file is replaced whole or not at all.",
         show_default=False,
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+ThemeOpt = Annotated[
+    Theme,
+    typer.Option(
+        "--theme",
+        help="svg, html: dark, as a terminal, or light, a white page whose colours read on white.",
         rich_help_panel=OUTPUT_PANEL,
     ),
 ]

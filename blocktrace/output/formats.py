@@ -54,6 +54,8 @@ OFFERS: dict[str, tuple[str, ...]] = {
     "grad": ("text", "markdown", "json", "csv", "svg", "html"),
 }
 DEFAULT = "text"  # with no --format and no -o FILE suffix to go by
+PICTURES = ("svg", "html")  # the formats drawn in a theme; their writers take `theme=`
+THEMES = ("dark", "light")  # --theme's choices (output/pictures.py colours them); the first is the default
 
 
 def names(command: str) -> tuple[str, ...]:
@@ -115,6 +117,13 @@ def writer(fmt: str) -> Callable[..., None]:
     return getattr(importlib.import_module(module), function)
 
 
-def write(view: View, fmt: str | None, output: str | None, stream: TextIO | None = None) -> None:
-    """Write `view` as the format `fmt` and `output` resolve to (see `resolve`)."""
-    writer(resolve(view.command, fmt, output))(view, output, stream)
+def write(
+    view: View, fmt: str | None, output: str | None, stream: TextIO | None = None, theme: str = THEMES[0]
+) -> None:
+    """Write `view` as the format `fmt` and `output` resolve to (see `resolve`); a picture in `theme`,
+    which the other formats, having no colours of their own, do not take."""
+    name = resolve(view.command, fmt, output)
+    if name in PICTURES:
+        writer(name)(view, output, stream, theme=theme)
+    else:
+        writer(name)(view, output, stream)

@@ -16,6 +16,9 @@ The templates are rich's own (`CONSOLE_SVG_FORMAT`, `CONSOLE_HTML_FORMAT`), pass
   1px gap at every row; rich's per-row clip paths, which would cut that overlap, are switched off
   in the template's CSS. The letters stay in their cells: each run has rich's textLength;
 - the HTML page has a <title> and a visible title line, and the SVG's window title is the same.
+
+Two themes (`--theme`): dark, rich's SVG theme, as a terminal; and light, a white page whose
+colours are darkened until each reads on white (yellow, rich's and a terminal's, does not).
 """
 
 from __future__ import annotations
@@ -25,13 +28,28 @@ import io
 from html import escape
 
 from rich.console import Console, RenderableType
-from rich.terminal_theme import SVG_EXPORT_THEME
+from rich.terminal_theme import SVG_EXPORT_THEME, TerminalTheme
+
+from blocktrace.errors import OutputError
+from blocktrace.output.formats import THEMES
 
 FONTS = '"Fira Code", "DejaVu Sans Mono", Menlo, Consolas, "Liberation Mono", monospace'
 FONT_PX = 21  # rich's cells are 20px high and 24.4px apart: 21px glyphs of these fonts join rows
 ADVANCE = 0.6  # a cell's width in ems in these fonts
 ASPECT = ADVANCE * FONT_PX / 20  # rich's cell width / cell height (its font_aspect_ratio)
-THEME = SVG_EXPORT_THEME  # dark, as a terminal: SVG and HTML alike
+# each colour at least 5.9:1 against white (WCAG AA asks 4.5:1 of text); bright ones as plain ones
+_LIGHT_ANSI = [
+    (36, 41, 47),  # black
+    (178, 34, 34),  # red
+    (17, 110, 40),  # green
+    (138, 90, 0),  # yellow: dark amber
+    (9, 86, 190),  # blue
+    (130, 50, 160),  # magenta
+    (0, 110, 125),  # cyan
+    (88, 96, 105),  # white: grey
+]
+LIGHT = TerminalTheme((255, 255, 255), (36, 41, 47), _LIGHT_ANSI, _LIGHT_ANSI)
+THEME_OF: dict[str, TerminalTheme] = {"dark": SVG_EXPORT_THEME, "light": LIGHT}  # SVG and HTML alike
 
 SVG_FORMAT = """<svg class="rich-terminal" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">
     <!-- Generated with Rich https://www.textualize.io, by blocktrace -->
@@ -103,10 +121,14 @@ h1 {{
 """.replace("FONTS", FONTS)
 
 
-def picture(fmt: str, renderables: list[RenderableType], size: tuple[int, int], title: str) -> str:
+def picture(
+    fmt: str, renderables: list[RenderableType], size: tuple[int, int], title: str, theme: str = "dark"
+) -> str:
     """`renderables` printed on a console of `size` (columns, lines), exported as `fmt` ("svg" or
-    "html"). Every setting rich would read from the environment is given: a console given no height
-    takes 80 columns in a dumb terminal (TERM=dumb), whatever its width."""
+    "html") in `theme` (one of THEMES; else OutputError, exit 2). Every setting rich would read from
+    the environment is given: a console given no height takes 80 columns in a dumb terminal
+    (TERM=dumb), whatever its width."""
+    colours = theme_of(theme)
     columns, lines = size
     console = Console(
         record=True,
@@ -131,12 +153,19 @@ def picture(fmt: str, renderables: list[RenderableType], size: tuple[int, int], 
         digest = hashlib.sha256(console.export_text(clear=False).encode() + title.encode()).hexdigest()
         return console.export_svg(
             title=title,
-            theme=THEME,
+            theme=colours,
             code_format=SVG_FORMAT,
             font_aspect_ratio=ASPECT,
             unique_id=f"blocktrace-{digest[:10]}",
         )
     if fmt == "html":
         page = HTML_FORMAT.replace("TITLE", escape(title).replace("{", "{{").replace("}", "}}"))
-        return console.export_html(theme=THEME, code_format=page, inline_styles=True)
+        return console.export_html(theme=colours, code_format=page, inline_styles=True)
     raise ValueError(f"no picture format {fmt!r}")
+
+
+def theme_of(name: str) -> TerminalTheme:
+    """The terminal theme `name` names; OutputError (exit 2) for a name THEMES lacks."""
+    if name not in THEME_OF:
+        raise OutputError(f"no theme {name!r}; the themes are {', '.join(THEMES)}", 2)
+    return THEME_OF[name]

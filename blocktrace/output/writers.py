@@ -72,22 +72,22 @@ def csv(view: View, output: str | None, stream: TextIO | None = None) -> None:
     _plain("csv", view, output, stream)
 
 
-def _picture(fmt: str, view: View, output: str | None, stream: TextIO | None) -> None:
+def _picture(fmt: str, view: View, output: str | None, stream: TextIO | None, theme: str) -> None:
     """A stdout that cannot carry a character gets it as a numeric reference (&#9474;), which SVG and
     HTML read as the character itself."""
     from blocktrace.output.pictures import picture
 
     shown = view.picture()
-    drawn = picture(fmt, list(shown.renderables), (shown.width, shown.height), view.title)
+    drawn = picture(fmt, list(shown.renderables), (shown.width, shown.height), view.title, theme)
     stream, page = _destination(output, stream)
     if not page.carries(drawn):
         drawn = drawn.encode("ascii", "xmlcharrefreplace").decode("ascii")
     write_output(drawn, output, stream)
 
 
-def svg(view: View, output: str | None, stream: TextIO | None = None) -> None:
-    _picture("svg", view, output, stream)
+def svg(view: View, output: str | None, stream: TextIO | None = None, theme: str = "dark") -> None:
+    _picture("svg", view, output, stream, theme)
 
 
-def html(view: View, output: str | None, stream: TextIO | None = None) -> None:
-    _picture("html", view, output, stream)
+def html(view: View, output: str | None, stream: TextIO | None = None, theme: str = "dark") -> None:
+    _picture("html", view, output, stream, theme)
