@@ -13,15 +13,9 @@ from blocktrace.errors import BlocktraceError
 from blocktrace.output import formats
 from blocktrace.output.pictures import LIGHT, THEME_OF
 from tests.harness import TINY, invoke
-from tests.test_pictures import _style_of, svg_rows, text_of
+from tests.test_pictures import _style_of, run, svg_rows, text_of
 
 WHITE = "#ffffff"
-
-
-def run(args: list[str]) -> str:
-    result = invoke(args)
-    assert result.exit_code == 0, result.stderr
-    return result.stdout
 
 
 def contrast(rgb: tuple[int, int, int]) -> float:
