@@ -18,12 +18,9 @@ _CONFIG = "config.json"
 _HINT = "give a folder holding the model's config.json, or set HF_HUB_OFFLINE=1 to use only the models cached"
 
 
-class HubUnreachable(BlocktraceError):
-    """The Hub could not give the config: not the request's fault, so a failed run (exit 1)."""
-
-
 def check_hub(source: str) -> None:
-    """Refuse a Hub id whose config.json is neither cached nor reachable, in one sentence."""
+    """Refuse a Hub id whose config.json is neither cached nor reachable, in one sentence: a failed run
+    (exit 1), not a bad request."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -34,7 +31,7 @@ def check_hub(source: str) -> None:
     if isinstance(cached, str):
         return  # transformers reads the cached copy where the Hub does not answer
     if constants.is_offline_mode():
-        raise HubUnreachable(
+        raise BlocktraceError(
             f"--hf {source}: HF_HUB_OFFLINE=1 is set and its config.json is not in the Hugging Face "
             "cache; give a folder holding the model's config.json, or unset HF_HUB_OFFLINE to download it"
         )
@@ -48,9 +45,9 @@ def check_hub(source: str) -> None:
         status = getattr(error.response, "status_code", 0)
         if status < 500:
             return
-        raise HubUnreachable(f"--hf {source}: the Hugging Face Hub answered {status}; {_HINT}") from error
+        raise BlocktraceError(f"--hf {source}: the Hugging Face Hub answered {status}; {_HINT}") from error
     except Exception as error:  # no name resolution, no route, no answer within the timeout
-        raise HubUnreachable(
+        raise BlocktraceError(
             f"--hf {source}: cannot reach the Hugging Face Hub ({type(error).__name__}, {timeout:g} s "
             f"timeout, {_TIMEOUT_VARIABLE} sets it); {_HINT}"
         ) from error
