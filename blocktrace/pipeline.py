@@ -211,7 +211,7 @@ def cached_trace(
         return _as_requested(hit, request)
     load_torch()
     with user_output_to_stderr():  # the spec imports the user's code, or transformers
-        spec = request.spec()
+        spec = request.spec(key)  # on the config.json hashed for the key, were it replaced since
     traced = trace_spec(spec, device, frozen, stats)
     if key is not None:
         cache.store(traced, key, device, frozen)

@@ -102,3 +102,28 @@ def test_every_part_of_an_hf_request_is_in_its_key(
     assert key is not None
     other = CHANGES[change](request, tmp_path, monkeypatch).cache_key()
     assert other is not None and cache.key(other, "probe", ()) != cache.key(key, "probe", ())
+
+
+def test_a_config_replaced_while_torch_is_imported_is_not_traced_under_the_old_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blocktrace import pipeline
+
+    folder = Path(_written(tmp_path / "tiny"))
+    hashed = (folder / "config.json").read_bytes()
+    load_torch = pipeline.load_torch
+
+    def replaced_meanwhile() -> None:  # called after the key is taken, before the config is loaded
+        load_torch()
+        (folder / "config.json").write_text(json.dumps({**CONFIG, "n_embd": 24}), encoding="utf-8")
+
+    monkeypatch.setattr(pipeline, "load_torch", replaced_meanwhile)
+    request = ModelRequest(BlockConfig(), "hf", str(folder), {"batch": 2, "seq": 4})
+    traced = pipeline.cached_trace(request)
+    assert traced.config["config"]["n_embd"] == 16  # the bytes hashed, not the file's new ones
+
+    (folder / "config.json").write_bytes(hashed)
+    key = request.cache_key()
+    assert key is not None
+    served = cache.load(key, "probe", ())
+    assert served is not None and served.config["config"]["n_embd"] == 16

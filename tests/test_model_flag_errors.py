@@ -179,6 +179,7 @@ def test_an_unreachable_hub_is_one_line_not_its_retries(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     transformers = pytest.importorskip("transformers")
+    from blocktrace.models import hf
 
     def offline(source: str, **kwargs: object) -> None:
         # what huggingface_hub says before each retry of a Hub it cannot reach
@@ -186,6 +187,7 @@ def test_an_unreachable_hub_is_one_line_not_its_retries(
         raise OSError(f"We couldn't connect to 'https://huggingface.co' to load {source}")
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
+    monkeypatch.setattr(hf, "check_hub", lambda source: None)  # reached first, then lost
     result = invoke(["diagram", "--hf", "someone/some-model"])
     one_error(result, 2, "--hf someone/some-model: We couldn't connect")
     assert [r.getMessage() for r in caplog.records if r.name.startswith("huggingface_hub")] == []

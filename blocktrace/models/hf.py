@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocktrace.errors import ConfigError, error_line
 from blocktrace.models.block.config import MAX_ELEMENTS, MAX_LAYERS
+from blocktrace.models.hf_hub import check_hub
 from blocktrace.models.hf_inputs import MainInput, concrete_class, main_input
 from blocktrace.models.spec import Dtype
 from blocktrace.models.validate import check_fields, read_config_json
@@ -65,15 +66,17 @@ _BATCHED_EXPERTS = "batched_mm"  # transformers' experts implementation of gathe
 _DECODER_LAYERS = ("decoder_layers", "num_decoder_layers")  # BART's, T5's
 
 
-def load_config(source: str) -> Any:
-    """transformers' config for a folder holding config.json, or a Hub id; one-line errors."""
+def load_config(source: str, data: bytes | None = None) -> Any:
+    """transformers' config for a folder holding config.json, or a Hub id; one-line errors. `data`:
+    the folder's config.json as already read for the cache's key, so that the config traced is the one
+    hashed even where the file is replaced meanwhile."""
     path = Path(source).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():
         raise ConfigError(f"--hf {source}: no config.json in that folder")
     if not path.exists() and (path.is_absolute() or source.startswith((".", "~"))):
         raise ConfigError(f"--hf {source}: no such folder")  # a path, not a Hub id
-    if path.is_dir():  # checked before transformers reads it, whose words for a bad field are its own
-        read_config_json(source, path / "config.json")
+    # read and checked before transformers sees it, whose words for a bad field are its own
+    raw = read_config_json(source, path / "config.json", data) if path.is_dir() else None
     try:
         from transformers import AutoConfig
     except ImportError as error:
@@ -83,12 +86,38 @@ def load_config(source: str) -> Any:
 
     logging.set_verbosity_error()  # its advice is for training and generation; blocktrace speaks for itself
     hub_logging.set_verbosity_error()  # a line per retry of a Hub it cannot reach: the error says it once
+    if raw is None:
+        check_hub(source)
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        config = (
+            AutoConfig.from_pretrained(source, trust_remote_code=False)
+            if raw is None
+            else _from_fields(source, raw)
+        )
+    except ConfigError as error:
+        raise ConfigError(f"--hf {source}: {error}") from error
     except Exception as error:  # OSError, ValueError, KeyError: transformers' words for what is wrong
         raise ConfigError(f"--hf {source}: {' '.join(str(error).split()) or error_line(error)}") from error
     check_fields(source, config.to_dict())  # a Hub id's config too, and transformers' own defaults
     return config
+
+
+def _from_fields(source: str, raw: dict[str, Any]) -> Any:
+    """The config a folder's config.json holds, from its fields as read, of the class its model_type
+    names, as AutoConfig chooses it (a config class of remote code is never loaded)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = raw.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        auto_map = raw.get("auto_map")
+        if isinstance(auto_map, dict) and "AutoConfig" in auto_map:
+            raise ConfigError("its config class is remote code, which blocktrace never runs")
+        if model_type is None:
+            raise ConfigError("config.json names no model_type")
+        raise ConfigError(
+            f"model type {model_type!r} is not one this transformers knows (pip install -U transformers)"
+        )
+    return CONFIG_MAPPING[model_type].from_dict(dict(raw), name_or_path=source)
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,10 @@ class HFKey:
     batch: int
     seq: int | None
     dtype: Dtype | None  # None: the config's (its digest covers it)
+    config_json: bytes = field(default=b"", compare=False, repr=False)  # the bytes hashed, traced on a miss
 
     def describe(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return {k: v for k, v in vars(self).items() if k != "config_json"}
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,10 @@ class ModelRequest:
         """What the cache keys this request by, or None: not cached."""
         return BlockSpec(self.config) if self.source is None else SOURCES[self.source].cache_key(self)
 
-    def spec(self) -> ModelSpec:
-        """The model spec; imports what it names (the user's code, transformers)."""
-        return BlockSpec(self.config) if self.source is None else SOURCES[self.source].spec(self)
+    def spec(self, key: Keyed | None = None) -> ModelSpec:
+        """The model spec; imports what it names (the user's code, transformers). `key`: this request's
+        cache_key, so that the model traced is the one keyed by (an HFKey's config.json as hashed)."""
+        return BlockSpec(self.config) if self.source is None else SOURCES[self.source].spec(self, key)
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,13 @@ class Source:
 
     option: Flag  # the flag that chooses it and names the model
     gives: str  # what gives the sizes in the Block flags' place, for the refusal of one
-    spec: Callable[[ModelRequest], ModelSpec]
+    spec: Callable[[ModelRequest, Keyed | None], ModelSpec]
     cache_key: Callable[[ModelRequest], Keyed | None]
     reads: tuple[str, ...] = ("dtype",)  # the Block flags it reads
     flags: tuple[Flag, ...] = ()  # its own flags, refused without it
 
 
-def _module_spec(request: ModelRequest) -> ModelSpec:
+def _module_spec(request: ModelRequest, key: Keyed | None) -> ModelSpec:
     from blocktrace.models.user_module import module_spec
 
     assert request.target is not None
@@ -92,11 +94,11 @@ def _not_cached(request: ModelRequest) -> None:
     return None
 
 
-def _hf_spec(request: ModelRequest) -> ModelSpec:
+def _hf_spec(request: ModelRequest, key: Keyed | None) -> ModelSpec:
     from blocktrace.models.hf import HFSpec, load_config
 
     assert request.target is not None
-    config = load_config(request.target)
+    config = load_config(request.target, key.config_json if isinstance(key, HFKey) else None)
     batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
     return HFSpec.from_config(request.target, config, batch, seq, request.flags.get("dtype"))
 
@@ -104,13 +106,13 @@ def _hf_spec(request: ModelRequest) -> ModelSpec:
 def _hf_key(request: ModelRequest) -> HFKey | None:
     config_file = Path(request.target or "") / "config.json"
     try:
-        digest = hashlib.sha256(config_file.read_bytes()).hexdigest()
+        data = config_file.read_bytes()
         transformers = version("transformers")
     except (OSError, PackageNotFoundError):
         return None
-    folder = str(config_file.parent.resolve())
+    folder, digest = str(config_file.parent.resolve()), hashlib.sha256(data).hexdigest()
     batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
-    return HFKey(folder, digest, transformers, batch, seq, request.flags.get("dtype"))
+    return HFKey(folder, digest, transformers, batch, seq, request.flags.get("dtype"), data)
 
 
 SOURCES: dict[str, Source] = {

@@ -30,13 +30,15 @@ _FRACTIONS = ("partial_rotary_factor", "rotary_pct")  # in (0, 1]
 _MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few KiB
 
 
-def read_config_json(source: str, path: Path) -> dict[str, Any]:
-    """The JSON object in `path`, checked; refused in one sentence where it is not one (null, a list)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_CONFIG_BYTES + 1)
-    except OSError as error:
-        raise ConfigError(f"--hf {source}: cannot read config.json: {error.strerror or error}") from error
+def read_config_json(source: str, path: Path, data: bytes | None = None) -> dict[str, Any]:
+    """The JSON object in `path`, checked; refused in one sentence where it is not one (null, a list).
+    `data`: the file's bytes as already read (and hashed for the cache's key), parsed in its place."""
+    if data is None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(_MAX_CONFIG_BYTES + 1)
+        except OSError as error:
+            raise ConfigError(f"--hf {source}: cannot read config.json: {error.strerror or error}") from error
     if len(data) > _MAX_CONFIG_BYTES:
         raise ConfigError(f"--hf {source}: config.json is over {_MAX_CONFIG_BYTES // 2**20} MiB")
     try:
