@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "progress": set(),  # the stage a run is in: set by the pipeline, shown by the CLI
     "tracing": {"errors", "tracing"},
     "sizes": {"errors", "tracing", "sizes"},
-    "models": {"errors", "tracing", "sizes", "models"},
+    "models": {"errors", "tracing", "sizes", "models", "progress"},  # progress: asking the Hub is a stage
     "views": {"errors", "tracing", "views"},
     "output": {"errors", "output", "views"},  # views: the protocol only (see test below)
     "docs": {"errors", "output", "docs"},  # pages and their markers; the commands are the CLI's
