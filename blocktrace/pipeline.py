@@ -56,6 +56,10 @@ def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...], stats:
     from blocktrace.sizes.naming import derived_trace, named
     from blocktrace.sizes.stack import fit_shapes
 
+    if device in (Device.cpu, Device.cuda):  # a model that could never run: refused before any probe
+        from blocktrace.models.memory_guard import check_weights
+
+        check_weights(spec, device)
     if spec.full_size_trace:
         unit = _unit_fit(spec, frozen)
         if device in (Device.probe, Device.meta):

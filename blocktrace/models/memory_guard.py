@@ -43,10 +43,13 @@ class Need:
     inputs: int
     peak: int | None  # the forward's live-tensor peak on the meta device; None where it cannot run there
     created: int | None = None  # every tensor the forward creates, where a trace says: never exceeded
+    uncounted: bool = False  # the weights and inputs alone were over: the activations not counted
 
     @property
     def activations(self) -> int:
         """The most the activations are taken to reach."""
+        if self.uncounted:
+            return 0
         bounds = [
             b for b in (None if self.peak is None else self.peak * PEAK_MARGIN, self.created) if b is not None
         ]
@@ -58,6 +61,13 @@ class Need:
         return math.ceil((self.weights + self.inputs) * WEIGHT_MARGIN) + self.activations + SLACK
 
     @property
+    def subject(self) -> str:
+        """What the bound counts, as the refusal says it."""
+        if self.uncounted:
+            return "the weights and input alone"
+        return f"the weights, input and {self.what}"
+
+    @property
     def what(self) -> str:
         if self.peak is None and self.created is None:
             return "no activations (the meta device cannot run it to count them)"
@@ -66,23 +76,40 @@ class Need:
         return f"{PEAK_MARGIN} times the activations alive at once"
 
 
+def check_weights(spec: ModelSpec, device: Device) -> None:
+    """ConfigError at once where the weights and inputs alone are over the memory the device has:
+    before any probe or trace of a model that could never run."""
+    free = available_bytes(device)
+    need = measure(spec, free=free, weights_only=True)
+    if need is not None and need.bound > free:
+        raise _over(need, device, free)
+
+
+def _over(need: Need, device: Device, free: int) -> ConfigError:
+    return ConfigError(
+        f"--device {device}: {need.subject} take up to {need.bound / 2**30:.1f} GiB, "
+        f"over the {free / 2**30:.1f} GiB available; --device probe (the default) gives the same shapes"
+    )
+
+
 def check_memory(spec: ModelSpec, device: Device, created: int | None = None) -> Need | None:
     """The run's bound; ConfigError where it is over the memory the device has for it. `created`,
     the bytes of every tensor the forward creates (off a full-size trace that cost nothing), counts
     the activations where the meta device cannot run the model: more than are ever alive at once."""
-    need = measure(spec, created)
     free = available_bytes(device)
+    need = measure(spec, created, free)
     if need is not None and need.bound > free:
-        raise ConfigError(
-            f"--device {device}: the weights, input and {need.what} take up to {need.bound / 2**30:.1f} GiB, "
-            f"over the {free / 2**30:.1f} GiB available; --device probe (the default) gives the same shapes"
-        )
+        raise _over(need, device, free)
     return need
 
 
-def measure(spec: ModelSpec, created: int | None = None) -> Need | None:
+def measure(
+    spec: ModelSpec, created: int | None = None, free: int | None = None, weights_only: bool = False
+) -> Need | None:
     """What a real run of `spec` holds at most, counted on the meta device (see the module doc);
-    None where the model cannot be built there."""
+    None where the model cannot be built there. Where the weights and inputs alone are over `free`
+    (or with `weights_only`), the forward is not run to count the activations (a meta run of a huge
+    stack takes a while)."""
     import torch
     from torch.utils._pytree import tree_leaves
 
@@ -97,6 +124,9 @@ def measure(spec: ModelSpec, created: int | None = None) -> Need | None:
         return None
     weights = storage_bytes([*module.parameters(), *module.buffers()])
     inputs = storage_bytes(t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
+    alone = Need(weights, inputs, None, uncounted=True)
+    if weights_only or (free is not None and alone.bound > free):
+        return alone
     try:
         peak: int | None = inference_peak(module, args, kwargs)
     except KeyboardInterrupt:
