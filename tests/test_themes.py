@@ -11,7 +11,7 @@ from rich.style import Style
 import blocktrace
 from blocktrace.errors import BlocktraceError
 from blocktrace.output import formats
-from blocktrace.output.pictures import LIGHT, THEME_OF
+from blocktrace.output.pictures import DARK_OUTLINE, LIGHT, LIGHT_OUTLINE, THEME_OF
 from tests.harness import TINY, invoke
 from tests.test_pictures import _style_of, run, svg_rows, text_of
 
@@ -36,6 +36,13 @@ def test_light_svg_is_on_white_and_dark_is_not() -> None:
     assert f'fill="{WHITE}"' in light and WHITE not in dark.lower()
     assert run(["diagram", *TINY, "--format", "svg", "--theme", "dark"]) == dark
     assert svg_rows(light)[1] == svg_rows(dark)[1]  # the same drawing, only coloured otherwise
+
+
+def test_the_light_window_has_an_edge() -> None:
+    light = run(["diagram", *TINY, "--format", "svg", "--theme", "light"])
+    dark = run(["diagram", *TINY, "--format", "svg"])
+    assert DARK_OUTLINE in dark  # what rich draws; if it ever changes, so must the light one
+    assert LIGHT_OUTLINE in light and DARK_OUTLINE not in light
 
 
 def test_light_colours_read_on_white() -> None:

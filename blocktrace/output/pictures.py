@@ -15,7 +15,9 @@ The templates are rich's own (`CONSOLE_SVG_FORMAT`, `CONSOLE_HTML_FORMAT`), pass
   vertical line (│, ├, ┬) spans the whole 24.4px row and joins the next row's, instead of leaving a
   1px gap at every row; rich's per-row clip paths, which would cut that overlap, are switched off
   in the template's CSS. The letters stay in their cells: each run has rich's textLength;
-- the HTML page has a <title> and a visible title line, and the SVG's window title is the same.
+- the HTML page has a <title> and a visible title line, and the SVG's window title is the same;
+- on a light theme the window's outline, which rich draws white at 35% for a dark terminal, is
+  drawn black at 35%, so the window still has an edge on white.
 
 Two themes (`--theme`): dark, rich's SVG theme, as a terminal; and light, a white page whose
 colours are darkened until each reads on white (yellow, rich's and a terminal's, does not).
@@ -50,6 +52,8 @@ _LIGHT_ANSI = [
 ]
 LIGHT = TerminalTheme((255, 255, 255), (36, 41, 47), _LIGHT_ANSI, _LIGHT_ANSI)
 THEME_OF: dict[str, TerminalTheme] = {"dark": SVG_EXPORT_THEME, "light": LIGHT}  # SVG and HTML alike
+DARK_OUTLINE = 'stroke="rgba(255,255,255,0.35)"'  # the window's edge as rich draws it
+LIGHT_OUTLINE = 'stroke="rgba(0,0,0,0.35)"'
 
 SVG_FORMAT = """<svg class="rich-terminal" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">
     <!-- Generated with Rich https://www.textualize.io, by blocktrace -->
@@ -151,13 +155,14 @@ def picture(
         console.print(renderable, end="", no_wrap=True, overflow="ignore", crop=False)
     if fmt == "svg":
         digest = hashlib.sha256(console.export_text(clear=False).encode() + title.encode()).hexdigest()
-        return console.export_svg(
+        svg = console.export_svg(
             title=title,
             theme=colours,
             code_format=SVG_FORMAT,
             font_aspect_ratio=ASPECT,
             unique_id=f"blocktrace-{digest[:10]}",
         )
+        return svg if colours is not LIGHT else svg.replace(DARK_OUTLINE, LIGHT_OUTLINE, 1)
     if fmt == "html":
         page = HTML_FORMAT.replace("TITLE", escape(title).replace("{", "{{").replace("}", "}}"))
         return console.export_html(theme=colours, code_format=page, inline_styles=True)
