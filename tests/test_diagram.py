@@ -222,3 +222,11 @@ def test_a_chain_of_ops_on_the_stream_is_written_as_nested_calls(tmp_path) -> No
     result = invoke(["diagram", "--module", f"{path}:Inline", "--input", "2,3,8", "--formulas"])
     assert result.exit_code == 0, result.stderr
     assert "x_out = x + Linear(reshape(transpose(SDPA(*unbind(Linear(x))))))" in result.stdout
+
+
+def test_an_op_that_makes_several_tensors_lists_them_all() -> None:
+    # docs/examples/nanogpt_block.py: q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+    result = invoke(["diagram", "--module", "docs/examples/nanogpt_block.py:block", "--dim", "T=16"])
+    assert result.exit_code == 0, result.output
+    split = next(row for row in result.stdout.splitlines() if " split " in row)
+    assert "(B, T, 3C) -> 3×(B, T, C)" in split

@@ -80,13 +80,15 @@ class Diagram:
 def _note_flow(step: Step) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
     """What an inner step's note says it read and made: a helper what it took and returned, a
     module call every tensor it took and returned (its last view's value where views were folded
-    into it), an op every tensor it took."""
+    into it), an op every tensor it took and, when its last op made several (split, chunk), all of
+    them."""
     if step.kind == StepKind.helper and step.taken:
         return step.taken, step.returned or (step.output,)
     if step.kind == StepKind.call and step.call is not None:
         whole = not step.ops and step.call.outputs
         return step.call.inputs or step.inputs, step.call.outputs if whole else (step.output,)
-    return step.inputs, (step.output,)
+    last = step.ops[-1].outputs if step.ops else ()
+    return step.inputs, last if step.output in last else (step.output,)
 
 
 def _scores(step: Step) -> TensorMeta | None:
