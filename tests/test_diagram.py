@@ -161,6 +161,7 @@ def test_the_highway_forks_after_the_last_step_that_hands_the_stream_on(tmp_path
     dropout = next(i for i, row in enumerate(rows) if "Dropout" in row)
     fork = next(i for i, row in enumerate(rows) if "├" in row)
     assert fork > dropout
+    assert all(row.strip() != "│" for row in rows)  # no row kept for a fork drawn further down
 
 
 NESTED = """\

@@ -262,8 +262,9 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
             branching.setdefault(origin.id, []).append(f"{made}{shape_text(value, shapes)}, output {k}")
     side_sources = {steps[i].inputs[0].id for i in column_of if steps[i].inputs}
 
-    def edge(out: TensorMeta) -> int:
+    def edge(out: TensorMeta, handed_on: bool = False) -> int:
         """The stream from the last node down to the next: past its notes, its shape, its forks, ▼.
+        A value the next step hands back (eval-mode dropout) forks after that step, not here.
         Returns the row of its shape."""
         nonlocal y
         y = max(y + 1, busy_until + 1)
@@ -271,7 +272,7 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
         texts.append(Label(cx + 2, y, edge_text(out, shapes), "shape"))
         rows = []
         for r in drawn_adds:
-            if r.stream.id == out.id:
+            if r.stream.id == out.id and not handed_on:
                 y += 1
                 rows.append(y)
         if rows:  # an op that hands its input back (eval-mode dropout) carries it on: fork after it
@@ -350,7 +351,7 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
             y = side_from[k] = box(step, k)
             side_last[k] = step.output
             continue
-        label_row = edge(last)
+        label_row = edge(last, step.kind != StepKind.residual and step.output.id == last.id)
         y += 1
         if step.kind == StepKind.residual:
             assert step.residual is not None
