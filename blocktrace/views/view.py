@@ -101,3 +101,10 @@ def size_of(text: str) -> tuple[int, int]:
 
     lines = text.splitlines() or [""]
     return max(max(cell_len(line) for line in lines), 1), len(lines)
+
+
+def text_picture(text: str) -> Screen:
+    """A view whose picture is its plain text, uncoloured (source, memory, grad)."""
+    from rich.text import Text
+
+    return Screen((Text(text),), *size_of(text))

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from blocktrace.tracing.grad_record import LOSS, GradRecord
-from blocktrace.views.view import Page, Screen, size_of
+from blocktrace.views.view import Page, Screen, text_picture
 
 BAR = 24  # the columns of a full bar
 EIGHTHS = " ▏▎▍▌▋▊▉█"  # a bar's last cell in eighths of one
@@ -138,7 +138,4 @@ class GradView:
         return None
 
     def picture(self) -> Screen:
-        from rich.text import Text
-
-        text = to_text(self.record)
-        return Screen((Text(text),), *size_of(text))
+        return text_picture(to_text(self.record))

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 from blocktrace.views.memory.build import Memory, Part
 from blocktrace.views.stats import human_bytes
-from blocktrace.views.view import Page, Screen, size_of
+from blocktrace.views.view import Page, Screen, text_picture
 
 
 def _parts(title: str, parts: tuple[Part, ...], total: int) -> list[str]:
@@ -118,7 +118,4 @@ class MemoryView:
         return None
 
     def picture(self) -> Screen:
-        from rich.text import Text
-
-        text = to_text(self.memory)
-        return Screen((Text(text),), *size_of(text))
+        return text_picture(to_text(self.memory))

@@ -11,7 +11,7 @@ from typing import Any
 from blocktrace.tracing.trace import Trace
 from blocktrace.views.shapes import Shapes
 from blocktrace.views.source.view import NOT_RUN, FunctionView, Line, SourceView, flow_text
-from blocktrace.views.view import Page, Screen, size_of
+from blocktrace.views.view import Page, Screen, text_picture
 
 SCHEMA = "blocktrace.source"
 SCHEMA_VERSION = 2
@@ -278,7 +278,4 @@ class SourceListing:
         return None
 
     def picture(self) -> Screen:
-        from rich.text import Text
-
-        text = text_report(self.view, self.shapes, self.width)
-        return Screen((Text(text),), *size_of(text))
+        return text_picture(text_report(self.view, self.shapes, self.width))
