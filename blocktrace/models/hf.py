@@ -189,7 +189,7 @@ class HFSpec:
                 found[symbol] = value
         if found.get("Hkv") == found.get("H"):
             del found["Hkv"]  # every head its own keys and values: no grouping for the probes to add
-        found.update(self.main.values(self.config))
+        found.update(self.main.values(self.config, self.seq))
         inner = next((k for k in _INNER if isinstance(getattr(self.config, k, None), int)), None)
         if inner is not None:
             found["F"] = getattr(self.config, inner)

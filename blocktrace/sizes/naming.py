@@ -8,7 +8,7 @@ from dataclasses import replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, TypedDict
 
-from blocktrace.sizes.fit import ShapeFit, structure
+from blocktrace.sizes.fit import ShapeFit, fit_probes, structure
 from blocktrace.sizes.stack import repeat
 from blocktrace.sizes.symbols import Dim
 from blocktrace.tracing.trace import ModuleCall, TensorMeta, Trace, Weight
@@ -90,6 +90,11 @@ def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
             if spec.layers > 1
             else None
         )
+        if stack_fit is None and spec.layers > 1 and spec.full_size_trace:
+            # layers that differ (T5's first computes the position bias the others read): the
+            # probes of the whole stack, at its depth
+            whole = fit_probes(spec, layers=spec.layers)
+            stack_fit = whole if whole is not None and structure(whole.probe) == structure(trace) else None
         if stack_fit is None:
             return named_trace
         shape_fit = stack_fit
