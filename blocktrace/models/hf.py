@@ -62,6 +62,7 @@ _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "d
 # GPT-2 calls it n_inner (None there means 4C); BART and Whisper encoder_ffn_dim, T5 d_ff
 _INNER = ("intermediate_size", "n_inner", "encoder_ffn_dim", "d_ff")
 _ENCODER, _DECODER = "encoder_", "decoder_"
+_EAGER = "eager"  # transformers' attention of matmuls and a softmax, which any device runs
 _BATCHED_EXPERTS = "batched_mm"  # transformers' experts implementation of gathered weights and bmm
 _DECODER_LAYERS = ("decoder_layers", "num_decoder_layers")  # BART's, T5's
 
@@ -130,6 +131,7 @@ class HFSpec:
     seq: int = 1024
     dtype: Dtype = Dtype.float32
     dtype_source: str = "--dtype"  # where the dtype came from, as the header says it (config_dtype)
+    attention: str | None = None  # the attn_implementation it is built with; None: transformers' default
 
     def __post_init__(self) -> None:
         layers = getattr(self.config, _LAYERS, None)
@@ -311,11 +313,24 @@ class HFSpec:
             "each token's gathered expert weights",
         )
 
+    def meta_alternative(self) -> tuple[HFSpec, str] | None:
+        """The model with transformers' eager attention, and why, for where its default attention
+        cannot run on the meta device (BART's sdpa mask asks `.item()` whether it may skip the mask):
+        eager runs every layer as the default does, its attention as matmuls and a softmax."""
+        if self.attention is not None:
+            return None
+        return replace(self, attention=_EAGER), (
+            f'traced with attn_implementation="{_EAGER}", which transformers offers for this model: '
+            "its default attention cannot run on the meta device"
+        )
+
     def build(self, sizes: dict[str, int], device: str, layers: int) -> nn.Module:
         import torch
 
         config = self.at(sizes, layers)
         experts = {"experts_implementation": _BATCHED_EXPERTS} if self._batched_experts else {}
+        if self.attention is not None:
+            experts["attn_implementation"] = self.attention
         try:
             with torch.device(device):
                 model = self.model_class().from_config(config, dtype=self.dtype.to_torch(), **experts)
@@ -338,6 +353,7 @@ class HFSpec:
             "seq": self.seq,
             "dtype": self.dtype,
             "dtype_source": self.dtype_source,
+            **({"attention": self.attention} if self.attention is not None else {}),
         }
 
 

@@ -21,6 +21,8 @@ def header(trace: Trace, width: int | None = None, parts: Sequence[tuple[str, in
     (an encoder's and a decoder's), in place of their total."""
     source = SOURCES.get(trace.device, trace.device)
     said = trace.config.get("dtype_source")  # where a --hf model's dtype came from
+    attention = trace.config.get("attention")  # the attention a --hf model was built with, if not its default
+    said = f"{said}; {attention} attention" if said and attention else said
     dtype = f" ({trace.float_dtype}{f', {said}' if said else ''})" if trace.float_dtype else ""
     first, n = parts[0] if parts else ("", len(trace.residual_adds))
     adds = f"{f'{first}: ' if first else ''}{n} residual add{'' if n == 1 else 's'}"
