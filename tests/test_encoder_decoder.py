@@ -88,6 +88,19 @@ def test_a_two_layer_t5_whose_first_block_differs_is_named(tmp_path: Path) -> No
     lines = _lines(["--hf", str(path)])
     assert "encoder: 4 residual adds, decoder: 6 (shapes from the meta device)" in lines[0]
     assert lines[2] == "input  (B, S)" and "input 2  (B, T)" in lines and "output (B, T, C)" in lines
+    # T5Stack.forward (modeling_t5.py:729-743): the first block returns self_attention_position_bias
+    # (and, in the decoder, cross_attention_position_bias), handed to every later block: a side
+    # output of block 0's attention, a side input of block 1's
+    made = "not drawn: {} leaves {}.block.0 beside its stream, made by {}.block.0.layer.{}.{} (T5Attention); "
+    read = "drawn where it is read, as block.0"
+    assert [line for line in lines if line.startswith("not drawn:")] == [
+        made.format("(1, H, S, S)", "encoder", "encoder", 0, "SelfAttention") + read,
+        made.format("(1, H, T, T)", "decoder", "decoder", 0, "SelfAttention") + read,
+        made.format("(1, H, T, S)", "decoder", "decoder", 1, "EncDecAttention") + read,
+    ]
+    arrows = [line.split("◄─ ")[1].split("  ")[0] for line in lines if "◄─ block.0" in line]
+    assert arrows == ["block.0 (1, H, S, S)", "block.0 (1, H, T, T)", "block.0 (1, H, T, S)"]
+    assert "x_4 = x_3 + Dropout(T5Attention(T5LayerNorm(x_3), block.0))" in lines  # the encoder's block 1
 
 
 def test_the_source_length_is_seq_at_full_size_and_the_encoder_s_ids_are_s_long() -> None:

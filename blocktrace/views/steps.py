@@ -149,7 +149,10 @@ class StepTree:
         if level is None:
             return []
         inside = self._graph_steps(level, step)
-        made = {t.id for i in inside for t in level.steps[i].outputs}
+        # what it made, not what it handed back as it took it (T5's position bias, read and returned)
+        made = {t.id for i in inside for t in level.steps[i].outputs} - {
+            t.id for i in inside for t in level.steps[i].inputs
+        }
         if step.kind == StepKind.section and step.inputs:  # a stream drawn beside: its own input
             made.add(step.inputs[0].id)
         found: dict[str, dict[int, TensorMeta]] = {}

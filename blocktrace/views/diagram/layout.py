@@ -188,10 +188,39 @@ def left_out(tree: StepTree, shapes: Shapes = Shapes.symbolic) -> list[str]:
         made = f"{shapes_text(call.inputs, shapes)} -> {shapes_text(call.outputs[:1], shapes)}"
         adds = f"{count} residual add{'' if count == 1 else 's'}"
         lines.append(f"not drawn: {call.path} ({call.type}, {made}, {adds}) runs beside the stream{into}")
+    lines += _passed_on(tree, shapes)
     for k, (origin, names, value) in enumerate(tree.side_outputs(), 2):
         if origin is None and value.id not in drawn.values():
             by = f" by {', '.join(names)}" if names else ""
             lines.append(f"not drawn: output {k} {shape_text(value, shapes)}, made{by} from no stream value")
+    return lines
+
+
+def _passed_on(tree: StepTree, shapes: Shapes) -> list[str]:
+    """A line for each value a layer returns beside its stream that other steps read (T5's position
+    bias, made by the first block's attention and read by the later blocks'): drawn where it is
+    read, but not where it leaves the layer that made it."""
+    trace, graph = tree.trace, tree.graph
+    readers: dict[int, list[str]] = {}
+    for level in graph.levels:
+        for side in level.side_inputs:
+            readers.setdefault(side.value.id, []).append(side.source)
+    lines, said = [], set()
+    for level in sorted(graph.levels[1:], key=lambda lv: lv.call):  # in the order the calls began
+        for value in level.side_outputs:
+            if value.id in said or value.id not in readers:
+                continue
+            said.add(value.id)
+            makers = [
+                c for c in trace.calls if value.id in {t.id for t in c.outputs} - {t.id for t in c.inputs}
+            ]
+            maker = max(makers, key=lambda c: c.path.count("."), default=None)
+            by = f", made by {maker.path} ({maker.type})" if maker is not None else ""
+            names = ", ".join(dict.fromkeys(readers[value.id]))
+            lines.append(
+                f"not drawn: {shape_text(value, shapes)} leaves {trace.calls[level.call].path} beside its "
+                f"stream{by}; drawn where it is read, as {names}"
+            )
     return lines
 
 
