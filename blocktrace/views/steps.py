@@ -149,10 +149,8 @@ class StepTree:
         if level is None:
             return []
         inside = self._graph_steps(level, step)
-        # what it made, not what it handed back as it took it (T5's position bias, read and returned)
-        made = {t.id for i in inside for t in level.steps[i].outputs} - {
-            t.id for i in inside for t in level.steps[i].inputs
-        }
+        made = {t.id for i in inside for t in level.steps[i].outputs}
+        made -= {t.id for i in inside for t in level.steps[i].inputs}  # not what it hands back (T5's bias)
         if step.kind == StepKind.section and step.inputs:  # a stream drawn beside: its own input
             made.add(step.inputs[0].id)
         found: dict[str, dict[int, TensorMeta]] = {}
@@ -341,8 +339,7 @@ class StepTree:
 
     @cached_property
     def _flow(self) -> tuple[tuple[Step, ...], Mapping[int, Step], tuple[tuple[Step, ...], ...]]:
-        """The stream, the side computations and the streams beside it, found in one walk of the
-        opened calls."""
+        """The stream, the side computations and the streams beside it: one walk of the opened calls."""
         opened, collapse = self.opened, self.collapse
         side: dict[int, Step] = {}
         beside_calls = {c for c, _ in self.graph.beside} & opened
@@ -362,9 +359,8 @@ class StepTree:
                     off = bool(self.from_input) and step.output.id not in self.from_input
                 if off and step.call is not None and step.call.index in beside_calls:
                     inner = expand(step.call)
-                    beside.append(
-                        (replace(step, kind=StepKind.section, label=step.call.path, span=len(inner)), *inner)
-                    )
+                    section = replace(step, kind=StepKind.section, label=step.call.path, span=len(inner))
+                    beside.append((section, *inner))
                 if off:
                     side.setdefault(step.output.id, step)  # positions, rotary cos/sin, masks: off stream
                     continue
