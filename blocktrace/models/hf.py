@@ -62,6 +62,7 @@ _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "d
 # GPT-2 calls it n_inner (None there means 4C); BART and Whisper encoder_ffn_dim, T5 d_ff
 _INNER = ("intermediate_size", "n_inner", "encoder_ffn_dim", "d_ff")
 _ENCODER, _DECODER = "encoder_", "decoder_"
+_WINDOW = "sliding_window"  # Mistral's, Gemma2's: attention to the last W positions only
 _EAGER = "eager"  # transformers' attention of matmuls and a softmax, which any device runs
 _BATCHED_EXPERTS = "batched_mm"  # transformers' experts implementation of gathered weights and bmm
 _DECODER_LAYERS = ("decoder_layers", "num_decoder_layers")  # BART's, T5's
@@ -305,13 +306,23 @@ class HFSpec:
     @property
     def notes(self) -> tuple[str, ...]:
         """What the user is told once, beside the trace, of how the model was built."""
-        if not self._batched_experts:
-            return ()
-        return (
-            f"the MoE experts run transformers' {_BATCHED_EXPERTS} experts implementation (its default, "
-            "grouped_mm, cannot run on the meta device at these dtypes and sizes); activations count "
-            "each token's gathered expert weights",
-        )
+        found = []
+        if self._batched_experts:
+            found.append(
+                f"the MoE experts run transformers' {_BATCHED_EXPERTS} experts implementation (its default, "
+                "grouped_mm, cannot run on the meta device at these dtypes and sizes); activations count "
+                "each token's gathered expert weights"
+            )
+        window = getattr(self.config, _WINDOW, None)
+        used = getattr(self.config, "use_sliding_window", True) is not False  # Qwen2-MoE's off switch
+        if isinstance(window, int) and not isinstance(window, bool) and window > 0 and used:
+            # transformers' sliding-window layers mask (B, 1, T, T) and keep the last W - 1 positions
+            found.append(
+                f"the sliding window ({_WINDOW} = {window}) is the size of no shape, so no dim is named "
+                "for it: the mask is (B, 1, T, T), the window in its values, and where T is longer the "
+                f"cache keeps the last W - 1 = {window - 1} positions, shown as that number"
+            )
+        return tuple(found)
 
     def meta_alternative(self) -> tuple[HFSpec, str] | None:
         """The model with transformers' eager attention, and why, for where its default attention
