@@ -138,6 +138,9 @@ def _trace_full_size(
             )
         return traced
     except TraceError as error:
+        alternative = _meta_alternative(spec, device, frozen, error)
+        if alternative is not None:
+            return alternative
         if device == Device.meta or not _meta_unsupported(error):
             if _fails_on_cpu_too(spec, frozen, error):
                 raise
@@ -160,6 +163,26 @@ def _trace_full_size(
         )
     notice("note", f"the meta device cannot run this model ({reason}); shapes derived from 2 small CPU runs")
     return derived
+
+
+def _meta_alternative(
+    spec: ModelSpec, device: Device, frozen: tuple[str, ...], error: TraceError
+) -> Trace | None:
+    """Where the meta device cannot run the model's default path but the library offers another that
+    it can (transformers' eager attention), the trace of that one, said in a note; else None."""
+    from blocktrace.output.sink import notice
+
+    offer = getattr(spec, "meta_alternative", None)
+    found = offer() if offer is not None and _meta_unsupported(error) else None
+    if found is None:
+        return None
+    other, why = found
+    try:
+        traced = _trace_full_size(other, device, frozen, _unit_fit(other, frozen))
+    except TraceError:
+        return None  # no better: the default's error is the one to say
+    notice("note", why)
+    return traced
 
 
 def _fails_on_cpu_too(spec: ModelSpec, frozen: tuple[str, ...], error: TraceError) -> bool:

@@ -88,6 +88,9 @@ RESIDUALS: dict[str, list[Residual]] = {
         ("decoder.block.0.layer.0", "input", (("layer_norm", "SelfAttention", "dropout"),)),
         ("decoder.block.0.layer.1", "input", (("layer_norm", "EncDecAttention", "dropout"),)),
         ("decoder.block.0.layer.2", "input", (("layer_norm", "DenseReluDense", "dropout"),)),
+        # the encoder's T5Block: T5LayerSelfAttention and T5LayerFF, no cross-attention
+        ("encoder.block.0.layer.0", "input", (("layer_norm", "SelfAttention", "dropout"),)),
+        ("encoder.block.0.layer.1", "input", (("layer_norm", "DenseReluDense", "dropout"),)),
     ],
     # post-norm decoder layer: residual + dropout(self_attn(h)), then self_attn_layer_norm; the same
     # for encoder_attn and for fc2(activation_fn(fc1(h))) (modeling_bart.py:364, :379, :388);
@@ -98,6 +101,14 @@ RESIDUALS: dict[str, list[Residual]] = {
         (
             "decoder.layers.0",
             "encoder_attn_layer_norm",
+            (("fc1", "activation_fn", "dropout", "fc2", "dropout"),),
+        ),
+        # BartEncoderLayer: residual + dropout(self_attn(h)), self_attn_layer_norm; residual +
+        # dropout(fc2(dropout(activation_fn(fc1(h))))), final_layer_norm (modeling_bart.py:286-301)
+        ("encoder.layers.0", "input", (("self_attn", "dropout"),)),
+        (
+            "encoder.layers.0",
+            "self_attn_layer_norm",
             (("fc1", "activation_fn", "dropout", "fc2", "dropout"),),
         ),
     ],
@@ -115,10 +126,18 @@ RESIDUALS: dict[str, list[Residual]] = {
             "add",
             (("final_layer_norm", "fc1", "activation_fn", "dropout", "fc2", "dropout"),),
         ),
+        # WhisperEncoderLayer, pre-norm, two sums (modeling_whisper.py:403, :411)
+        ("encoder.layers.0", "input", (("self_attn_layer_norm", "self_attn", "dropout"),)),
+        (
+            "encoder.layers.0",
+            "add",
+            (("final_layer_norm", "fc1", "activation_fn", "dropout", "fc2", "dropout"),),
+        ),
     ],
 }
 
-# the residual adds of the calls beside the stream, in the model's code: an encoder-decoder's encoder
+# the calls beside the stream holding residual adds of their own, and how many: an encoder-decoder's
+# encoder, whose residuals are among the model's above
 BESIDE = {
     "t5": [("encoder", 2)],  # T5LayerSelfAttention, T5LayerFF (modeling_t5.py:403, :141)
     "bart": [("encoder", 2)],  # modeling_bart.py:293, :301
@@ -169,7 +188,7 @@ def test_each_residual_its_skip_and_branches_and_each_layer_s_side_inputs_are_th
     t, g = traced(model, (), inputs)
     assert residuals(t, g) == RESIDUALS[name]
     assert [(t.calls[c].path, n) for c, n in g.beside] == BESIDE.get(name, [])
-    assert len(t.residual_adds) == len(RESIDUALS[name])  # what the drawing counts: its stream's
+    assert len(t.residual_adds) == len(RESIDUALS[name])  # what the drawing counts: every stream's
     path, side = SIDE[name]
     assert side_inputs(t, g, path) == side
 

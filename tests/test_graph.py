@@ -143,7 +143,9 @@ def test_an_encoder_decoder_draws_the_decoder_with_the_encoder_as_its_cross_inpu
     t, g = traced(transformers.BartModel(config), IDS, decoder_input_ids=IDS[:, :5])
     assert g.root.main_input is not None and g.root.main_input.shape == (2, 5)
     fc = ["fc1", "activation_fn", "dropout", "fc2", "dropout"]
-    assert branches(t, g) == [[["self_attn", "dropout"]], [["encoder_attn", "dropout"]], [fc]] * 2
+    # the decoder's three sums per layer, then the encoder's two (BartEncoderLayer: self_attn, then fc)
+    decoder = [[["self_attn", "dropout"]], [["encoder_attn", "dropout"]], [fc]] * 2
+    assert branches(t, g) == decoder + [[["self_attn", "dropout"]], [fc]] * 2
     assert sources(level_of(t, g, "decoder.layers.1"), "encoder_attn") == {"encoder"}
     assert [(t.calls[c].path, n) for c, n in g.beside] == [("encoder", 4)]
 

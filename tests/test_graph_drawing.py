@@ -141,18 +141,26 @@ def bart() -> Trace:
     return traced(transformers.BartModel(config), IDS, decoder_input_ids=IDS[:, :5])
 
 
-def test_bart_draws_the_decoder_with_the_encoder_entering_its_cross_attention() -> None:
-    """BartDecoderLayer: self_attn(hidden), then encoder_attn(hidden, key_value_states=encoder's)."""
+def test_bart_draws_the_encoder_then_the_decoder_with_the_encoder_entering_its_cross_attention() -> None:
+    """BartModel.forward: encoder_outputs = self.encoder(input_ids), then self.decoder(
+    decoder_input_ids, encoder_hidden_states=encoder_outputs[0]); BartDecoderLayer: self_attn(hidden),
+    then encoder_attn(hidden, key_value_states=encoder's)."""
     t = bart()
     text = drawn(t)
-    assert text.splitlines()[0].strip() == "input  (2, 5)"  # decoder_input_ids, not the encoder's ids
+    lines = [line.strip() for line in text.splitlines()]
+    assert lines[0] == "input  (2, 7)"  # the encoder's input_ids first
+    assert "[encoder: BartEncoder]" in text and "reads input" not in text  # its own input is its stream
+    end = lines.index("encoder output (2, 7, 32): output 2, read below as encoder")
+    assert lines[end + 2] == "input 2  (2, 5)"  # then the decoder's, from decoder_input_ids
+    row = {
+        label: next(i for i, line in enumerate(lines) if label in line)
+        for label in ("[encoder.", "[decoder:")
+    }
+    assert row["[encoder."] < end < row["[decoder:"]
     boxes = arrows(text)
     assert boxes["encoder_attn"] == ["encoder (2, 7, 32)"] and boxes["self_attn"] == []
-    assert "[decoder: BartDecoder]" in text and "reads encoder (2, 7, 32)" in text
-    assert "BartEncoder" not in text
-    (encoder, returned) = left_out(StepTree(t), Shapes.concrete)
-    assert encoder.startswith("not drawn: encoder (BartEncoder, (2, 7) -> (2, 7, 32), 2 residual adds)")
-    assert returned == "not drawn: output 2 (2, 7, 32), made by encoder from no stream value"
+    assert "reads encoder (2, 7, 32)" in text
+    assert left_out(StepTree(t), Shapes.concrete) == []  # the encoder and its output are drawn
 
 
 def test_t5_cross_attention_reads_the_encoder() -> None:

@@ -62,6 +62,8 @@ _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "d
 # GPT-2 calls it n_inner (None there means 4C); BART and Whisper encoder_ffn_dim, T5 d_ff
 _INNER = ("intermediate_size", "n_inner", "encoder_ffn_dim", "d_ff")
 _ENCODER, _DECODER = "encoder_", "decoder_"
+_WINDOW = "sliding_window"  # Mistral's, Gemma2's: attention to the last W positions only
+_EAGER = "eager"  # transformers' attention of matmuls and a softmax, which any device runs
 _BATCHED_EXPERTS = "batched_mm"  # transformers' experts implementation of gathered weights and bmm
 _DECODER_LAYERS = ("decoder_layers", "num_decoder_layers")  # BART's, T5's
 
@@ -130,6 +132,7 @@ class HFSpec:
     seq: int = 1024
     dtype: Dtype = Dtype.float32
     dtype_source: str = "--dtype"  # where the dtype came from, as the header says it (config_dtype)
+    attention: str | None = None  # the attn_implementation it is built with; None: transformers' default
 
     def __post_init__(self) -> None:
         layers = getattr(self.config, _LAYERS, None)
@@ -189,7 +192,7 @@ class HFSpec:
                 found[symbol] = value
         if found.get("Hkv") == found.get("H"):
             del found["Hkv"]  # every head its own keys and values: no grouping for the probes to add
-        found.update(self.main.values(self.config))
+        found.update(self.main.values(self.config, self.seq))
         inner = next((k for k in _INNER if isinstance(getattr(self.config, k, None), int)), None)
         if inner is not None:
             found["F"] = getattr(self.config, inner)
@@ -303,12 +306,33 @@ class HFSpec:
     @property
     def notes(self) -> tuple[str, ...]:
         """What the user is told once, beside the trace, of how the model was built."""
-        if not self._batched_experts:
-            return ()
-        return (
-            f"the MoE experts run transformers' {_BATCHED_EXPERTS} experts implementation (its default, "
-            "grouped_mm, cannot run on the meta device at these dtypes and sizes); activations count "
-            "each token's gathered expert weights",
+        found = []
+        if self._batched_experts:
+            found.append(
+                f"the MoE experts run transformers' {_BATCHED_EXPERTS} experts implementation (its default, "
+                "grouped_mm, cannot run on the meta device at these dtypes and sizes); activations count "
+                "each token's gathered expert weights"
+            )
+        window = getattr(self.config, _WINDOW, None)
+        used = getattr(self.config, "use_sliding_window", True) is not False  # Qwen2-MoE's off switch
+        if isinstance(window, int) and not isinstance(window, bool) and window > 0 and used:
+            # transformers' sliding-window layers mask (B, 1, T, T) and keep the last W - 1 positions
+            found.append(
+                f"the sliding window ({_WINDOW} = {window}) is the size of no shape, so no dim is named "
+                "for it: the mask is (B, 1, T, T), the window in its values, and where T is longer the "
+                f"cache keeps the last W - 1 = {window - 1} positions, shown as that number"
+            )
+        return tuple(found)
+
+    def meta_alternative(self) -> tuple[HFSpec, str] | None:
+        """The model with transformers' eager attention, and why, for where its default attention
+        cannot run on the meta device (BART's sdpa mask asks `.item()` whether it may skip the mask):
+        eager runs every layer as the default does, its attention as matmuls and a softmax."""
+        if self.attention is not None:
+            return None
+        return replace(self, attention=_EAGER), (
+            f'traced with attn_implementation="{_EAGER}", which transformers offers for this model: '
+            "its default attention cannot run on the meta device"
         )
 
     def build(self, sizes: dict[str, int], device: str, layers: int) -> nn.Module:
@@ -316,6 +340,8 @@ class HFSpec:
 
         config = self.at(sizes, layers)
         experts = {"experts_implementation": _BATCHED_EXPERTS} if self._batched_experts else {}
+        if self.attention is not None:
+            experts["attn_implementation"] = self.attention
         try:
             with torch.device(device):
                 model = self.model_class().from_config(config, dtype=self.dtype.to_torch(), **experts)
@@ -338,6 +364,7 @@ class HFSpec:
             "seq": self.seq,
             "dtype": self.dtype,
             "dtype_source": self.dtype_source,
+            **({"attention": self.attention} if self.attention is not None else {}),
         }
 
 

@@ -17,6 +17,9 @@ _PATCH = Symbol("Pz", "patch_size", (19, 23))
 _CHANNELS = Symbol("Ch", "num_channels", (13, 17))
 _MELS = Symbol("M", "num_mel_bins", (5, 7))
 _SOURCE = Symbol("S", "max_source_positions: audio frames / 2", (29, 31))
+# an encoder-decoder's source tokens: --seq at full size, as the target's, but sizes of their own in
+# the probes, so that what the encoder made (B, S, C) is told apart from the decoder's (B, T, C)
+_SOURCE_TOKENS = Symbol("S", "source length: the encoder's tokens (--seq)", (29, 31))
 _IMAGE = Composite("I", "image_size", (("N", 1), ("Pz", 1)))
 # Whisper's two convolutions, the second of stride 2, turn 2S frames into S positions
 _FRAMES_PER_POSITION = 2
@@ -40,20 +43,20 @@ class MainInput:
             return (_GRID, _PATCH, _CHANNELS)
         if self.name == "input_features":
             return (_MELS, _SOURCE)
-        return ()
+        return (_SOURCE_TOKENS,) if self.encoder_decoder else ()
 
     @property
     def composites(self) -> tuple[Composite, ...]:
         return (_IMAGE,) if self.name == "pixel_values" else ()
 
-    def values(self, config: Any) -> dict[str, int]:
-        """The config's sizes of this input's symbols."""
+    def values(self, config: Any, seq: int) -> dict[str, int]:
+        """The config's sizes of this input's symbols (an encoder-decoder's source tokens: `seq`)."""
         if self.name == "pixel_values":
             side, patch = _square(config.image_size), _square(config.patch_size)
             return {"N": side // patch, "Pz": patch, "Ch": config.num_channels}
         if self.name == "input_features":
             return {"M": config.num_mel_bins, "S": config.max_source_positions}
-        return {}
+        return {"S": seq} if self.encoder_decoder else {}
 
     def settings(self, values: dict[str, int]) -> dict[str, Any]:
         """The config entries that set this input's sizes to `values` (every symbol's value)."""
@@ -77,7 +80,8 @@ class MainInput:
             frames = _FRAMES_PER_POSITION * sizes["S"]
             found[self.name] = torch.zeros(b, sizes["M"], frames, dtype=dtype, device=device)
         else:
-            found[self.name] = torch.zeros(b, sizes["T"], dtype=torch.long, device=device)
+            tokens = sizes["S"] if self.encoder_decoder else sizes["T"]
+            found[self.name] = torch.zeros(b, tokens, dtype=torch.long, device=device)
         if self.encoder_decoder:
             found["decoder_input_ids"] = torch.zeros(b, sizes["T"], dtype=torch.long, device=device)
         return (found.pop(self.name),), found

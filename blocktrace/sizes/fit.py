@@ -105,16 +105,18 @@ def _bare_attrs(attrs: Mapping[str, Any]) -> tuple:
     return tuple((k, None if isinstance(v, float) else v) for k, v in attrs.items())
 
 
-def probe_module(spec: ModelSpec, sizes: dict[str, int], frozen: tuple[str, ...] = ()) -> nn.Module:
-    """One unit of the model at `sizes` on the CPU, every parameter of one shape sharing one zero
-    tensor: shapes do not depend on values. A tied parameter stays one Parameter. Code we did not
-    write is built on the CPU as it is: its buffers (rotary frequencies, masks) hold values it may
-    depend on."""
+def probe_module(
+    spec: ModelSpec, sizes: dict[str, int], frozen: tuple[str, ...] = (), layers: int = 1
+) -> nn.Module:
+    """One unit of the model (or `layers` of them) at `sizes` on the CPU, every parameter of one
+    shape sharing one zero tensor: shapes do not depend on values. A tied parameter stays one
+    Parameter. Code we did not write is built on the CPU as it is: its buffers (rotary frequencies,
+    masks) hold values it may depend on."""
     if spec.full_size_trace:
-        module = spec.build(sizes, "cpu", 1)
+        module = spec.build(sizes, "cpu", layers)
         freeze(module, frozen)
         return module
-    module = spec.build(sizes, "meta", 1)
+    module = spec.build(sizes, "meta", layers)
     shared: dict[tuple[int, ...], torch.Tensor] = {}
     made: dict[int, nn.Parameter] = {}  # id(meta parameter) -> its CPU stand-in
     for m in module.modules():
@@ -146,9 +148,10 @@ def probe_trace(spec: ModelSpec, sizes: dict[str, int], module: nn.Module) -> tu
     return traced, owners <= called
 
 
-def fit_probes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | None:
+def fit_probes(spec: ModelSpec, frozen: tuple[str, ...] = (), layers: int = 1) -> ShapeFit | None:
+    """The fit of the probes of one unit of `spec` (or of `layers` of them)."""
     probes = spec.symbols.probes()
-    traced = [probe_trace(spec, sizes, probe_module(spec, sizes, frozen)) for sizes in probes]
+    traced = [probe_trace(spec, sizes, probe_module(spec, sizes, frozen, layers)) for sizes in probes]
     traces = [t for t, _ in traced]
     if any(structure(t) != structure(traces[0]) for t in traces[1:]):
         return None
@@ -166,7 +169,7 @@ def fit_probes(spec: ModelSpec, frozen: tuple[str, ...] = ()) -> ShapeFit | None
         sizes = spec.symbols.reversed_probe()
         with warnings.catch_warnings():  # a quotient it makes 0 is the point, not the user's concern
             warnings.simplefilter("ignore")
-            check = probe_trace(spec, sizes, probe_module(spec, sizes, frozen))[0]
+            check = probe_trace(spec, sizes, probe_module(spec, sizes, frozen, layers))[0]
         same = structure(check) == structure(traces[0])
         shapes.append({t.id: t.shape for t in check.tensors()} if same else {})
         weights.append(

@@ -8,7 +8,7 @@ from dataclasses import replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, TypedDict
 
-from blocktrace.sizes.fit import ShapeFit, structure
+from blocktrace.sizes.fit import ShapeFit, fit_probes, structure
 from blocktrace.sizes.stack import repeat
 from blocktrace.sizes.symbols import Dim
 from blocktrace.tracing.trace import ModuleCall, TensorMeta, Trace, Weight
@@ -83,19 +83,57 @@ def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
     named_trace = replace(trace, config=spec.describe())
     if shape_fit is None:
         return named_trace
-    if structure(trace) != structure(shape_fit.probe):
+    matched = _matching(trace, shape_fit)
+    if matched is None:
         # the probes traced one layer of a stack, or other code than ran at full size
-        stack_fit = (
+        matched = (
             repeat(shape_fit, trace, shape_fit.all_called, spec.sizes, spec.layers)
             if spec.layers > 1
             else None
         )
-        if stack_fit is None:
+        if matched is None and spec.layers > 1 and spec.full_size_trace:
+            # layers that differ (T5's first computes the position bias the others read), or a
+            # cache made for every layer before they run (a sliding window's): the probes of the
+            # whole stack, at its depth
+            whole = fit_probes(spec, layers=spec.layers)
+            matched = _matching(trace, whole) if whole is not None else None
+        if matched is None:
             return named_trace
-        shape_fit = stack_fit
+    shape_fit = matched
     namer = _Namer(spec, shape_fit)
     named_trace = named_trace.map_tensors(namer.tensor)
     return replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), **namer.legend())
+
+
+def _matching(trace: Trace, shape_fit: ShapeFit) -> ShapeFit | None:
+    """The fit, keyed by `trace`'s tensors, where `trace` ran the probes' code: the same structure,
+    or one that differs only where the probes' CPU handed a tensor back and `trace`'s device made a
+    copy (`.to(device)` of a CPU tensor, as a cache's lazy initialisation does on the meta device);
+    else None."""
+    if structure(trace) == structure(shape_fit.probe):
+        return shape_fit
+    mine, theirs = _in_order(trace), _in_order(shape_fit.probe)
+    if len(mine) != len(theirs):
+        return None
+    twin: dict[int, int] = {}
+    for t, u in zip(mine, theirs, strict=True):
+        if twin.setdefault(t.id, u.id) != u.id:
+            return None  # one tensor here, two there: no copy of the probes' code
+    if structure(trace.map_tensors(lambda t: replace(t, id=twin[t.id]))) != structure(shape_fit.probe):
+        return None
+    return replace(shape_fit, dims={t: shape_fit.dims[u] for t, u in twin.items()})
+
+
+def _in_order(trace: Trace) -> list[TensorMeta]:
+    """Every tensor occurrence of the trace, in the order `structure` reads them."""
+    found = [*trace.inputs, *trace.outputs]
+    for c in trace.calls:
+        found += [*c.inputs, *c.outputs]
+    for o in trace.ops:
+        found += [*o.inputs, *o.outputs]
+    for r in trace.residual_adds:
+        found += [r.stream, r.output, *(b.output for b in r.branches)]
+    return found
 
 
 class _Legend(TypedDict):

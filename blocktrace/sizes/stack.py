@@ -43,65 +43,52 @@ def repeat(
     The stack repeats one layer `layers` times as consecutive calls of one parent, each doing the
     same thing (same calls, ops and wiring). Either the unit is that layer (a stack of Blocks), or
     the unit is the whole model with one layer (a transformers model: embeddings and a head around
-    the layers). Each of the stack's tensors takes the fit of its twin in the unit, and that fit must
-    give the size the stack really had."""
+    the layers), or with one layer in each of two runs (an encoder-decoder's encoder and decoder,
+    the second run of any length). Each of the stack's tensors takes the fit of its twin in the
+    unit, and that fit must give the size the stack really had."""
     bare_unit = structure(unit.probe)
     run = _layer_run(stack, layers)
-    if run is None:
+    twins = None if run is None else _twins(stack, run)
+    if run is None or twins is None:
         return None
-    rebased = [_rebased(stack, calls, ops) for calls, ops in run]
-    twins = [t for t in rebased if t is not None]
-    if len(twins) != len(rebased):
-        return None
-    bare_layer = structure(twins[0])
-    if any(structure(t) != bare_layer for t in twins[1:]):
-        return None
+    first_layer, layer_maps = twins
     n_calls, n_ops = len(run[0][0]), len(run[0][1])
-    first_call, first_op = run[0][0][0].index, run[0][1][0].index if run[0][1] else 0
-    # a tensor of layer k is fitted as its twin in the first layer is
-    layer_maps = [
-        {mine.id: first.id for mine, first in zip(t.tensors(), twins[0].tensors(), strict=True)}
-        for t in twins
-    ]
-    if bare_layer == bare_unit:  # the unit is one layer; the stack has nothing else
+    first_call = run[0][0][0].index
+    stages: list[_Stage]
+    if structure(first_layer) == bare_unit:  # the unit is one layer; the stack has nothing else
         if any(c.index < first_call for c in stack.calls[1:]) or len(stack.ops) != layers * n_ops:
             return None
-        call_of, op_of = _offset(first_call, n_calls, layers, 0), _offset(0, n_ops, layers, 0)
-        twin_tensors = twins[0].tensors()
+        stages = [(layer_maps, _offset(first_call, n_calls, layers, 0), _offset(0, n_ops, layers, 0))]
+        twin_tensors = first_layer.tensors()
     else:  # the unit is the model with one layer: the stack without its layers but the first
-        collapsed = _without(
-            stack,
-            first_call + n_calls,
-            first_call + layers * n_calls,
-            first_op + n_ops,
-            first_op + layers * n_ops,
-        )
+        collapsed = _collapse(stack, run, layer_maps)
         if collapsed is None:
             return None
-        # what the dropped layers made and what follows them used (the last layer's output) is
-        # renamed as its twin in the first layer, which is what the unit's head reads
-        renamed: dict[int, int] = {}
-        for layer_map in layer_maps[1:]:
-            for mine, first in layer_map.items():
-                if mine not in layer_maps[0]:
-                    renamed.setdefault(mine, first)
-        collapsed = collapsed.map_tensors(lambda t: replace(t, id=renamed.get(t.id, t.id)))
-        if structure(collapsed) != bare_unit:
-            return None
-        call_of = _offset(first_call, n_calls, layers, first_call)
-        op_of = _offset(first_op, n_ops, layers, first_op)
-        twin_tensors = collapsed.tensors()
+        current, stages = collapsed[0], [(layer_maps, *collapsed[1:])]
+        if structure(current) != bare_unit:  # an encoder-decoder: the other run, of its own length
+            other = _layer_run(current, None)
+            again = None if other is None else _twins(current, other)
+            collapsed = None if other is None or again is None else _collapse(current, other, again[1])
+            if again is None or collapsed is None or structure(collapsed[0]) != bare_unit:
+                return None
+            current = collapsed[0]
+            stages.append((again[1], *collapsed[1:]))
+        twin_tensors = current.tensors()
     fit_of = {mine.id: unit.dims[u.id] for mine, u in zip(twin_tensors, unit.probe.tensors(), strict=True)}
-    dims: dict[int, tuple[Dim | None, ...]] = {}
-    for layer_map in layer_maps:
-        for mine, first in layer_map.items():
-            if dims.setdefault(mine, fit_of[first]) != fit_of[first]:
-                return None
-    for t in stack.tensors():
-        if t.id not in dims:
-            if t.id not in fit_of:
-                return None
-            dims[t.id] = fit_of[t.id]
+    dims = _twin_dims(stack, stages, fit_of)
+    if dims is None:
+        return None
+
+    def call_of(i: int) -> int:
+        for _, of, _ in stages:
+            i = of(i)
+        return i
+
+    def op_of(i: int) -> int:
+        for _, _, of in stages:
+            i = of(i)
+        return i
+
     weights = {
         (c.index, i): unit.weights[call_of(c.index), i] for c in stack.calls for i in range(len(c.weights))
     }
@@ -128,10 +115,86 @@ def repeat(
     return ShapeFit(stack, dims, weights, flops, all_called, varying)
 
 
-def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], tuple[OpCall, ...]]] | None:
+_Layers = list[tuple[tuple[ModuleCall, ...], tuple[OpCall, ...]]]
+# one run of layers collapsed to its first: each layer's tensor ids -> its twin's in the first
+# layer, and the call and op indices -> those of the collapsed trace
+_Stage = tuple[list[dict[int, int]], Callable[[int], int], Callable[[int], int]]
+
+
+def _twins(trace: Trace, run: _Layers) -> tuple[Trace, list[dict[int, int]]] | None:
+    """The run's first layer as a trace of its own, and each layer's tensor ids -> its twin's in the
+    first layer; None where the layers differ."""
+    rebased = [_rebased(trace, calls, ops) for calls, ops in run]
+    twins = [t for t in rebased if t is not None]
+    if len(twins) != len(rebased) or any(structure(t) != structure(twins[0]) for t in twins[1:]):
+        return None
+    layer_maps = [
+        {mine.id: first.id for mine, first in zip(t.tensors(), twins[0].tensors(), strict=True)}
+        for t in twins
+    ]
+    return twins[0], layer_maps
+
+
+def _collapse(
+    trace: Trace, run: _Layers, layer_maps: list[dict[int, int]]
+) -> tuple[Trace, Callable[[int], int], Callable[[int], int]] | None:
+    """`trace` without the run's layers but the first, what the dropped layers made and what
+    follows them used (the last layer's output) renamed as its twin in the first layer, which is
+    what the unit's head reads; with the maps of call and op indices to the collapsed trace's."""
+    layers, n_calls, n_ops = len(run), len(run[0][0]), len(run[0][1])
+    first_call, first_op = run[0][0][0].index, run[0][1][0].index if run[0][1] else 0
+    collapsed = _without(
+        trace,
+        first_call + n_calls,
+        first_call + layers * n_calls,
+        first_op + n_ops,
+        first_op + layers * n_ops,
+    )
+    if collapsed is None:
+        return None
+    renamed: dict[int, int] = {}
+    for layer_map in layer_maps[1:]:
+        for mine, first in layer_map.items():
+            if mine not in layer_maps[0]:
+                renamed.setdefault(mine, first)
+    collapsed = collapsed.map_tensors(lambda t: replace(t, id=renamed.get(t.id, t.id)))
+    return (
+        collapsed,
+        _offset(first_call, n_calls, layers, first_call),
+        _offset(first_op, n_ops, layers, first_op),
+    )
+
+
+def _twin_dims(
+    stack: Trace,
+    stages: list[_Stage],
+    fit_of: dict[int, tuple[Dim | None, ...]],
+) -> dict[int, tuple[Dim | None, ...]] | None:
+    """Each of the stack's tensors -> the fit of its twin, followed through each collapsed run: a
+    tensor of layer k is fitted as its twin in the first layer is, and every layer it is in (a
+    layer's output is the next one's input) must agree; None where they do not, or one has none."""
+    found: dict[tuple[int, int], tuple[Dim | None, ...] | None] = {}
+
+    def fit(tid: int, stage: int) -> tuple[Dim | None, ...] | None:
+        if stage == len(stages):
+            return fit_of.get(tid)
+        if (tid, stage) not in found:
+            twins = {m[tid] for m in stages[stage][0] if tid in m} or {tid}
+            fits = {fit(t, stage + 1) for t in twins}
+            found[tid, stage] = fits.pop() if len(fits) == 1 else None
+        return found[tid, stage]
+
+    dims = {t.id: fit(t.id, 0) for t in stack.tensors()}
+    if any(d is None for d in dims.values()):
+        return None
+    return dims  # type: ignore[return-value]
+
+
+def _layer_run(stack: Trace, layers: int | None) -> _Layers | None:
     """The run of `layers` consecutive calls of one parent, of one type, each with the calls inside
     it and the ops they ran (none in between): (calls, ops) per layer. Of several such runs, the one
-    of the largest calls: BERT's three embeddings are a run too, and come before its layers."""
+    of the largest calls: BERT's three embeddings are a run too, and come before its layers.
+    `layers` None: a run of any length from 2, as long as the calls of its type there go."""
     runs = []
     # calls are numbered in the order they began, so a call's subtree is the calls up to the first
     # one not below it
@@ -147,8 +210,7 @@ def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], 
             ops_of.setdefault(o.call, []).append(o)
     for parent in stack.calls:
         children = stack.children(parent.index)
-        for start in range(len(children) - layers + 1):
-            run = children[start : start + layers]
+        for run in _candidates(children, layers):
             if len({c.type for c in run}) != 1:
                 continue
             found = []
@@ -163,6 +225,20 @@ def _layer_run(stack: Trace, layers: int) -> list[tuple[tuple[ModuleCall, ...], 
                 if all(len(c) == len(found[0][0]) and len(o) == len(found[0][1]) for c, o in found):
                     runs.append(found)
     return max(runs, key=lambda run: len(run[0][0]), default=None)
+
+
+def _candidates(children: list[ModuleCall], layers: int | None) -> list[list[ModuleCall]]:
+    """The runs of consecutive children to try: each `layers` long, or (None) each longest run of
+    one type, of 2 or more."""
+    if layers is not None:
+        return [children[start : start + layers] for start in range(len(children) - layers + 1)]
+    runs: list[list[ModuleCall]] = []
+    for c in children:
+        if runs and runs[-1][-1].type == c.type:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return [run for run in runs if len(run) > 1]
 
 
 def _offset(start: int, size: int, layers: int, base: int) -> Callable[[int], int]:

@@ -4,6 +4,7 @@ size symbols. No torch here."""
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 
 from blocktrace.tracing.trace import Trace
 
@@ -15,14 +16,20 @@ SOURCES = {
 }
 
 
-def header(trace: Trace, width: int | None = None) -> str:
+def header(trace: Trace, width: int | None = None, parts: Sequence[tuple[str, int]] = ()) -> str:
+    """The trace in one line; `parts`: the residual adds of each stream, where several are drawn
+    (an encoder's and a decoder's), in place of their total."""
     source = SOURCES.get(trace.device, trace.device)
     said = trace.config.get("dtype_source")  # where a --hf model's dtype came from
+    attention = trace.config.get("attention")  # the attention a --hf model was built with, if not its default
+    said = f"{said}; {attention} attention" if said and attention else said
     dtype = f" ({trace.float_dtype}{f', {said}' if said else ''})" if trace.float_dtype else ""
-    adds = len(trace.residual_adds)
+    first, n = parts[0] if parts else ("", len(trace.residual_adds))
+    adds = f"{f'{first}: ' if first else ''}{n} residual add{'' if n == 1 else 's'}"
+    adds += "".join(f", {name}: {n}" for name, n in parts[1:])
     text = (
         f"{trace.model}{dtype}: {len(trace.calls)} module calls, {len(trace.ops)} ops, "
-        f"{adds} residual add{'' if adds == 1 else 's'} (shapes from {source})"
+        f"{adds} (shapes from {source})"
     )
     return "\n".join(textwrap.wrap(text, width)) if width else text
 

@@ -73,7 +73,6 @@ class StepTree:
         self.in_sums = {i for r in trace.residual_adds for i in r.adds}
         self._inner: dict[int, list[Step]] = {}
         self._keys: dict[int, dict[tuple[str, int], int]] = {}
-        self.from_input = _descendants(trace)
         self.helper_of = outer_helpers(trace.frames)
 
     def inner(self, call: ModuleCall) -> list[Step]:
@@ -101,6 +100,13 @@ class StepTree:
         whole = helper is not None and {o.index for o in step.ops} <= set(helper.ops)
         returned = helper.outputs if helper is not None and whole else ()
         return replace(step, inputs=tuple(on_stream or taken[:1]), taken=tuple(taken), returned=returned)
+
+    @cached_property
+    def from_input(self) -> set[int]:
+        """Ids of the values computed from the model's first input or from where the drawn stream
+        starts (an encoder-decoder's decoder input ids, beside its encoder's)."""
+        start = self.stream_input
+        return _descendants(self.trace, (*self.trace.inputs[:1], *((start,) if start is not None else ())))
 
     @cached_property
     def graph(self) -> Graph:
@@ -144,6 +150,9 @@ class StepTree:
             return []
         inside = self._graph_steps(level, step)
         made = {t.id for i in inside for t in level.steps[i].outputs}
+        made -= {t.id for i in inside for t in level.steps[i].inputs}  # not what it hands back (T5's bias)
+        if step.kind == StepKind.section and step.inputs:  # a stream drawn beside: its own input
+            made.add(step.inputs[0].id)
         found: dict[str, dict[int, TensorMeta]] = {}
         for side in level.side_inputs:
             if side.step in inside and side.value.id not in made:
@@ -310,11 +319,31 @@ class StepTree:
         (positions, rotary cos/sin, masks): the first step to make each."""
         return self._flow[1]
 
+    @property
+    def beside(self) -> tuple[tuple[Step, ...], ...]:
+        """The streams of the calls beside the stream that hold residuals of their own (an
+        encoder-decoder's encoder), each its section step and then its steps, in the order they ran:
+        drawn before the stream."""
+        return self._flow[2]
+
+    def residual_parts(self) -> list[tuple[str, int]]:
+        """Where streams are drawn beside the model's: how many residual adds each holds, (its call's
+        path, the count), the model's own last, named by the call it runs through ("decoder")."""
+        counts = dict(self.graph.beside)
+        parts = [(p[0].label, counts[p[0].call.index]) for p in self.beside if p[0].call is not None]
+        if not parts:
+            return []
+        sections = [s.call.path for s in self.stream if s.kind == StepKind.section and s.call is not None]
+        rest = len(self.trace.residual_adds) - sum(n for _, n in parts)
+        return [*parts, (sections[0] if sections else "stream", rest)]
+
     @cached_property
-    def _flow(self) -> tuple[tuple[Step, ...], Mapping[int, Step]]:
-        """The stream and the side computations, found in one walk of the opened calls."""
+    def _flow(self) -> tuple[tuple[Step, ...], Mapping[int, Step], tuple[tuple[Step, ...], ...]]:
+        """The stream, the side computations and the streams beside it: one walk of the opened calls."""
         opened, collapse = self.opened, self.collapse
         side: dict[int, Step] = {}
+        beside_calls = {c for c, _ in self.graph.beside} & opened
+        beside: list[tuple[Step, ...]] = []
 
         def expand(call: ModuleCall) -> list[Step]:
             out: list[Step] = []
@@ -328,6 +357,10 @@ class StepTree:
                     off = not self._graph_steps(level, step) & on_stream
                 else:
                     off = bool(self.from_input) and step.output.id not in self.from_input
+                if off and step.call is not None and step.call.index in beside_calls:
+                    inner = expand(step.call)
+                    section = replace(step, kind=StepKind.section, label=step.call.path, span=len(inner))
+                    beside.append((section, *inner))
                 if off:
                     side.setdefault(step.output.id, step)  # positions, rotary cos/sin, masks: off stream
                     continue
@@ -366,7 +399,7 @@ class StepTree:
             return out
 
         stream = tuple(s for root in self.trace.calls if root.parent is None for s in expand(root))
-        return stream, MappingProxyType(side)
+        return stream, MappingProxyType(side), tuple(beside)
 
     def signature(self, steps: list[Step]) -> tuple:
         """What a reader of these steps sees, internals of boxes included: equal signatures draw alike."""
@@ -415,11 +448,11 @@ class StepTree:
         return found
 
 
-def _descendants(trace: Trace) -> set[int]:
-    """Ids of the values computed from the trace's first input (x, or the token ids), through the
-    ops: the stream and what branches off it. Positions, masks and rotary tables, made from sizes,
-    buffers or inputs of their own (a Block's cos and sin), are not."""
-    found = {t.id for t in trace.inputs[:1]}
+def _descendants(trace: Trace, starts: tuple[TensorMeta, ...]) -> set[int]:
+    """Ids of the values computed from `starts` (x, or the token ids), through the ops: the stream
+    and what branches off it. Positions, masks and rotary tables, made from sizes, buffers or inputs
+    of their own (a Block's cos and sin), are not."""
+    found = {t.id for t in starts}
     for op in trace.ops:
         if any(t.id in found for t in op.inputs):
             found.update(t.id for t in op.outputs)

@@ -311,7 +311,7 @@ class _Builder:
                 del self.levels[mark:]
         for i, step in enumerate(steps):
             beside_stream = i not in level.spine and i not in level.in_branches
-            if self.everything and step.kind == StepKind.call and beside_stream and self._adds_inside(step):
+            if step.kind == StepKind.call and beside_stream and self._adds_inside(step):
                 assert step.call is not None
                 mark = len(self.levels)
                 beside = self.open(self.trace.calls[step.call], names, None)
@@ -320,9 +320,10 @@ class _Builder:
                     if beside.residuals or beside.opened
                     else 0
                 )
-                del self.levels[mark:]
-                if count:
+                if count:  # a stream of its own (an encoder's), drawn and counted beside this one
                     self.beside.append((step.call, count))
+                else:
+                    del self.levels[mark:]
         result = level.result(call.index, tuple(opened))
         self.levels[index] = result
         return result

@@ -99,8 +99,9 @@ class Level:
 
 @dataclass(frozen=True)
 class Graph:
-    """Every opened level of a trace, the root's first, and what the drawing leaves out: the calls
-    beside every stream (an encoder-decoder's encoder) that hold residuals of their own."""
+    """Every opened level of a trace, the root's first, and the calls beside every stream that hold
+    residuals of their own (an encoder-decoder's encoder): their levels are among `levels`, after
+    those of the stream they are beside."""
 
     levels: tuple[Level, ...]
     beside: tuple[tuple[int, int], ...] = ()  # (Trace.calls index, how many residuals it holds)

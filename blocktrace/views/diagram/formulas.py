@@ -210,17 +210,30 @@ def _form(op: OpCall) -> tuple[str, str]:
     return op.name, op.attrs.get("approximate", "none")
 
 
-def formulas(tree: StepTree) -> list[str]:
-    steps = tree.stream
+def _stream_lines(
+    tree: StepTree, steps: Sequence[Step], inputs: tuple[TensorMeta, ...] | None = None
+) -> list[str]:
     # a collapsed run is drawn as its first call: around it, it is one step (Block × 80); then its
     # formulas are that call's, said to hold for each
     outer, runs = _runs_as_steps(steps)
-    lines = stream_formulas(tree, outer) if len(outer) > 1 else []
+    lines = stream_formulas(tree, outer, inputs) if len(outer) > 1 else []
     for section, inner in runs:
+        taken = section.call.inputs if section.call is not None else ()
+        lines += [f"each of {section.label} ({section.title}):", *stream_formulas(tree, inner, taken)]
+    return lines if runs else stream_formulas(tree, steps, inputs)
+
+
+def formulas(tree: StepTree) -> list[str]:
+    """The formulas of each stream drawn beside the model's (an encoder's), under its name, then the
+    model's own, then what each call and op computes."""
+    lines: list[str] = []
+    for section, *inner in tree.beside:
         inputs = section.call.inputs if section.call is not None else ()
-        lines += [f"each of {section.label} ({section.title}):", *stream_formulas(tree, inner, inputs)]
-    if not runs:
-        lines = stream_formulas(tree, steps)
+        lines += [f"{section.label} ({section.title}):", *_stream_lines(tree, inner, inputs)]
+    parts = tree.residual_parts()
+    main = _stream_lines(tree, tree.stream)
+    lines += [f"{parts[-1][0]}:", *main] if parts and main else main
+    steps = [*(s for part in tree.beside for s in part), *tree.stream]
     for step in steps:
         line = composition(tree, step) if step.kind == StepKind.call else None
         if line and line not in lines:

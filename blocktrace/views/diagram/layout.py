@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from blocktrace.tracing.trace import ResidualAdd, TensorMeta
+from blocktrace.tracing.trace import ResidualAdd, TensorMeta, Trace
 from blocktrace.views.shapes import Shapes, shape_text, shapes_text
 from blocktrace.views.steps import Step, StepKind, StepTree, code_name, short_path
 
@@ -179,18 +179,50 @@ def left_out(tree: StepTree, shapes: Shapes = Shapes.symbolic) -> list[str]:
     value."""
     trace, graph = tree.trace, tree.graph
     read = {s.source for lv in graph.levels for s in lv.side_inputs}
+    drawn = {part[0].call.index: part[0].output.id for part in tree.beside if part[0].call is not None}
     lines = []
     for index, count in graph.beside:
+        if index in drawn:
+            continue
         call = trace.calls[index]
         name = call.path.rsplit(".", 1)[-1]
         into = f"; what it returns is drawn where it is read, as {name}" if name in read else ""
         made = f"{shapes_text(call.inputs, shapes)} -> {shapes_text(call.outputs[:1], shapes)}"
         adds = f"{count} residual add{'' if count == 1 else 's'}"
         lines.append(f"not drawn: {call.path} ({call.type}, {made}, {adds}) runs beside the stream{into}")
+    lines += _passed_on(tree, shapes)
     for k, (origin, names, value) in enumerate(tree.side_outputs(), 2):
-        if origin is None:
+        if origin is None and value.id not in drawn.values():
             by = f" by {', '.join(names)}" if names else ""
             lines.append(f"not drawn: output {k} {shape_text(value, shapes)}, made{by} from no stream value")
+    return lines
+
+
+def _passed_on(tree: StepTree, shapes: Shapes) -> list[str]:
+    """A line for each value a layer returns beside its stream that other steps read (T5's position
+    bias, made by the first block's attention and read by the later blocks'): drawn where it is
+    read, but not where it leaves the layer that made it."""
+    trace, graph = tree.trace, tree.graph
+    readers: dict[int, list[str]] = {}
+    for level in graph.levels:
+        for side in level.side_inputs:
+            readers.setdefault(side.value.id, []).append(side.source)
+    lines, said = [], set()
+    for level in sorted(graph.levels[1:], key=lambda lv: lv.call):  # in the order the calls began
+        for value in level.side_outputs:
+            if value.id in said or value.id not in readers:
+                continue
+            said.add(value.id)
+            makers = [
+                c for c in trace.calls if value.id in {t.id for t in c.outputs} - {t.id for t in c.inputs}
+            ]
+            maker = max(makers, key=lambda c: c.path.count("."), default=None)
+            by = f", made by {maker.path} ({maker.type})" if maker is not None else ""
+            names = ", ".join(dict.fromkeys(readers[value.id]))
+            lines.append(
+                f"not drawn: {shape_text(value, shapes)} leaves {trace.calls[level.call].path} beside its "
+                f"stream{by}; drawn where it is read, as {names}"
+            )
     return lines
 
 
@@ -225,8 +257,31 @@ def edge_text(t: TensorMeta, shapes: Shapes) -> str:
     return f"{shape_text(t, shapes)}  {values} zeros {s.zeros:.1%}"
 
 
+def input_name(trace: Trace, t: TensorMeta) -> str:
+    """A model input as the graph names it: "input", "input 2", ..."""
+    k = next((k for k, i in enumerate(trace.inputs) if i.id == t.id), 0)
+    return "input" if k == 0 else f"input {k + 1}"
+
+
+def beside_end(tree: StepTree, section: Step, shapes: Shapes) -> str:
+    """The line that ends a stream drawn beside the model's (an encoder's): what it made, and where
+    that goes: out of the model, and into the steps below that read it."""
+    out = section.output
+    returned = [k for k, (_, _, v) in enumerate(tree.side_outputs(), 2) if v.id == out.id]
+    read = {s.source for lv in tree.graph.levels for s in lv.side_inputs if s.value.id == out.id}
+    where = [f"output {k}" for k in returned] + [f"read below as {name}" for name in sorted(read)]
+    return f"{section.label} output {shape_text(out, shapes)}{': ' if where else ''}{', '.join(where)}"
+
+
 def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None = None) -> Diagram:
-    trace, steps = tree.trace, tree.stream
+    trace = tree.trace
+    # the streams beside the model's (an encoder's) come first, each ending in a line of its own
+    restarts = {}  # position in steps -> the section of the stream beside that ends there
+    steps: list[Step] = []
+    for part in tree.beside:
+        steps += part
+        restarts[len(steps)] = part[0]
+    steps += tree.stream
     column_of = _columns(steps)
     boxes = [s for s in steps if s.kind not in (StepKind.residual, StepKind.section)]
     box_w = max([MIN_BOX_WIDTH, *(len(line) + 4 for s in boxes for line in box_lines(s))])
@@ -244,7 +299,8 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
     texts: list[Label] = []  # words right of the stream, cut to the width once the lanes are known
 
     y = 0
-    stream_in = tree.stream_input or steps[0].inputs[0]
+    main_in = tree.stream_input or tree.stream[0].inputs[0]
+    stream_in = tree.beside[0][0].inputs[0] if tree.beside else main_in
     diagram.labels.append(Label(x0, y, f"input  {shape_text(stream_in, shapes)}", "terminal"))
     forks: dict[int, list[int]] = {}  # tensor id -> rows of the highway forks made from it
     side_forks: dict[int, int] = {}  # tensor id -> the row a side column leaves the stream from it
@@ -335,6 +391,13 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
         return y + h - 1
 
     for i, step in enumerate(steps):
+        if i in restarts:  # a stream beside ends, and the model's starts at its own input
+            edge(last)
+            diagram.labels.append(Label(x0, y + 1, beside_end(tree, restarts[i], shapes), "terminal"))
+            y += 3
+            start = f"{input_name(trace, main_in)}  {shape_text(main_in, shapes)}"
+            diagram.labels.append(Label(x0, y, start, "terminal"))
+            stream_from, busy_until, last = y + 1, y, main_in
         if step.kind == StepKind.section:
             y = max(y + 1, busy_until + 1)
             texts.append(Label(cx + 2, y, f"[{step.label}: {step.title}]", "section"))

@@ -52,12 +52,18 @@ def text_frame(tree: StepTree, shapes: Shapes, formulas: bool, width: int | None
         after += ["", *legend(trace)]
     if formulas:
         after += ["", *formula_lines(tree)]
-    return header(trace, width) + "\n\n", "".join(line + "\n" for line in after)
+    return header(trace, width, tree.residual_parts()) + "\n\n", "".join(line + "\n" for line in after)
 
 
 def markdown_report(rows: list[list[Cell]], tree: StepTree, shapes: Shapes, formulas: bool) -> str:
     trace = tree.trace
-    parts = [f"**{header(trace)}**", "", "```text", to_text(rows).rstrip("\n"), "```"]
+    parts = [
+        f"**{header(trace, parts=tree.residual_parts())}**",
+        "",
+        "```text",
+        to_text(rows).rstrip("\n"),
+        "```",
+    ]
     parts += [f"\n{line}" for line in left_out(tree, shapes)]
     if _shows_legend(trace, shapes):
         parts += ["", "| symbol | value | meaning |", "| --- | --- | --- |"]
