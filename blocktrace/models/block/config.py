@@ -116,14 +116,16 @@ class BlockConfig:
 
     @classmethod
     def from_preset(cls, preset: str = Preset.nanochat, **overrides: Any) -> BlockConfig:
-        """The config of `preset`, with every override that is not None in its place."""
+        """The config of `preset` at its reference's sizes, with every override that is not None in
+        its place."""
         family = FAMILIES[choice(Preset, preset, "preset")]
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
             raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
         chosen = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**{**family.choices(), "preset": preset, **chosen})
+        sizes = family.sizes.given(chosen) if family.sizes else {}
+        return cls(**{**family.choices(), **sizes, "preset": preset, **chosen})
 
     @property
     def kv_heads(self) -> int:
