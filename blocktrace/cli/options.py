@@ -194,6 +194,15 @@ ThemeOpt = Annotated[
         rich_help_panel=OUTPUT_PANEL,
     ),
 ]
+PartialOpt = Annotated[
+    bool,
+    typer.Option(
+        "--partial",
+        help="Where the forward fails, print what ran up to the failure (the line saying where and why "
+        "it stopped in it); the run still fails, exit 1.",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
 ShapesOpt = Annotated[
     Shapes,
     typer.Option(
