@@ -122,7 +122,8 @@ def test_partial_draws_what_ran_and_says_where_it_stopped(device: str, block: No
     result = invoke(["diagram", *ARGS, "--device", device, "--partial"])
     assert one_error(result, 1) == line  # a failed run still, said as without --partial
     header, stopped, *drawing = result.stdout.splitlines()
-    assert header.startswith("Net (float32): 4 module calls, 6 ops")
+    assert header.startswith("Net (float32): 4 module calls, 6 ops, 1 residual add ")  # x + norm(x)
+    assert "(+)◄─" in result.stdout
     assert stopped == "stopped: " + line.removeprefix("blocktrace: error: ")
     assert "│   norm    │" in result.stdout and f"│ {plain['norm']}" in result.stdout
     assert drawing[-1].strip() == "stopped in attn (Attn), which did not return: the forward failed"

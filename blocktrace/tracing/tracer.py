@@ -527,14 +527,18 @@ def _assembled(
 
 def _ran(recorder: _Recorder, module: nn.Module, inputs: tuple[TensorMeta, ...], device: str) -> Trace:
     """What ran before the forward raised: the calls still open (the failing one and those around
-    it) closed there, returning nothing, so that every op recorded has its call."""
-    calls = list(recorder.calls)
-    for open_call in recorder.stack:
-        kind = type(open_call.module).__name__
+    it) closed there, returning nothing, so that every op recorded has its call. Its residual adds
+    are found as if each open call ended the stream with what it was reading when it stopped."""
+    for i, open_call in enumerate(recorder.stack):
+        reading = (recorder.stack[i + 1] if i + 1 < len(recorder.stack) else open_call).inputs[:1]
         counts = recorder.counts[id(open_call.module)]
-        closed = (open_call.parent, open_call.inputs, (), *counts, recorder.clock, open_call.site)
-        calls[open_call.index] = ModuleCall(open_call.index, open_call.path, kind, *closed)
-    return _assembled(recorder, module, inputs, (), device, calls)
+        kind, site = type(open_call.module).__name__, open_call.site
+        closed = (open_call.parent, open_call.inputs, reading, *counts, recorder.clock, site)
+        recorder.calls[open_call.index] = ModuleCall(open_call.index, open_call.path, kind, *closed)
+    ended = _assembled(recorder, module, inputs, (), device, recorder.calls)
+    still_open = {c.index for c in recorder.stack}
+    calls = tuple(replace(c, outputs=()) if c.index in still_open else c for c in ended.calls)
+    return replace(ended, calls=calls)
 
 
 def _device_of(args: Any) -> str:
