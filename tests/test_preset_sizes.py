@@ -17,10 +17,11 @@ from torch import nn
 from transformers import BertConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, PretrainedConfig
 from transformers.models.bert.modeling_bert import BertLayer
 from transformers.models.gpt2.modeling_gpt2 import GPT2Block
-from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer, GPTNeoXRotaryEmbedding
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 from blocktrace.api.request import model_request
+from blocktrace.model import example_inputs
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
 from blocktrace.views.steps import StepTree
@@ -93,6 +94,28 @@ def test_a_preset_has_its_references_sizes(preset: str) -> None:
     config = BlockConfig.from_preset(preset)
     assert {k: getattr(config, k) for k in reference_sizes(preset)} == reference_sizes(preset)
     assert config.batch == 8
+
+
+@pytest.mark.parametrize(
+    ("preset", "rotary"), [("llama", LlamaRotaryEmbedding), ("neox", GPTNeoXRotaryEmbedding)]
+)
+def test_a_rotary_preset_turns_at_its_references_base(preset: str, rotary: type[nn.Module]) -> None:
+    """cos and sin as the reference computes them (rope_theta 500000 for Llama 3, 10000 for
+    Pythia): theirs repeat the D/2 frequencies twice over the head dim, ours hold them once."""
+    config = BlockConfig.from_preset(preset, seq=11, batch=1, n_layer=1)
+    _, (cos, sin) = example_inputs(config, "cpu")
+    reference = REFERENCES[preset][0]()
+    reference.rope_parameters["partial_rotary_factor"] = 1.0  # ours turns the whole head (families.md)
+    x = torch.zeros(1, 11, config.head_dim)
+    their_cos, their_sin = rotary(reference)(x, torch.arange(11)[None])
+    half = config.head_dim // 2
+    assert torch.allclose(cos[0, :, 0], their_cos[0, :, :half], atol=1e-6)
+    assert torch.allclose(sin[0, :, 0], their_sin[0, :, :half], atol=1e-6)
+    assert config.rope_theta == reference.rope_parameters["rope_theta"]
+    other = example_inputs(
+        BlockConfig.from_preset(preset, seq=11, batch=1, n_layer=1, rope_theta=10.0), "cpu"
+    )
+    assert not torch.allclose(other[1][0], cos)  # --rope-theta overrides the preset's
 
 
 @pytest.mark.parametrize("preset", list(REFERENCES))

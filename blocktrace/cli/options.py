@@ -62,7 +62,7 @@ def _by_preset(name: str) -> str:
 def _set_by(name: str) -> str:
     """The presets whose reference sets a size that otherwise follows another (Hkv, F), for --help."""
     sizes = {p: getattr(f.sizes, name, None) for p, f in FAMILIES.items()}
-    return ", ".join(f"{p} {value}" for p, value in sizes.items() if value is not None)
+    return ", ".join(f"{p} {value:g}" for p, value in sizes.items() if value is not None)
 
 
 def _size_flag(declaration: str, help: str, name: str, then: str = "") -> Any:
@@ -144,6 +144,16 @@ BiasOpt = _choice_flag(bool, "--bias/--no-bias", "Biases in the Linears (and Lay
 QkNormOpt = _choice_flag(bool, "--qk-norm/--no-qk-norm", "Normalise q and k per head.")
 RotaryOpt = _choice_flag(bool, "--rotary/--no-rotary", "Rotary position embeddings on q and k.")
 CausalOpt = _choice_flag(bool, "--causal/--no-causal", "Causal attention mask.")
+RopeThetaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--rope-theta",
+        help=f"The base of the rotary frequencies. Default: the preset's ({_set_by('rope_theta')}), else "
+        f"{BlockConfig.rope_theta:g}.",
+        show_default=False,
+        rich_help_panel=FAMILY_PANEL,
+    ),
+]
 QkvOpt = _choice_flag(
     Qkv, "--qkv", "separate q, k, v projections, or one fused C -> 3C (needs --n-kv-head = --n-head)."
 )
@@ -250,6 +260,7 @@ _BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("bias", BiasOpt, None),
     ("qk_norm", QkNormOpt, None),
     ("rotary", RotaryOpt, None),
+    ("rope_theta", RopeThetaOpt, None),
     ("causal", CausalOpt, None),
     ("qkv", QkvOpt, None),
 )

@@ -74,15 +74,23 @@ class Sizes:
     seq: int  # its context length, max_position_embeddings
     n_kv_head: int | None = None  # None: n_head
     mlp_hidden: int | None = None  # None: 4 n_embd
+    rope_theta: float | None = None  # its rotary base, where it is not 10000
 
     def given(self, flags: dict[str, Any]) -> dict[str, Any]:
         """These sizes as config fields, less those `flags` (the flags given) decide: the reference's
         key/value heads are for its own n_head, its MLP width for its own n_embd."""
-        sizes = {"n_embd": self.n_embd, "n_head": self.n_head, "n_layer": self.n_layer, "seq": self.seq}
+        sizes: dict[str, Any] = {
+            "n_embd": self.n_embd,
+            "n_head": self.n_head,
+            "n_layer": self.n_layer,
+            "seq": self.seq,
+        }
         if self.n_kv_head is not None and "n_head" not in flags:
             sizes["n_kv_head"] = self.n_kv_head
         if self.mlp_hidden is not None and not {"n_embd", "mlp_ratio"} & set(flags):
             sizes["mlp_hidden"] = self.mlp_hidden
+        if self.rope_theta is not None:
+            sizes["rope_theta"] = self.rope_theta
         return sizes
 
 
@@ -137,7 +145,7 @@ FAMILIES: dict[Preset, Family] = {
                     "gate_proj", "down_proj", "input_layernorm", "post_attention_layernorm"),
         # huggingface.co/meta-llama/Meta-Llama-3-8B, config.json
         sizes=Sizes("Llama 3 8B", n_embd=4096, n_head=32, n_kv_head=8, mlp_hidden=14336, n_layer=32,
-                    seq=8192),
+                    seq=8192, rope_theta=500000.0),
     ),
     Preset.neox: Family(  # transformers' GPTNeoXLayer with use_parallel_residual=True
         "neox (Pythia-1.4B: attention and MLP in parallel, one add)",
