@@ -60,7 +60,8 @@ def _by_preset(name: str) -> str:
 
 
 def _set_by(name: str) -> str:
-    """The presets whose reference sets a size that otherwise follows another (Hkv, F), for --help."""
+    """The presets whose reference sets what otherwise follows another flag or a default (Hkv, F, the
+    rotary base), with their values, for --help."""
     sizes = {p: getattr(f.sizes, name, None) for p, f in FAMILIES.items()}
     return ", ".join(f"{p} {value:g}" for p, value in sizes.items() if value is not None)
 
@@ -208,8 +209,8 @@ PartialOpt = Annotated[
     bool,
     typer.Option(
         "--partial",
-        help="Where the forward fails, print what ran up to the failure (the line saying where and why "
-        "it stopped in it); the run still fails, exit 1.",
+        help="Where the forward fails, print what ran up to the failure, with a line saying where and "
+        "why it stopped; the run still fails (exit 1).",
         rich_help_panel=OUTPUT_PANEL,
     ),
 ]
