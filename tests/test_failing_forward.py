@@ -137,6 +137,46 @@ def test_partial_draws_what_ran_and_says_where_it_stopped(device: str, block: No
     assert rows["attn"]["outputs"] == [] and data["stopped"] == stopped.removeprefix("stopped: ")
 
 
+STACK = """\
+from torch import nn
+
+
+class Layer(nn.Module):
+    def __init__(self, bad):
+        super().__init__()
+        self.ln = nn.LayerNorm(16)
+        self.fc = nn.Linear(16, 17 if bad else 16)  # the bug, in the fourth layer
+
+    def forward(self, x):
+        return x + self.fc(self.ln(x))
+
+
+class Stack(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.h = nn.ModuleList(Layer(i == 3) for i in range(5))
+
+    def forward(self, x):
+        for layer in self.h:
+            x = layer(x)
+        return x
+"""
+
+
+def test_partial_draws_the_layers_that_ran_on_the_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "stack.py").write_text(STACK, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["diagram", "--module", "stack.py:Stack", "--input", "2,4,16", "--partial"])
+    one_error(
+        result, 1, "forward failed in h.3 (Layer) at stack.py:11 Layer.forward: add (2, 4, 16) + (2, 4, 17)"
+    )
+    assert ", 3 residual adds " in result.stdout.splitlines()[0]  # h.0 … h.2 returned, each one add
+    assert "[h.0 … h.2: Layer × 3]" in result.stdout and "not drawn" not in result.stdout
+    assert result.stdout.rstrip().endswith("stopped in h.3 (Layer), which did not return: the forward failed")
+
+
 def test_partial_in_the_api_returns_the_view_with_its_failure(block: None) -> None:
     shown = blocktrace.diagram(module="buggy.py:Net", input=["2,16,16"], device="meta", partial=True)
     assert isinstance(shown.failure, BlocktraceError) and shown.failure.exit_code == 1

@@ -528,7 +528,8 @@ def _assembled(
 def _ran(recorder: _Recorder, module: nn.Module, inputs: tuple[TensorMeta, ...], device: str) -> Trace:
     """What ran before the forward raised: the calls still open (the failing one and those around
     it) closed there, returning nothing, so that every op recorded has its call. Its residual adds
-    are found as if each open call ended the stream with what it was reading when it stopped."""
+    are found as if each open call ended the stream with what it was reading when it stopped; its
+    outputs are what the root call was reading, where the stream stopped."""
     for i, open_call in enumerate(recorder.stack):
         reading = (recorder.stack[i + 1] if i + 1 < len(recorder.stack) else open_call).inputs[:1]
         counts = recorder.counts[id(open_call.module)]
@@ -538,7 +539,8 @@ def _ran(recorder: _Recorder, module: nn.Module, inputs: tuple[TensorMeta, ...],
     ended = _assembled(recorder, module, inputs, (), device, recorder.calls)
     still_open = {c.index for c in recorder.stack}
     calls = tuple(replace(c, outputs=()) if c.index in still_open else c for c in ended.calls)
-    return replace(ended, calls=calls)
+    root = recorder.calls[recorder.stack[0].index] if recorder.stack else None
+    return replace(ended, calls=calls, outputs=() if root is None else root.outputs)
 
 
 def _device_of(args: Any) -> str:
