@@ -30,6 +30,23 @@ class TraceError(BlocktraceError, RuntimeError):
     """A forward pass that could not be traced; the message says where, in one sentence. Exit 1."""
 
 
+class ForwardError(TraceError):
+    """The model's forward raised; `partial` is the tracing.trace.Trace of what ran before it, each
+    call still open closed where it stopped."""
+
+    def __init__(self, message: str, partial: object):
+        super().__init__(message)
+        self.partial = partial
+
+
+def ran_before(error: BaseException) -> object | None:
+    """The partial trace of the forward failure `error` is, or was raised from; None if none."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ForwardError):
+        cause = cause.__cause__
+    return None if cause is None else cause.partial
+
+
 class OutputError(BlocktraceError):
     """The result could not be written (or drawn) as asked: exit 2 for a bad request (a missing
     folder, a folder as a file, a --width too narrow), 1 for a failed write (a full disk, an I/O

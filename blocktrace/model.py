@@ -55,7 +55,7 @@ def example_inputs(config: BlockConfig, device: str = "meta") -> tuple:
     x = torch.randn(config.batch, config.seq, config.n_embd, dtype=dtype, device=device)
     if not config.rotary:
         return (x,)
-    return x, rotary_cos_sin(config.seq, config.head_dim, dtype, device)
+    return x, rotary_cos_sin(config.seq, config.head_dim, dtype, device, config.rope_theta)
 
 
 def part(role: str) -> property:

@@ -19,7 +19,7 @@ from blocktrace.cli import app
 
 ANSI = "\x1b["
 # the Block flags of a trace that takes milliseconds
-TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]
+TINY = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2", "--n-layer", "1"]
 STDOUTS = ("pipe", "terminal", "full", "broken", "closed")
 
 

@@ -24,7 +24,7 @@ from tests.harness import TINY, invoke
 from tests.hooks import hooked_calls, traced_calls
 
 DOCS = Path(__file__).parent.parent / "docs"
-SMALL = {"n_embd": 32, "n_head": 4, "seq": 6, "batch": 2}
+SMALL = {"n_embd": 32, "n_head": 4, "seq": 6, "batch": 2, "n_layer": 1}
 
 
 class Net(nn.Module):

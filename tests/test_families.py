@@ -74,7 +74,7 @@ def test_probe_meta_and_cpu_agree_on_every_family(config: BlockConfig) -> None:
     assert all(d is not None for t in probe.tensors() for d in [t.symbols])
 
 
-SMALL = {"n_embd": 32, "n_head": 4, "seq": 6, "batch": 2}
+SMALL = {"n_embd": 32, "n_head": 4, "seq": 6, "batch": 2, "n_layer": 1}
 
 
 def family(preset: str = "nanochat", **flags: object):

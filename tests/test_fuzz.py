@@ -78,7 +78,7 @@ SWITCHES = {
 }
 FUNCTIONS = ["norm", "*.forward", "MLP.*", "nothing", "", "[", "ä*", "*"]
 FREEZE = ["attn.*", "mlp.c_fc", "h.*.attn", "nothing", "", "[", "ä*", "*"]
-BASE = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2"]  # before the fuzzed flags
+BASE = ["--n-embd", "32", "--n-head", "4", "--seq", "6", "--batch", "2", "--n-layer", "1"]  # then the fuzzed
 OUTPUTS = [
     "none", "-", "new", "existing", "missing-folder", "folder", "empty", "under-a-file", "full",
     "new.svg", "new.html", "new.md", "new.csv", "new.png", "NEW.SVG", "existing.svg",

@@ -21,7 +21,7 @@ from blocktrace.views.grad.render import GradView, bar, to_text
 from blocktrace.views.view import Page
 from tests.harness import invoke, one_error
 
-SMALL = ["--n-embd", "32", "--n-head", "4", "--seq", "8", "--batch", "2"]
+SMALL = ["--n-embd", "32", "--n-head", "4", "--seq", "8", "--batch", "2", "--n-layer", "1"]
 
 
 def grad_json(*args: str) -> dict:
@@ -70,7 +70,7 @@ def test_grad_equals_an_independent_autograd_run(residual: str) -> None:
 
 def test_one_layer_is_the_block_itself() -> None:
     data = grad_json("--preset", "llama")
-    config = BlockConfig.from_preset("llama", n_embd=32, n_head=4, seq=8, batch=2)
+    config = BlockConfig.from_preset("llama", n_embd=32, n_head=4, seq=8, batch=2, n_layer=1)
     stream, params, _ = oracle(config, 0)
     assert [row["kind"] for row in data["layers"]] == ["Block"]
     assert data["layers"][0]["stream_norm"] == pytest.approx(stream[0], rel=1e-5)

@@ -174,7 +174,7 @@ def ours(preset: str, size: Size, **overrides: Any) -> BlockConfig:
     """Our Block of `preset` at `size`, with `overrides` in place of the preset's (or size's) choices."""
     sizes = {"n_embd": size.n_embd, "n_head": size.n_head, "n_kv_head": size.n_kv_head}
     return BlockConfig.from_preset(
-        preset, **{**sizes, "mlp_hidden": size.mlp_hidden, **overrides}, seq=T, batch=B
+        preset, **{**sizes, "mlp_hidden": size.mlp_hidden, "n_layer": 1, **overrides}, seq=T, batch=B
     )
 
 

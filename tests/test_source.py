@@ -88,7 +88,7 @@ def test_default_block_source_is_unchanged(golden) -> None:
 
 
 def test_llama_block_source_is_unchanged(golden) -> None:
-    golden("source_llama.txt", run("--preset", "llama", "--n-kv-head", "2"))
+    golden("source_llama.txt", run("--preset", "llama", "--n-layer", "1"))  # Llama 3 8B's layer
 
 
 def test_a_statement_over_several_lines_is_annotated_on_its_last_line(user_trace: Trace) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from blocktrace.errors import ConfigError
+from blocktrace.errors import BlocktraceError, ConfigError, ran_before
 
 if TYPE_CHECKING:  # imported where used: the CLI's --help imports this package and needs none of it
     from blocktrace.api.shown import Shown
@@ -91,6 +91,22 @@ def _cached(
     return cached_trace(request, chosen, tuple(freeze), cache, stats)
 
 
+def _ran(args: tuple, kwargs: dict[str, Any], partial: bool) -> tuple[Trace, BlocktraceError | None]:
+    """The trace of `trace(*args, **kwargs)`; with `partial`, where its forward fails, the trace of
+    what ran before the failure (its `stopped` the failure's line), and the failure."""
+    from dataclasses import replace
+
+    from blocktrace.tracing.trace import Trace
+
+    try:
+        return trace(*args, **kwargs), None
+    except BlocktraceError as error:
+        ran = ran_before(error)
+        if not partial or not isinstance(ran, Trace):
+            raise
+        return replace(ran, stopped=str(error)), error
+
+
 def diagram(
     *args: Any,
     shapes: str = "symbolic",
@@ -98,22 +114,30 @@ def diagram(
     ascii: bool = False,
     width: int | None = None,
     collapse: bool = True,
+    partial: bool = False,
     **kwargs: Any,
 ) -> Shown:
     """The data-flow diagram of what `trace(*args, **kwargs)` traces (or of a Trace), with the
-    diagram command's options."""
+    diagram command's options. `partial`: where the forward fails, the diagram of what ran up to
+    the failure instead of the error, the failure in its `failure` and its first line."""
     from blocktrace.api.shown import Shown
     from blocktrace.views.diagram.report import DiagramView
 
-    traced = trace(*args, **kwargs)
-    return Shown(DiagramView(traced, _shapes(shapes), formulas, ascii, _width(width), collapse))
+    traced, failure = _ran(args, kwargs, partial)
+    return Shown(DiagramView(traced, _shapes(shapes), formulas, ascii, _width(width), collapse), failure)
 
 
 def table(
-    *args: Any, shapes: str = "symbolic", depth: int | None = None, expand: bool = False, **kwargs: Any
+    *args: Any,
+    shapes: str = "symbolic",
+    depth: int | None = None,
+    expand: bool = False,
+    partial: bool = False,
+    **kwargs: Any,
 ) -> Shown:
     """The table of every call, op and residual add, with the table command's options (`expand`:
-    every layer's rows, where a run of identical layers is otherwise one row and one layer's)."""
+    every layer's rows, where a run of identical layers is otherwise one row and one layer's;
+    `partial`: as diagram's, the failure in the last line)."""
     from blocktrace.api.shown import Shown
     from blocktrace.views.steps import StepTree
     from blocktrace.views.table.build import build_table
@@ -121,8 +145,9 @@ def table(
 
     if depth is not None and depth < 0:
         raise ConfigError(f"depth must be 0 or more, got {depth}")
-    built = build_table(StepTree(trace(*args, **kwargs)), depth, collapse=not expand)
-    return Shown(TableView(built, _shapes(shapes)))
+    traced, failure = _ran(args, kwargs, partial)
+    built = build_table(StepTree(traced), depth, collapse=not expand)
+    return Shown(TableView(built, _shapes(shapes)), failure)
 
 
 def source(

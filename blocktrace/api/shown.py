@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blocktrace.errors import BlocktraceError
 from blocktrace.output import formats
 from blocktrace.output.writers import FILE
 from blocktrace.views.view import Page, View
@@ -23,6 +24,7 @@ class Shown:
     """What blocktrace.diagram(), table() and source() return."""
 
     view: View
+    failure: BlocktraceError | None = None  # with partial=True: the failure the view stops at
 
     def __str__(self) -> str:
         """The text a file gets (never fitted to a terminal, never coloured)."""

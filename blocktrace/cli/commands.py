@@ -19,6 +19,7 @@ from blocktrace.cli.options import (
     DeviceOpt,
     DiagramFormat,
     OutputOpt,
+    PartialOpt,
     ShapesOpt,
     SourceFormat,
     TableFormat,
@@ -35,6 +36,8 @@ from blocktrace.views.memory.build import Optimizer
 from blocktrace.views.shapes import Shapes
 
 if TYPE_CHECKING:
+    from blocktrace.api.shown import Shown
+
     MemoryFormat = _Format
 else:
     MemoryFormat = _formats("memory")
@@ -100,6 +103,7 @@ def diagram(
     ] = False,
     output: OutputOpt = None,
     theme: ThemeOpt = DEFAULT_THEME,
+    partial: PartialOpt = False,
 ) -> None:
     """Draw the Block's data flow with the tensor shape on every edge.
 
@@ -122,9 +126,16 @@ def diagram(
     with progress(wanted(name)):
         shown = api.diagram(
             model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only,
-            width=width, collapse=collapse, stats=stats,
+            width=width, collapse=collapse, stats=stats, partial=partial,
         )  # fmt: skip
+    _write(shown, name, output, theme)
+
+
+def _write(shown: Shown, name: str, output: str | None, theme: Enum) -> None:
+    """Write the view; a partial one (--partial), then fail as its forward did."""
     formats.write(shown.view, name, output, theme=theme.value)
+    if shown.failure is not None:
+        raise shown.failure
 
 
 def _output(command: str, fmt: Enum | None, output: str | None) -> tuple[str, str | None]:
@@ -194,6 +205,7 @@ def table(
     ] = None,
     output: OutputOpt = None,
     theme: ThemeOpt = DEFAULT_THEME,
+    partial: PartialOpt = False,
 ) -> None:
     """List every module call, functional op and residual add with its shapes, weights,
     parameters, requires_grad and FLOPs, then the totals.
@@ -227,8 +239,9 @@ def table(
             shapes=shapes,
             stats=stats,
             expand=expand,
+            partial=partial,
         )
-    formats.write(shown.view, name, output, theme=theme.value)
+    _write(shown, name, output, theme)
 
 
 @app.command(cls=OptionsOnly)

@@ -14,6 +14,7 @@ import typer
 
 from blocktrace.api.request import model_request as request_of
 from blocktrace.cli.clicks import context, core
+from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.block.families import FAMILIES, Activation, Norm, Preset, Qkv, Residual
 from blocktrace.models.request import SOURCES, Flag, ModelRequest
 from blocktrace.models.spec import Device, Dtype
@@ -52,34 +53,46 @@ TRACE_PANEL = "Tracing"
 OUTPUT_PANEL = "Output"
 PANELS = (SOURCE_PANEL, FAMILY_PANEL, SIZES_PANEL, TRACE_PANEL, OUTPUT_PANEL, "Options")  # help's order
 
+
+def _by_preset(name: str) -> str:
+    """Each preset's value of a size: its reference's, or nanochat's (the default), for --help."""
+    return ", ".join(f"{p} {getattr(BlockConfig.from_preset(p), name)}" for p in Preset)
+
+
+def _set_by(name: str) -> str:
+    """The presets whose reference sets what otherwise follows another flag or a default (Hkv, F, the
+    rotary base), with their values, for --help."""
+    sizes = {p: getattr(f.sizes, name, None) for p, f in FAMILIES.items()}
+    return ", ".join(f"{p} {value:g}" for p, value in sizes.items() if value is not None)
+
+
+def _size_flag(declaration: str, help: str, name: str, then: str = "") -> Any:
+    """A size the preset gives unless the flag is given."""
+    words = f"{help} Default: the preset's, {_by_preset(name)}{then}."
+    option = typer.Option(declaration, min=1, help=words, show_default=False, rich_help_panel=SIZES_PANEL)
+    return Annotated[int | None, option]
+
+
 # One definition of each config flag, shared by every command that builds a Block.
-NEmbd = Annotated[
-    int, typer.Option("--n-embd", min=1, help="C: width of the residual stream.", rich_help_panel=SIZES_PANEL)
-]
-NHead = Annotated[
-    int,
-    typer.Option("--n-head", min=1, help="H: query heads; C must divide by it.", rich_help_panel=SIZES_PANEL),
-]
+NEmbd = _size_flag("--n-embd", "C: width of the residual stream.", "n_embd")
+NHead = _size_flag("--n-head", "H: query heads; C must divide by it.", "n_head")
 NKvHead = Annotated[
     int | None,
     typer.Option(
         "--n-kv-head",
         min=1,
-        help="Hkv: key/value heads (GQA when < H); H must divide by it. Default: the --n-head value.",
+        help="Hkv: key/value heads (GQA when < H); H must divide by it. Default: the --n-head value, "
+        f"or, without --n-head, the preset's ({_set_by('n_kv_head')}).",
         show_default=False,
         rich_help_panel=SIZES_PANEL,
     ),
 ]
-Seq = Annotated[
-    int,
-    typer.Option(
-        "--seq",
-        min=1,
-        help="T: tokens per sequence, the full size traced (with --hf: default 1024, or the model's "
-        "positions if fewer).",
-        rich_help_panel=SIZES_PANEL,
-    ),
-]
+Seq = _size_flag(
+    "--seq",
+    "T: tokens per sequence, the full size traced.",
+    "seq",
+    "; with --hf 1024, or the model's positions if fewer",
+)
 Batch = Annotated[
     int, typer.Option("--batch", min=1, help="B: sequences per batch.", rich_help_panel=SIZES_PANEL)
 ]
@@ -89,15 +102,14 @@ MlpRatio = Annotated[
         "--mlp-ratio", min=1, help="The MLP widens C to this many times C.", rich_help_panel=SIZES_PANEL
     ),
 ]
-NLayer = Annotated[
-    int,
-    typer.Option("--n-layer", min=1, help="Blocks chained one after another.", rich_help_panel=SIZES_PANEL),
-]
+NLayer = _size_flag("--n-layer", "Blocks chained one after another.", "n_layer")
 MlpHidden = Annotated[
     int | None,
     typer.Option(
         "--mlp-hidden",
-        help="F: the MLP's inner width, if not --mlp-ratio times C (Llama 70B: 28672 for C = 8192).",
+        help="F: the MLP's inner width, if not --mlp-ratio times C (Llama 70B: 28672 for C = 8192). "
+        "Default: --mlp-ratio times C, or, without --n-embd and --mlp-ratio, the preset's "
+        f"({_set_by('mlp_hidden')}).",
         show_default=False,
         rich_help_panel=SIZES_PANEL,
     ),
@@ -106,8 +118,8 @@ PresetOpt = Annotated[
     Preset,
     typer.Option(
         "--preset",
-        help=f"The Block to build: {', '.join(f.summary for f in FAMILIES.values())}. "
-        "The flags below override its choices.",
+        help=f"The Block to build: {', '.join(f.summary for f in FAMILIES.values())}; each at its "
+        "reference's sizes. The flags below override its choices and sizes.",
         rich_help_panel=FAMILY_PANEL,
     ),
 ]
@@ -133,6 +145,16 @@ BiasOpt = _choice_flag(bool, "--bias/--no-bias", "Biases in the Linears (and Lay
 QkNormOpt = _choice_flag(bool, "--qk-norm/--no-qk-norm", "Normalise q and k per head.")
 RotaryOpt = _choice_flag(bool, "--rotary/--no-rotary", "Rotary position embeddings on q and k.")
 CausalOpt = _choice_flag(bool, "--causal/--no-causal", "Causal attention mask.")
+RopeThetaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--rope-theta",
+        help=f"The base of the rotary frequencies. Default: the preset's ({_set_by('rope_theta')}), else "
+        f"{BlockConfig.rope_theta:g}.",
+        show_default=False,
+        rich_help_panel=FAMILY_PANEL,
+    ),
+]
 QkvOpt = _choice_flag(
     Qkv, "--qkv", "separate q, k, v projections, or one fused C -> 3C (needs --n-kv-head = --n-head)."
 )
@@ -183,6 +205,15 @@ ThemeOpt = Annotated[
         rich_help_panel=OUTPUT_PANEL,
     ),
 ]
+PartialOpt = Annotated[
+    bool,
+    typer.Option(
+        "--partial",
+        help="Where the forward fails, print what ran up to the failure, with a line saying where and "
+        "why it stopped; the run still fails (exit 1).",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
 ShapesOpt = Annotated[
     Shapes,
     typer.Option(
@@ -214,14 +245,14 @@ _MODEL_FLAGS: tuple[tuple[str, Any, Any], ...] = tuple(
 
 # Every command that builds a Block takes these flags, defined once: `block_flags` adds them to it.
 _BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
-    ("n_embd", NEmbd, 768),
-    ("n_head", NHead, 6),
+    ("n_embd", NEmbd, None),
+    ("n_head", NHead, None),
     ("n_kv_head", NKvHead, None),
-    ("seq", Seq, 1024),
+    ("seq", Seq, None),
     ("batch", Batch, 8),
     ("mlp_ratio", MlpRatio, 4),
     ("mlp_hidden", MlpHidden, None),
-    ("n_layer", NLayer, 1),
+    ("n_layer", NLayer, None),
     ("dtype", DtypeOpt, Dtype.float32),
     ("preset", PresetOpt, Preset.nanochat),
     ("norm", NormOpt, None),
@@ -230,6 +261,7 @@ _BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("bias", BiasOpt, None),
     ("qk_norm", QkNormOpt, None),
     ("rotary", RotaryOpt, None),
+    ("rope_theta", RopeThetaOpt, None),
     ("causal", CausalOpt, None),
     ("qkv", QkvOpt, None),
 )

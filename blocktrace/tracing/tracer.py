@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from blocktrace.errors import TraceError, error_line
+from blocktrace.errors import ForwardError, error_line
 from blocktrace.tracing.flops import Counts, FlopCounter
 from blocktrace.tracing.graph.build import residual_joins
 from blocktrace.tracing.ops import facts
@@ -490,7 +490,8 @@ def trace(
                 place = f"{where.path or '<root>'} ({type(where.module).__name__})" if where else ""
                 said = error if isinstance(error, Exception) else error_line(error, named=True)
                 at = f" at {recorder.failed}" if recorder.failed else ""
-                raise TraceError(f"forward failed in {place}{at}: {said}") from error
+                ran = _ran(recorder, module, inputs, device or _device_of(args))
+                raise ForwardError(f"forward failed in {place}{at}: {said}", ran) from error
         outputs = recorder.metas(output)
     finally:
         recorder.forget_frames()
@@ -499,17 +500,47 @@ def trace(
             handle.remove()
         for m, mode in training.items():
             m.training = mode  # each module's own flag: train() would redo its whole subtree
+    return _assembled(recorder, module, inputs, outputs, device or _device_of(args), recorder.calls)
+
+
+def _assembled(
+    recorder: _Recorder,
+    module: nn.Module,
+    inputs: tuple[TensorMeta, ...],
+    outputs: tuple[TensorMeta, ...],
+    device: str,
+    calls: list[ModuleCall | None],
+) -> Trace:
+    """The Trace of what `recorder` recorded, its residual adds found from its data flow."""
     traced = Trace(
         model=type(module).__name__,
-        device=device or _device_of(args),
+        device=device,
         inputs=inputs,
         outputs=outputs,
-        calls=tuple(c for c in recorder.calls if c is not None),
+        calls=tuple(c for c in calls if c is not None),
         ops=tuple(recorder.ops),
         residual_adds=(),
         frames=tuple(recorder.frame_records),
     )
     return replace(traced, residual_adds=tuple(recorder.residual_adds(residual_joins(traced))))
+
+
+def _ran(recorder: _Recorder, module: nn.Module, inputs: tuple[TensorMeta, ...], device: str) -> Trace:
+    """What ran before the forward raised: the calls still open (the failing one and those around
+    it) closed there, returning nothing, so that every op recorded has its call. Its residual adds
+    are found as if each open call ended the stream with what it was reading when it stopped; its
+    outputs are what the root call was reading, where the stream stopped."""
+    for i, open_call in enumerate(recorder.stack):
+        reading = (recorder.stack[i + 1] if i + 1 < len(recorder.stack) else open_call).inputs[:1]
+        counts = recorder.counts[id(open_call.module)]
+        kind, site = type(open_call.module).__name__, open_call.site
+        closed = (open_call.parent, open_call.inputs, reading, *counts, recorder.clock, site)
+        recorder.calls[open_call.index] = ModuleCall(open_call.index, open_call.path, kind, *closed)
+    ended = _assembled(recorder, module, inputs, (), device, recorder.calls)
+    still_open = {c.index for c in recorder.stack}
+    calls = tuple(replace(c, outputs=()) if c.index in still_open else c for c in ended.calls)
+    root = recorder.calls[recorder.stack[0].index] if recorder.stack else None
+    return replace(ended, calls=calls, outputs=() if root is None else root.outputs)
 
 
 def _device_of(args: Any) -> str:

@@ -31,7 +31,8 @@ def header(trace: Trace, width: int | None = None, parts: Sequence[tuple[str, in
         f"{trace.model}{dtype}: {len(trace.calls)} module calls, {len(trace.ops)} ops, "
         f"{adds} (shapes from {source})"
     )
-    return "\n".join(textwrap.wrap(text, width)) if width else text
+    lines = [text] if trace.stopped is None else [text, f"stopped: {trace.stopped}"]
+    return "\n".join(cut for line in lines for cut in (textwrap.wrap(line, width) if width else [line]))
 
 
 def legend(trace: Trace) -> list[str]:

@@ -60,6 +60,7 @@ class BlockConfig:
     bias: bool = False  # biases in the Linears
     qk_norm: bool = True  # normalise q and k per head
     rotary: bool = True  # rotary position embeddings on q and k
+    rope_theta: float = 10000.0  # the base of the rotary frequencies
     causal: bool = True  # causal attention mask
     qkv: Qkv = Qkv.separate  # separate q, k, v projections, or one fused C -> 3C
     norm_weights: bool = False  # norms are modules with a weight (and a bias for layernorm)
@@ -73,6 +74,9 @@ class BlockConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.mlp_hidden is not None and (not _is_int(self.mlp_hidden) or self.mlp_hidden <= 0):
             raise ConfigError(f"mlp_hidden must be a positive integer, got {self.mlp_hidden!r}")
+        theta = self.rope_theta
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0 < theta < float("inf"):
+            raise ConfigError(f"rope_theta must be a number above 0, got {theta!r}")
         for name, kind in (
             ("dtype", Dtype), ("preset", Preset), ("norm", Norm), ("activation", Activation),
             ("residual", Residual), ("qkv", Qkv),
@@ -116,14 +120,16 @@ class BlockConfig:
 
     @classmethod
     def from_preset(cls, preset: str = Preset.nanochat, **overrides: Any) -> BlockConfig:
-        """The config of `preset`, with every override that is not None in its place."""
+        """The config of `preset` at its reference's sizes, with every override that is not None in
+        its place."""
         family = FAMILIES[choice(Preset, preset, "preset")]
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
             raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
         chosen = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**{**family.choices(), "preset": preset, **chosen})
+        sizes = family.sizes.given(chosen) if family.sizes else {}
+        return cls(**{**family.choices(), **sizes, "preset": preset, **chosen})
 
     @property
     def kv_heads(self) -> int:
@@ -178,7 +184,7 @@ class BlockConfig:
             mlp_hidden=dims.get("F"),
         )
 
-    def to_dict(self) -> dict[str, int | str | bool]:
+    def to_dict(self) -> dict[str, int | str | bool | float]:
         """Plain JSON-able values; the trace schema writes an unset mlp_hidden as 0."""
         out = {k: v.value if isinstance(v, StrEnum) else v for k, v in asdict(self).items()}
         return {**out, "mlp_hidden": self.mlp_hidden or 0}

@@ -276,6 +276,8 @@ class _Builder:
             steps = self.steps(call, frame)
         producer = _producers(steps)
         outputs = call.outputs if helper is None else helper.outputs
+        if root and not outputs:  # a forward that failed (--partial): the stream ends where it stopped
+            outputs = self.trace.outputs
         main_out = outputs[0] if outputs else None
         inputs = call.inputs if helper is None else helper.inputs
         for i, s in enumerate(steps):

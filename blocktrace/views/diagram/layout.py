@@ -438,12 +438,20 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
     root = tree.graph.root if tree.graph.levels else None
     main = root.main_output if root is not None and root.segments else None
     out = main or (trace.outputs[0] if trace.outputs else last)
-    diagram.labels.append(Label(x0, y + 1, f"output {shape_text(out, shapes)}", "terminal"))
+    end = f"output {shape_text(out, shapes)}" if trace.stopped is None else _stopped_in(trace)
+    diagram.labels.append(Label(x0, y + 1, end, "terminal"))
     for k, text in enumerate(t for left in branching.values() for t in left):  # off a side column
         diagram.labels.append(Label(x0, y + 2 + k, f"not drawn: {text}, off a parallel branch", "side"))
 
     _place_highways(diagram, texts, merges, cx, width)
     return diagram
+
+
+def _stopped_in(trace: Trace) -> str:
+    """Where a partial trace ends: the call that raised (the innermost that did not return)."""
+    failed = max((c for c in trace.calls if not c.outputs), key=lambda c: c.index, default=None)
+    where = "" if failed is None else f" in {failed.path or '<root>'} ({failed.type}), which did not return"
+    return f"stopped{where}: the forward failed"
 
 
 def _place_highways(

@@ -56,6 +56,7 @@ class Table:
     config: dict[str, Any] = field(default_factory=dict)
     depth: int | None = None  # rows deeper than this were folded into their parent
     collapsed: bool = False  # whether runs of identical layers were made one row
+    stopped: str | None = None  # a partial trace's: the failure the forward stopped at
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -84,6 +85,7 @@ def build_table(tree: StepTree, depth: int | None = None, collapse: bool = False
         config=plain(trace.config),
         depth=depth,
         collapsed=collapse,
+        stopped=trace.stopped,
     )
 
 

@@ -121,6 +121,8 @@ def footer(table: Table) -> list[str]:
         )
     if table.symbols:
         lines.append("symbols: " + ", ".join(f"{k}={v}" for k, v in table.symbols.items()))
+    if table.stopped is not None:
+        lines.append(f"stopped: {table.stopped}")
     return lines
 
 
@@ -275,6 +277,7 @@ def to_dict(table: Table, shapes: Shapes = Shapes.symbolic) -> dict[str, Any]:
             "activation_bytes": t.activation_bytes,
             "dtype": t.dtype,
         },
+        **({} if table.stopped is None else {"stopped": table.stopped}),
     }
 
 
