@@ -137,6 +137,18 @@ CORPUS: dict[str, Case] = {
         ],
         {("cross", "input 2")},
     ),
+    # SideTermBlock.forward: x + proj(a) + ctx(context).mean(1, keepdim=True) is one sum (two adds on
+    # one line): x skips the attention branch, and the context's term, made from input 2 alone, is a
+    # side input of the sum; then x + out(gelu(fc(ln2(x)))). split's q, k, v all carry the stream
+    "side-term block": Case(
+        cb.SideTermBlock, (x(2, 6, 16), x(2, 5, 8)), own("SideTermBlock", "2,6,16", "2,5,8"),
+        [
+            ("", "input", (("ln1", "qkv", "split", "<genexpr>", "scaled_dot_product_attention",
+                            "transpose", "reshape", "proj"),)),
+            ("", "add", (("ln2", "fc", "gelu", "out"),)),
+        ],
+        {("ctx", "input 2"), ("mean", "ctx"), ("add", "mean")},
+    ),
     # DictBlock.forward: two sums; {"hidden": x, "aux": aux_head(x)}: aux (B, T, 3) leaves beside
     "dict-returning block": Case(
         cb.DictBlock, (x(2, 6, 16),), own("DictBlock", "2,6,16"),
@@ -245,3 +257,32 @@ def test_the_corpus_holds_at_least_thirty_models_nobody_here_wrote() -> None:
     from tests.test_corpus_configs import CORPUS as CONFIGS
 
     assert len(CONFIGS) + len(CORPUS) >= 30
+
+
+def test_a_sum_with_a_side_term_is_one_residual_whose_skip_is_drawn_as_a_highway() -> None:
+    """x = x + self.proj(a) + self.ctx(context).mean(1, keepdim=True): one residual of two adds, its
+    branch the attention, its side term the context's mean; the header counts the code's two sums,
+    and x leaves the stream at the input, not after the attention."""
+    from blocktrace.views.captions import header
+    from blocktrace.views.diagram.layout import layout
+    from blocktrace.views.diagram.render import render, to_text
+    from blocktrace.views.shapes import Shapes
+    from blocktrace.views.steps import StepTree
+
+    case = CORPUS["side-term block"]
+    torch.manual_seed(0)
+    t, _ = traced(case.build().eval(), case.args)
+    first, second = t.residual_adds
+    (mean,) = [o for o in t.ops if o.name == "mean"]
+    assert len(first.adds) == 2 and first.stream.id == t.inputs[0].id
+    assert [s.id for s in first.sides] == [mean.outputs[0].id] and second.sides == ()
+    assert [[t.calls[c].path for c in b.calls] for b in first.branches] == [["ln1", "qkv", "proj"]]
+    lines = to_text(render(layout(StepTree(t), Shapes.concrete))).splitlines()
+    assert "2 residual adds" in header(t)
+    joins = [i for i, line in enumerate(lines) if line.strip().startswith("(+)◄")]
+    forks = [i for i, line in enumerate(lines) if line.strip().startswith("├─")]
+    assert len(joins) == 2 and forks == [2, joins[0] + 3]  # x leaves at the input, then at the first sum
+    assert lines[joins[0] + 1].strip() == (
+        "│ x + proj(reshape(transpose(scaled_dot_product_attention(<genexpr>(split(qkv(ln1(x))))))))"
+        " + mean(ctx(input 2))"
+    )

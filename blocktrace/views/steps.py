@@ -252,7 +252,7 @@ class StepTree:
             op = item
             r = self.residual_at.get(op.index)
             if r is not None:
-                inputs = (r.stream, *(b.output for b in r.branches))
+                inputs = (r.stream, *(b.output for b in r.branches), *r.sides)
                 steps.append(
                     Step(StepKind.residual, "+", "+", inputs, r.output, op.time, ops=(op,), residual=r)
                 )

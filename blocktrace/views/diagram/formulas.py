@@ -88,13 +88,15 @@ def stream_formulas(
         it, else as the ops that made it from what they read (λ·x0: mul(getitem(), h))."""
         side = tree.side.get(tensor_id)
         if side is not None and side.kind in (StepKind.compute, StepKind.shape) and depth > 0:
-            return ops_text(side, lambda t: value(t, before) if t in names or t in made_at else off(t))
+            return ops_text(side, lambda t: inner(t, before, depth))
         if tensor_id in sources:
             return sources[tensor_id]
+        if side is not None and side.kind == StepKind.call and depth > 0:  # a module off the stream: ctx(c)
+            return f"{side.title}({', '.join(inner(t.id, before, depth) for t in _data_inputs(side))})"
         return f"{side.title}(…)" if side is not None else "?"
 
-    def off(t: int) -> str:
-        return off_stream(t, 0, 0)
+    def inner(t: int, before: int, depth: int) -> str:
+        return value(t, before) if t in names or t in made_at else off_stream(t, before, depth - 1)
 
     def made(pos: int) -> str:
         step = drawn[pos]
