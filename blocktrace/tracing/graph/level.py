@@ -94,7 +94,9 @@ class LevelFlow:
                 continue
             spine.append(i)
             if any(t.id not in current for t in made):
-                current = {t.id for t in made}
+                # what it read of the stream is replaced by what it made; the rest goes on (of q, k
+                # and v, k and v while a step makes something of q alone)
+                current = (current - {t.id for t in main_inputs(s)}) | {t.id for t in made}
                 values.append(made[0])
             else:
                 values.append(values[-1])  # a step that hands the stream on as it was (eval dropout)

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from blocktrace.tracing.ops import definition, op_title
 from blocktrace.tracing.trace import OpCall, TensorMeta
+from blocktrace.views.diagram.assigned import assigned_names
 from blocktrace.views.shapes import shape_text
 from blocktrace.views.steps import Step, StepKind, StepTree, short_path
 
@@ -55,7 +56,8 @@ def stream_formulas(
         return []
     made_at: dict[int, list[int]] = {}  # tensor id -> positions in `drawn` of the steps that gave it
     for pos, step in enumerate(drawn):
-        made_at.setdefault(step.output.id, []).append(pos)
+        for t in _outputs(step):
+            made_at.setdefault(t.id, []).append(pos)
     names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(inputs)}
     starts = [r.stream.id for r in residuals] + [s.inputs[0].id for s in runs if s.inputs]
     streams = dict.fromkeys([*starts, *(s.output.id for s in runs), drawn[-1].output.id])
@@ -69,6 +71,9 @@ def stream_formulas(
     )
     shared = [i for i in made_at if reads[i] > 1 and i not in names]
     names.update((i, "h" if len(shared) == 1 else f"h_{k}") for k, i in enumerate(shared, 1))
+    unpacked = _unpacked(tree, drawn, names, len(shared))
+    for ids in unpacked.values():
+        names.update(ids)
     used: dict[int, None] = {}  # the other inputs written, in order
 
     def value(tensor_id: int, before: int) -> str:
@@ -131,11 +136,61 @@ def stream_formulas(
 
     given = {t.id for t in inputs}
     named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in given)
-    lines = [f"{names[i]} = {made(pos)}" for pos, i in named]
+    lines = []
+    for pos, i in named:
+        if pos not in unpacked:
+            lines.append(f"{names[i]} = {made(pos)}")
+        elif i == min(unpacked[pos]):  # q, k, v = <genexpr>(...): the step's values, named once
+            lines.append(f"{', '.join(unpacked[pos].values())} = {made(pos)}")
     if taken is trace.inputs:  # the model's own stream
         lines += side_output_lines()
     said = {t.id: k for k, t in enumerate(taken)}
     return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(taken[said[i]])}" for i in used]
+
+
+def _outputs(step: Step) -> tuple[TensorMeta, ...]:
+    """Every value a drawn step makes: a helper's all it returned, an op's all its outputs (split's
+    q, k and v), else its one output."""
+    if step.returned:
+        return step.returned
+    last = step.ops[-1].outputs if step.ops else ()
+    return last if step.output in last else (step.output,)
+
+
+def _unpacked(
+    tree: StepTree, drawn: Sequence[Step], names: dict[int, str], taken: int
+) -> dict[int, dict[int, str]]:
+    """Position -> the values of a step that makes several read by later steps apart (a generator
+    over split's q, k, v; not split's own outputs, read together by the one step after it), each
+    by the name the code's line unpacks it into, else h_k after the `taken` names h_1...h_k."""
+    readers: dict[int, set[int]] = {}
+    for pos, step in enumerate(drawn):
+        for t in _operands(tree, step):
+            readers.setdefault(t.id, set()).add(pos)
+    found: dict[int, dict[int, str]] = {}
+    for pos, step in enumerate(drawn):
+        outs = [t for t in _outputs(step) if readers.get(t.id, set()) - {pos}]
+        apart = len({frozenset(readers[t.id]) for t in outs}) > 1
+        if len(outs) < 2 or len(outs) < len(_outputs(step)) or not (step.kind == StepKind.helper or apart):
+            continue
+        code = _code_names(tree, step, len(outs))
+        if code is None or set(code) & set(names.values()):
+            code = tuple(f"h_{taken + k}" for k in range(1, len(outs) + 1))
+            taken += len(outs)
+        found[pos] = dict(zip((t.id for t in outs), code, strict=True))
+    return found
+
+
+def _code_names(tree: StepTree, step: Step, count: int) -> tuple[str, ...] | None:
+    """The names the line that made the step's values unpacks them into: the caller's line for a
+    helper call, the op's own line for an op."""
+    if step.kind == StepKind.helper:
+        frames = {f.frame: f for f in tree.trace.frames}
+        helper = frames.get(step.frame)
+        caller = frames.get(helper.caller) if helper is not None and helper.caller is not None else None
+        return None if caller is None or helper is None else assigned_names(caller.file, helper.line, count)
+    op = step.ops[-1] if step.ops else None
+    return None if op is None else assigned_names(op.file, op.line, count)
 
 
 def ops_text(step: Step, value: Callable[[int], str]) -> str:
