@@ -69,11 +69,20 @@ def stream_formulas(
     reads = Counter(
         t.id for step in (*drawn, *beside) for t in _operands(tree, step) if t.id != step.output.id
     )
-    shared = [i for i in made_at if reads[i] > 1 and i not in names]
+    leaving = {out.id for _, _, out in tree.side_outputs()} if taken is trace.inputs else set()
+    groups = _unpacked(tree, drawn, leaving)
+    shared = [
+        i for i in made_at if reads[i] > 1 and i not in names and not any(i in g for g in groups.values())
+    ]
     names.update((i, "h" if len(shared) == 1 else f"h_{k}") for k, i in enumerate(shared, 1))
-    unpacked = _unpacked(tree, drawn, names, len(shared))
-    for ids in unpacked.values():
-        names.update(ids)
+    unpacked: dict[int, dict[int, str]] = {}
+    for pos, ids in groups.items():
+        code = _code_names(tree, drawn[pos], len(ids))
+        if code is None or set(code) & set(names.values()):
+            code = tuple(f"h_{len(shared) + k}" for k in range(1, len(ids) + 1))
+            shared += ids
+        unpacked[pos] = dict(zip(ids, code, strict=True))
+        names.update(unpacked[pos])
     used: dict[int, None] = {}  # the other inputs written, in order
 
     def value(tensor_id: int, before: int) -> str:
@@ -109,11 +118,23 @@ def stream_formulas(
             return " + ".join(value(t.id, pos) for t in step.inputs)
         if step.kind in (StepKind.compute, StepKind.shape) and step.ops:
             return ops_text(step, lambda t: value(t, pos))
-        args = [value(t.id, pos) for t in _data_inputs(step)]
+        args = together(_data_inputs(step), pos)
         for source, values in tree.reads(step):  # what it reads beside the stream, each source once
             known = [value(v.id, pos) for v in values if v.id in names]
             args += known or [source]
         return f"{step.title}({', '.join(args)})"
+
+    def together(data: Sequence[TensorMeta], pos: int) -> list[str]:
+        """The values a step reads, those of one earlier step read all together and in order
+        written once: <genexpr>(split(...)), not split(...) three times."""
+        args, i = [], 0
+        while i < len(data):
+            earlier = [p for p in made_at.get(data[i].id, []) if p < pos]
+            outs = [t.id for t in _outputs(drawn[earlier[-1]])] if earlier else []
+            n = len(outs) if len(outs) > 1 and outs == [t.id for t in data[i : i + len(outs)]] else 1
+            args.append(value(data[i].id, pos) if n == 1 or data[i].id in names else made(earlier[-1]))
+            i += 1 if data[i].id in names else n
+        return args
 
     def beside_text(tensor_id: int, depth: int) -> str:
         """A value made beside the stream from stream values, written from the steps that made it."""
@@ -157,27 +178,22 @@ def _outputs(step: Step) -> tuple[TensorMeta, ...]:
     return last if step.output in last else (step.output,)
 
 
-def _unpacked(
-    tree: StepTree, drawn: Sequence[Step], names: dict[int, str], taken: int
-) -> dict[int, dict[int, str]]:
-    """Position -> the values of a step that makes several read by later steps apart (a generator
-    over split's q, k, v; not split's own outputs, read together by the one step after it), each
-    by the name the code's line unpacks it into, else h_k after the `taken` names h_1...h_k."""
+def _unpacked(tree: StepTree, drawn: Sequence[Step], leaving: set[int]) -> dict[int, list[int]]:
+    """Position -> the values of a step that makes several, each read after it (or leaving the model
+    beside its main output), if it is a helper or they are read apart: a generator yielding q, k and
+    v, attend() returning y and probs; not split's values that the one step after it reads together."""
     readers: dict[int, set[int]] = {}
     for pos, step in enumerate(drawn):
         for t in _operands(tree, step):
             readers.setdefault(t.id, set()).add(pos)
-    found: dict[int, dict[int, str]] = {}
+    for tid in leaving:
+        readers.setdefault(tid, set()).add(len(drawn))
+    found: dict[int, list[int]] = {}
     for pos, step in enumerate(drawn):
-        outs = [t for t in _outputs(step) if readers.get(t.id, set()) - {pos}]
-        apart = len({frozenset(readers[t.id]) for t in outs}) > 1
-        if len(outs) < 2 or len(outs) < len(_outputs(step)) or not (step.kind == StepKind.helper or apart):
-            continue
-        code = _code_names(tree, step, len(outs))
-        if code is None or set(code) & set(names.values()):
-            code = tuple(f"h_{taken + k}" for k in range(1, len(outs) + 1))
-            taken += len(outs)
-        found[pos] = dict(zip((t.id for t in outs), code, strict=True))
+        outs = [t.id for t in _outputs(step) if readers.get(t.id, set()) - {pos}]
+        apart = len({frozenset(readers[t]) for t in outs}) > 1
+        if len(outs) > 1 and len(outs) == len(_outputs(step)) and (step.kind == StepKind.helper or apart):
+            found[pos] = outs
     return found
 
 
@@ -224,8 +240,9 @@ def ops_text(step: Step, value: Callable[[int], str]) -> str:
 
 
 def _data_inputs(step: Step) -> tuple:
-    # a call or a helper is written with its data input; an op with every tensor it took
-    return step.inputs if step.kind in (StepKind.compute, StepKind.shape) else step.inputs[:1]
+    # a call is written with its data input; a helper with what it read from the stream; an op
+    # with every tensor it took
+    return step.inputs[:1] if step.kind == StepKind.call else step.inputs
 
 
 def _operands(tree: StepTree, step: Step) -> tuple[TensorMeta, ...]:
