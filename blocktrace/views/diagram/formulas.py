@@ -121,7 +121,8 @@ def stream_formulas(
         args = together(_data_inputs(step), pos)
         for source, values in tree.reads(step):  # what it reads beside the stream, each source once
             known = [value(v.id, pos) for v in values if v.id in names]
-            args += known or [source]
+            by_ops = all(_made_by_ops(tree.side.get(v.id)) for v in values)
+            args += known or ([off_stream(v.id, pos, 8) for v in values] if by_ops else [source])
         return f"{step.title}({', '.join(args)})"
 
     def together(data: Sequence[TensorMeta], pos: int) -> list[str]:
@@ -237,6 +238,12 @@ def ops_text(step: Step, value: Callable[[int], str]) -> str:
         outputs = tuple(o.id for o in op.outputs)
         made.update((o, (text, outputs)) for o in outputs)
     return text
+
+
+def _made_by_ops(step: Step | None) -> bool:
+    """Whether a value made beside the stream came from a run of ops (mask[:, None, None, :]),
+    written out as them rather than by their name."""
+    return step is not None and step.kind in (StepKind.compute, StepKind.shape) and bool(step.ops)
 
 
 def _data_inputs(step: Step) -> tuple:
