@@ -125,8 +125,8 @@ CORPUS: dict[str, Case] = {
             for skip, branches in (("input", (("norm", "attn"),)), ("add", (("norm", "mlp"),)))
         ],
         {("h.0", "value_embeds.0"), ("h.1", "value_embeds.1"), ("mul", "cat")},
-        # ChatBlock hands ve and cos_sin (self.cos[:, :t], a getitem of the buffer) on to attn
-        inner_side=("h.1", {("attn", "value_embeds.1"), ("attn", "getitem")}),
+        # ChatBlock hands ve and cos_sin (self.cos[:, :t], self.sin[:, :t]: slices of the buffers) on
+        inner_side=("h.1", {("attn", "value_embeds.1"), ("attn", "cos[…]"), ("attn", "sin[…]")}),
         some_side=True,
     ),
     # CrossAttentionBlock.forward: three sums, the second's branch reading the context (input 2)
@@ -389,9 +389,9 @@ FORMULAS: dict[str, list[str]] = {
         "h_1 = RMSNorm(Embedding(x))",
         "h_2 = cat(getitem(h_1), add(getitem(h_1), mul(mul(sigmoid(Linear(getitem(h_1)))), getitem(h_1))))",
         "x_1 = add(mul(getitem(), h_2), mul(getitem(), h_2))",
-        "x_2 = x_1 + ChatAttention(RMSNorm(x_1), value_embeds.0, getitem(?), getitem(?))",
+        "x_2 = x_1 + ChatAttention(RMSNorm(x_1), value_embeds.0, cos[…], sin[…])",
         "x_3 = add(mul(getitem(), x_2 + ChatMLP(RMSNorm(x_2))), mul(getitem(), h_2))",
-        "x_4 = x_3 + ChatAttention(RMSNorm(x_3), value_embeds.1, getitem(?), getitem(?))",
+        "x_4 = x_3 + ChatAttention(RMSNorm(x_3), value_embeds.1, cos[…], sin[…])",
         "x_out = mul(tanh(div(Linear(RMSNorm(x_4 + ChatMLP(RMSNorm(x_4)))))))",
     ],
 }

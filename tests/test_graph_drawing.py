@@ -343,3 +343,15 @@ def test_an_op_s_values_read_apart_are_named_as_the_code_unpacks_them_and_all_ca
         "q, k, v = chunk(Linear(x))",
         "x_out = x + Linear(squeeze(SDPA(unsqueeze(q), unsqueeze(k), unsqueeze(v))))",
     ]
+
+
+def test_a_slice_of_a_buffer_is_named_by_the_buffer() -> None:
+    """NanoChat.forward: cos_sin = self.cos[:, :t], self.sin[:, :t], the rotary tables registered as
+    buffers, read by every block's attention: drawn and written as cos[…] and sin[…], not getitem."""
+    from tests.corpus_blocks import NanoChat
+
+    t = traced(NanoChat(), torch.randint(0, 40, (2, 6)))
+    assert sorted(t.buffers.values()) == ["cos", "sin"]
+    text = drawn(t)
+    assert "reads cos[…] (1, 6, 1, 2)" in text and "reads sin[…] (1, 6, 1, 2)" in text
+    assert "x_2 = x_1 + ChatAttention(RMSNorm(x_1), value_embeds.0, cos[…], sin[…])" in formulas_of(t)

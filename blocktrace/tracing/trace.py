@@ -245,6 +245,7 @@ class Trace(Record):
     symbols: Mapping[str, int] = FrozenDict()  # legend: symbol -> value, e.g. C -> 768
     meanings: Mapping[str, str] = FrozenDict()  # legend: symbol -> meaning, e.g. C -> n_embd
     frames: tuple[Frame, ...] = ()  # every call of a function of the model's code, by number
+    buffers: Mapping[str, str] = FrozenDict()  # str(tensor id) -> the buffer's path ("cos", "h.0.attn.bias")
 
     def __post_init__(self) -> None:
         self.freeze_mappings()
@@ -304,6 +305,7 @@ class Trace(Record):
             "ops": [o.to_dict() for o in self.ops],
             "residual_adds": [r.to_dict(self) for r in self.residual_adds],
             "frames": [f.to_dict() for f in self.frames],
+            "buffers": plain(self.buffers),
         }
 
     @classmethod

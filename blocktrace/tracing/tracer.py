@@ -489,6 +489,8 @@ def trace(
             handles.append(m.register_forward_hook(recorder.post_hook, with_kwargs=True))
         module.eval()
         inputs = recorder.metas((args, kwargs))
+        # each buffer tagged before the forward: what is sliced from it is named by it (cos[…])
+        buffers = {str(recorder.meta(b).id): name for name, b in module.named_buffers()}
         counter = FlopCounter()
         with torch.no_grad(), _OpRecorder(recorder, counter), counter:
             try:
@@ -518,6 +520,7 @@ def trace(
         ops=tuple(recorder.ops),
         residual_adds=(),
         frames=tuple(recorder.frame_records),
+        buffers=buffers,
     )
     return replace(traced, residual_adds=tuple(recorder.residual_adds(residual_joins(traced))))
 

@@ -14,7 +14,7 @@ run of identical Blocks is written once, as drawn. No torch here.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from blocktrace.tracing.ops import definition, op_title
@@ -102,7 +102,9 @@ def stream_formulas(
         it, else as the ops that made it from what they read (λ·x0: mul(getitem(), h))."""
         side = tree.side.get(tensor_id)
         if side is not None and side.kind in (StepKind.compute, StepKind.shape) and depth > 0:
-            return ops_text(side, lambda t: inner(t, before, depth))
+            return _buffer_slice(side, trace.buffers) or ops_text(side, lambda t: inner(t, before, depth))
+        if str(tensor_id) in trace.buffers:
+            return trace.buffers[str(tensor_id)]
         if tensor_id in sources:
             return sources[tensor_id]
         if side is not None and side.kind == StepKind.call and depth > 0:  # a module off the stream: ctx(c)
@@ -238,6 +240,15 @@ def ops_text(step: Step, value: Callable[[int], str]) -> str:
         outputs = tuple(o.id for o in op.outputs)
         made.update((o, (text, outputs)) for o in outputs)
     return text
+
+
+def _buffer_slice(step: Step, buffers: Mapping[str, str]) -> str | None:
+    """`cos[…]` for a run of one getitem of a buffer, else None."""
+    (op, *more) = step.ops
+    if more or op.name != "getitem" or len(op.inputs) != 1:
+        return None
+    name = buffers.get(str(op.inputs[0].id))
+    return None if name is None else f"{name}[…]"
 
 
 def _made_by_ops(step: Step | None) -> bool:
