@@ -1,7 +1,8 @@
 """Blocks written the way people write them, for the corpus (tests/test_corpus_blocks.py): in the
-styles of timm, nanoGPT and nanochat's latest gpt.py, a cross-attention block, blocks returning a
-dict and a tuple, an encoder taking its mask as a keyword, and a top-k mixture of experts. Each is
-small and runs on the CPU in milliseconds; the tests' expectations cite these lines."""
+styles of timm, nanoGPT and nanochat's latest gpt.py, a cross-attention block, a residual sum with a
+term from a side input, blocks returning a dict and a tuple, an encoder taking its mask as a keyword,
+and a top-k mixture of experts. Each is small and runs on the CPU in milliseconds; the tests'
+expectations cite these lines."""
 
 from __future__ import annotations
 
@@ -283,6 +284,37 @@ class CrossAttentionBlock(nn.Module):
         x = x + self.cross(self.norm2(x), context)
         x = x + self.mlp(self.norm3(x))
         return x
+
+
+# --- a residual sum with a third term from a side input, q, k, v made by a generator over one split ---
+class SideTermBlock(nn.Module):
+    """Pre-norm; x + proj(attention) + the context's mean projection: two adds in one line, one sum."""
+
+    def __init__(self, c: int = 16, h: int = 4, s: int = 8) -> None:
+        super().__init__()
+        self.h = h
+        self.ln1, self.ln2 = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.qkv = nn.Linear(c, 3 * c)
+        self.proj = nn.Linear(c, c)
+        self.ctx = nn.Linear(s, c)
+        self.fc = nn.Linear(c, 4 * c)
+        self.out = nn.Linear(4 * c, c)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.h, C // self.h).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        x = x + self.proj(a) + self.ctx(context).mean(1, keepdim=True)  # (B, 1, C) beside the branch
+        x = x + self.out(F.gelu(self.fc(self.ln2(x))))
+        return x
+
+
+def side_term_block(
+    B: int = 8, T: int = 256, C: int = 512, H: int = 8, S: int = 77, E: int = 64
+) -> tuple[SideTermBlock, tuple[torch.Tensor, torch.Tensor]]:
+    """The block at width C with H heads, on B sequences of T tokens and a context of S vectors of E."""
+    return SideTermBlock(C, H, E), (torch.randn(B, T, C), torch.randn(B, S, E))
 
 
 # --- blocks returning more than their stream -------------------------------------------------------

@@ -4,6 +4,7 @@ one making the branch's term), and each step's side inputs by where they came fr
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -14,6 +15,8 @@ from blocktrace.tracing.graph.build import build_graph
 from blocktrace.tracing.graph.model import Graph, Level
 from blocktrace.tracing.trace import Trace
 from blocktrace.tracing.tracer import trace
+from blocktrace.views.diagram.formulas import formulas
+from blocktrace.views.steps import StepTree
 
 # (level path, what made the skip: "input" for the level's own input, else the step's name, the
 # steps of each branch in the order they ran)
@@ -54,6 +57,12 @@ def side_inputs(t: Trace, g: Graph, path: str) -> set[tuple[str, str]]:
     """(step, source) for every side input of the level of the call at `path`."""
     level = next(lv for lv in g.levels if t.calls[lv.call].path == path and lv.frame is None)
     return {(level.steps[s.step].name, s.source) for s in level.side_inputs}
+
+
+def stream_formulas(t: Trace) -> list[str]:
+    """The formulas' lines of the stream (and what leaves beside it), without the lines that say
+    what a module or an op computes (`Linear(x) = x W^T (+ b)`, `SDPA(q, k, v) = ...`)."""
+    return [line for line in formulas(StepTree(t)) if not re.match(r"[\w.<>]+\([\w, ]*\) = ", line)]
 
 
 def ids(*shape: int, seed: int = 0) -> torch.Tensor:

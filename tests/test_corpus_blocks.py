@@ -17,9 +17,11 @@ import pytest
 import torch
 from torch import nn
 
+from blocktrace.tracing.graph.model import Graph
+from blocktrace.tracing.trace import Trace
 from blocktrace.views.stats import totals
 from tests import corpus_blocks as cb
-from tests.corpus_graph import Residual, ids, residuals, side_inputs, traced
+from tests.corpus_graph import Residual, ids, residuals, side_inputs, stream_formulas, traced
 from tests.harness import invoke
 from tests.hooks import hooked_calls, traced_calls
 
@@ -123,8 +125,8 @@ CORPUS: dict[str, Case] = {
             for skip, branches in (("input", (("norm", "attn"),)), ("add", (("norm", "mlp"),)))
         ],
         {("h.0", "value_embeds.0"), ("h.1", "value_embeds.1"), ("mul", "cat")},
-        # ChatBlock hands ve and cos_sin (self.cos[:, :t], a getitem of the buffer) on to attn
-        inner_side=("h.1", {("attn", "value_embeds.1"), ("attn", "getitem")}),
+        # ChatBlock hands ve and cos_sin (self.cos[:, :t], self.sin[:, :t]: slices of the buffers) on
+        inner_side=("h.1", {("attn", "value_embeds.1"), ("attn", "cos[…]"), ("attn", "sin[…]")}),
         some_side=True,
     ),
     # CrossAttentionBlock.forward: three sums, the second's branch reading the context (input 2)
@@ -136,6 +138,18 @@ CORPUS: dict[str, Case] = {
             ("", "add", (("norm3", "mlp"),)),
         ],
         {("cross", "input 2")},
+    ),
+    # SideTermBlock.forward: x + proj(a) + ctx(context).mean(1, keepdim=True) is one sum (two adds on
+    # one line): x skips the attention branch, and the context's term, made from input 2 alone, is a
+    # side input of the sum; then x + out(gelu(fc(ln2(x)))). split's q, k, v all carry the stream
+    "side-term block": Case(
+        cb.SideTermBlock, (x(2, 6, 16), x(2, 5, 8)), own("SideTermBlock", "2,6,16", "2,5,8"),
+        [
+            ("", "input", (("ln1", "qkv", "split", "<genexpr>", "scaled_dot_product_attention",
+                            "transpose", "reshape", "proj"),)),
+            ("", "add", (("ln2", "fc", "gelu", "out"),)),
+        ],
+        {("ctx", "input 2"), ("mean", "ctx"), ("add", "mean")},
     ),
     # DictBlock.forward: two sums; {"hidden": x, "aux": aux_head(x)}: aux (B, T, 3) leaves beside
     "dict-returning block": Case(
@@ -200,12 +214,28 @@ def test_each_block_draws_or_refuses_in_one_line_naming_the_flag_that_works(name
     draws(CORPUS[name].cli)
 
 
+@pytest.fixture(scope="module")
+def built() -> Callable[[str], tuple[nn.Module, Trace, Graph]]:
+    """Each block built and traced once for the module's tests: the block, its trace, its graph."""
+    found: dict[str, tuple[nn.Module, Trace, Graph]] = {}
+
+    def get(name: str) -> tuple[nn.Module, Trace, Graph]:
+        if name not in found:
+            case = CORPUS[name]
+            torch.manual_seed(0)
+            module = case.build().eval()
+            found[name] = (module, *traced(module, case.args, case.kwargs))
+        return found[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", list(CORPUS))
-def test_each_block_s_shapes_parameters_residuals_and_side_inputs_are_the_code_s(name: str) -> None:
+def test_each_block_s_shapes_parameters_residuals_and_side_inputs_are_the_code_s(
+    name: str, built: Callable[[str], tuple[nn.Module, Trace, Graph]]
+) -> None:
     case = CORPUS[name]
-    torch.manual_seed(0)
-    module = case.build().eval()
-    t, g = traced(module, case.args, case.kwargs)
+    module, t, g = built(name)
     assert traced_calls(t) == hooked_calls(module, case.args, case.kwargs)
     assert totals(t).params == sum(p.numel() for p in module.parameters())
     assert residuals(t, g) == case.residuals
@@ -241,7 +271,134 @@ def test_the_moe_block_routes_through_topk_and_its_experts_loop() -> None:
     assert any(o.name == "topk" for o in t.ops) and any(o.name == "index_add" for o in t.ops)
 
 
+def test_every_block_of_the_corpus_has_its_formulas() -> None:
+    assert set(FORMULAS) == set(CORPUS)
+
+
 def test_the_corpus_holds_at_least_thirty_models_nobody_here_wrote() -> None:
     from tests.test_corpus_configs import CORPUS as CONFIGS
 
     assert len(CONFIGS) + len(CORPUS) >= 30
+
+
+def test_a_sum_with_a_side_term_is_one_residual_whose_skip_is_drawn_as_a_highway() -> None:
+    """x = x + self.proj(a) + self.ctx(context).mean(1, keepdim=True): one residual of two adds, its
+    branch the attention, its side term the context's mean; the header counts the code's two sums,
+    and x leaves the stream at the input, not after the attention."""
+    from blocktrace.views.captions import header
+    from blocktrace.views.diagram.layout import layout
+    from blocktrace.views.diagram.render import render, to_text
+    from blocktrace.views.shapes import Shapes
+    from blocktrace.views.steps import StepTree
+
+    case = CORPUS["side-term block"]
+    torch.manual_seed(0)
+    t, _ = traced(case.build().eval(), case.args)
+    first, second = t.residual_adds
+    (mean,) = [o for o in t.ops if o.name == "mean"]
+    assert len(first.adds) == 2 and first.stream.id == t.inputs[0].id
+    assert [s.id for s in first.sides] == [mean.outputs[0].id] and second.sides == ()
+    assert [[t.calls[c].path for c in b.calls] for b in first.branches] == [["ln1", "qkv", "proj"]]
+    lines = to_text(render(layout(StepTree(t), Shapes.concrete))).splitlines()
+    assert "2 residual adds" in header(t)
+    joins = [i for i, line in enumerate(lines) if line.strip().startswith("(+)◄")]
+    forks = [i for i, line in enumerate(lines) if line.strip().startswith("├─")]
+    assert len(joins) == 2 and forks == [2, joins[0] + 3]  # x leaves at the input, then at the first sum
+    assert lines[joins[0] + 1].strip() == (
+        "│ x + proj(reshape(transpose(scaled_dot_product_attention(<genexpr>(split(qkv(ln1(x))))))))"
+        " + mean(ctx(input 2))"
+    )
+
+
+# The formulas of each block's stream, written from its forward (and, for torch's layers, from
+# torch/nn/modules/transformer.py): each line a value the code names or reads twice, every operand
+# of each step written, side inputs by name or as the ops that made them
+FORMULAS: dict[str, list[str]] = {
+    "torch encoder layer, post-norm": [
+        "x_mid = LayerNorm(x + _sa_block(x))",  # x = self.norm1(x + self._sa_block(x, ...))
+        "x_out = LayerNorm(x_mid + _ff_block(x_mid))",  # x = self.norm2(x + self._ff_block(x))
+    ],
+    "torch encoder layer, pre-norm": [
+        "x_mid = x + _sa_block(LayerNorm(x))",  # x = x + self._sa_block(self.norm1(x), ...)
+        "x_out = x_mid + _ff_block(LayerNorm(x_mid))",
+    ],
+    "torch decoder layer, post-norm": [
+        "x_1 = LayerNorm(x + _sa_block(x))",
+        "x_2 = LayerNorm(x_1 + _mha_block(x_1, in_1))",  # self._mha_block(x, memory, ...): memory is input 2
+        "x_out = LayerNorm(x_2 + _ff_block(x_2))",
+        "in_1: input 2, (2, 5, 16)",
+    ],
+    "torch decoder layer, pre-norm": [
+        "x_1 = x + _sa_block(LayerNorm(x))",
+        "x_2 = x_1 + _mha_block(LayerNorm(x_1), in_1)",
+        "x_out = x_2 + _ff_block(LayerNorm(x_2))",
+        "in_1: input 2, (2, 5, 16)",
+    ],
+    "timm block": [  # x + drop_path1(ls1(attn(norm1(x)))), x + drop_path2(ls2(mlp(norm2(x))))
+        "x_mid = x + DropPath(LayerScale(SelfAttention(LayerNorm(x))))",
+        "x_out = x_mid + DropPath(LayerScale(Mlp(LayerNorm(x_mid))))",
+    ],
+    "nanoGPT": [  # drop(wte(idx) + wpe(pos)); the blocks; lm_head(ln_f(x))
+        "x_1 = Dropout(add(Embedding(x), wpe))",
+        "x_2 = NanoBlock×2(x_1)",
+        "x_out = Linear(LayerNorm(x_2))",
+        "each of h.0 … h.1 (NanoBlock × 2):",
+        "x_mid = x + CausalSelfAttention(LayerNorm(x))",  # x + attn(ln_1(x))
+        "x_out = x_mid + NanoMLP(LayerNorm(x_mid))",  # x + mlp(ln_2(x))
+    ],
+    "cross-attention block": [  # x + attn(norm1(x)); x + cross(norm2(x), context); x + mlp(norm3(x))
+        "x_1 = x + SelfAttention(LayerNorm(x))",
+        "x_2 = x_1 + CrossAttention(LayerNorm(x_1), in_1)",
+        "x_out = x_2 + Mlp(LayerNorm(x_2))",
+        "in_1: input 2, (2, 5, 16)",
+    ],
+    "side-term block": [  # q, k, v = (... for t in (q, k, v)); x + proj(a) + ctx(context).mean(...)
+        "q, k, v = <genexpr>(split(Linear(LayerNorm(x))))",
+        "x_mid = x + Linear(reshape(transpose(SDPA(q, k, v)))) + mean(Linear(in_1))",
+        "x_out = x_mid + Linear(GELU(Linear(LayerNorm(x_mid))))",
+        "in_1: input 2, (2, 5, 8)",
+    ],
+    "dict-returning block": [  # aux = self.aux_head(x) between the sums
+        "x_mid = x + SelfAttention(LayerNorm(x))",
+        "x_out = x_mid + Mlp(LayerNorm(x_mid))",
+        "output 2 = Linear(x_mid)",
+    ],
+    "tuple-returning block": [  # y, probs = self.attend(self.norm(x)); return x + y, probs
+        "y, probs = attend(LayerNorm(x))",
+        "x_out = x + y",
+        "output 2 = probs",
+    ],
+    "sliding-window cache block": [  # h = norm(x); k, v = cache.update(heads(k(h)), heads(v(h)))
+        "h = LayerNorm(x)",
+        "k, v = update(heads(Linear(h)), heads(Linear(h)))",
+        "x_out = x + Linear(reshape(transpose(SDPA(heads(Linear(h)), k, v))))",
+    ],
+    "encoder with a mask keyword": [  # keep = mask[:, None, None, :]; norm1(x + attn(x, keep))
+        "x_mid = LayerNorm(x + SelfAttention(x, getitem(in_1)))",
+        "x_out = LayerNorm(x_mid + Mlp(x_mid))",
+        "in_1: input 2, (2, 6)",
+    ],
+    "top-k MoE block": [
+        "x_mid = x + SelfAttention(LayerNorm(x))",
+        "x_out = x_mid + TopKMoE(LayerNorm(x_mid))",  # the router and experts are inside moe
+    ],
+    # NanoChat.forward: the smear, then before each block x = resid_lambdas[i] * x + x0_lambdas[i] * x0
+    # (x0 the smear's result, read again at every block); each block x + attn(norm(x), ve, cos_sin, w)
+    # with ve = value_embeds[str(i)](idx), then x + mlp(norm(x)); softcap * tanh(lm_head(norm(x)) / 15)
+    "nanochat": [
+        "h_1 = RMSNorm(Embedding(x))",
+        "h_2 = cat(getitem(h_1), add(getitem(h_1), mul(mul(sigmoid(Linear(getitem(h_1)))), getitem(h_1))))",
+        "x_1 = add(mul(getitem(), h_2), mul(getitem(), h_2))",
+        "x_2 = x_1 + ChatAttention(RMSNorm(x_1), value_embeds.0, cos[…], sin[…])",
+        "x_3 = add(mul(getitem(), x_2 + ChatMLP(RMSNorm(x_2))), mul(getitem(), h_2))",
+        "x_4 = x_3 + ChatAttention(RMSNorm(x_3), value_embeds.1, cos[…], sin[…])",
+        "x_out = mul(tanh(div(Linear(RMSNorm(x_4 + ChatMLP(RMSNorm(x_4)))))))",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_each_block_s_formulas_are_its_code_s(
+    name: str, built: Callable[[str], tuple[nn.Module, Trace, Graph]]
+) -> None:
+    assert stream_formulas(built(name)[1]) == FORMULAS[name]

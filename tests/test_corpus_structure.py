@@ -7,11 +7,15 @@ blocktrace's output pasted back."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForCausalLM
 
-from tests.corpus_graph import Residual, residuals, side_inputs, traced
+from blocktrace.tracing.graph.model import Graph
+from blocktrace.tracing.trace import Trace
+from tests.corpus_graph import Residual, residuals, side_inputs, stream_formulas, traced
 from tests.test_corpus_configs import CORPUS
 
 DECODER_IDS = torch.randint(0, 90, (2, 5), generator=torch.Generator().manual_seed(1))  # not input_ids
@@ -174,6 +178,227 @@ SIDE: dict[str, tuple[str, set[tuple[str, str]]]] = {
 }
 
 
+# The formulas of each model's stream, written from its modeling file's forward (transformers 5):
+# each line a value the code names or reads twice, every operand written, side inputs by where
+# they came from (rotary_emb, the sdpa/eager mask, the encoder) or as the ops that made them
+# (position_ids = cache_position.unsqueeze(0), cache_position an arange)
+FORMULAS: dict[str, list[str]] = {
+    # embed_tokens; each layer residual + self_attn(input_layernorm(h), position_ids, (cos, sin)),
+    # residual + mlp(post_attention_layernorm(h)); position_ids = cache_position.unsqueeze(0);
+    # lm_head(norm(h)[:, slice_indices, :])
+    "llama": [
+        "x_1 = Embedding(x)",
+        "x_2 = LlamaDecoderLayer×2(x_1, rotary_emb, unsqueeze(add(arange())))",
+        "x_out = Linear(getitem(LlamaRMSNorm(x_2)))",
+        "each of model.layers.0 … model.layers.1 (LlamaDecoderLayer × 2):",
+        "x_mid = x + LlamaAttention(LlamaRMSNorm(x), in_3, in_1, in_2)",
+        "x_out = x_mid + LlamaMLP(LlamaRMSNorm(x_mid))",
+        "in_3: input 4, (1, 6)",
+        "in_1: input 2, (1, 6, 8)",
+        "in_2: input 3, (1, 6, 8)",
+    ],
+    "mistral": [
+        "x_1 = Embedding(x)",
+        "x_2 = MistralDecoderLayer×2(x_1, sdpa_mask, unsqueeze(add(arange())), rotary_emb)",
+        "x_out = Linear(getitem(MistralRMSNorm(x_2)))",
+        "each of model.layers.0 … model.layers.1 (MistralDecoderLayer × 2):",
+        "x_mid = x + MistralAttention(MistralRMSNorm(x), in_1, in_2, in_3, in_4)",
+        "x_out = x_mid + MistralMLP(MistralRMSNorm(x_mid))",
+        "in_1: input 2, (2, 1, 6, 6)",
+        "in_2: input 3, (1, 6)",
+        "in_3: input 4, (1, 6, 8)",
+        "in_4: input 5, (1, 6, 8)",
+    ],
+    "qwen3": [
+        "x_1 = Embedding(x)",
+        "x_2 = Qwen3DecoderLayer×2(x_1, rotary_emb, unsqueeze(add(arange())))",
+        "x_out = Linear(getitem(Qwen3RMSNorm(x_2)))",
+        "each of model.layers.0 … model.layers.1 (Qwen3DecoderLayer × 2):",
+        "x_mid = x + Qwen3Attention(Qwen3RMSNorm(x), in_3, in_1, in_2)",
+        "x_out = x_mid + Qwen3MLP(Qwen3RMSNorm(x_mid))",
+        "in_3: input 4, (1, 6)",
+        "in_1: input 2, (1, 6, 8)",
+        "in_2: input 3, (1, 6, 8)",
+    ],
+    "qwen2": [
+        "x_1 = Embedding(x)",
+        "x_2 = Qwen2DecoderLayer×2(x_1, rotary_emb, unsqueeze(add(arange())))",
+        "x_out = Linear(getitem(Qwen2RMSNorm(x_2)))",
+        "each of model.layers.0 … model.layers.1 (Qwen2DecoderLayer × 2):",
+        "x_mid = x + Qwen2Attention(Qwen2RMSNorm(x), in_3, in_1, in_2)",
+        "x_out = x_mid + Qwen2MLP(Qwen2RMSNorm(x_mid))",
+        "in_3: input 4, (1, 6)",
+        "in_1: input 2, (1, 6, 8)",
+        "in_2: input 3, (1, 6, 8)",
+    ],
+    "gemma3": [
+        "x_1 = Gemma3TextScaledWordEmbedding(x)",
+        "x_2 = Gemma3DecoderLayer×2(x_1, sdpa_mask, rotary_emb, unsqueeze(add(arange())))",
+        "x_out = Linear(getitem(Gemma3RMSNorm(x_2)))",
+        "each of model.layers.0 … model.layers.1 (Gemma3DecoderLayer × 2):",
+        "x_mid = x + Gemma3RMSNorm(Gemma3Attention(Gemma3RMSNorm(x), in_2, in_3, in_1, in_4))",
+        "x_out = x_mid + Gemma3RMSNorm(Gemma3MLP(Gemma3RMSNorm(x_mid)))",
+        "in_2: input 3, (1, 6, 8)",
+        "in_3: input 4, (1, 6, 8)",
+        "in_1: input 2, (2, 1, 6, 6)",
+        "in_4: input 5, (1, 6)",
+    ],
+    # sandwich norms; logits = tanh(logits / final_logit_softcapping) * final_logit_softcapping
+    "gemma2": [
+        "x_1 = Gemma2TextScaledWordEmbedding(x)",
+        "x_2 = Gemma2DecoderLayer×3(x_1, eager_mask, rotary_emb, unsqueeze(add(arange())))",
+        "x_out = mul(tanh(div(Linear(getitem(Gemma2RMSNorm(x_2))))))",
+        "each of model.layers.0 … model.layers.2 (Gemma2DecoderLayer × 3):",
+        "x_mid = x + Gemma2RMSNorm(Gemma2Attention(Gemma2RMSNorm(x), in_2, in_3, in_1, in_4))",
+        "x_out = x_mid + Gemma2RMSNorm(Gemma2MLP(Gemma2RMSNorm(x_mid)))",
+        "in_2: input 3, (1, 6, 8)",
+        "in_3: input 4, (1, 6, 8)",
+        "in_1: input 2, (2, 1, 6, 6)",
+        "in_4: input 5, (1, 6)",
+    ],
+    # attn_outputs + feed_forward_hidden_states + residual, both from the one input_layernorm(h),
+    # each through resid_dropout
+    "phi": [
+        "x_1 = Dropout(Embedding(x))",
+        "x_2 = PhiDecoderLayer×2(x_1, unsqueeze(add(arange())), rotary_emb)",
+        "x_out = Linear(getitem(LayerNorm(x_2)))",
+        "each of model.layers.0 … model.layers.1 (PhiDecoderLayer × 2):",
+        "h = LayerNorm(x)",
+        "x_out = x + Dropout(PhiAttention(h, in_1, in_2, in_3)) + Dropout(PhiMLP(h))",
+        "in_1: input 2, (1, 6)",
+        "in_2: input 3, (1, 6, 4)",
+        "in_3: input 4, (1, 6, 4)",
+    ],
+    # attn_output + feed_forward_hidden_states + residual, both from ln_1(h)
+    "gptj": [
+        "x_1 = Dropout(Embedding(x))",
+        "x_2 = GPTJBlock×2(x_1, unsqueeze(add(arange())), rotary_emb)",
+        "x_out = Linear(getitem(LayerNorm(x_2)))",
+        "each of transformer.h.0 … transformer.h.1 (GPTJBlock × 2):",
+        "h = LayerNorm(x)",
+        "x_out = x + GPTJAttention(h, in_2, in_3, in_1) + GPTJMLP(h)",
+        "in_2: input 3, (1, 6, 2)",
+        "in_3: input 4, (1, 6, 2)",
+        "in_1: input 2, (1, 6)",
+    ],
+    # mlp_output += attention_output; dropout_add(mlp_output, residual)
+    "falcon": [
+        "x_1 = Embedding(x)",
+        "x_2 = FalconDecoderLayer×2(x_1, sdpa_mask, unsqueeze(add(arange())), rotary_emb)",
+        "x_out = Linear(getitem(LayerNorm(x_2)))",
+        "each of transformer.h.0 … transformer.h.1 (FalconDecoderLayer × 2):",
+        "h = LayerNorm(x)",
+        "x_out = x + add(FalconMLP(h), FalconAttention(h, in_1, in_2, in_3, in_4))",
+        "in_1: input 2, (2, 1, 6, 6)",
+        "in_2: input 3, (1, 6)",
+        "in_3: input 4, (1, 6, 8)",
+        "in_4: input 5, (1, 6, 8)",
+    ],
+    # residual + post_attention_layernorm(self_attn(h)), residual + post_feedforward_layernorm(mlp(h))
+    "olmo2": [
+        "x_1 = Embedding(x)",
+        "x_2 = Olmo2DecoderLayer×2(x_1, rotary_emb, unsqueeze(add(arange())))",
+        "x_out = Linear(getitem(Olmo2RMSNorm(x_2)))",
+        "each of model.layers.0 … model.layers.1 (Olmo2DecoderLayer × 2):",
+        "x_mid = x + Olmo2RMSNorm(Olmo2Attention(x, in_3, in_1, in_2))",
+        "x_out = x_mid + Olmo2RMSNorm(Olmo2MLP(x_mid))",
+        "in_3: input 4, (1, 6)",
+        "in_1: input 2, (1, 6, 8)",
+        "in_2: input 3, (1, 6, 8)",
+    ],
+    "mixtral": [
+        "x_1 = Embedding(x)",
+        "x_2 = MixtralDecoderLayer×2(x_1, unsqueeze(add(arange())), rotary_emb)",
+        "x_out = Linear(getitem(MixtralRMSNorm(x_2)))",
+        "each of model.layers.0 … model.layers.1 (MixtralDecoderLayer × 2):",
+        "x_mid = x + MixtralAttention(MixtralRMSNorm(x), in_2, in_3, in_1)",
+        "x_out = x_mid + MixtralSparseMoeBlock(MixtralRMSNorm(x_mid))",
+        "in_2: input 3, (1, 6, 8)",
+        "in_3: input 4, (1, 6, 8)",
+        "in_1: input 2, (1, 6)",
+    ],
+    "qwen2_moe": [
+        "x_1 = Embedding(x)",
+        "x_2 = Qwen2MoeDecoderLayer×2(x_1, unsqueeze(add(arange())), rotary_emb)",
+        "x_out = Linear(getitem(Qwen2MoeRMSNorm(x_2)))",
+        "each of model.layers.0 … model.layers.1 (Qwen2MoeDecoderLayer × 2):",
+        "x_mid = x + Qwen2MoeAttention(Qwen2MoeRMSNorm(x), in_1, in_2, in_3)",
+        "x_out = x_mid + Qwen2MoeSparseMoeBlock(Qwen2MoeRMSNorm(x_mid))",
+        "in_1: input 2, (1, 6)",
+        "in_2: input 3, (1, 6, 8)",
+        "in_3: input 4, (1, 6, 8)",
+    ],
+    # layer 0 dense (DeepseekV3MLP), layer 1 routed (DeepseekV3MoE): not one run
+    "deepseek_v3": [
+        "x_1 = Embedding(x)",
+        "x_2 = x_1 + DeepseekV3Attention(DeepseekV3RMSNorm(x_1), unsqueeze(add(arange())), rotary_emb)",
+        "x_3 = x_2 + DeepseekV3MLP(DeepseekV3RMSNorm(x_2))",
+        "x_4 = x_3 + DeepseekV3Attention(DeepseekV3RMSNorm(x_3), unsqueeze(add(arange())), rotary_emb)",
+        "x_out = Linear(getitem(DeepseekV3RMSNorm(x_4 + DeepseekV3MoE(DeepseekV3RMSNorm(x_4)))))",
+    ],
+    # BertSelfOutput: LayerNorm(dropout(dense(h)) + input_tensor); BertOutput likewise, inside
+    # apply_chunking_to_forward
+    "bert": [
+        "x_mid = BertEmbeddings(x)",
+        "x_out = BertLayer×2(x_mid)",
+        "output 2 = BertPooler(x_out)",
+        "each of encoder.layer.0 … encoder.layer.1 (BertLayer × 2):",
+        "x_mid = LayerNorm(x + Dropout(Linear(BertSelfAttention(x))))",
+        "x_out = LayerNorm(x_mid + Dropout(Linear(BertIntermediate(x_mid))))",
+    ],
+    # sa_layer_norm(attention_output + h), output_layer_norm(ffn_output + attention_output)
+    "distilbert": [
+        "x_mid = Embeddings(x)",
+        "x_out = TransformerBlock×2(x_mid)",
+        "each of transformer.layer.0 … transformer.layer.1 (TransformerBlock × 2):",
+        "x_mid = LayerNorm(x + DistilBertSelfAttention(x))",
+        "x_out = LayerNorm(x_mid + FFN(x_mid))",
+    ],
+    # layer 0's attn_norm is nn.Identity (its value is x_1 itself); layers 1 and 2 alike
+    "modernbert": [
+        "x_1 = Identity(ModernBertEmbeddings(x))",
+        "x_2 = x_1 + ModernBertAttention(x_1, rotary_emb)",
+        "x_3 = x_2 + ModernBertMLP(LayerNorm(x_2))",
+        "x_4 = ModernBertEncoderLayer×2(x_3, rotary_emb)",
+        "x_out = LayerNorm(x_4)",
+        "each of layers.1 … layers.2 (ModernBertEncoderLayer × 2):",
+        "x_mid = x + ModernBertAttention(LayerNorm(x), in_1, in_2)",
+        "x_out = x_mid + ModernBertMLP(LayerNorm(x_mid))",
+        "in_1: input 2, (1, 6, 8)",
+        "in_2: input 3, (1, 6, 8)",
+    ],
+    # the decoder: h + dropout(X(layer_norm(h))) for self-attention, EncDecAttention(encoder's
+    # output), DenseReluDense; final_layer_norm, dropout
+    "t5": [
+        "x_1 = Dropout(Embedding(x))",
+        "x_2 = x_1 + Dropout(T5Attention(T5LayerNorm(x_1)))",
+        "x_3 = x_2 + Dropout(T5Attention(T5LayerNorm(x_2), encoder))",
+        "x_out = Dropout(T5LayerNorm(x_3 + Dropout(T5DenseActDense(T5LayerNorm(x_3)))))",
+    ],
+    # post-norm decoder layer; embed_tokens(ids) * scale + embed_positions, layernorm_embedding, dropout
+    "bart": [
+        "x_1 = dropout(LayerNorm(add(BartScaledWordEmbedding(x), embed_positions)))",
+        "x_2 = LayerNorm(x_1 + dropout(BartAttention(x_1)))",
+        "x_3 = LayerNorm(x_2 + dropout(BartAttention(x_2, encoder)))",
+        "x_out = LayerNorm(x_3 + dropout(Linear(dropout(GELUActivation(Linear(x_3))))))",
+    ],
+    # dropout(attention(layernorm_before(h))) + h; mlp's output + h; then layernorm, pooler beside
+    "vit": [
+        "x_1 = ViTEmbeddings(x)",
+        "x_2 = x_1 + Dropout(ViTAttention(LayerNorm(x_1)))",
+        "x_out = LayerNorm(x_2 + Dropout(ViTMLP(LayerNorm(x_2))))",
+        "output 2 = ViTPooler(x_out)",
+    ],
+    # pre-norm decoder layer: self_attn, encoder_attn(encoder's output), fc2(act(fc1(h))); layer_norm
+    "whisper": [
+        "x_1 = dropout(add(Embedding(x), embed_positions))",
+        "x_2 = x_1 + dropout(WhisperAttention(LayerNorm(x_1)))",
+        "x_3 = x_2 + dropout(WhisperAttention(LayerNorm(x_2), encoder))",
+        "x_out = LayerNorm(x_3 + dropout(Linear(dropout(GELUActivation(Linear(LayerNorm(x_3)))))))",
+    ],
+}
+
+
 def _model_and_inputs(name: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     config, causal, inputs = CORPUS[name]
     model = (AutoModelForCausalLM if causal else AutoModel).from_config(config())
@@ -181,11 +406,26 @@ def _model_and_inputs(name: str) -> tuple[torch.nn.Module, dict[str, torch.Tenso
     return model, {k: DECODER_IDS if k == "decoder_input_ids" else v for k, v in inputs.items()}
 
 
+@pytest.fixture(scope="module")
+def built() -> Callable[[str], tuple[Trace, Graph]]:
+    """Each model built and traced once for the module's tests: its trace and its graph."""
+    found: dict[str, tuple[Trace, Graph]] = {}
+
+    def get(name: str) -> tuple[Trace, Graph]:
+        if name not in found:
+            torch.manual_seed(0)
+            model, inputs = _model_and_inputs(name)
+            found[name] = traced(model, (), inputs)
+        return found[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", list(CORPUS))
-def test_each_residual_its_skip_and_branches_and_each_layer_s_side_inputs_are_the_code_s(name: str) -> None:
-    torch.manual_seed(0)
-    model, inputs = _model_and_inputs(name)
-    t, g = traced(model, (), inputs)
+def test_each_residual_its_skip_and_branches_and_each_layer_s_side_inputs_are_the_code_s(
+    name: str, built: Callable[[str], tuple[Trace, Graph]]
+) -> None:
+    t, g = built(name)
     assert residuals(t, g) == RESIDUALS[name]
     assert [(t.calls[c].path, n) for c, n in g.beside] == BESIDE.get(name, [])
     assert len(t.residual_adds) == len(RESIDUALS[name])  # what the drawing counts: every stream's
@@ -193,5 +433,10 @@ def test_each_residual_its_skip_and_branches_and_each_layer_s_side_inputs_are_th
     assert side_inputs(t, g, path) == side
 
 
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_each_model_s_formulas_are_its_code_s(name: str, built: Callable[[str], tuple[Trace, Graph]]) -> None:
+    assert stream_formulas(built(name)[0]) == FORMULAS[name]
+
+
 def test_every_model_of_the_corpus_has_its_expectations() -> None:
-    assert set(RESIDUALS) == set(SIDE) == set(CORPUS)
+    assert set(RESIDUALS) == set(SIDE) == set(FORMULAS) == set(CORPUS)

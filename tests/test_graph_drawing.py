@@ -291,3 +291,75 @@ def test_side_outputs_are_written_from_what_made_them_not_as_the_stream_s_end() 
         "x_out = x + Linear(LayerNorm(x))",
         "output 2 = Linear(LayerNorm(x))",
     ]
+
+
+def test_a_generator_over_one_split_is_a_helper_whose_values_are_named_as_the_code_unpacks_them() -> None:
+    """SideTermBlock.forward: q, k, v = self.qkv(self.ln1(x)).split(C, dim=2), then
+    q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v)) and SDPA(q, k, v): split's
+    three values all carry the stream (none is read beside it), and the generator yields q, k, v."""
+    from tests.corpus_blocks import SideTermBlock
+
+    t = traced(SideTermBlock(), torch.randn(2, 6, 16), torch.randn(2, 5, 8))
+    boxes = arrows(drawn(t))
+    assert list(boxes)[:5] == ["ln1", "qkv", "split", "<genexpr>()", "scaled_dot_product_attention"]
+    assert all(reads == [] for reads in boxes.values())
+    assert formulas_of(t)[:4] == [
+        "q, k, v = <genexpr>(split(Linear(LayerNorm(x))))",
+        "x_mid = x + Linear(reshape(transpose(SDPA(q, k, v)))) + mean(Linear(in_1))",
+        "x_out = x_mid + Linear(GELU(Linear(LayerNorm(x_mid))))",
+        "in_1: input 2, (2, 5, 8)",
+    ]
+
+
+class Unpacked(nn.Module):
+    """The generator's values kept in one name, then unpacked into SDPA: no line names them apart."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        heads = tuple(t.view(2, 5, 2, 4).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+        y = nn.functional.scaled_dot_product_attention(*heads)
+        return x + self.proj(y.transpose(1, 2).reshape(2, 5, 8))
+
+
+def test_a_generator_s_values_no_line_names_are_named_h_k() -> None:
+    assert formulas_of(traced(Unpacked(), torch.randn(2, 5, 8)))[:2] == [
+        "h_1, h_2, h_3 = <genexpr>(chunk(Linear(x)))",
+        "x_out = x + Linear(reshape(transpose(SDPA(h_1, h_2, h_3))))",
+    ]
+
+
+class Chunked(nn.Module):
+    """split's values read apart on the stream: each made into a head before SDPA reads them."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        y = nn.functional.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1))
+        return x + self.proj(y.squeeze(1))
+
+
+def test_an_op_s_values_read_apart_are_named_as_the_code_unpacks_them_and_all_carry_the_stream() -> None:
+    t = traced(Chunked(), torch.randn(2, 5, 8))
+    assert all(reads == [] for reads in arrows(drawn(t)).values())  # k and v are no side inputs
+    assert formulas_of(t)[:2] == [
+        "q, k, v = chunk(Linear(x))",
+        "x_out = x + Linear(squeeze(SDPA(unsqueeze(q), unsqueeze(k), unsqueeze(v))))",
+    ]
+
+
+def test_a_slice_of_a_buffer_is_named_by_the_buffer() -> None:
+    """NanoChat.forward: cos_sin = self.cos[:, :t], self.sin[:, :t], the rotary tables registered as
+    buffers, read by every block's attention: drawn and written as cos[…] and sin[…], not getitem."""
+    from tests.corpus_blocks import NanoChat
+
+    t = traced(NanoChat(), torch.randint(0, 40, (2, 6)))
+    assert sorted(t.buffers.values()) == ["cos", "sin"]
+    text = drawn(t)
+    assert "reads cos[…] (1, 6, 1, 2)" in text and "reads sin[…] (1, 6, 1, 2)" in text
+    assert "x_2 = x_1 + ChatAttention(RMSNorm(x_1), value_embeds.0, cos[…], sin[…])" in formulas_of(t)

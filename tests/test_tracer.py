@@ -236,16 +236,42 @@ def test_a_parallel_residual_is_one_add_of_two_branches(order: str) -> None:
     assert r.output.id == t.outputs[0].id
 
 
+class Sum(nn.Module):
+    def __init__(self, skip: bool) -> None:
+        super().__init__()
+        self.skip = skip
+        self.f, self.g = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        s = self.f(x) + self.g(y)  # g(y) does not come from x
+        return s + x if self.skip else s
+
+
 def test_adds_of_unrelated_terms_are_no_residual() -> None:
-    class Sum(nn.Module):
+    assert trace(Sum(skip=False), (torch.randn(2, 4), torch.randn(2, 4))).residual_adds == ()
+
+
+def test_a_term_from_a_side_input_is_a_side_term_of_the_residual() -> None:
+    """f(x) + g(y) + x: x skips f, and g(y), computed from y alone, is added beside the branch."""
+    t = trace(Sum(skip=True), (torch.randn(2, 4), torch.randn(2, 4)))
+    (r,) = t.residual_adds
+    assert r.stream.id == t.inputs[0].id and len(r.adds) == 2
+    assert [[t.calls[c].path for c in b.calls] for b in r.branches] == [["f"]]
+    assert [s.id for s in r.sides] == [t.calls[2].outputs[0].id] and t.calls[2].path == "g"
+
+
+def test_a_term_computed_from_the_stream_by_ops_alone_is_no_side_term() -> None:
+    """x + f(x) + x.mean(...): the mean comes from x, with no call between: not a side input's term."""
+
+    class MeanTerm(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.f, self.g = nn.Linear(4, 4), nn.Linear(4, 4)
+            self.f = nn.Linear(4, 4)
 
-        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return self.f(x) + self.g(y) + x  # g(y) does not come from x
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.f(x) + x.mean(-1, keepdim=True)
 
-    assert trace(Sum(), (torch.randn(2, 4), torch.randn(2, 4))).residual_adds == ()
+    assert all(r.sides == () for r in trace(MeanTerm(), (torch.randn(2, 4),)).residual_adds)
 
 
 def _helper(x: torch.Tensor) -> torch.Tensor:

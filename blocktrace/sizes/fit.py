@@ -90,7 +90,7 @@ def structure(trace: Trace) -> tuple:
             (
                 r.op,
                 r.adds,
-                bare((r.stream, r.output)),
+                bare((r.stream, r.output, *r.sides)),
                 tuple((b.calls, b.ops, bare((b.output,))) for b in r.branches),
             )
             for r in trace.residual_adds

@@ -14,7 +14,7 @@ from typing import Any
 from blocktrace.tracing.records import FrozenDict, Record, leaves, map_leaves, plain
 
 SCHEMA = "blocktrace.trace"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -202,15 +202,18 @@ class Branch(Record):
 
 @dataclass(frozen=True)
 class ResidualAdd(Record):
-    """A sum x + f(x) (+ g(x) ...): one term, the stream, is a data-flow ancestor of every other
-    term, each through at least one module call. x + attn(ln1(x)) + mlp(ln2(x)) is one residual
-    add of two branches, whatever the order of its terms."""
+    """A sum x + f(x) (+ g(x) ...): one term, the stream, is a data-flow ancestor of every branch
+    term, each through at least one module call; a term not computed from the stream at all (a
+    context's projection, x0) is a side term. x + attn(ln1(x)) + mlp(ln2(x)) is one residual add
+    of two branches, whatever the order of its terms; x + proj(a) + ctx(c) one of a branch and a
+    side term."""
 
     op: int  # index in Trace.ops of the add that makes the new stream: the sum's last add
     adds: tuple[int, ...]  # every add of the sum, in order (one for x + f(x))
     stream: TensorMeta  # x, the residual stream that skips the branches
     branches: tuple[Branch, ...]  # f(x), g(x), ... in the order their values were made
     output: TensorMeta  # x + f(x) + ...
+    sides: tuple[TensorMeta, ...] = ()  # the side terms, in the order the sum takes them
 
     @property
     def calls(self) -> tuple[int, ...]:
@@ -225,6 +228,7 @@ class ResidualAdd(Record):
             "stream": self.stream.to_dict(),
             "branches": [b.to_dict() for b in self.branches],
             "output": self.output.to_dict(),
+            "sides": [t.to_dict() for t in self.sides],
         }
 
 
@@ -242,6 +246,7 @@ class Trace(Record):
     meanings: Mapping[str, str] = FrozenDict()  # legend: symbol -> meaning, e.g. C -> n_embd
     frames: tuple[Frame, ...] = ()  # every call of a function of the model's code, by number
     stopped: str | None = None  # a partial trace: the failure the forward stopped at (--partial)
+    buffers: Mapping[str, str] = FrozenDict()  # str(tensor id) -> the buffer's path ("cos", "h.0.attn.bias")
 
     def __post_init__(self) -> None:
         self.freeze_mappings()
@@ -302,6 +307,7 @@ class Trace(Record):
             "residual_adds": [r.to_dict(self) for r in self.residual_adds],
             "frames": [f.to_dict() for f in self.frames],
             **({} if self.stopped is None else {"stopped": self.stopped}),
+            "buffers": plain(self.buffers),
         }
 
     @classmethod

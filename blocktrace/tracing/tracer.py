@@ -3,8 +3,9 @@
 Forward pre/post hooks on every submodule record each module call. A TorchFunctionMode active
 during the forward records the functional ops that hooks cannot see (F.rms_norm, relu, views,
 scaled_dot_product_attention, `+`). Every tensor value gets an id and the ids it was computed
-from, so a residual add is recognised by data flow: one operand is an ancestor of the other
-through at least one module call. Names are never consulted.
+from, so a residual add is recognised by data flow: one operand is an ancestor of the others
+through at least one module call, and any other term is computed beside it, from side inputs alone
+(x + proj(attn) + ctx(context)). Names are never consulted.
 """
 
 from __future__ import annotations
@@ -283,19 +284,21 @@ class _Recorder:
         return found
 
     def _terms(self, root: int, inner: set[int]) -> tuple[list[TensorMeta], tuple[int, ...]]:
-        """The terms of the sum that the add `root` completes, and every add of that sum."""
+        """The terms of the sum that the add `root` completes, as the code writes them (x + a + b
+        is (x + a) + b: x, a, b), and every add of that sum."""
         terms: list[TensorMeta] = []
         sum_adds: list[int] = []
-        todo = [root]
-        while todo:
-            i = todo.pop()
+
+        def expand(i: int) -> None:
             sum_adds.append(i)
             for t in self.ops[i].inputs:
                 producer = self.producer_op.get(t.id)
                 if producer in inner and self.ops[producer].outputs[0].id == t.id:
-                    todo.append(producer)
+                    expand(producer)
                 else:
                     terms.append(t)
+
+        expand(root)
         return terms, tuple(sorted(sum_adds))
 
     def _residual(
@@ -303,22 +306,29 @@ class _Recorder:
     ) -> ResidualAdd | None:
         stream = next((t for t in terms if t.id == skip), min(terms, key=lambda t: t.id))
         branches = []
+        sides = []
         for term in sorted((t for t in terms if t is not stream), key=lambda t: t.id):
             on_path = self.between(stream.id, term.id)
+            if not on_path and term.id != stream.id:
+                sides.append(term)  # computed beside the stream (from a context, a mask): a side term
+                continue
             calls = {c for t in on_path for c in self.produced_by_call.get(t, ())}
             if not calls or term.id == stream.id:
                 return None
             outermost = [c for c in calls if not self._has_ancestor_in(c, calls)]
             ops = sorted(
-                self.producer_op[t]
-                for t in on_path
-                if t in self.producer_op and self.ops[self.producer_op[t]].call == op.call
-            )
+                {
+                    self.producer_op[t]
+                    for t in on_path
+                    if t in self.producer_op and self.ops[self.producer_op[t]].call == op.call
+                }
+            )  # an op of several outputs (split's q, k, v) once
             ends = {c: self.returned(c).end for c in outermost}
             branches.append(Branch(term, tuple(sorted(outermost, key=ends.__getitem__)), tuple(ops)))
         if not branches:
             return None
-        return ResidualAdd(op.index, sum_adds, stream, tuple(branches), op.outputs[0])
+        written = tuple(t for t in terms if t in sides)  # in the order the code sums them
+        return ResidualAdd(op.index, sum_adds, stream, tuple(branches), op.outputs[0], written)
 
     def between(self, ancestor: int, descendant: int) -> set[int]:
         """Ids on some data-flow path ancestor -> descendant, the descendant included."""
@@ -479,6 +489,8 @@ def trace(
             handles.append(m.register_forward_hook(recorder.post_hook, with_kwargs=True))
         module.eval()
         inputs = recorder.metas((args, kwargs))
+        # each buffer tagged before the forward: what is sliced from it is named by it (cos[…])
+        buffers = {str(recorder.meta(b).id): name for name, b in module.named_buffers()}
         counter = FlopCounter()
         with torch.no_grad(), _OpRecorder(recorder, counter), counter:
             try:
@@ -521,6 +533,7 @@ def _assembled(
         ops=tuple(recorder.ops),
         residual_adds=(),
         frames=tuple(recorder.frame_records),
+        buffers=buffers,
     )
     return replace(traced, residual_adds=tuple(recorder.residual_adds(residual_joins(traced))))
 

@@ -261,7 +261,7 @@ class StepTree:
             op = item
             r = self.residual_at.get(op.index)
             if r is not None:
-                inputs = (r.stream, *(b.output for b in r.branches))
+                inputs = (r.stream, *(b.output for b in r.branches), *r.sides)
                 steps.append(
                     Step(StepKind.residual, "+", "+", inputs, r.output, op.time, ops=(op,), residual=r)
                 )
@@ -352,7 +352,7 @@ class StepTree:
             )
             level = self.graph.level(call.index)
             on_stream = self._on_stream(call)
-            for step in self.inner(call):
+            for step in (part for s in self.inner(call) for part in self._opened_parts(s)):
                 if on_stream is not None and level is not None:
                     off = not self._graph_steps(level, step) & on_stream
                 else:
@@ -401,6 +401,53 @@ class StepTree:
         stream = tuple(s for root in self.trace.calls if root.parent is None for s in expand(root))
         return stream, MappingProxyType(side), tuple(beside)
 
+    @cached_property
+    def _open_helpers(self) -> set[tuple[str, int]]:
+        """The helper calls (function, frame) that call a module drawn open: drawn as their parts."""
+        return {
+            self.helper_of.get(c.site.frame, (c.site.function, c.site.frame))
+            for c in self.trace.calls
+            if c.index in self.opened and c.site is not None and c.site.function != "forward"
+        }
+
+    def _opened_parts(self, step: Step) -> list[Step]:
+        """A helper step that calls a module with a residual add inside (BertLayer's
+        apply_chunking_to_forward calling BertOutput) as its module calls and ops, each a step of
+        its own, so that the opened call is drawn open; any other step as it is."""
+        if step.kind != StepKind.helper or not any(c.index in self.opened for c in step.calls):
+            return [step]
+        items: list[ModuleCall | OpCall] = sorted(
+            (*step.calls, *step.ops), key=lambda i: i.end if isinstance(i, ModuleCall) else i.time
+        )
+        parts = []
+        for item in items:
+            if isinstance(item, ModuleCall):
+                parts.append(
+                    Step(
+                        StepKind.call,
+                        short_path(item),
+                        item.type,
+                        item.inputs,
+                        item.outputs[0],
+                        item.end,
+                        item,
+                    )
+                )
+            else:
+                kind = StepKind.shape if facts(item.name).reshapes else StepKind.compute
+                parts.append(
+                    Step(
+                        kind,
+                        item.name,
+                        op_title(item.name),
+                        item.inputs,
+                        item.outputs[0],
+                        item.time,
+                        ops=(item,),
+                    )
+                )
+        return parts
+
     def signature(self, steps: list[Step]) -> tuple:
         """What a reader of these steps sees, internals of boxes included: equal signatures draw alike."""
 
@@ -436,8 +483,9 @@ class StepTree:
                 )
                 if isinstance(item, OpCall):
                     where = (item.function, item.frame)
-                if where is not None and where[0] != "forward":
-                    function, frame = self.helper_of.get(where[1], where)
+                helper = None if where is None else self.helper_of.get(where[1], where)
+                if where is not None and where[0] != "forward" and helper not in self._open_helpers:
+                    function, frame = helper  # type: ignore[misc]
                     title = op_title(item.name) if isinstance(item, OpCall) else function
                     parts.setdefault(("helper", frame), (time, function, title))
                 elif isinstance(item, ModuleCall):

@@ -22,7 +22,7 @@ stream value that several joins read (nanochat's x0) is a side input of each. An
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from blocktrace.tracing.graph.level import LevelFlow
 from blocktrace.tracing.graph.model import (
@@ -42,9 +42,18 @@ def build_graph(trace: Trace, everything: bool = True) -> Graph:
     if not roots:
         return Graph(())
     names = {t.id: "input" if i == 0 else f"input {i + 1}" for i, t in enumerate(trace.inputs)}
+    names.update((int(k), name) for k, name in trace.buffers.items())
     builder = _Builder(trace, everything)
     builder.open(roots[0], names, None, root=True)
     return Graph(tuple(builder.levels), tuple(builder.beside))
+
+
+def made_name(step: Step, buffers: Mapping[str, str]) -> str:
+    """What a value is named by, where it is read beside the stream: the step that made it, or for
+    a slice of a buffer, the buffer (`cos[…]`, the rotary table cut to the sequence)."""
+    if step.kind == StepKind.op and step.name == "getitem" and len(step.inputs) == 1:
+        return f"{buffers[key]}[…]" if (key := str(step.inputs[0].id)) in buffers else step.name
+    return step.name
 
 
 def residual_joins(trace: Trace) -> dict[int, int]:
@@ -283,7 +292,7 @@ class _Builder:
         for i, s in enumerate(steps):
             for t in s.outputs:
                 if producer.get(t.id) == i:
-                    names.setdefault(t.id, s.name)
+                    names.setdefault(t.id, made_name(s, self.trace.buffers))
 
         def level_from(main_in: TensorMeta | None) -> LevelFlow:
             return LevelFlow(steps, producer, main_in, main_out, skip, names, outputs, self, call, frame)

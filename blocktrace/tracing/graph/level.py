@@ -67,7 +67,7 @@ class LevelFlow:
         self.from_main = self._from_main(builder.ops_inside(call))
         span = builder.span.get(call.index, (0, 0))
         self.upstream = leads_to(self.parents, self.op_of, span, main_out)
-        self.spine, self.values = self._spine()
+        self.spine, self.values, self.carried = self._spine()
         self.join_skips: dict[int, TensorMeta] = {}  # a join call -> the stream value it adds inside
         self.terms: dict[int, set[int]] = {}  # a join -> the ids of its residual's terms
         self.segments, self.side = self._segments()
@@ -75,13 +75,14 @@ class LevelFlow:
             i for s in self.segments if s.residual for b in s.residual.branches for i in b.steps
         }
 
-    def _spine(self) -> tuple[list[int], list[TensorMeta]]:
-        """The steps that carry the stream, in order, and the stream's value after each (the main
-        input first)."""
+    def _spine(self) -> tuple[list[int], list[TensorMeta], list[set[int]]]:
+        """The steps that carry the stream, in order, the stream's value after each (the main input
+        first), and the ids of all it carries there: a split's q, k and v are all the stream."""
         if self.main_in is None:
-            return [], []
+            return [], [], []
         current = {self.main_in.id}
         values = [self.main_in]
+        carried = [current]
         spine: list[int] = []
         for i, s in enumerate(self.steps):
             if not any(t.id in current for t in main_inputs(s)):
@@ -93,11 +94,14 @@ class LevelFlow:
                 continue
             spine.append(i)
             if any(t.id not in current for t in made):
-                current = {t.id for t in made}
+                # what it read of the stream is replaced by what it made; the rest goes on (of q, k
+                # and v, k and v while a step makes something of q alone)
+                current = (current - {t.id for t in main_inputs(s)}) | {t.id for t in made}
                 values.append(made[0])
             else:
                 values.append(values[-1])  # a step that hands the stream on as it was (eval dropout)
-        return spine, values
+            carried.append(current)
+        return spine, values, carried
 
     def spine_calls(self) -> list[int]:
         return [i for i in self.spine if self.steps[i].kind == StepKind.call]
@@ -130,15 +134,16 @@ class LevelFlow:
         if self.main_in is None or not self.spine or self.values[-1].id != getattr(self.main_out, "id", None):
             return [], self._side_inputs(set()) if self.everything else []
         stream: dict[int, int] = {}  # id -> its first position on the stream
-        for pos, v in enumerate(self.values):
-            stream.setdefault(v.id, pos)
+        for pos, ids in enumerate(self.carried):
+            for tid in sorted(ids, key=lambda tid: tid != self.values[pos].id):
+                stream.setdefault(tid, pos)
         if self.skip is not None:
             stream.setdefault(self.skip.id, -1)
         # which later stream steps read each stream value again, besides the one after it
         reentries: dict[int, list[tuple[int, TensorMeta, bool, list[int]]]] = {}
         for k, i in enumerate(self.spine):
             step = self.steps[i]
-            main = {t.id for t in step.inputs if t.id == self.values[k].id}
+            main = {t.id for t in step.inputs if t.id in self.carried[k]}
             for t in step.inputs:
                 if t.id in main:
                     continue
@@ -219,13 +224,13 @@ class LevelFlow:
         """What each step reads beside the stream: a stream step, all but the stream's value (and,
         at a residual's join, its terms); any other step, what the level did not compute from its
         main input; and wherever it is read, an earlier stream value that several joins read."""
-        on_stream = {i: self.values[k].id for k, i in enumerate(self.spine)}
+        on_stream = {i: self.carried[k] for k, i in enumerate(self.spine)}
         skip = getattr(self.skip, "id", None)
         found = []
         for i, s in enumerate(self.steps):
             for t in s.inputs:
                 if i in on_stream:
-                    side = t.id != on_stream[i] and t.id not in self.terms.get(i, ())
+                    side = t.id not in on_stream[i] and t.id not in self.terms.get(i, ())
                 else:
                     side = t.id not in self.from_main and t.id != skip
                 if side or t.id in context:

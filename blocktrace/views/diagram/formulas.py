@@ -14,11 +14,12 @@ run of identical Blocks is written once, as drawn. No torch here.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from blocktrace.tracing.ops import definition, op_title
 from blocktrace.tracing.trace import OpCall, TensorMeta
+from blocktrace.views.diagram.assigned import assigned_names
 from blocktrace.views.shapes import shape_text
 from blocktrace.views.steps import Step, StepKind, StepTree, short_path
 
@@ -55,7 +56,8 @@ def stream_formulas(
         return []
     made_at: dict[int, list[int]] = {}  # tensor id -> positions in `drawn` of the steps that gave it
     for pos, step in enumerate(drawn):
-        made_at.setdefault(step.output.id, []).append(pos)
+        for t in _outputs(step):
+            made_at.setdefault(t.id, []).append(pos)
     names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(inputs)}
     starts = [r.stream.id for r in residuals] + [s.inputs[0].id for s in runs if s.inputs]
     streams = dict.fromkeys([*starts, *(s.output.id for s in runs), drawn[-1].output.id])
@@ -67,8 +69,20 @@ def stream_formulas(
     reads = Counter(
         t.id for step in (*drawn, *beside) for t in _operands(tree, step) if t.id != step.output.id
     )
-    shared = [i for i in made_at if reads[i] > 1 and i not in names]
+    leaving = {out.id for _, _, out in tree.side_outputs()} if taken is trace.inputs else set()
+    groups = _unpacked(tree, drawn, leaving)
+    shared = [
+        i for i in made_at if reads[i] > 1 and i not in names and not any(i in g for g in groups.values())
+    ]
     names.update((i, "h" if len(shared) == 1 else f"h_{k}") for k, i in enumerate(shared, 1))
+    unpacked: dict[int, dict[int, str]] = {}
+    for pos, ids in groups.items():
+        code = _code_names(tree, drawn[pos], len(ids))
+        if code is None or set(code) & set(names.values()):
+            code = tuple(f"h_{len(shared) + k}" for k in range(1, len(ids) + 1))
+            shared += ids
+        unpacked[pos] = dict(zip(ids, code, strict=True))
+        names.update(unpacked[pos])
     used: dict[int, None] = {}  # the other inputs written, in order
 
     def value(tensor_id: int, before: int) -> str:
@@ -88,13 +102,17 @@ def stream_formulas(
         it, else as the ops that made it from what they read (λ·x0: mul(getitem(), h))."""
         side = tree.side.get(tensor_id)
         if side is not None and side.kind in (StepKind.compute, StepKind.shape) and depth > 0:
-            return ops_text(side, lambda t: value(t, before) if t in names or t in made_at else off(t))
+            return _buffer_slice(side, trace.buffers) or ops_text(side, lambda t: inner(t, before, depth))
+        if str(tensor_id) in trace.buffers:
+            return trace.buffers[str(tensor_id)]
         if tensor_id in sources:
             return sources[tensor_id]
+        if side is not None and side.kind == StepKind.call and depth > 0:  # a module off the stream: ctx(c)
+            return f"{side.title}({', '.join(inner(t.id, before, depth) for t in _data_inputs(side))})"
         return f"{side.title}(…)" if side is not None else "?"
 
-    def off(t: int) -> str:
-        return off_stream(t, 0, 0)
+    def inner(t: int, before: int, depth: int) -> str:
+        return value(t, before) if t in names or t in made_at else off_stream(t, before, depth - 1)
 
     def made(pos: int) -> str:
         step = drawn[pos]
@@ -102,11 +120,24 @@ def stream_formulas(
             return " + ".join(value(t.id, pos) for t in step.inputs)
         if step.kind in (StepKind.compute, StepKind.shape) and step.ops:
             return ops_text(step, lambda t: value(t, pos))
-        args = [value(t.id, pos) for t in _data_inputs(step)]
+        args = together(_data_inputs(step), pos)
         for source, values in tree.reads(step):  # what it reads beside the stream, each source once
             known = [value(v.id, pos) for v in values if v.id in names]
-            args += known or [source]
+            by_ops = all(_made_by_ops(tree.side.get(v.id)) for v in values)
+            args += known or ([off_stream(v.id, pos, 8) for v in values] if by_ops else [source])
         return f"{step.title}({', '.join(args)})"
+
+    def together(data: Sequence[TensorMeta], pos: int) -> list[str]:
+        """The values a step reads, those of one earlier step read all together and in order
+        written once: <genexpr>(split(...)), not split(...) three times."""
+        args, i = [], 0
+        while i < len(data):
+            earlier = [p for p in made_at.get(data[i].id, []) if p < pos]
+            outs = [t.id for t in _outputs(drawn[earlier[-1]])] if earlier else []
+            n = len(outs) if len(outs) > 1 and outs == [t.id for t in data[i : i + len(outs)]] else 1
+            args.append(value(data[i].id, pos) if n == 1 or data[i].id in names else made(earlier[-1]))
+            i += 1 if data[i].id in names else n
+        return args
 
     def beside_text(tensor_id: int, depth: int) -> str:
         """A value made beside the stream from stream values, written from the steps that made it."""
@@ -129,11 +160,56 @@ def stream_formulas(
 
     given = {t.id for t in inputs}
     named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in given)
-    lines = [f"{names[i]} = {made(pos)}" for pos, i in named]
+    lines = []
+    for pos, i in named:
+        if pos not in unpacked:
+            lines.append(f"{names[i]} = {made(pos)}")
+        elif i == min(unpacked[pos]):  # q, k, v = <genexpr>(...): the step's values, named once
+            lines.append(f"{', '.join(unpacked[pos].values())} = {made(pos)}")
     if taken is trace.inputs:  # the model's own stream
         lines += side_output_lines()
     said = {t.id: k for k, t in enumerate(taken)}
     return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(taken[said[i]])}" for i in used]
+
+
+def _outputs(step: Step) -> tuple[TensorMeta, ...]:
+    """Every value a drawn step makes: a helper's all it returned, an op's all its outputs (split's
+    q, k and v), else its one output."""
+    if step.returned:
+        return step.returned
+    last = step.ops[-1].outputs if step.ops else ()
+    return last if step.output in last else (step.output,)
+
+
+def _unpacked(tree: StepTree, drawn: Sequence[Step], leaving: set[int]) -> dict[int, list[int]]:
+    """Position -> the values of a step that makes several, each read after it (or leaving the model
+    beside its main output), if it is a helper or they are read apart: a generator yielding q, k and
+    v, attend() returning y and probs; not split's values that the one step after it reads together."""
+    readers: dict[int, set[int]] = {}
+    for pos, step in enumerate(drawn):
+        for t in _operands(tree, step):
+            readers.setdefault(t.id, set()).add(pos)
+    for tid in leaving:
+        readers.setdefault(tid, set()).add(len(drawn))
+    found: dict[int, list[int]] = {}
+    for pos, step in enumerate(drawn):
+        outs = [t.id for t in _outputs(step) if readers.get(t.id, set()) - {pos}]
+        apart = len({frozenset(readers[t]) for t in outs}) > 1
+        if len(outs) > 1 and len(outs) == len(_outputs(step)) and (step.kind == StepKind.helper or apart):
+            found[pos] = outs
+    return found
+
+
+def _code_names(tree: StepTree, step: Step, count: int) -> tuple[str, ...] | None:
+    """The names the line that made the step's values unpacks them into: the caller's line for a
+    helper call, the op's own line for an op."""
+    if step.kind == StepKind.helper:
+        frames = {f.frame: f for f in tree.trace.frames}
+        helper = frames.get(step.frame)
+        caller = frames.get(helper.caller) if helper is not None and helper.caller is not None else None
+        return None if caller is None or helper is None else assigned_names(caller.file, helper.line, count)
+    op = step.ops[-1] if step.ops else None
+    return None if op is None else assigned_names(op.file, op.line, count)
 
 
 def ops_text(step: Step, value: Callable[[int], str]) -> str:
@@ -166,9 +242,25 @@ def ops_text(step: Step, value: Callable[[int], str]) -> str:
     return text
 
 
+def _buffer_slice(step: Step, buffers: Mapping[str, str]) -> str | None:
+    """`cos[…]` for a run of one getitem of a buffer, else None."""
+    (op, *more) = step.ops
+    if more or op.name != "getitem" or len(op.inputs) != 1:
+        return None
+    name = buffers.get(str(op.inputs[0].id))
+    return None if name is None else f"{name}[…]"
+
+
+def _made_by_ops(step: Step | None) -> bool:
+    """Whether a value made beside the stream came from a run of ops (mask[:, None, None, :]),
+    written out as them rather than by their name."""
+    return step is not None and step.kind in (StepKind.compute, StepKind.shape) and bool(step.ops)
+
+
 def _data_inputs(step: Step) -> tuple:
-    # a call or a helper is written with its data input; an op with every tensor it took
-    return step.inputs if step.kind in (StepKind.compute, StepKind.shape) else step.inputs[:1]
+    # a call is written with its data input; a helper with what it read from the stream; an op
+    # with every tensor it took
+    return step.inputs[:1] if step.kind == StepKind.call else step.inputs
 
 
 def _operands(tree: StepTree, step: Step) -> tuple[TensorMeta, ...]:
