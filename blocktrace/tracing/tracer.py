@@ -502,7 +502,7 @@ def trace(
                 place = f"{where.path or '<root>'} ({type(where.module).__name__})" if where else ""
                 said = error if isinstance(error, Exception) else error_line(error, named=True)
                 at = f" at {recorder.failed}" if recorder.failed else ""
-                ran = _ran(recorder, module, inputs, device or _device_of(args))
+                ran = _ran(recorder, module, inputs, device or _device_of(args), buffers)
                 raise ForwardError(f"forward failed in {place}{at}: {said}", ran) from error
         outputs = recorder.metas(output)
     finally:
@@ -512,7 +512,7 @@ def trace(
             handle.remove()
         for m, mode in training.items():
             m.training = mode  # each module's own flag: train() would redo its whole subtree
-    return _assembled(recorder, module, inputs, outputs, device or _device_of(args), recorder.calls)
+    return _assembled(recorder, module, inputs, outputs, device or _device_of(args), recorder.calls, buffers)
 
 
 def _assembled(
@@ -522,6 +522,7 @@ def _assembled(
     outputs: tuple[TensorMeta, ...],
     device: str,
     calls: list[ModuleCall | None],
+    buffers: dict[str, str],
 ) -> Trace:
     """The Trace of what `recorder` recorded, its residual adds found from its data flow."""
     traced = Trace(
@@ -538,7 +539,13 @@ def _assembled(
     return replace(traced, residual_adds=tuple(recorder.residual_adds(residual_joins(traced))))
 
 
-def _ran(recorder: _Recorder, module: nn.Module, inputs: tuple[TensorMeta, ...], device: str) -> Trace:
+def _ran(
+    recorder: _Recorder,
+    module: nn.Module,
+    inputs: tuple[TensorMeta, ...],
+    device: str,
+    buffers: dict[str, str],
+) -> Trace:
     """What ran before the forward raised: the calls still open (the failing one and those around
     it) closed there, returning nothing, so that every op recorded has its call. Its residual adds
     are found as if each open call ended the stream with what it was reading when it stopped; its
@@ -549,7 +556,7 @@ def _ran(recorder: _Recorder, module: nn.Module, inputs: tuple[TensorMeta, ...],
         kind, site = type(open_call.module).__name__, open_call.site
         closed = (open_call.parent, open_call.inputs, reading, *counts, recorder.clock, site)
         recorder.calls[open_call.index] = ModuleCall(open_call.index, open_call.path, kind, *closed)
-    ended = _assembled(recorder, module, inputs, (), device, recorder.calls)
+    ended = _assembled(recorder, module, inputs, (), device, recorder.calls, buffers)
     still_open = {c.index for c in recorder.stack}
     calls = tuple(replace(c, outputs=()) if c.index in still_open else c for c in ended.calls)
     root = recorder.calls[recorder.stack[0].index] if recorder.stack else None
