@@ -109,10 +109,14 @@ def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...], stats: bool = Fa
 def _unit_fit(spec: ModelSpec, frozen: tuple[str, ...]) -> ShapeFit | None:
     """The probes' fit of one unit of code we did not write, or None: no sizes to name, or the code
     does not run at the probes' sizes (then the full-size trace goes unnamed)."""
+    from blocktrace.models.memory_guard import check_probe
     from blocktrace.sizes.fit import fit_probes
 
+    if not spec.symbols.basis:
+        return None
     try:
-        return fit_probes(spec, frozen) if spec.symbols.basis else None
+        check_probe(spec, spec.symbols.probes()[-1])
+        return fit_probes(spec, frozen)
     except (TraceError, ConfigError):
         return None
 
@@ -166,12 +170,14 @@ def _fails_on_cpu_too(spec: ModelSpec, frozen: tuple[str, ...], error: TraceErro
     """Whether a small real CPU run of one unit fails as the meta device's did (the same exception
     type): then the error is the model's, not the meta device's. Without sizes to make it small, the
     only CPU run is the full size, not tried for an error's wording."""
+    from blocktrace.models.memory_guard import check_probe
     from blocktrace.sizes.fit import probe_module, probe_trace
 
     if not spec.symbols.basis:
         return False
     sizes = spec.symbols.probes()[0]
     try:
+        check_probe(spec, sizes)
         probe_trace(spec, sizes, probe_module(spec, sizes, frozen))
     except (TraceError, ConfigError) as cpu_error:
         return type(cpu_error.__cause__) is type(error.__cause__)

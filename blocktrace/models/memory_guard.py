@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from blocktrace.errors import ConfigError
+from blocktrace.errors import ConfigError, TraceError
 from blocktrace.models.spec import Device, ModelSpec
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ WEIGHT_MARGIN = Fraction(
 )  # weights and inputs are allocated as counted; a tenth for the allocator's pages
 PEAK_MARGIN = 4  # the real activations measured 2.1 to 3.4 times the live-tensor peak (see the test)
 SLACK = 64 * 2**20  # bytes: workspaces and records, which do not grow with the model
+PROBE_BYTES = 2**30  # one unit at the probes' sizes of a few dozen holds kilobytes
 MEMINFO = "/proc/meminfo"
 
 
@@ -83,6 +84,18 @@ def check_weights(spec: ModelSpec, device: Device) -> None:
     need = measure(spec, free=free, weights_only=True)
     if need is not None and need.bound > free:
         raise _over(need, device, free)
+
+
+def check_probe(spec: ModelSpec, sizes: dict[str, int]) -> None:
+    """TraceError where one unit of `spec` at the probe's `sizes` would hold over PROBE_BYTES on the
+    CPU: a size the probes do not scale (T5's relative_attention_num_buckets) stays the config's,
+    and a CPU probe of 2**31 buckets would take the machine's memory. Counted on the meta device."""
+    module = spec.build(sizes, "meta", 1)
+    held = storage_bytes([*module.parameters(), *module.buffers()])
+    if held > PROBE_BYTES:
+        raise TraceError(
+            f"a probe at small sizes would hold {held / 2**30:.1f} GiB: a size it does not scale is large"
+        )
 
 
 def _over(need: Need, device: Device, free: int) -> ConfigError:
