@@ -122,7 +122,7 @@ def no_warnings() -> Iterator[list[str]]:
     case=st.sampled_from(FIELDS).flatmap(lambda f: st.sampled_from(VALUES).map(lambda v: (*f, v))),
     device=st.sampled_from(["probe", "meta", "cpu"]),
 )
-@profile(normal=40, share=0.15)
+@profile(normal=40, share=0.1)
 def test_any_value_of_a_config_field_is_traced_or_refused_in_one_line(
     case: tuple[str, str, object], device: str
 ) -> None:

@@ -179,7 +179,7 @@ EXPECTED: dict[tuple[str, str], bytes] = {}  # what each command prints to a pip
         lambda c: st.sampled_from(COMMANDS[c]).map(lambda f: (c, f))
     ),
 )
-@profile(normal=2, share=0.01)
+@profile(normal=2, share=0.005)
 def test_every_kind_of_target_is_written_or_refused_as_it_says(
     kind: str, command: tuple[str, str], module_cache_folder: Path
 ) -> None:
