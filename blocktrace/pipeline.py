@@ -13,6 +13,7 @@ from blocktrace.models.user_output import user_output_to_stderr
 from blocktrace.tracing.trace import Trace
 
 if TYPE_CHECKING:
+    from blocktrace.models.memory_guard import MetaBuild
     from blocktrace.sizes.fit import ShapeFit
     from blocktrace.tracing.grad import Init
     from blocktrace.tracing.grad_record import GradRecord
@@ -56,10 +57,11 @@ def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...], stats:
     from blocktrace.sizes.naming import derived_trace, named
     from blocktrace.sizes.stack import fit_shapes
 
+    built: MetaBuild | None = None
     if device in (Device.cpu, Device.cuda):  # a model that could never run: refused before any probe
         from blocktrace.models.memory_guard import check_weights
 
-        check_weights(spec, device)
+        built = check_weights(spec, device)
     if spec.full_size_trace:
         unit = _unit_fit(spec, frozen)
         if device in (Device.probe, Device.meta):
@@ -68,14 +70,14 @@ def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...], stats:
             sized: Trace | None = _run(spec, "meta", frozen)
         except TraceError:
             sized = None
-        _check_memory(spec, device, sized)
+        _check_memory(spec, device, sized, built)
         return named(_run(spec, device, frozen, stats), spec, unit)
     shape_fit = fit_shapes(spec, frozen)
     derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
     if device == Device.probe and derived is not None:
         return derived
     if device in (Device.cpu, Device.cuda):
-        _check_memory(spec, device, derived)
+        _check_memory(spec, device, derived, built)
     return named(
         _run(spec, Device.meta if device == Device.probe else device, frozen, stats), spec, shape_fit
     )
@@ -195,13 +197,15 @@ def trace_config(config: BlockConfig, device: Device = Device.probe, frozen: tup
     return trace_spec(BlockSpec(config), device, frozen)
 
 
-def _check_memory(spec: ModelSpec, device: Device, sized: Trace | None) -> None:
+def _check_memory(
+    spec: ModelSpec, device: Device, sized: Trace | None, built: MetaBuild | None = None
+) -> None:
     """Refuse a real run that would not fit (models/memory_guard.py); `sized`, a full-size trace
     that cost nothing, counts the activations where the meta device cannot run the model."""
     from blocktrace.models.memory_guard import check_memory
     from blocktrace.views.stats import totals
 
-    check_memory(spec, device, None if sized is None else totals(sized).activation_bytes)
+    check_memory(spec, device, None if sized is None else totals(sized).activation_bytes, built)
 
 
 def cached_trace(

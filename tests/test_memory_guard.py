@@ -141,3 +141,21 @@ def test_a_probe_that_would_hold_gigabytes_is_not_run(
     )
     assert result.exit_code == 0, result.stderr
     assert "T5Model" in result.stdout
+
+
+def test_a_real_run_builds_the_model_on_meta_once_for_its_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the early refusal (weights and inputs) and the bound (their activations) count one meta build
+    from blocktrace.pipeline import trace_spec
+
+    spec = BlockSpec(BlockConfig(n_embd=32, n_head=4, seq=6, batch=2, n_layer=2))
+    real_build = BlockSpec.build
+    full_size: list[str] = []
+
+    def build(self: BlockSpec, sizes: dict[str, int], device: str, layers: int) -> object:
+        if sizes == spec.sizes and layers == spec.layers:
+            full_size.append(device)
+        return real_build(self, sizes, device, layers)
+
+    monkeypatch.setattr(BlockSpec, "build", build)
+    trace_spec(spec, Device.cpu)
+    assert full_size == ["meta", "cpu"], full_size
