@@ -58,23 +58,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 FIELDS = [(name, key) for name, config in CONFIGS.items() for key, v in config.items() if type(v) is int]
 MISSING = object()  # the field left out
 VALUES: list[object] = [
-    0,
-    -1,
-    -(2**31),
-    2**31,
-    2**40,
-    2**63,
-    10**30,
-    "two",
-    "8",
-    None,
-    2.5,
-    8.0,
-    [8],
-    {"n": 8},
-    True,
-    MISSING,
-]
+    0, -1, -(2**31), 2**31, 2**40, 2**63, 10**30, "two", "8", None, 2.5, 8.0, [8], {"n": 8}, True, MISSING,
+]  # fmt: skip
 TOKENS = ["--seq", "4", "--batch", "1"]
 
 
