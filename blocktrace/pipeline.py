@@ -13,6 +13,7 @@ from blocktrace.models.user_output import user_output_to_stderr
 from blocktrace.tracing.trace import Trace
 
 if TYPE_CHECKING:
+    from blocktrace.models.memory_guard import MetaBuild
     from blocktrace.sizes.fit import ShapeFit
     from blocktrace.tracing.grad import Init
     from blocktrace.tracing.grad_record import GradRecord
@@ -56,10 +57,11 @@ def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...], stats:
     from blocktrace.sizes.naming import derived_trace, named
     from blocktrace.sizes.stack import fit_shapes
 
+    built: MetaBuild | None = None
     if device in (Device.cpu, Device.cuda):  # a model that could never run: refused before any probe
         from blocktrace.models.memory_guard import check_weights
 
-        check_weights(spec, device)
+        built = check_weights(spec, device)
     if spec.full_size_trace:
         unit = _unit_fit(spec, frozen)
         if device in (Device.probe, Device.meta):
@@ -68,14 +70,14 @@ def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...], stats:
             sized: Trace | None = _run(spec, "meta", frozen)
         except TraceError:
             sized = None
-        _check_memory(spec, device, sized)
+        _check_memory(spec, device, sized, built)
         return named(_run(spec, device, frozen, stats), spec, unit)
     shape_fit = fit_shapes(spec, frozen)
     derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
     if device == Device.probe and derived is not None:
         return derived
     if device in (Device.cpu, Device.cuda):
-        _check_memory(spec, device, derived)
+        _check_memory(spec, device, derived, built)
     return named(
         _run(spec, Device.meta if device == Device.probe else device, frozen, stats), spec, shape_fit
     )
@@ -109,10 +111,14 @@ def _run(spec: ModelSpec, device: str, frozen: tuple[str, ...], stats: bool = Fa
 def _unit_fit(spec: ModelSpec, frozen: tuple[str, ...]) -> ShapeFit | None:
     """The probes' fit of one unit of code we did not write, or None: no sizes to name, or the code
     does not run at the probes' sizes (then the full-size trace goes unnamed)."""
+    from blocktrace.models.memory_guard import check_probe
     from blocktrace.sizes.fit import fit_probes
 
+    if not spec.symbols.basis:
+        return None
     try:
-        return fit_probes(spec, frozen) if spec.symbols.basis else None
+        check_probe(spec, spec.symbols.probes()[-1])
+        return fit_probes(spec, frozen)
     except (TraceError, ConfigError):
         return None
 
@@ -189,12 +195,14 @@ def _fails_on_cpu_too(spec: ModelSpec, frozen: tuple[str, ...], error: TraceErro
     """Whether a small real CPU run of one unit fails as the meta device's did (the same exception
     type): then the error is the model's, not the meta device's. Without sizes to make it small, the
     only CPU run is the full size, not tried for an error's wording."""
+    from blocktrace.models.memory_guard import check_probe
     from blocktrace.sizes.fit import probe_module, probe_trace
 
     if not spec.symbols.basis:
         return False
     sizes = spec.symbols.probes()[0]
     try:
+        check_probe(spec, sizes)
         probe_trace(spec, sizes, probe_module(spec, sizes, frozen))
     except (TraceError, ConfigError) as cpu_error:
         return type(cpu_error.__cause__) is type(error.__cause__)
@@ -212,13 +220,15 @@ def trace_config(config: BlockConfig, device: Device = Device.probe, frozen: tup
     return trace_spec(BlockSpec(config), device, frozen)
 
 
-def _check_memory(spec: ModelSpec, device: Device, sized: Trace | None) -> None:
+def _check_memory(
+    spec: ModelSpec, device: Device, sized: Trace | None, built: MetaBuild | None = None
+) -> None:
     """Refuse a real run that would not fit (models/memory_guard.py); `sized`, a full-size trace
     that cost nothing, counts the activations where the meta device cannot run the model."""
     from blocktrace.models.memory_guard import check_memory
     from blocktrace.views.stats import totals
 
-    check_memory(spec, device, None if sized is None else totals(sized).activation_bytes)
+    check_memory(spec, device, None if sized is None else totals(sized).activation_bytes, built)
 
 
 def cached_trace(

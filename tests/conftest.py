@@ -36,3 +36,18 @@ def golden(request: pytest.FixtureRequest):
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never read or write the user's cache of traces."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def module_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("module-cache")
+
+
+@pytest.fixture
+def module_cache(_private_cache: None, module_cache_folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One cache of traces for all the tests of a module that asks for it
+    (`pytestmark = pytest.mark.usefixtures("module_cache")`): the same few models, drawn many ways,
+    are traced once for the module rather than once a test. A test that needs a trace made afresh
+    says --no-cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(module_cache_folder))
+    return module_cache_folder

@@ -25,6 +25,7 @@ SHOWN = [
     for m in PICTURE.finditer(page.read_text(encoding="utf-8"))
 ]
 PICTURES = dict(SHOWN)  # picture -> the arguments that draw it
+pytestmark = pytest.mark.usefixtures("module_cache")  # a model shown on several pages is traced once
 
 
 @pytest.fixture(autouse=True)

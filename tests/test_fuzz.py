@@ -3,7 +3,7 @@ with no traceback, an exit code in {0, 1, 2}, at most two lines on stderr (a war
 no ANSI codes unless stdout is a terminal, an existing --output file untouched unless the run
 succeeded, and a picture written (-o x.svg) that parses as XML.
 
-The normal suite runs a bounded, seeded profile (FUZZ_EXAMPLES below); `.ci/run` sets
+The normal suite runs a bounded, seeded profile (tests/fuzz.py); `.ci/run` sets
 BLOCKTRACE_FUZZ_EXAMPLES for a longer, randomised one. Runs that trace use small sizes, so that the
 bounded profile stays well under half a minute.
 """
@@ -17,13 +17,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from tests.fuzz import device, profile
 from tests.harness import ANSI, STDOUTS, invoke
-
-LONG = int(os.environ.get("BLOCKTRACE_FUZZ_EXAMPLES", "0"))
-FUZZ_EXAMPLES = LONG or 120
 
 # Values every flag may get: nothing, zero, negative, junk, unicode, the empty string.
 JUNK = ["", " ", "0", "-1", "-0", "two", "1e3", "0x10", "٣", "ü", "--", "-", "4 ", "nan", "None"]
@@ -268,7 +266,7 @@ def _output_path(kind: str, folder: Path) -> str | None:
         "folder": str(folder),
         "empty": "",
         "under-a-file": str(folder / "a-file" / "out.txt"),
-        "full": "/dev/full",
+        "full": device("full", folder),
     }[kind]
 
 
@@ -286,13 +284,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@settings(
-    max_examples=FUZZ_EXAMPLES,
-    derandomize=not LONG,  # the normal suite: the same examples every run
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    database=None,
-)
+@profile(normal=120)
 # runs of each model that succeed, or fail in the user's code, whatever the grammar draws
 @example(command=(["diagram", "--module", f"{MODELS}/tiny.py:tiny", "--dim", "T=4"], "new.svg"), **PLAIN)
 @example(

@@ -23,6 +23,8 @@ from blocktrace.output import sink as output
 from blocktrace.pipeline import cached_trace
 from tests.harness import ANSI, TINY, invoke, one_error
 
+pytestmark = pytest.mark.usefixtures("module_cache")  # TINY drawn a hundred ways, traced once
+
 # --- --output: bad paths are exit 2, failed writes exit 1, and nothing is half-written ----------
 
 

@@ -117,3 +117,45 @@ def test_weights_over_memory_are_refused_before_any_probe(monkeypatch: pytest.Mo
     monkeypatch.setattr(stack, "fit_shapes", lambda *a, **k: pytest.fail("probed a model that cannot run"))
     with pytest.raises(ConfigError, match="the weights and input alone take up to"):
         pipeline.trace_spec(BlockSpec(BlockConfig(n_embd=64, n_head=4, seq=8, batch=1)), Device.cpu)
+
+
+def test_a_probe_that_would_hold_gigabytes_is_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # T5's relative_attention_num_buckets is no size the probes scale: 2**31 of them, on the CPU, are
+    # 32 GiB at the probes' head counts. The probe is left out; the full-size trace, on meta, is drawn.
+    pytest.importorskip("transformers")
+    import blocktrace.sizes.fit
+    from tests.harness import invoke
+    from tests.test_fuzz_config import CONFIGS
+
+    def no_probe(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a probe of 2**31 buckets was built on the CPU")
+
+    monkeypatch.setattr(blocktrace.sizes.fit, "probe_module", no_probe)
+    (tmp_path / "config.json").write_text(
+        json.dumps({**CONFIGS["t5"], "relative_attention_num_buckets": 2**31})
+    )
+    result = invoke(
+        ["diagram", "--hf", str(tmp_path), "--seq", "4", "--batch", "1", "--device", "meta", "--no-cache"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "T5Model" in result.stdout
+
+
+def test_a_real_run_builds_the_model_on_meta_once_for_its_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the early refusal (weights and inputs) and the bound (their activations) count one meta build
+    from blocktrace.pipeline import trace_spec
+
+    spec = BlockSpec(BlockConfig(n_embd=32, n_head=4, seq=6, batch=2, n_layer=2))
+    real_build = BlockSpec.build
+    full_size: list[str] = []
+
+    def build(self: BlockSpec, sizes: dict[str, int], device: str, layers: int) -> object:
+        if sizes == spec.sizes and layers == spec.layers:
+            full_size.append(device)
+        return real_build(self, sizes, device, layers)
+
+    monkeypatch.setattr(BlockSpec, "build", build)
+    trace_spec(spec, Device.cpu)
+    assert full_size == ["meta", "cpu"], full_size

@@ -21,9 +21,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from blocktrace.errors import ConfigError
+from blocktrace.errors import ConfigError, TraceError
 from blocktrace.models.spec import Device, ModelSpec
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ WEIGHT_MARGIN = Fraction(
 )  # weights and inputs are allocated as counted; a tenth for the allocator's pages
 PEAK_MARGIN = 4  # the real activations measured 2.1 to 3.4 times the live-tensor peak (see the test)
 SLACK = 64 * 2**20  # bytes: workspaces and records, which do not grow with the model
+PROBE_BYTES = 2**30  # one unit at the probes' sizes of a few dozen holds kilobytes
 MEMINFO = "/proc/meminfo"
 
 
@@ -76,13 +77,49 @@ class Need:
         return f"{PEAK_MARGIN} times the activations alive at once"
 
 
-def check_weights(spec: ModelSpec, device: Device) -> None:
+@dataclass(frozen=True)
+class MetaBuild:
+    """The model and its inputs built on the meta device, once for every count of a run."""
+
+    module: torch.nn.Module
+    args: tuple
+    kwargs: dict[str, Any]
+
+
+def build_on_meta(spec: ModelSpec) -> MetaBuild | None:
+    """`spec` built at full size on the meta device; None where it cannot be built there."""
+    try:
+        module = spec.build(spec.sizes, "meta", spec.layers)
+        args, kwargs = spec.inputs(spec.sizes, "meta")
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # the user's code failing, sys.exit() included: the real run says it, once
+        return None
+    return MetaBuild(module, args, kwargs)
+
+
+def check_weights(spec: ModelSpec, device: Device) -> MetaBuild | None:
     """ConfigError at once where the weights and inputs alone are over the memory the device has:
-    before any probe or trace of a model that could never run."""
+    before any probe or trace of a model that could never run. Returns the meta build it counted,
+    for check_memory to count the activations on."""
     free = available_bytes(device)
-    need = measure(spec, free=free, weights_only=True)
+    built = build_on_meta(spec)
+    need = measure(spec, free=free, weights_only=True, built=built)
     if need is not None and need.bound > free:
         raise _over(need, device, free)
+    return built
+
+
+def check_probe(spec: ModelSpec, sizes: dict[str, int]) -> None:
+    """TraceError where one unit of `spec` at the probe's `sizes` would hold over PROBE_BYTES on the
+    CPU: a size the probes do not scale (T5's relative_attention_num_buckets) stays the config's,
+    and a CPU probe of 2**31 buckets would take the machine's memory. Counted on the meta device."""
+    module = spec.build(sizes, "meta", 1)
+    held = storage_bytes([*module.parameters(), *module.buffers()])
+    if held > PROBE_BYTES:
+        raise TraceError(
+            f"a probe at small sizes would hold {held / 2**30:.1f} GiB: a size it does not scale is large"
+        )
 
 
 def _over(need: Need, device: Device, free: int) -> ConfigError:
@@ -92,36 +129,40 @@ def _over(need: Need, device: Device, free: int) -> ConfigError:
     )
 
 
-def check_memory(spec: ModelSpec, device: Device, created: int | None = None) -> Need | None:
+def check_memory(
+    spec: ModelSpec, device: Device, created: int | None = None, built: MetaBuild | None = None
+) -> Need | None:
     """The run's bound; ConfigError where it is over the memory the device has for it. `created`,
     the bytes of every tensor the forward creates (off a full-size trace that cost nothing), counts
-    the activations where the meta device cannot run the model: more than are ever alive at once."""
+    the activations where the meta device cannot run the model: more than are ever alive at once.
+    `built`: check_weights' meta build, counted again rather than built again."""
     free = available_bytes(device)
-    need = measure(spec, created, free)
+    need = measure(spec, created, free, built=built)
     if need is not None and need.bound > free:
         raise _over(need, device, free)
     return need
 
 
 def measure(
-    spec: ModelSpec, created: int | None = None, free: int | None = None, weights_only: bool = False
+    spec: ModelSpec,
+    created: int | None = None,
+    free: int | None = None,
+    weights_only: bool = False,
+    built: MetaBuild | None = None,
 ) -> Need | None:
     """What a real run of `spec` holds at most, counted on the meta device (see the module doc);
     None where the model cannot be built there. Where the weights and inputs alone are over `free`
     (or with `weights_only`), the forward is not run to count the activations (a meta run of a huge
-    stack takes a while)."""
+    stack takes a while). `built`: the meta build to count, where one was made already."""
     import torch
     from torch.utils._pytree import tree_leaves
 
     from blocktrace.tracing.saved import inference_peak
 
-    try:
-        module = spec.build(spec.sizes, "meta", spec.layers)
-        args, kwargs = spec.inputs(spec.sizes, "meta")
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # the user's code failing, sys.exit() included: the real run says it, once
+    built = built or build_on_meta(spec)
+    if built is None:
         return None
+    module, args, kwargs = built.module, built.args, built.kwargs
     weights = storage_bytes([*module.parameters(), *module.buffers()])
     inputs = storage_bytes(t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
     alone = Need(weights, inputs, None, uncounted=True)

@@ -96,11 +96,14 @@ def _not_cached(request: ModelRequest) -> None:
 
 def _hf_spec(request: ModelRequest, key: Keyed | None) -> ModelSpec:
     from blocktrace.models.hf import HFSpec, load_config
+    from blocktrace.models.validate import check_chunks
 
     assert request.target is not None
     config = load_config(request.target, key.config_json if isinstance(key, HFKey) else None)
     batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
-    return HFSpec.from_config(request.target, config, batch, seq, request.flags.get("dtype"))
+    spec = HFSpec.from_config(request.target, config, batch, seq, request.flags.get("dtype"))
+    check_chunks(request.target, config.to_dict(), spec.seq)
+    return spec
 
 
 def _hf_key(request: ModelRequest) -> HFKey | None:

@@ -10,20 +10,46 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from blocktrace.errors import ConfigError
-from blocktrace.models.block.config import MAX_ELEMENTS
+from blocktrace.models.block.config import MAX_ELEMENTS, MAX_LAYERS
 
-# the sizes a config may give (transformers' names and their aliases in the families blocktrace reads);
-# each, where it is set, a whole number of at least 1 (n_inner and head_dim may be null: derived)
+# the sizes a config may give (transformers' names and their aliases in the families blocktrace reads,
+# encoder-decoders' included); each, where it is set, a whole number of at least 1 (null where the
+# config derives it: n_inner, head_dim, T5's num_decoder_layers)
+LAYERS = (
+    "num_hidden_layers",
+    "n_layer",
+    "num_layers",
+    "num_decoder_layers",
+    "encoder_layers",
+    "decoder_layers",
+)
 SIZES = (
     "hidden_size", "n_embd", "d_model",
-    "num_attention_heads", "n_head", "num_key_value_heads",
-    "head_dim", "intermediate_size", "n_inner",
-    "vocab_size", "max_position_embeddings", "n_positions", "num_hidden_layers", "n_layer",
+    "num_attention_heads", "n_head", "num_heads", "num_key_value_heads",
+    "encoder_attention_heads", "decoder_attention_heads",
+    "head_dim", "d_kv", "intermediate_size", "n_inner", "d_ff", "encoder_ffn_dim", "decoder_ffn_dim",
+    "vocab_size", "type_vocab_size", "max_position_embeddings", "n_positions",
+    "relative_attention_num_buckets", "relative_attention_max_distance", "pretraining_tp",
+    *LAYERS,
 )  # fmt: skip
-_NULLABLE = frozenset({"head_dim", "n_inner", "num_key_value_heads", "intermediate_size"})
+_NULLABLE = frozenset(
+    {"head_dim", "n_inner", "num_key_value_heads", "intermediate_size", "num_decoder_layers"}
+)
+# special tokens: null, a token id (eos_token_id may be a list of them); the padding row is an
+# embedding's row, so it is within the vocabulary (counted from its end where negative, as torch's)
+TOKENS = (
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "sep_token_id",
+    "cls_token_id",
+    "decoder_start_token_id",
+)
+_PAD = "pad_token_id"
+_CHUNK = "chunk_size_feed_forward"  # 0: the MLP in one piece; else the tokens it takes at a time
 # numbers a forward divides by or raises to a power; each, where set, finite and above 0
 NUMBERS = ("rope_theta", "layer_norm_eps", "rms_norm_eps", "layer_norm_epsilon", "rotary_emb_base")
 _FRACTIONS = ("partial_rotary_factor", "rotary_pct")  # in (0, 1]
@@ -63,6 +89,11 @@ def check_fields(source: str, fields: Mapping[str, Any]) -> None:
             raise ConfigError(f"--hf {source}: {key} must be at least 1, not {value}")
         if value > MAX_ELEMENTS:
             raise ConfigError(f"--hf {source}: {key} ({value}) is over torch's limit of elements")
+        if key in LAYERS and value > MAX_LAYERS:
+            raise ConfigError(
+                f"--hf {source}: {key} ({value}) is over the {MAX_LAYERS} layers blocktrace traces"
+            )
+    _check_tokens(source, fields)
     for key in (*NUMBERS, *_FRACTIONS):
         value = fields.get(key)
         if value is None:
@@ -74,21 +105,59 @@ def check_fields(source: str, fields: Mapping[str, Any]) -> None:
     _check_weights(source, fields)
 
 
+def _check_tokens(source: str, fields: Mapping[str, Any]) -> None:
+    for key in TOKENS:
+        value = fields.get(key)
+        ids = value if isinstance(value, list) and key == "eos_token_id" else [value]
+        if value is not None and not all(_whole(i) for i in ids):
+            raise ConfigError(
+                f"--hf {source}: {key} must be a token id (a whole number) or null, not {_shown(value)}"
+            )
+    vocab, pad = fields.get("vocab_size"), fields.get(_PAD)
+    if _whole(vocab) and _whole(pad) and not -vocab <= pad < vocab:
+        raise ConfigError(f"--hf {source}: {_PAD} ({pad}) is not a row of the vocabulary of {vocab}")
+    chunk = fields.get(_CHUNK, 0)
+    if not _whole(chunk) or chunk < 0:
+        raise ConfigError(
+            f"--hf {source}: {_CHUNK} must be a whole number of at least 0, not {_shown(chunk)}"
+        )
+
+
+def check_chunks(source: str, fields: Mapping[str, Any], seq: int) -> None:
+    """Refuse a feed-forward chunk size that does not divide the sequence (transformers' chunking
+    asserts it in the forward)."""
+    chunk = fields.get(_CHUNK)
+    if _whole(chunk) and chunk > 0 and seq % chunk:
+        raise ConfigError(f"--hf {source}: {_CHUNK} ({chunk}) must divide --seq ({seq})")
+
+
+_WIDE = (  # the sizes a weight matrix has as its other side, hidden_size the one
+    "intermediate_size", "n_inner", "d_ff", "encoder_ffn_dim", "decoder_ffn_dim", "vocab_size",
+    "type_vocab_size", "max_position_embeddings", "n_positions",
+)  # fmt: skip
+
+
 def _check_weights(source: str, fields: Mapping[str, Any]) -> None:
     """Every weight matrix (hidden x hidden, hidden x intermediate, vocabulary x hidden) within
     torch's limit of elements: a hidden_size of 2**40 is refused here, not by a meta kernel."""
     width = next((fields[k] for k in ("hidden_size", "n_embd", "d_model") if _whole(fields.get(k))), None)
     if width is None:
         return
-    for key in ("hidden_size", "intermediate_size", "n_inner", "vocab_size", "max_position_embeddings"):
+    for key in ("hidden_size", *_WIDE):
         other = fields.get(key)
         if _whole(other) and width * other > MAX_ELEMENTS:
             raise ConfigError(
                 f"--hf {source}: a weight of {width} x {other} ({key}) is over torch's limit of elements"
             )
+    heads, per_head = fields.get("num_heads"), fields.get("d_kv")  # T5's attention is heads x d_kv wide
+    if _whole(heads) and _whole(per_head) and width * heads * per_head > MAX_ELEMENTS:
+        raise ConfigError(
+            f"--hf {source}: a weight of {width} x {heads} x {per_head} (num_heads x d_kv) is over torch's "
+            "limit of elements"
+        )
 
 
-def _whole(value: object) -> bool:
+def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
