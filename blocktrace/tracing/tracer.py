@@ -13,7 +13,6 @@ import functools
 import os
 import sys
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from types import CodeType, FrameType
 from typing import Any
@@ -131,16 +130,20 @@ class _Recorder:
         """The TensorMeta of `t`, giving it a fresh id if it is new (or `new` is asked)."""
         tag = None if new else getattr(t, _TAG, None)
         if tag is not None and tag[0] is self.token:
-            tid = tag[1]
+            known = tag[2]
+            if known.shape == t.shape:  # what it was made with: its consumers share one TensorMeta
+                return known
+            tid = tag[1]  # reshaped in place where no op was recorded: its id, its new shape
         else:
             tid = len(self.parents)
             self.parents.append(parents)
             if not new:
                 self.untag.append(weakref.ref(t))
-            setattr(t, _TAG, (self.token, tid))
             if self.values is not None:  # the value it has when first seen, before any in-place op
                 self.values[tid] = tensor_stats(t)
-        return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype), stats=self.stats(tid))
+        meta = TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype), stats=self.stats(tid))
+        setattr(t, _TAG, (self.token, tid, meta))
+        return meta
 
     def stats(self, tid: int) -> TensorStats | None:
         return None if self.values is None else self.values.get(tid)
@@ -149,8 +152,9 @@ class _Recorder:
         """`t` under the id `tid` of a tensor holding the same value."""
         if getattr(t, _TAG, None) is None:
             self.untag.append(weakref.ref(t))
-        setattr(t, _TAG, (self.token, tid))
-        return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype), stats=self.stats(tid))
+        meta = TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype), stats=self.stats(tid))
+        setattr(t, _TAG, (self.token, tid, meta))
+        return meta
 
     def remove_tags(self, outputs: Any) -> None:
         for t in (*(ref() for ref in self.untag), *_tensors(outputs)):
@@ -162,6 +166,14 @@ class _Recorder:
 
     # --- module hooks -------------------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        with torch._C.DisableTorchFunction():  # what the hook reads (t.shape) is not the model's op
+            self._begin(module, args, kwargs)
+
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        with torch._C.DisableTorchFunction():
+            self._end(module, output)
+
+    def _begin(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         index = len(self.calls)
         self.calls.append(None)  # filled in when the call returns
         parent = self.stack[-1].index if self.stack else None
@@ -177,7 +189,7 @@ class _Recorder:
         file = _module_file(type(module).__module__)
         self.stack.append(_OpenCall(index, path, module, parent, inputs, file, site, len(self.live_order)))
 
-    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def _end(self, module: nn.Module, output: Any) -> None:
         call = self.stack.pop()
         self.forget_frames(call.live)
         outputs = self.metas(output)
@@ -215,7 +227,7 @@ class _Recorder:
         self.failed = f"{site}{name} {operands}".rstrip()
 
     def record_op(self, func: Any, args: tuple, kwargs: dict, result: Any, counts: Counts) -> None:
-        out_tensors = [result] if isinstance(result, torch.Tensor) else list(_tensors(result))
+        out_tensors = _tensors(result)
         if not out_tensors:
             return
         taken = [t for t in _tensors((args, kwargs)) if not _is_parameter(t)]
@@ -403,16 +415,25 @@ class _OpRecorder(TorchFunctionMode):
         return result
 
 
-def _tensors(values: Any) -> Iterator[torch.Tensor]:
+def _tensors(values: Any) -> list[torch.Tensor]:
     """The tensors in a value, looking into tuples, lists and dicts: what an op takes or returns."""
     if isinstance(values, torch.Tensor):
-        yield values
-    elif isinstance(values, (tuple, list)):
-        for v in values:
-            yield from _tensors(v)
-    elif isinstance(values, dict):
-        for v in values.values():
-            yield from _tensors(v)
+        return [values]
+    found: list[torch.Tensor] = []
+    _gather(values, found)
+    return found
+
+
+def _gather(values: Any, found: list[torch.Tensor]) -> None:
+    if isinstance(values, dict):
+        values = values.values()
+    elif not isinstance(values, (tuple, list)):
+        return
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+        elif isinstance(v, (tuple, list, dict)):
+            _gather(v, found)
 
 
 def _is_parameter(t: torch.Tensor) -> bool:
@@ -480,7 +501,7 @@ def trace(
         module.eval()
         inputs = recorder.metas((args, kwargs))
         counter = FlopCounter()
-        with torch.no_grad(), _OpRecorder(recorder, counter), counter:
+        with torch.no_grad(), _OpRecorder(recorder, counter):
             try:
                 output = module(*args, **kwargs)
             except KeyboardInterrupt:
