@@ -6,11 +6,8 @@ pipeline its model spec. No torch here."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any, Protocol
 
 from blocktrace.models.block.config import BlockConfig
@@ -104,6 +101,10 @@ def _hf_spec(request: ModelRequest, key: Keyed | None) -> ModelSpec:
 
 
 def _hf_key(request: ModelRequest) -> HFKey | None:
+    import hashlib  # here, not at the top: --help reads this module, and these cost it time
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
     config_file = Path(request.target or "") / "config.json"
     try:
         data = config_file.read_bytes()
