@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from blocktrace import progress
 from blocktrace.errors import TraceError, error_line
 from blocktrace.tracing.flops import Counts, FlopCounter
 from blocktrace.tracing.graph.build import residual_joins
@@ -83,6 +84,7 @@ class _Recorder:
     frame_records: list[Frame] = field(default_factory=list)
     values: dict[int, TensorStats | None] | None = None  # tensor id -> its stats, with --stats
     failed: str | None = None  # the op that raised: where it was written, its name and operands
+    layers: dict[int, str] = field(default_factory=dict)  # id(layer) -> the stage it begins
 
     def number(self, frame: FrameType) -> int:
         """Which call of its function `frame` is: one number per frame, first come first numbered.
@@ -188,6 +190,8 @@ class _Recorder:
                 site = Site(code.co_filename, code.co_name, code.co_firstlineno, frame.f_lineno, number)
         file = _module_file(type(module).__module__)
         self.stack.append(_OpenCall(index, path, module, parent, inputs, file, site, len(self.live_order)))
+        if (begun := self.layers.get(id(module))) is not None:
+            progress.stage(begun)
 
     def _end(self, module: nn.Module, output: Any) -> None:
         call = self.stack.pop()
@@ -491,6 +495,8 @@ def trace(
     kwargs = kwargs or {}
     names = {id(m): path for path, m in module.named_modules()}
     recorder = _Recorder(names, parameter_counts(module), values={} if stats else None)
+    begun = progress.current
+    recorder.layers = layer_stages(module, begun)
     training = {m: m.training for m in module.modules()}
     handles = []
     output = None
@@ -520,6 +526,7 @@ def trace(
             handle.remove()
         for m, mode in training.items():
             m.training = mode  # each module's own flag: train() would redo its whole subtree
+        progress.stage(begun)
     traced = Trace(
         model=type(module).__name__,
         device=device or _device_of(args),
@@ -531,6 +538,16 @@ def trace(
         frames=tuple(recorder.frame_records),
     )
     return replace(traced, residual_adds=tuple(recorder.residual_adds(residual_joins(traced))))
+
+
+def layer_stages(module: nn.Module, stage: str) -> dict[int, str]:
+    """id(layer) -> "STAGE: layer k of N", for the layers of the longest ModuleList in `module` (a
+    stack's Blocks, a transformers model's decoder layers): the progress line follows them."""
+    lists = [m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) > 1]
+    if not lists:
+        return {}
+    layers = max(lists, key=len)  # the first of the longest
+    return {id(layer): f"{stage}: layer {k} of {len(layers)}" for k, layer in enumerate(layers, 1)}
 
 
 def _device_of(args: Any) -> str:
