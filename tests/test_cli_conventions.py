@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -157,3 +158,30 @@ def test_the_tracer_names_each_layer_it_enters(monkeypatch: pytest.MonkeyPatch) 
     config = replace(SMALL, n_layer=3)
     trace(build_module(config, "cpu"), example_inputs(config, "cpu"))
     assert stages == [f"probing: layer {k} of 3" for k in (1, 2, 3)] + ["probing"]
+
+
+# what the help may import of blocktrace: the CLI, and the tables its choices and words come from
+HELP_READS = {"cli", "cli.app", "cli.clicks", "cli.commands", "cli.docs", "cli.options", "cli.progress"}
+HELP_READS |= {"errors", "progress", "output", "output.formats", "models", "models.request", "models.spec"}
+HELP_READS |= {"models.block", "models.block.families", "views", "views.shapes", "views.memory"}
+HELP_READS |= {"views.memory.build", "output.sink"}  # sink: the help is written as any output is
+
+
+@pytest.mark.parametrize("args", [["--help"], ["diagram", "--help"]], ids=" ".join)
+def test_help_imports_no_torch_rich_pydantic_nor_what_traces(args: list[str]) -> None:
+    """`--help` stays quick by importing little: no torch, no rich, no pydantic (typer's coercion
+    of a flag's value), none of the tracing, sizing, model building or drawing. About 0.3 s."""
+    code = (
+        "import sys\n"
+        "from blocktrace.cli import app\n"
+        "try:\n"
+        f"    app({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported = set(result.stdout.splitlines()[-1].split())
+    assert not imported & {"torch", "rich", "pydantic", "transformers"}, sorted(imported)
+    ours = {m.removeprefix("blocktrace.") for m in imported if m.startswith("blocktrace.")}
+    assert ours <= HELP_READS, sorted(ours - HELP_READS)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from blocktrace.models.block.config import BlockConfig
-from blocktrace.models.block.spec import BlockSpec
 from blocktrace.models.spec import Dtype, ModelSpec
+
+if TYPE_CHECKING:
+    from blocktrace.models.block.config import BlockConfig
 
 
 class Keyed(Protocol):
@@ -47,11 +48,15 @@ class ModelRequest:
 
     def cache_key(self) -> Keyed | None:
         """What the cache keys this request by, or None: not cached."""
+        from blocktrace.models.block.spec import BlockSpec  # here: --help reads this module's SOURCES
+
         return BlockSpec(self.config) if self.source is None else SOURCES[self.source].cache_key(self)
 
     def spec(self, key: Keyed | None = None) -> ModelSpec:
         """The model spec; imports what it names (the user's code, transformers). `key`: this request's
         cache_key, so that the model traced is the one keyed by (an HFKey's config.json as hashed)."""
+        from blocktrace.models.block.spec import BlockSpec
+
         return BlockSpec(self.config) if self.source is None else SOURCES[self.source].spec(self, key)
 
 
