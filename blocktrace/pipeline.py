@@ -247,6 +247,9 @@ def cached_trace(
     if key is not None and (hit := cache.load(key, device, frozen)) is not None:
         return _as_requested(hit, request)
     load_torch()
+    from blocktrace.progress import stage
+
+    stage("loading the model")
     with user_output_to_stderr():  # the spec imports the user's code, or transformers
         spec = request.spec(key)  # on the config.json hashed for the key, were it replaced since
     traced = trace_spec(spec, device, frozen, stats)

@@ -3,6 +3,7 @@ a repeated call skips torch and an edited config is traced afresh; a user's modu
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 from collections.abc import Callable
@@ -12,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from blocktrace import cache
-from blocktrace.models import request as requests
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.request import ModelRequest
 from blocktrace.models.spec import Dtype
@@ -77,7 +77,7 @@ def _written(folder: Path, **edits: int) -> str:
 
 
 def _other_transformers(request: ModelRequest, _: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRequest:
-    monkeypatch.setattr(requests, "version", lambda name: "0.0.0")
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0.0")  # read as the key is made
     return request
 
 

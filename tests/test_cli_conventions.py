@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+from dataclasses import replace
 
 import pytest
 
@@ -128,3 +130,58 @@ def test_progress_never_goes_into_a_pipe_a_file_or_json(tmp_path) -> None:
         subprocess.run([command, *SLOW], stdout=subprocess.DEVNULL, stderr=err, check=True)
     assert (tmp_path / "err").read_text() == ""
     assert "importing torch" not in _in_a_pty([*SLOW, "--format", "json"])
+
+
+LAYERS = ["diagram", "--module", "tests/slow_layers.py:slow_stack", "--device", "cpu", "--no-cache"]
+
+
+def test_progress_follows_the_layers_on_a_terminal_and_never_in_a_pipe() -> None:
+    """About 4 s: importing torch, then three layers of a quarter of a second each."""
+    shown = _in_a_pty(LAYERS)
+    assert "blocktrace: tracing at full size on cpu: layer 2 of 3 …" in shown, shown
+    assert "importing torch: layer" not in shown  # what runs once torch is in is not its import
+    command = shutil.which("blocktrace")
+    assert command is not None
+    piped = subprocess.run([command, *LAYERS], capture_output=True, text=True, check=True)
+    assert piped.stderr == "" and "layer" not in piped.stdout
+
+
+def test_the_tracer_names_each_layer_it_enters(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blocktrace import progress
+    from blocktrace.model import build_module, example_inputs
+    from blocktrace.tracing.tracer import trace
+    from tests.models import SMALL
+
+    stages: list[str] = []
+    monkeypatch.setattr(progress, "stage", stages.append)
+    monkeypatch.setattr(progress, "current", "probing")
+    config = replace(SMALL, n_layer=3)
+    trace(build_module(config, "cpu"), example_inputs(config, "cpu"))
+    assert stages == [f"probing: layer {k} of 3" for k in (1, 2, 3)] + ["probing"]
+
+
+# what the help may import of blocktrace: the CLI, and the tables its choices and words come from
+HELP_READS = {"cli", "cli.app", "cli.clicks", "cli.commands", "cli.docs", "cli.options", "cli.progress"}
+HELP_READS |= {"errors", "progress", "output", "output.formats", "models", "models.request", "models.spec"}
+HELP_READS |= {"models.block", "models.block.families", "views", "views.shapes", "views.memory"}
+HELP_READS |= {"views.memory.build", "output.sink"}  # sink: the help is written as any output is
+
+
+@pytest.mark.parametrize("args", [["--help"], ["diagram", "--help"]], ids=" ".join)
+def test_help_imports_no_torch_rich_pydantic_nor_what_traces(args: list[str]) -> None:
+    """`--help` stays quick by importing little: no torch, no rich, no pydantic (typer's coercion
+    of a flag's value), none of the tracing, sizing, model building or drawing. About 0.3 s."""
+    code = (
+        "import sys\n"
+        "from blocktrace.cli import app\n"
+        "try:\n"
+        f"    app({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported = set(result.stdout.splitlines()[-1].split())
+    assert not imported & {"torch", "rich", "pydantic", "transformers"}, sorted(imported)
+    ours = {m.removeprefix("blocktrace.") for m in imported if m.startswith("blocktrace.")}
+    assert ours <= HELP_READS, sorted(ours - HELP_READS)

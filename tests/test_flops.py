@@ -23,6 +23,7 @@ from blocktrace.pipeline import trace_config, trace_spec
 from blocktrace.sizes.naming import derived_trace
 from blocktrace.sizes.stack import fit_shapes
 from blocktrace.sizes.symbols import Symbol, SymbolSet
+from blocktrace.tracing.flops import signature
 from blocktrace.tracing.tracer import trace
 from blocktrace.views.steps import StepTree
 from blocktrace.views.table.build import build_table
@@ -298,3 +299,47 @@ def test_tied_weights_are_counted_once_as_torch_counts_them(
         assert root.params == root.trainable == real, traced_.device
         lm_head = next(c for c in traced_.calls if c.path == "lm_head")
         assert lm_head.weights[0].tied == head and lm_head.params == 50 * 32, traced_.device
+
+
+# --- each signature counted once ------------------------------------------------------------------
+
+
+class Repeats(nn.Module):
+    """The same functions called again with other shapes or other arguments: each call has its own
+    FLOPs, though the tracer counts a signature's aten ops only the first time it meets it."""
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        a = F.conv2d(x, w)  # (2, 4, 6, 6)
+        b = F.conv2d(x, w, stride=2)  # the same tensors, another stride: a quarter of the FLOPs
+        c = F.conv2d(x, w)  # the first call again
+        d = torch.einsum("bchw,bchw->bc", a, a)  # a contraction over h, w
+        e = torch.einsum("bchw,bchw->bchw", a, a)  # the same tensors, a product: no FLOPs
+        y = x[:, :, :4, :4].contiguous()
+        return F.conv2d(y, w).sum() + b.sum() + c.sum() + d.sum() + e.sum()  # a smaller input
+
+
+def test_repeated_calls_are_counted_by_their_own_shapes_and_arguments() -> None:
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    ours = trace(Repeats(), (x, w))
+    convs = [o.flops for o in ours.ops if o.name == "conv2d"]
+    per_output = 2 * 3 * 3 * 3  # 2 · in channels · kernel
+    assert convs == [per_output * 2 * 4 * n for n in (36, 9, 36, 4)]
+    einsums = [o.flops for o in ours.ops if o.name == "einsum"]
+    assert einsums == [2 * 2 * 4 * 36, 0]
+    assert sum(o.flops for o in ours.ops) == counted(Repeats(), (x, w))
+
+
+def test_a_signature_tells_apart_what_changes_the_aten_ops() -> None:
+    x, y, w = torch.randn(2, 3), torch.randn(2, 3), torch.randn(3, 3)
+    key = signature(torch.matmul, (x, w), {})
+    assert key is not None and key == signature(torch.matmul, (y, w), {})  # another tensor, alike
+    assert key != signature(torch.matmul, (torch.randn(4, 3), w), {})  # a shape
+    assert key != signature(torch.matmul, (x.t().contiguous().t(), w), {})  # strides
+    assert key != signature(torch.matmul, (x.double(), w.double()), {})  # a dtype
+    assert key != signature(torch.matmul, (torch.randn(2, 3, device="meta"), w), {})  # a device
+    assert key != signature(torch.matmul, (w, w), {})  # one tensor twice
+    assert key != signature(torch.mm, (x, w), {})  # the function
+    assert len({signature(torch.add, (x, v), {}) for v in (1, 1.0, True)}) == 3  # equal, not alike
+    assert signature(torch.sum, (x,), {"dim": 0}) != signature(torch.sum, (x,), {"dim": 1})
+    assert signature(torch.Tensor.__getitem__, (x, (slice(0, 1), Ellipsis)), {}) is not None
+    assert signature(torch.add, (x, object()), {}) is None  # not plain data: always counted afresh

@@ -19,7 +19,7 @@ PROTOCOL = "blocktrace.views.view"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "progress": set(),  # the stage a run is in: set by the pipeline, shown by the CLI
-    "tracing": {"errors", "tracing"},
+    "tracing": {"errors", "tracing", "progress"},  # progress: the layer a deep trace is in
     "sizes": {"errors", "tracing", "sizes"},
     "models": {"errors", "tracing", "sizes", "models", "progress"},  # progress: asking the Hub is a stage
     "views": {"errors", "tracing", "views"},

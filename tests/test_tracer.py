@@ -2,9 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from blocktrace.errors import TraceError
 from blocktrace.model import MLP, Block, build_module, example_inputs
+from blocktrace.tracing.flops import FlopCounter
 from blocktrace.tracing.tracer import trace
 from blocktrace.views.diagram.layout import layout
 from blocktrace.views.diagram.render import render, to_text
@@ -174,6 +176,46 @@ def test_in_place_ops_make_a_new_value() -> None:
     first, in_place, _ = [o for o in t.ops if o.name == "add"]  # y += g(relu(y)): Tensor.add_ underneath
     assert in_place.line == first.line + 2
     assert in_place.outputs[0].id not in {i.id for i in in_place.inputs}
+
+
+class SwapsData(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * 2
+        y.data = torch.zeros(3, 5)  # a new shape, by no op the tracer records
+        return y + 1
+
+
+def test_a_value_reshaped_by_no_recorded_op_is_read_at_its_shape() -> None:
+    """Each tensor's TensorMeta is made once and shared by the ops that take it, unless its shape
+    changed since."""
+    mul, _, add = trace(SwapsData(), (torch.randn(2, 4),)).ops  # x * 2, torch.zeros, y + 1
+    assert mul.outputs[0].shape == (2, 4)
+    assert add.inputs[0].shape == (3, 5) and add.inputs[0].id == mul.outputs[0].id
+
+
+def test_the_op_hook_sees_the_models_calls_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the module hooks read (each tensor's shape and dtype) is not handed to the op hook: it
+    would cost every module call several trips through it."""
+
+    class Seen(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    module, args = build_module(SMALL, "cpu"), example_inputs(SMALL, "cpu")
+    seen: list = []
+    with torch.no_grad(), Seen():
+        module(*args)
+    counted: list = []
+    count = FlopCounter.count
+
+    def counting(self: FlopCounter, func: object, *rest: object) -> object:
+        counted.append(func)
+        return count(self, func, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FlopCounter, "count", counting)
+    trace(module, args)
+    assert counted == seen and len(seen) > 40
 
 
 def test_ops_of_torch_layers_belong_to_them() -> None:

@@ -21,11 +21,22 @@ from blocktrace.cli.clicks import core, exceptions, formatting
 from blocktrace.errors import BlocktraceError
 
 
+def _help_given_or_false(option: Any) -> Any:
+    """The help option, False where it is not given: typer coerces its None through pydantic, whose
+    import costs every command that parses its flags a tenth of a second."""
+    if option is not None:
+        option.default = False
+    return option
+
+
 class _OneLineErrors(TyperGroup):
     """Every failure ends as one line on stderr, never a traceback. Exit codes: 2 for bad input
     (flags, configs, an output path that cannot be), 1 for a run that failed (a forward, a full disk),
     0 when the reader of a pipe went away (`| head -1`), 128+n on signal n: Ctrl-C (130), TERM (143)
     and HUP (129) alike, each leaving no temporary file and a target as it was."""
+
+    def get_help_option(self, ctx: core.Context) -> Any:
+        return _help_given_or_false(super().get_help_option(ctx))
 
     def main(
         self,
@@ -127,6 +138,9 @@ class OptionsOnly(TyperCommand):
     """A command that names a stray argument exactly (`blocktrace diagram ''`): the commands take
     options only. Its help lists the options in their panels, in PANELS' order, as click's plain
     help (rich is not imported for it)."""
+
+    def get_help_option(self, ctx: core.Context) -> Any:
+        return _help_given_or_false(super().get_help_option(ctx))
 
     def format_options(self, ctx: core.Context, formatter: formatting.HelpFormatter) -> None:
         from blocktrace.cli.options import PANELS

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from blocktrace.api.request import model_request as request_of
 from blocktrace.cli.clicks import context, core
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.block.families import FAMILIES, Activation, Norm, Preset, Qkv, Residual
@@ -270,6 +269,8 @@ _BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
 def model_request(**flags: Any) -> ModelRequest:
     """What to trace, from the flags given on the command line (raises ConfigError): checked as the
     Python API checks its keywords."""
+    from blocktrace.api.request import model_request as request_of
+
     given = _given_flags()
     return request_of({name: value for name, value in flags.items() if name in given})
 

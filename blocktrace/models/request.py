@@ -6,16 +6,14 @@ pipeline its model spec. No torch here."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from blocktrace.models.block.config import BlockConfig
-from blocktrace.models.block.spec import BlockSpec
 from blocktrace.models.spec import Dtype, ModelSpec
+
+if TYPE_CHECKING:
+    from blocktrace.models.block.config import BlockConfig
 
 
 class Keyed(Protocol):
@@ -50,11 +48,15 @@ class ModelRequest:
 
     def cache_key(self) -> Keyed | None:
         """What the cache keys this request by, or None: not cached."""
+        from blocktrace.models.block.spec import BlockSpec  # here: --help reads this module's SOURCES
+
         return BlockSpec(self.config) if self.source is None else SOURCES[self.source].cache_key(self)
 
     def spec(self, key: Keyed | None = None) -> ModelSpec:
         """The model spec; imports what it names (the user's code, transformers). `key`: this request's
         cache_key, so that the model traced is the one keyed by (an HFKey's config.json as hashed)."""
+        from blocktrace.models.block.spec import BlockSpec
+
         return BlockSpec(self.config) if self.source is None else SOURCES[self.source].spec(self, key)
 
 
@@ -107,6 +109,10 @@ def _hf_spec(request: ModelRequest, key: Keyed | None) -> ModelSpec:
 
 
 def _hf_key(request: ModelRequest) -> HFKey | None:
+    import hashlib  # here, not at the top: --help reads this module, and these cost it time
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
     config_file = Path(request.target or "") / "config.json"
     try:
         data = config_file.read_bytes()

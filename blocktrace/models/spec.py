@@ -11,11 +11,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from blocktrace.errors import ConfigError
-from blocktrace.sizes.symbols import SymbolSet
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from blocktrace.sizes.symbols import SymbolSet
 
 
 class Dtype(StrEnum):

@@ -122,7 +122,18 @@ class SymbolSet:
         A dim equal in every probe is a constant. Otherwise each basis size's exponent is at most how
         often its prime divides the first probe's value; a constant factor may share a prime with a
         size (3 * r when Hkv is 3), so every split is tried and exactly one must fit every probe.
+        Worked out once per list of values: a trace's tensors repeat a few sizes thousands of times.
         """
+        key = tuple(values)
+        if key not in self._fits:
+            self._fits[key] = self._fit(values)
+        return self._fits[key]
+
+    @cached_property
+    def _fits(self) -> dict[tuple[int, ...], Dim | None]:
+        return {}
+
+    def _fit(self, values: list[int]) -> Dim | None:
         probes = self.probes()
         first, sizes = values[0], probes[0]
         if all(v == first for v in values):

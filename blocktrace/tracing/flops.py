@@ -64,11 +64,18 @@ class Counts:
 
 
 class FlopCounter(TorchDispatchMode):
-    """Adds each aten op's FLOPs to `counts`; `count` gives each torch function Counts of its own."""
+    """Adds each aten op's FLOPs to `counts`; `count` gives each torch function Counts of its own.
+
+    `count` runs a torch function under this mode only the first time it meets the function with
+    such arguments: the same shapes, strides, dtypes, devices, aliasing and other arguments make the
+    same aten ops of the same shapes, which torch's formulas count alike. Each later call runs as it
+    would without the mode and takes the counts the first one made: a stack's layers run their
+    ops at full speed, each op still run and recorded."""
 
     def __init__(self) -> None:
         super().__init__()
         self.counts = Counts()
+        self.known: dict[tuple, Counts] = {}  # signature() -> what a call with it counted
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -90,12 +97,59 @@ class FlopCounter(TorchDispatchMode):
 
     def count(self, func: Callable, args: tuple, kwargs: dict) -> tuple[Any, Counts]:
         """func(*args, **kwargs) and what its aten ops counted."""
+        key = signature(func, args, kwargs)
+        known = self.known.get(key) if key is not None else None
+        if known is not None:
+            return func(*args, **kwargs), known
         outer, self.counts = self.counts, Counts()
         try:
-            result = func(*args, **kwargs)
+            with self:
+                result = func(*args, **kwargs)
+            if key is not None:
+                self.known[key] = self.counts
             return result, self.counts
         finally:
             self.counts = outer
+
+
+_PLAIN = frozenset((int, float, bool, str, type(None), type(Ellipsis)))
+_PLAIN |= {torch.dtype, torch.device, torch.layout, torch.memory_format}
+
+
+def signature(func: Callable, args: tuple, kwargs: dict) -> tuple | None:
+    """What decides the aten ops a torch function call makes and their shapes, as a key; None where
+    an argument is not plain data (a module, a function): such a call is always counted afresh."""
+    key: list[Any] = [func, len(args)]
+    seen: dict[int, int] = {}  # id(tensor) -> its place among the tensors: x @ x is not x @ y
+    try:
+        for value in args:
+            key.append(_signed(value, seen))
+        for name, value in kwargs.items():
+            key.append(name)
+            key.append(_signed(value, seen))
+    except (_Unsigned, RuntimeError):  # RuntimeError: a sparse or nested tensor has no strides
+        return None
+    return tuple(key)
+
+
+class _Unsigned(Exception):
+    pass
+
+
+def _signed(value: Any, seen: dict[int, int]) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return (kind, value)  # the kind too: 1, 1.0 and True are equal keys
+    if isinstance(value, torch.Tensor):
+        place = seen.setdefault(id(value), len(seen))
+        return (kind, place, value.shape, value.stride(), value.dtype, value.device)
+    if kind is tuple or kind is list or kind is torch.Size:
+        return (kind, *[_signed(v, seen) for v in value])
+    if kind is slice:
+        return (kind, _signed(value.start, seen), _signed(value.stop, seen), _signed(value.step, seen))
+    if kind is dict:
+        return (kind, *[(k, _signed(v, seen)) for k, v in value.items()])
+    raise _Unsigned
 
 
 @functools.cache

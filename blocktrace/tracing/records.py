@@ -13,7 +13,7 @@ import functools
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, TypeVar
 
 R = TypeVar("R", bound="Record")
@@ -135,7 +135,18 @@ def _map(record: R, plan: _Plan, fn: Callable[[Any], Any]) -> R:
             changes[name] = _map(value, inner, fn)
         else:
             changes[name] = tuple(_map(r, inner, fn) for r in value)
-    return replace(record, **changes)
+    # dataclasses.replace would run __init__ (and __post_init__) again on values a record already
+    # holds frozen, for each of a trace's thousands of records: copied field by field instead
+    made = object.__new__(type(record))
+    made.__dict__.update({name: getattr(record, name) for name in _field_names(type(record))}, **changes)
+    return made
+
+
+def _find_field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+_field_names: Callable[[type], tuple[str, ...]] = functools.cache(_find_field_names)
 
 
 def _find_mappings(cls: type) -> tuple[str, ...]:

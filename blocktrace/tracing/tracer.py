@@ -3,9 +3,7 @@
 Forward pre/post hooks on every submodule record each module call. A TorchFunctionMode active
 during the forward records the functional ops that hooks cannot see (F.rms_norm, relu, views,
 scaled_dot_product_attention, `+`). Every tensor value gets an id and the ids it was computed
-from, so a residual add is recognised by data flow: one operand is an ancestor of the others
-through at least one module call, and any other term is computed beside it, from side inputs alone
-(x + proj(attn) + ctx(context)). Names are never consulted.
+from, so that residual adds are recognised by data flow (residual_rule.py), never by name.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import functools
 import os
 import sys
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from types import CodeType, FrameType
 from typing import Any
@@ -23,16 +20,16 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from blocktrace import progress
 from blocktrace.errors import ForwardError, error_line
 from blocktrace.tracing.flops import Counts, FlopCounter
 from blocktrace.tracing.graph.build import residual_joins
 from blocktrace.tracing.ops import facts
+from blocktrace.tracing.residual_rule import ResidualRule
 from blocktrace.tracing.trace import (
-    Branch,
     Frame,
     ModuleCall,
     OpCall,
-    ResidualAdd,
     Site,
     TensorMeta,
     TensorStats,
@@ -85,6 +82,7 @@ class _Recorder:
     frame_records: list[Frame] = field(default_factory=list)
     values: dict[int, TensorStats | None] | None = None  # tensor id -> its stats, with --stats
     failed: str | None = None  # the op that raised: where it was written, its name and operands
+    layers: dict[int, str] = field(default_factory=dict)  # id(layer) -> the stage it begins
 
     def number(self, frame: FrameType) -> int:
         """Which call of its function `frame` is: one number per frame, first come first numbered.
@@ -132,16 +130,20 @@ class _Recorder:
         """The TensorMeta of `t`, giving it a fresh id if it is new (or `new` is asked)."""
         tag = None if new else getattr(t, _TAG, None)
         if tag is not None and tag[0] is self.token:
-            tid = tag[1]
+            known = tag[2]
+            if known.shape == t.shape:  # what it was made with: its consumers share one TensorMeta
+                return known
+            tid = tag[1]  # reshaped in place where no op was recorded: its id, its new shape
         else:
             tid = len(self.parents)
             self.parents.append(parents)
             if not new:
                 self.untag.append(weakref.ref(t))
-            setattr(t, _TAG, (self.token, tid))
             if self.values is not None:  # the value it has when first seen, before any in-place op
                 self.values[tid] = tensor_stats(t)
-        return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype), stats=self.stats(tid))
+        meta = TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype), stats=self.stats(tid))
+        setattr(t, _TAG, (self.token, tid, meta))
+        return meta
 
     def stats(self, tid: int) -> TensorStats | None:
         return None if self.values is None else self.values.get(tid)
@@ -150,8 +152,9 @@ class _Recorder:
         """`t` under the id `tid` of a tensor holding the same value."""
         if getattr(t, _TAG, None) is None:
             self.untag.append(weakref.ref(t))
-        setattr(t, _TAG, (self.token, tid))
-        return TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype), stats=self.stats(tid))
+        meta = TensorMeta(tid, tuple(t.shape), _dtype_name(t.dtype), stats=self.stats(tid))
+        setattr(t, _TAG, (self.token, tid, meta))
+        return meta
 
     def remove_tags(self, outputs: Any) -> None:
         for t in (*(ref() for ref in self.untag), *_tensors(outputs)):
@@ -163,6 +166,14 @@ class _Recorder:
 
     # --- module hooks -------------------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        with torch._C.DisableTorchFunction():  # what the hook reads (t.shape) is not the model's op
+            self._begin(module, args, kwargs)
+
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        with torch._C.DisableTorchFunction():
+            self._end(module, output)
+
+    def _begin(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         index = len(self.calls)
         self.calls.append(None)  # filled in when the call returns
         parent = self.stack[-1].index if self.stack else None
@@ -177,8 +188,10 @@ class _Recorder:
                 site = Site(code.co_filename, code.co_name, code.co_firstlineno, frame.f_lineno, number)
         file = _module_file(type(module).__module__)
         self.stack.append(_OpenCall(index, path, module, parent, inputs, file, site, len(self.live_order)))
+        if (begun := self.layers.get(id(module))) is not None:
+            progress.stage(begun)
 
-    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def _end(self, module: nn.Module, output: Any) -> None:
         call = self.stack.pop()
         self.forget_frames(call.live)
         outputs = self.metas(output)
@@ -216,7 +229,7 @@ class _Recorder:
         self.failed = f"{site}{name} {operands}".rstrip()
 
     def record_op(self, func: Any, args: tuple, kwargs: dict, result: Any, counts: Counts) -> None:
-        out_tensors = [result] if isinstance(result, torch.Tensor) else list(_tensors(result))
+        out_tensors = _tensors(result)
         if not out_tensors:
             return
         taken = [t for t in _tensors((args, kwargs)) if not _is_parameter(t)]
@@ -254,112 +267,6 @@ class _Recorder:
             )
         )  # fmt: skip
         self.clock += 1
-
-    # --- residual adds, once the forward is over ---------------------------------------------
-    def residual_adds(self, joins: dict[int, int]) -> list[ResidualAdd]:
-        """The residual sums the data-flow graph found (`joins`: the sum's last add -> the id of the
-        stream value it adds back), each with its branches: what was computed from the stream on
-        the way to the add. Adds whose value only feeds the next add in the same call are terms of
-        that bigger sum: x + attn(ln1(x)) + mlp(ln2(x)) is one residual of two branches."""
-        users: dict[int, list[int]] = {}  # tensor id -> ops that took it
-        for op in self.ops:
-            for t in op.inputs:
-                users.setdefault(t.id, []).append(op.index)
-        adds = {op.index for op in self.ops if facts(op.name).is_add and len(op.inputs) == 2}
-        inner = {
-            i
-            for i in adds
-            if len(u := users.get(self.ops[i].outputs[0].id, [])) == 1
-            and u[0] in adds
-            and self.ops[u[0]].call == self.ops[i].call
-        }
-        found = []
-        for i in sorted(adds - inner):
-            if i not in joins:
-                continue
-            terms, sum_adds = self._terms(i, inner)
-            residual = self._residual(self.ops[i], terms, sum_adds, joins[i])
-            if residual is not None:
-                found.append(residual)
-        return found
-
-    def _terms(self, root: int, inner: set[int]) -> tuple[list[TensorMeta], tuple[int, ...]]:
-        """The terms of the sum that the add `root` completes, as the code writes them (x + a + b
-        is (x + a) + b: x, a, b), and every add of that sum."""
-        terms: list[TensorMeta] = []
-        sum_adds: list[int] = []
-
-        def expand(i: int) -> None:
-            sum_adds.append(i)
-            for t in self.ops[i].inputs:
-                producer = self.producer_op.get(t.id)
-                if producer in inner and self.ops[producer].outputs[0].id == t.id:
-                    expand(producer)
-                else:
-                    terms.append(t)
-
-        expand(root)
-        return terms, tuple(sorted(sum_adds))
-
-    def _residual(
-        self, op: OpCall, terms: list[TensorMeta], sum_adds: tuple[int, ...], skip: int
-    ) -> ResidualAdd | None:
-        stream = next((t for t in terms if t.id == skip), min(terms, key=lambda t: t.id))
-        branches = []
-        sides = []
-        for term in sorted((t for t in terms if t is not stream), key=lambda t: t.id):
-            on_path = self.between(stream.id, term.id)
-            if not on_path and term.id != stream.id:
-                sides.append(term)  # computed beside the stream (from a context, a mask): a side term
-                continue
-            calls = {c for t in on_path for c in self.produced_by_call.get(t, ())}
-            if not calls or term.id == stream.id:
-                return None
-            outermost = [c for c in calls if not self._has_ancestor_in(c, calls)]
-            ops = sorted(
-                {
-                    self.producer_op[t]
-                    for t in on_path
-                    if t in self.producer_op and self.ops[self.producer_op[t]].call == op.call
-                }
-            )  # an op of several outputs (split's q, k, v) once
-            ends = {c: self.returned(c).end for c in outermost}
-            branches.append(Branch(term, tuple(sorted(outermost, key=ends.__getitem__)), tuple(ops)))
-        if not branches:
-            return None
-        written = tuple(t for t in terms if t in sides)  # in the order the code sums them
-        return ResidualAdd(op.index, sum_adds, stream, tuple(branches), op.outputs[0], written)
-
-    def between(self, ancestor: int, descendant: int) -> set[int]:
-        """Ids on some data-flow path ancestor -> descendant, the descendant included."""
-        # ids grow with time, so nothing older than the ancestor can lie on such a path, and a
-        # tensor's parents always have smaller ids: one pass in id order decides each tensor
-        upstream: set[int] = set()
-        todo = [descendant]
-        while todo:
-            t = todo.pop()
-            if t >= ancestor and t not in upstream:
-                upstream.add(t)
-                todo.extend(self.parents[t])
-        on_path = {ancestor}
-        for t in sorted(upstream - {ancestor}):
-            if any(p in on_path for p in self.parents[t]):
-                on_path.add(t)
-        return on_path - {ancestor} if descendant in on_path else set()
-
-    def _has_ancestor_in(self, call: int, calls: set[int]) -> bool:
-        parent = self.returned(call).parent
-        while parent is not None:
-            if parent in calls:
-                return True
-            parent = self.returned(parent).parent
-        return False
-
-    def returned(self, index: int) -> ModuleCall:
-        """Call `index`, which has returned: residual adds are found once the forward is over."""
-        call = self.calls[index]
-        assert call is not None
-        return call
 
 
 def parameter_counts(root: nn.Module) -> dict[int, tuple[int, int, tuple[Weight, ...]]]:
@@ -413,16 +320,25 @@ class _OpRecorder(TorchFunctionMode):
         return result
 
 
-def _tensors(values: Any) -> Iterator[torch.Tensor]:
+def _tensors(values: Any) -> list[torch.Tensor]:
     """The tensors in a value, looking into tuples, lists and dicts: what an op takes or returns."""
     if isinstance(values, torch.Tensor):
-        yield values
-    elif isinstance(values, (tuple, list)):
-        for v in values:
-            yield from _tensors(v)
-    elif isinstance(values, dict):
-        for v in values.values():
-            yield from _tensors(v)
+        return [values]
+    found: list[torch.Tensor] = []
+    _gather(values, found)
+    return found
+
+
+def _gather(values: Any, found: list[torch.Tensor]) -> None:
+    if isinstance(values, dict):
+        values = values.values()
+    elif not isinstance(values, (tuple, list)):
+        return
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+        elif isinstance(v, (tuple, list, dict)):
+            _gather(v, found)
 
 
 def _is_parameter(t: torch.Tensor) -> bool:
@@ -480,6 +396,8 @@ def trace(
     kwargs = kwargs or {}
     names = {id(m): path for path, m in module.named_modules()}
     recorder = _Recorder(names, parameter_counts(module), values={} if stats else None)
+    begun = progress.current
+    recorder.layers = layer_stages(module, begun)
     training = {m: m.training for m in module.modules()}
     handles = []
     output = None
@@ -492,7 +410,7 @@ def trace(
         # each buffer tagged before the forward: what is sliced from it is named by it (cos[…])
         buffers = {str(recorder.meta(b).id): name for name, b in module.named_buffers()}
         counter = FlopCounter()
-        with torch.no_grad(), _OpRecorder(recorder, counter), counter:
+        with torch.no_grad(), _OpRecorder(recorder, counter):
             try:
                 output = module(*args, **kwargs)
             except KeyboardInterrupt:
@@ -512,6 +430,7 @@ def trace(
             handle.remove()
         for m, mode in training.items():
             m.training = mode  # each module's own flag: train() would redo its whole subtree
+        progress.stage(begun)
     return _assembled(recorder, module, inputs, outputs, device or _device_of(args), recorder.calls, buffers)
 
 
@@ -536,7 +455,10 @@ def _assembled(
         frames=tuple(recorder.frame_records),
         buffers=buffers,
     )
-    return replace(traced, residual_adds=tuple(recorder.residual_adds(residual_joins(traced))))
+    rule = ResidualRule(
+        recorder.ops, recorder.parents, recorder.producer_op, recorder.produced_by_call, calls
+    )
+    return replace(traced, residual_adds=tuple(rule.residual_adds(residual_joins(traced))))
 
 
 def _ran(
@@ -561,6 +483,16 @@ def _ran(
     calls = tuple(replace(c, outputs=()) if c.index in still_open else c for c in ended.calls)
     root = recorder.calls[recorder.stack[0].index] if recorder.stack else None
     return replace(ended, calls=calls, outputs=() if root is None else root.outputs)
+
+
+def layer_stages(module: nn.Module, stage: str) -> dict[int, str]:
+    """id(layer) -> "STAGE: layer k of N", for the layers of the longest ModuleList in `module` (a
+    stack's Blocks, a transformers model's decoder layers): the progress line follows them."""
+    lists = [m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) > 1]
+    if not lists:
+        return {}
+    layers = max(lists, key=len)  # the first of the longest
+    return {id(layer): f"{stage}: layer {k} of {len(layers)}" for k, layer in enumerate(layers, 1)}
 
 
 def _device_of(args: Any) -> str:

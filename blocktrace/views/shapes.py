@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from blocktrace.tracing.trace import TensorMeta
+if TYPE_CHECKING:
+    from blocktrace.tracing.trace import TensorMeta
 
 
 class Shapes(StrEnum):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from blocktrace.tracing.memory_record import MemoryRecord
+if TYPE_CHECKING:
+    from blocktrace.tracing.memory_record import MemoryRecord
 
 FLOAT32 = 4
 
