@@ -367,16 +367,29 @@ FORMULAS: dict[str, list[str]] = {
         "in_1: input 2, (1, 6, 8)",
         "in_2: input 3, (1, 6, 8)",
     ],
-    # the decoder: h + dropout(X(layer_norm(h))) for self-attention, EncDecAttention(encoder's
-    # output), DenseReluDense; final_layer_norm, dropout
+    # each stack: dropout(embed_tokens(ids)), then h + dropout(X(layer_norm(h))) for self-attention,
+    # (the decoder's) EncDecAttention(encoder's output), DenseReluDense; final_layer_norm, dropout
     "t5": [
+        "encoder (T5Stack):",
+        "x_1 = Dropout(Embedding(x))",
+        "x_2 = x_1 + Dropout(T5Attention(T5LayerNorm(x_1)))",
+        "x_out = Dropout(T5LayerNorm(x_2 + Dropout(T5DenseActDense(T5LayerNorm(x_2)))))",
+        "decoder:",
         "x_1 = Dropout(Embedding(x))",
         "x_2 = x_1 + Dropout(T5Attention(T5LayerNorm(x_1)))",
         "x_3 = x_2 + Dropout(T5Attention(T5LayerNorm(x_2), encoder))",
         "x_out = Dropout(T5LayerNorm(x_3 + Dropout(T5DenseActDense(T5LayerNorm(x_3)))))",
     ],
-    # post-norm decoder layer; embed_tokens(ids) * scale + embed_positions, layernorm_embedding, dropout
+    # post-norm layers; embed_tokens(ids) * scale + embed_positions, layernorm_embedding, dropout; the
+    # encoder's embed_positions reads inputs_embeds[:, :, -1] (modeling_bart.py, BartEncoder.forward),
+    # so its embedding, read twice, is named
     "bart": [
+        "encoder (BartEncoder):",
+        "h = BartScaledWordEmbedding(x)",
+        "x_1 = dropout(LayerNorm(add(h, embed_positions)))",
+        "x_2 = LayerNorm(x_1 + dropout(BartAttention(x_1)))",
+        "x_out = LayerNorm(x_2 + dropout(Linear(dropout(GELUActivation(Linear(x_2))))))",
+        "decoder:",
         "x_1 = dropout(LayerNorm(add(BartScaledWordEmbedding(x), embed_positions)))",
         "x_2 = LayerNorm(x_1 + dropout(BartAttention(x_1)))",
         "x_3 = LayerNorm(x_2 + dropout(BartAttention(x_2, encoder)))",
@@ -389,8 +402,14 @@ FORMULAS: dict[str, list[str]] = {
         "x_out = LayerNorm(x_2 + Dropout(ViTMLP(LayerNorm(x_2))))",
         "output 2 = ViTPooler(x_out)",
     ],
-    # pre-norm decoder layer: self_attn, encoder_attn(encoder's output), fc2(act(fc1(h))); layer_norm
+    # pre-norm layers: self_attn, (the decoder's) encoder_attn(encoder's output), fc2(act(fc1(h)));
+    # layer_norm; the encoder starts gelu(conv2(gelu(conv1(features)))).permute + embed_positions
     "whisper": [
+        "encoder (WhisperEncoder):",
+        "x_1 = dropout(add(permute(GELU(Conv1d(GELU(Conv1d(x))))), embed_positions))",
+        "x_2 = x_1 + dropout(WhisperAttention(LayerNorm(x_1)))",
+        "x_out = LayerNorm(x_2 + dropout(Linear(dropout(GELUActivation(Linear(LayerNorm(x_2)))))))",
+        "decoder:",
         "x_1 = dropout(add(Embedding(x), embed_positions))",
         "x_2 = x_1 + dropout(WhisperAttention(LayerNorm(x_1)))",
         "x_3 = x_2 + dropout(WhisperAttention(LayerNorm(x_2), encoder))",
