@@ -13,8 +13,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from blocktrace.cli.clicks import context, core
-from blocktrace.models.block.config import BlockConfig
-from blocktrace.models.block.families import FAMILIES, Activation, Norm, Preset, Qkv, Residual
+from blocktrace.models.block.families import (
+    FAMILIES,
+    OWN_SIZES,
+    ROPE_THETA,
+    Activation,
+    Norm,
+    Preset,
+    Qkv,
+    Residual,
+)
 from blocktrace.models.request import SOURCES, Flag, ModelRequest
 from blocktrace.models.spec import Device, Dtype
 from blocktrace.output import formats
@@ -55,7 +63,7 @@ PANELS = (SOURCE_PANEL, FAMILY_PANEL, SIZES_PANEL, TRACE_PANEL, OUTPUT_PANEL, "O
 
 def _by_preset(name: str) -> str:
     """Each preset's value of a size: its reference's, or nanochat's (the default), for --help."""
-    return ", ".join(f"{p} {getattr(BlockConfig.from_preset(p), name)}" for p in Preset)
+    return ", ".join(f"{p} {getattr(FAMILIES[p].sizes or OWN_SIZES, name)}" for p in Preset)
 
 
 def _set_by(name: str) -> str:
@@ -149,7 +157,7 @@ RopeThetaOpt = Annotated[
     typer.Option(
         "--rope-theta",
         help=f"The base of the rotary frequencies. Default: the preset's ({_set_by('rope_theta')}), else "
-        f"{BlockConfig.rope_theta:g}.",
+        f"{ROPE_THETA:g}.",
         show_default=False,
         rich_help_panel=FAMILY_PANEL,
     ),

@@ -8,7 +8,16 @@ from enum import StrEnum
 from typing import Any
 
 from blocktrace.errors import ConfigError
-from blocktrace.models.block.families import FAMILIES, Activation, Norm, Preset, Qkv, Residual
+from blocktrace.models.block.families import (
+    FAMILIES,
+    OWN_SIZES,
+    ROPE_THETA,
+    Activation,
+    Norm,
+    Preset,
+    Qkv,
+    Residual,
+)
 from blocktrace.models.spec import Dtype, choice
 from blocktrace.sizes.symbols import Composite, Symbol, SymbolSet
 
@@ -44,14 +53,14 @@ SYMBOL_SETS = {
 
 @dataclass(frozen=True)
 class BlockConfig:
-    n_embd: int = 768  # C: width of the residual stream
-    n_head: int = 6  # H: number of query heads
+    n_embd: int = OWN_SIZES.n_embd  # C: width of the residual stream
+    n_head: int = OWN_SIZES.n_head  # H: number of query heads
     n_kv_head: int | None = None  # Hkv: number of key/value heads (GQA when < n_head); None: n_head
-    seq: int = 1024  # T: tokens per sequence in the probe input
+    seq: int = OWN_SIZES.seq  # T: tokens per sequence in the probe input
     batch: int = 8  # B: sequences per batch in the probe input
     mlp_ratio: int = 4  # the MLP widens C to mlp_ratio * C, unless mlp_hidden says otherwise
     mlp_hidden: int | None = None  # F: the MLP's inner width; None: mlp_ratio * n_embd
-    n_layer: int = 1  # Blocks chained one after another
+    n_layer: int = OWN_SIZES.n_layer  # Blocks chained one after another
     dtype: Dtype = Dtype.float32  # dtype of weights and activations
     preset: Preset = Preset.nanochat  # the family: module names, and whether norms have weights
     norm: Norm = Norm.rmsnorm  # before each sub-layer (after, post-norm)
@@ -60,7 +69,7 @@ class BlockConfig:
     bias: bool = False  # biases in the Linears
     qk_norm: bool = True  # normalise q and k per head
     rotary: bool = True  # rotary position embeddings on q and k
-    rope_theta: float = 10000.0  # the base of the rotary frequencies
+    rope_theta: float = ROPE_THETA  # the base of the rotary frequencies
     causal: bool = True  # causal attention mask
     qkv: Qkv = Qkv.separate  # separate q, k, v projections, or one fused C -> 3C
     norm_weights: bool = False  # norms are modules with a weight (and a bias for layernorm)

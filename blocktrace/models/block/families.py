@@ -94,6 +94,12 @@ class Sizes:
         return sizes
 
 
+# blocktrace's own sizes, where no preset gives its reference's: BlockConfig's defaults, here so that
+# --help can name them without importing the config
+OWN_SIZES = Sizes("nanochat's Block at GPT-2 width", n_embd=768, n_head=6, n_layer=1, seq=1024)
+ROPE_THETA = 10000.0  # the rotary base, where a preset gives none
+
+
 @dataclass(frozen=True)
 class Family:
     """A preset: the structure of the reference it is named after; the flags override its choices."""
