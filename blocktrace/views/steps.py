@@ -62,6 +62,17 @@ def short_path(call: ModuleCall) -> str:
     return call.path.rsplit(".", 1)[-1]
 
 
+def call_step(call: ModuleCall) -> Step:
+    """A module call as one step: a box titled by its class, named by its attribute."""
+    return Step(StepKind.call, short_path(call), call.type, call.inputs, call.outputs[0], call.end, call)
+
+
+def op_step(op: OpCall) -> Step:
+    """An op as one step: a reshape (view, transpose) or a computation."""
+    kind = StepKind.shape if facts(op.name).reshapes else StepKind.compute
+    return Step(kind, op.name, op_title(op.name), op.inputs, op.outputs[0], op.time, ops=(op,))
+
+
 class StepTree:
     """The steps of one trace, each call's worked out once: the stream (drawn with `collapse` as
     `stream` says) and the side computations beside it, both made together on first use."""
@@ -246,17 +257,7 @@ class StepTree:
                         )
                     )
                 elif item.outputs:
-                    steps.append(
-                        Step(
-                            StepKind.call,
-                            short_path(item),
-                            item.type,
-                            item.inputs,
-                            item.outputs[0],
-                            item.end,
-                            item,
-                        )
-                    )
+                    steps.append(call_step(item))
                 continue
             op = item
             r = self.residual_at.get(op.index)
@@ -282,10 +283,7 @@ class StepTree:
                     )
                 )
             else:
-                kind = StepKind.shape if facts(op.name).reshapes else StepKind.compute
-                steps.append(
-                    Step(kind, op.name, op_title(op.name), op.inputs, op.outputs[0], op.time, ops=(op,))
-                )
+                steps.append(op_step(op))
         return steps
 
     def is_one_op(self, call: ModuleCall) -> bool:
@@ -419,34 +417,7 @@ class StepTree:
         items: list[ModuleCall | OpCall] = sorted(
             (*step.calls, *step.ops), key=lambda i: i.end if isinstance(i, ModuleCall) else i.time
         )
-        parts = []
-        for item in items:
-            if isinstance(item, ModuleCall):
-                parts.append(
-                    Step(
-                        StepKind.call,
-                        short_path(item),
-                        item.type,
-                        item.inputs,
-                        item.outputs[0],
-                        item.end,
-                        item,
-                    )
-                )
-            else:
-                kind = StepKind.shape if facts(item.name).reshapes else StepKind.compute
-                parts.append(
-                    Step(
-                        kind,
-                        item.name,
-                        op_title(item.name),
-                        item.inputs,
-                        item.outputs[0],
-                        item.time,
-                        ops=(item,),
-                    )
-                )
-        return parts
+        return [call_step(item) if isinstance(item, ModuleCall) else op_step(item) for item in items]
 
     def signature(self, steps: list[Step]) -> tuple:
         """What a reader of these steps sees, internals of boxes included: equal signatures draw alike."""

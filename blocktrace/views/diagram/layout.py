@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from blocktrace.tracing.trace import ResidualAdd, TensorMeta, Trace
 from blocktrace.views.shapes import Shapes, shape_text, shapes_text
-from blocktrace.views.steps import Step, StepKind, StepTree, code_name, short_path
+from blocktrace.views.steps import Step, StepKind, StepTree, call_step, code_name
 
 MIN_BOX_WIDTH = 11
 LABEL_WIDTH = 20  # notes: step labels are padded to this, longer ones get a line of their own
@@ -105,9 +105,7 @@ def notes(tree: StepTree, step: Step, shapes: Shapes = Shapes.symbolic, room: in
     """The internals of a module call, one line per inner step: label, inputs -> output. A line
     longer than `room` wraps its shapes onto indented lines (see wrap_flow) rather than be cut."""
     if step.kind == StepKind.helper and step.calls:  # attention(x): the module calls it made
-        inside = [
-            Step(StepKind.call, short_path(c), c.type, c.inputs, c.outputs[0], c.end, c) for c in step.calls
-        ]
+        inside = [call_step(c) for c in step.calls]
     elif step.kind != StepKind.call or step.call is None or tree.is_one_op(step.call):
         return []
     else:
