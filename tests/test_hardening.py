@@ -21,7 +21,7 @@ import pytest
 
 from blocktrace.output import sink as output
 from blocktrace.pipeline import cached_trace
-from tests.harness import ANSI, TINY, invoke, one_error
+from tests.harness import ANSI, TINY, invoke, one_error, tiny_llama
 
 pytestmark = pytest.mark.usefixtures("module_cache")  # TINY drawn a hundred ways, traced once
 
@@ -504,16 +504,7 @@ def test_term_and_hup_in_the_write_leave_the_target_as_it_was(
 
 # --- the gate: config sizes and flags refused before torch sees them, user code's exits caught -----
 
-LLAMA = {
-    "model_type": "llama",
-    "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 48,
-    "num_attention_heads": 6,
-    "num_key_value_heads": 2,
-    "intermediate_size": 80,
-    "vocab_size": 97,
-    "num_hidden_layers": 1,
-}
+LLAMA = tiny_llama(num_hidden_layers=1)
 
 
 @pytest.mark.parametrize(

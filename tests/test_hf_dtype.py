@@ -16,18 +16,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from blocktrace.models.hf import config_dtype
 from blocktrace.models.spec import Dtype
-from tests.harness import invoke
+from tests.harness import invoke, tiny_llama
 
-LLAMA = {
-    "model_type": "llama",
-    "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 48,
-    "num_attention_heads": 6,
-    "num_key_value_heads": 2,
-    "intermediate_size": 80,
-    "vocab_size": 97,
-    "num_hidden_layers": 2,
-}
+LLAMA = tiny_llama()
 SMALL = ["--seq", "5", "--batch", "2"]
 
 

@@ -22,7 +22,7 @@ from blocktrace.pipeline import memory_record
 from blocktrace.tracing.memory_record import MemoryRecord
 from blocktrace.tracing.saved import stream_input_requires_grad
 from blocktrace.views.memory.build import Optimizer, memory_view, optimizer_bytes
-from tests.harness import TINY, invoke, one_error
+from tests.harness import TINY, invoke, one_error, tiny_llama
 
 DROPOUT_BLOCK = """
 import torch
@@ -40,17 +40,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop(self.proj(torch.relu(self.fc(self.ln(x)))))
 """
-LLAMA = {
-    "model_type": "llama",
-    "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 48,
-    "num_attention_heads": 6,
-    "num_key_value_heads": 2,
-    "intermediate_size": 80,
-    "vocab_size": 97,
-    "num_hidden_layers": 2,
-    "tie_word_embeddings": True,
-}
+LLAMA = tiny_llama(tie_word_embeddings=True)
 
 
 def _requests(tmp: Path) -> dict[str, ModelRequest]:
