@@ -149,13 +149,24 @@ class Dropped(nn.Module):
     def forward(self, x):
         x = self.drop(x * 2)  # in eval mode it hands x back: the same value, one step later
         return x + self.fc(x)
+
+
+class DroppedParallel(Dropped):  # two branches: the second is drawn in a column of its own
+    def __init__(self):
+        super().__init__()
+        self.gc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        x = self.drop(x * 2)
+        return x + self.fc(x) + self.gc(x)
 """
 
 
-def test_the_highway_forks_after_the_last_step_that_hands_the_stream_on(tmp_path) -> None:
+@pytest.mark.parametrize("name", ["Dropped", "DroppedParallel"])
+def test_the_highway_forks_after_the_last_step_that_hands_the_stream_on(tmp_path, name: str) -> None:
     path = tmp_path / "dropped.py"
     path.write_text(DROPPED, encoding="utf-8")
-    result = invoke(["diagram", "--module", f"{path}:Dropped", "--input", "2,8"])
+    result = invoke(["diagram", "--module", f"{path}:{name}", "--input", "2,8"])
     assert result.exit_code == 0, result.output
     rows = result.stdout.splitlines()
     dropout = next(i for i, row in enumerate(rows) if "Dropout" in row)

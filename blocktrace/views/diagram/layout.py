@@ -351,7 +351,7 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
             diagram.segments.append(Segment(cx, y, cx + 2, y, "side"))
             diagram.arrows.append(Arrow(cx + 3, y, "right", "side"))
             texts.append(Label(cx + 5, y, text, "side"))
-        if out.id in side_sources:
+        if out.id in side_sources and not handed_on:
             if out.id not in forks:
                 y += 1
             side_forks[out.id] = y
