@@ -298,3 +298,60 @@ class NoResidualBlock(Block):
 
 
 BLOCKS[Residual.none] = NoResidualBlock
+
+
+# Rotating part of each head (GPT-NeoX's rotary_pct). `blocktrace source` points users at the lines
+# above by number, so what follows is added below them: build_block() and block_inputs() are
+# build_module() and example_inputs() for every config, a rotary part below the whole head included.
+
+
+def build_block(config: BlockConfig, device: str = "meta") -> nn.Module:
+    """build_module(config), each attention rotating config.rotary_dims of each head where those
+    are fewer than the head's."""
+    module = build_module(config, device)
+    if 0 < config.rotary_dims < config.head_dim:
+        for attention in module.modules():
+            if isinstance(attention, CausalSelfAttention):
+                attention.__class__ = PartialRotaryAttention  # the same parts: only forward differs
+    return module
+
+
+def block_inputs(config: BlockConfig, device: str = "meta") -> tuple:
+    """example_inputs(config), the rotary tables as wide as the part of each head they turn."""
+    inputs = example_inputs(config, device)
+    if not 0 < config.rotary_dims < config.head_dim:
+        return inputs
+    tables = rotary_cos_sin(config.seq, config.rotary_dims, inputs[0].dtype, device, config.rope_theta)
+    return inputs[0], tables
+
+
+def apply_partial_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # as GPT-NeoX: the tables say how many of the first dims turn, the rest pass through
+    d = 2 * cos.size(-1)
+    x_rot, x_pass = x[..., :d], x[..., d:]  # (B, T, H, D) -> (B, T, H, d), (B, T, H, D - d)
+    return torch.cat([apply_rotary_emb(x_rot, cos, sin), x_pass], dim=-1)
+
+
+class PartialRotaryAttention(CausalSelfAttention):
+    """Attention whose rotary embedding turns only the first rotary_pct of each head (GPT-NeoX's
+    and Pythia's 0.25) and passes the rest through: the same parts as CausalSelfAttention."""
+
+    def forward(
+        self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        B, T, C = x.size()
+        if self.fused:
+            q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) -> (B, T, 3C) -> 3 x (B, T, C)
+        else:
+            q, k, v = self.c_q(x), self.c_k(x), self.c_v(x)
+        q = q.view(B, T, self.n_head, self.head_dim)  # (B, T, C) -> (B, T, H, D)
+        k = k.view(B, T, self.n_kv_head, self.head_dim)
+        v = v.view(B, T, self.n_kv_head, self.head_dim)
+        cos, sin = cos_sin
+        q, k = apply_partial_rotary_emb(q, cos, sin), apply_partial_rotary_emb(k, cos, sin)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)  # QK norm
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, enable_gqa=not self.fused)
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)  # (B, H, T, D) -> (B, T, C)
+        return self.c_proj(y)

@@ -29,13 +29,19 @@ ADDS_PER_LAYER = {"pre": 2, "post": 2, "parallel": 1, "single": 1, "none": 0}
 
 @st.composite
 def configs(draw: st.DrawFn) -> BlockConfig:
-    """Any valid family at small sizes: a preset, any of its choices overridden, GQA where it can be."""
+    """Any valid family at small sizes: a preset, any of its choices overridden, GQA where it can be,
+    a head dim the rotary part (half a head, or the preset's: neox's quarter) turns evenly."""
+    preset = draw(st.sampled_from(list(Preset)))
+    rotary_pct = draw(st.sampled_from([None, 1.0, 0.5]))
+    turned = BlockConfig.from_preset(preset).rotary_pct if rotary_pct is None else rotary_pct
     qkv = draw(st.sampled_from(list(Qkv)))
     n_kv_head = draw(st.integers(1, 3))
     n_head = n_kv_head * (1 if qkv == "fused" else draw(st.integers(1, 3)))
-    n_embd = n_head * 2 * draw(st.integers(1, 4))
+    step = int(2 / turned)
+    n_embd = n_head * step * draw(st.integers(1, 8 // step or 1))
     return BlockConfig.from_preset(
-        draw(st.sampled_from(list(Preset))),
+        preset,
+        rotary_pct=rotary_pct,
         n_embd=n_embd,
         n_head=n_head,
         n_kv_head=n_kv_head,
@@ -112,7 +118,7 @@ def test_attention_is_named_causal_only_where_the_mask_ran() -> None:
             {},
             ["x_mid = LayerNorm(x + SelfAttention(x))", "x_out = LayerNorm(x_mid + MLP(x_mid))"],
         ),
-        ("neox", {}, ["x_out = x + CausalSelfAttention(LayerNorm(x), in_1, in_2) + MLP(LayerNorm(x))"]),
+        ("neox", {}, ["x_out = x + PartialRotaryAttention(LayerNorm(x), in_1, in_2) + MLP(LayerNorm(x))"]),
         (
             "nanochat",
             {"residual": "single"},
@@ -167,9 +173,9 @@ def test_parallel_draws_the_branches_side_by_side_into_one_add() -> None:
     assert "┬" in fork  # the second branch leaves the stream where the highway does
     join = next(line for line in lines if "(+)" in line)
     assert "┴" in join  # ... and comes back into the same (+)
-    attention = next(i for i, line in enumerate(lines) if "CausalSelfAttention" in line)
+    attention = next(i for i, line in enumerate(lines) if "PartialRotaryAttention" in line)
     mlp = next(i for i, line in enumerate(lines) if "│            MLP            │" in line)
-    assert lines[attention].index("CausalSelfAttention") < lines[mlp].index("MLP")  # a column further right
+    assert lines[attention].index("PartialRotaryAttention") < lines[mlp].index("MLP")  # further right
     assert "x + attention(input_layernorm(x)) + mlp(post_attention_layernorm(x))" in "\n".join(lines)
 
 

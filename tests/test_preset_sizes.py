@@ -21,7 +21,7 @@ from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer, GPTNeoX
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 from blocktrace.api.request import model_request
-from blocktrace.model import example_inputs
+from blocktrace.model import block_inputs
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
 from blocktrace.views.steps import StepTree
@@ -101,20 +101,19 @@ def test_a_preset_has_its_references_sizes(preset: str) -> None:
 )
 def test_a_rotary_preset_turns_at_its_references_base(preset: str, rotary: type[nn.Module]) -> None:
     """cos and sin as the reference computes them (rope_theta 500000 for Llama 3, 10000 for
-    Pythia): theirs repeat the D/2 frequencies twice over the head dim, ours hold them once."""
+    Pythia), as wide as the part of each head they turn (all of Llama's, a quarter of Pythia's):
+    theirs repeat the frequencies twice over that part, ours hold them once."""
     config = BlockConfig.from_preset(preset, seq=11, batch=1, n_layer=1)
-    _, (cos, sin) = example_inputs(config, "cpu")
+    _, (cos, sin) = block_inputs(config, "cpu")
     reference = REFERENCES[preset][0]()
-    reference.rope_parameters["partial_rotary_factor"] = 1.0  # ours turns the whole head (families.md)
     x = torch.zeros(1, 11, config.head_dim)
     their_cos, their_sin = rotary(reference)(x, torch.arange(11)[None])
-    half = config.head_dim // 2
+    half = config.rotary_dims // 2
+    assert their_cos.shape[-1] == 2 * cos.shape[-1] == config.rotary_dims
     assert torch.allclose(cos[0, :, 0], their_cos[0, :, :half], atol=1e-6)
     assert torch.allclose(sin[0, :, 0], their_sin[0, :, :half], atol=1e-6)
     assert config.rope_theta == reference.rope_parameters["rope_theta"]
-    other = example_inputs(
-        BlockConfig.from_preset(preset, seq=11, batch=1, n_layer=1, rope_theta=10.0), "cpu"
-    )
+    other = block_inputs(BlockConfig.from_preset(preset, seq=11, batch=1, n_layer=1, rope_theta=10.0), "cpu")
     assert not torch.allclose(other[1][0], cos)  # --rope-theta overrides the preset's
 
 

@@ -17,6 +17,7 @@ from blocktrace.models.block.families import (
     FAMILIES,
     OWN_SIZES,
     ROPE_THETA,
+    ROTARY_PCT,
     Activation,
     Norm,
     Preset,
@@ -162,6 +163,17 @@ RopeThetaOpt = Annotated[
         rich_help_panel=FAMILY_PANEL,
     ),
 ]
+RotaryPctOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--rotary-pct",
+        help="The part of each head the rotary embedding turns, from its first dim; the rest passes "
+        f"through (GPT-NeoX's rotary_pct). Default: the preset's ({_set_by('rotary_pct')}), else "
+        f"{ROTARY_PCT:g}.",
+        show_default=False,
+        rich_help_panel=FAMILY_PANEL,
+    ),
+]
 QkvOpt = _choice_flag(
     Qkv, "--qkv", "separate q, k, v projections, or one fused C -> 3C (needs --n-kv-head = --n-head)."
 )
@@ -269,6 +281,7 @@ _BLOCK_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("qk_norm", QkNormOpt, None),
     ("rotary", RotaryOpt, None),
     ("rope_theta", RopeThetaOpt, None),
+    ("rotary_pct", RotaryPctOpt, None),
     ("causal", CausalOpt, None),
     ("qkv", QkvOpt, None),
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
+from fractions import Fraction
+from functools import cache
 from typing import Any
 
 from blocktrace.errors import ConfigError
@@ -12,6 +14,7 @@ from blocktrace.models.block.families import (
     FAMILIES,
     OWN_SIZES,
     ROPE_THETA,
+    ROTARY_PCT,
     Activation,
     Norm,
     Preset,
@@ -35,20 +38,23 @@ _T = Symbol("T", "sequence length", (19, 13))
 _HKV = Symbol("Hkv", "n_kv_head", (3, 5))
 _G = Symbol("G", "n_head / n_kv_head", (5, 11))
 _H = Symbol("H", "n_head", (3, 5))  # the basis where key/value heads are query heads (fused qkv)
-_D = Symbol("D", "head dim, C / H", (7, 3), step=2)
 _R = Symbol("r", "mlp_hidden / n_embd", (13, 7), by_value=True)
 _F = Symbol("F", "mlp_hidden, the MLP's inner width", (23, 29))
 _ORDER = ("B", "T", "C", "F", "H", "Hkv", "G", "D")
 _C_GQA = Composite("C", "n_embd", (("Hkv", 1), ("G", 1), ("D", 1)))
 _H_GQA = Composite("H", "n_head", (("Hkv", 1), ("G", 1)))
 _C_MHA = Composite("C", "n_embd", (("H", 1), ("D", 1)))
-SYMBOL_SETS = {
-    # (grouped-query heads, MLP width a multiple of C)
-    (True, True): SymbolSet((_B, _T, _HKV, _G, _D, _R), (_C_GQA, _H_GQA), _ORDER),
-    (True, False): SymbolSet((_B, _T, _HKV, _G, _D, _F), (_C_GQA, _H_GQA), _ORDER),
-    (False, True): SymbolSet((_B, _T, _H, _D, _R), (_C_MHA,), _ORDER),
-    (False, False): SymbolSet((_B, _T, _H, _D, _F), (_C_MHA,), _ORDER),
-}
+
+
+@cache
+def symbol_set(grouped: bool, multiple: bool, d_step: int = 2) -> SymbolSet:
+    """The size symbols of a Block with grouped-query heads or not, an MLP width a multiple of C or
+    not, and a head dim the probes keep a multiple of `d_step` (2 for rotary embeddings: what they
+    turn must stay even, a quarter of each head, Pythia's, makes it 8)."""
+    d = Symbol("D", "head dim, C / H", (7, 3), step=d_step)
+    basis = (_B, _T, _HKV, _G, d) if grouped else (_B, _T, _H, d)
+    composites = (_C_GQA, _H_GQA) if grouped else (_C_MHA,)
+    return SymbolSet((*basis, _R if multiple else _F), composites, _ORDER)
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class BlockConfig:
     qk_norm: bool = True  # normalise q and k per head
     rotary: bool = True  # rotary position embeddings on q and k
     rope_theta: float = ROPE_THETA  # the base of the rotary frequencies
+    rotary_pct: float = ROTARY_PCT  # the part of each head turned, from its first dim (GPT-NeoX's)
     causal: bool = True  # causal attention mask
     qkv: Qkv = Qkv.separate  # separate q, k, v projections, or one fused C -> 3C
     norm_weights: bool = False  # norms are modules with a weight (and a bias for layernorm)
@@ -86,6 +93,9 @@ class BlockConfig:
         theta = self.rope_theta
         if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0 < theta < float("inf"):
             raise ConfigError(f"rope_theta must be a number above 0, got {theta!r}")
+        pct = self.rotary_pct
+        if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 < pct <= 1:
+            raise ConfigError(f"rotary_pct must be a number above 0 and at most 1, got {pct!r}")
         for name, kind in (
             ("dtype", Dtype), ("preset", Preset), ("norm", Norm), ("activation", Activation),
             ("residual", Residual), ("qkv", Qkv),
@@ -105,11 +115,30 @@ class BlockConfig:
                 f"head dim n_embd/n_head = {self.n_embd}/{self.n_head} = {self.head_dim} "
                 "must be even for rotary embeddings"
             )
+        if self.rotary and self.rotary_pct < 1:
+            self._check_rotary_part()
         if self.n_layer > MAX_LAYERS:
             raise ConfigError(
                 f"n_layer ({self.n_layer}) is over {MAX_LAYERS}, the most layers blocktrace traces"
             )
         self._check_sizes()
+
+    def _check_rotary_part(self) -> None:
+        """The dims rotary_pct turns are a whole, even number, as GPT-NeoX's rotate_half needs; and
+        they are a fraction of the head with a power of two below, so that the probes' head dims (a
+        prime times a power of two, see symbols.py) turn an even number of dims too."""
+        turned = self.rotary_pct * self.head_dim
+        if turned != int(turned) or int(turned) % 2:
+            raise ConfigError(
+                f"rotary_pct ({self.rotary_pct:g}) of the head dim ({self.head_dim}) is {turned:g} dims; "
+                "the rotary embedding turns an even number of them (rotary_pct 1 turns the whole head)"
+            )
+        part = Fraction(int(turned), self.head_dim)
+        if part.denominator & (part.denominator - 1):
+            raise ConfigError(
+                f"rotary_pct ({self.rotary_pct:g}) turns {part} of each head: blocktrace draws parts with "
+                "a power of two below (1/2, 1/4, 3/8, ...), which its probes' head dims can turn too"
+            )
 
     def _check_sizes(self) -> None:
         """Every tensor a Block makes must be indexable by torch's int64, and so must be every
@@ -162,7 +191,20 @@ class BlockConfig:
     @property
     def symbols(self) -> SymbolSet:
         """The size symbols this Block's shapes are named with."""
-        return SYMBOL_SETS[self.grouped, self.hidden % self.n_embd == 0]
+        return symbol_set(self.grouped, self.hidden % self.n_embd == 0, self.head_dim_step)
+
+    @property
+    def rotary_dims(self) -> int:
+        """The dims of each head the rotary embedding turns, the first of them: head dim x rotary_pct."""
+        return int(self.rotary_pct * self.head_dim) if self.rotary else 0
+
+    @property
+    def head_dim_step(self) -> int:
+        """What every probe's head dim is a multiple of: 2 for an even rotary part, and 2 x b for
+        rotary_pct a / b, so that a probe turns a whole, even part of each head too."""
+        if not self.rotary:
+            return 2
+        return 2 * Fraction(self.rotary_dims, self.head_dim).denominator
 
     def dims(self) -> dict[str, int]:
         """The independent sizes every tensor shape in a Block is built from (the symbols' basis)."""

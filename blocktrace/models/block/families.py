@@ -75,6 +75,7 @@ class Sizes:
     n_kv_head: int | None = None  # None: n_head
     mlp_hidden: int | None = None  # None: 4 n_embd
     rope_theta: float | None = None  # its rotary base, where it is not 10000
+    rotary_pct: float | None = None  # the part of each head its rotary embedding turns, where not all
 
     def given(self, flags: dict[str, Any]) -> dict[str, Any]:
         """These sizes as config fields, less those `flags` (the flags given) decide: the reference's
@@ -91,6 +92,8 @@ class Sizes:
             sizes["mlp_hidden"] = self.mlp_hidden
         if self.rope_theta is not None:
             sizes["rope_theta"] = self.rope_theta
+        if self.rotary_pct is not None:
+            sizes["rotary_pct"] = self.rotary_pct
         return sizes
 
 
@@ -98,6 +101,7 @@ class Sizes:
 # --help can name them without importing the config
 OWN_SIZES = Sizes("nanochat's Block at GPT-2 width", n_embd=768, n_head=6, n_layer=1, seq=1024)
 ROPE_THETA = 10000.0  # the rotary base, where a preset gives none
+ROTARY_PCT = 1.0  # the part of each head the rotary embedding turns, where a preset gives none
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,9 @@ FAMILIES: dict[Preset, Family] = {
         causal=True, qkv=Qkv.fused, norm_weights=True,
         names=Names("attention", "query", "key", "value", "query_key_value", "dense", "mlp", "dense_h_to_4h",
                     "dense_gate", "dense_4h_to_h", "input_layernorm", "post_attention_layernorm"),
-        # huggingface.co/EleutherAI/pythia-1.4b, config.json (Biderman et al. 2023, table 1)
-        sizes=Sizes("Pythia-1.4B", n_embd=2048, n_head=16, n_layer=24, seq=2048),
+        # huggingface.co/EleutherAI/pythia-1.4b, config.json (Biderman et al. 2023, table 1); its
+        # "rotary_pct": 0.25 turns 32 of each head's 128 dims
+        sizes=Sizes("Pythia-1.4B", n_embd=2048, n_head=16, n_layer=24, seq=2048, rotary_pct=0.25),
     ),
     Preset.bert: Family(  # transformers' BertLayer
         "bert (BERT-base: post-norm, bidirectional)",
