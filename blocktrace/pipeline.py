@@ -147,12 +147,19 @@ def _trace_full_size(
         alternative = _meta_alternative(spec, device, frozen, error)
         if alternative is not None:
             return alternative
+        if device == Device.probe and not spec.symbols.basis and _meta_unsupported(error):
+            return _on_cpu_instead(spec, frozen, error)
         if device == Device.meta or not _meta_unsupported(error):
             if _fails_on_cpu_too(spec, frozen, error):
                 raise
             if device == Device.meta or unit is None:
                 # torch's meta kernels word an error their own way: say where it ran
-                raise TraceError(f"{error} (on the meta device)") from error
+                instead = (
+                    "; without --device meta it runs on the CPU at the sizes given"
+                    if not spec.symbols.basis and _meta_unsupported(error)
+                    else ""
+                )
+                raise TraceError(f"{error} (on the meta device{instead})") from error
             # the probes ran one unit on the CPU: what failed is the meta device's (a kernel that
             # wants another dtype there, as the grouped matmul of MoE experts does)
         reason = str(error)
@@ -169,6 +176,32 @@ def _trace_full_size(
         )
     notice("note", f"the meta device cannot run this model ({reason}); shapes derived from 2 small CPU runs")
     return derived
+
+
+def _on_cpu_instead(spec: ModelSpec, frozen: tuple[str, ...], error: TraceError) -> Trace:
+    """A model with no sizes to scale (a module class fed --input shapes) that the meta device
+    cannot run, an op whose output's shape is its input's values (an MoE's torch.where over the
+    experts chosen): run once on the CPU at the sizes given, where it fits, seeded so that it repeats,
+    and said in a note. What follows the values (the tokens each expert takes) is that input's."""
+    import torch
+
+    from blocktrace.models.memory_guard import check_weights
+    from blocktrace.output.sink import notice
+    from blocktrace.sizes.naming import named
+
+    _check_memory(spec, Device.cpu, None, check_weights(spec, Device.cpu))
+    with torch.random.fork_rng(devices=[]):  # the caller's random numbers are left as they were
+        torch.manual_seed(0)
+        traced = named(_run(spec, "cpu", frozen), spec, None)
+    cause = str(error.__cause__ or "")
+    where = str(error).removesuffix(f": {cause}") if cause else str(error)
+    notice(
+        "note",
+        f"the meta device cannot run this model ({where}): it needs the values; traced on the CPU at "
+        "the sizes given, from seed 0, so what follows the values, such as the tokens each MoE expert "
+        "takes, is that input's routing, not a prediction for other inputs",
+    )
+    return traced
 
 
 def _meta_alternative(

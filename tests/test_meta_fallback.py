@@ -1,6 +1,6 @@
 """Code the meta device cannot run (`.item()`, `torch.nonzero`): a factory's shapes are derived from
-the probes' real CPU runs, with one note; a class has no sizes to scale, so it is refused in one line
-that points at `--device cpu`, which runs it."""
+the probes' real CPU runs, with one note; a class has no sizes to scale, so it runs once on the CPU
+at the sizes given, with one note; `--device meta` asked for refuses in one line."""
 
 from __future__ import annotations
 
@@ -82,15 +82,22 @@ def test_a_factory_the_meta_device_cannot_run_is_derived_with_one_note(factory: 
 
 
 @pytest.mark.parametrize("cls", list(NAMES.values()))
-def test_a_class_the_meta_device_cannot_run_is_refused_then_runs_on_the_cpu(cls: str, code: Path) -> None:
+def test_a_class_the_meta_device_cannot_run_runs_on_the_cpu_with_one_note(cls: str, code: Path) -> None:
     args = ["diagram", "--module", f"{code}:{cls}", "--kwargs", '{"C": 8}', "--input", "3,7,8", "--format"]
-    refused = invoke([*args, "json"])
+    refused = invoke([*args, "json", "--device", "meta"])
     assert refused.exit_code == 1 and refused.stdout == ""
     lines = refused.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("blocktrace: error: "), lines
-    assert "--device cpu" in lines[0] and "it has no sizes to scale" in lines[0]
-    ran = invoke([*args, "json", "--device", "cpu"])
-    assert ran.exit_code == 0 and ran.stderr == "", ran.stderr
+    assert lines[0].endswith("without --device meta it runs on the CPU at the sizes given)"), lines
+    ran = invoke([*args, "json"])
+    assert ran.exit_code == 0, ran.stderr
+    (note,) = ran.stderr.splitlines()
+    assert note.startswith("blocktrace: note: the meta device cannot run this model (forward failed in")
     traced = Trace.from_dict(json.loads(ran.stdout))
+    assert traced.device == "cpu"
     module = getattr(_imported(code), cls)(C=8)
     assert traced_calls(traced) == hooked_calls(module, (torch.randn(3, 7, 8),))
+    assert (
+        json.loads(invoke([*args, "json", "--device", "cpu"]).stdout)["calls"]
+        == json.loads(ran.stdout)["calls"]
+    )

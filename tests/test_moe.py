@@ -12,12 +12,13 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForCausalLM
 
+from blocktrace.api.request import model_request
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.models.request import ModelRequest
 from blocktrace.pipeline import cached_trace
 from blocktrace.tracing.flops import FlopCounter
 from blocktrace.views.stats import totals
-from tests.harness import invoke
+from tests.harness import invoke, one_error
 from tests.hooks import hooked_calls, traced_calls
 
 B, T = 2, 6
@@ -91,3 +92,41 @@ def test_grouped_mm_is_counted_as_the_matmuls_it_groups() -> None:
             grouped()
         assert counter.counts.uncounted == []
         assert counter.counts.flops == _torch_count(by_hand) > 0
+
+
+# tests/corpus_blocks.py's top-k MoE: torch.where over the experts chosen has no shape on meta
+MOE_BLOCK = ["--module", "tests/corpus_blocks.py:MoEBlock", "--input", "2,6,16"]
+
+
+def test_a_top_k_moe_block_draws_on_the_cpu_by_default_with_one_note() -> None:
+    result = invoke(["diagram", *MOE_BLOCK])
+    assert result.exit_code == 0, result.stderr
+    (note,) = result.stderr.splitlines()
+    assert note.startswith("blocktrace: note: the meta device cannot run this model (forward failed in moe")
+    assert "TopKMoE.forward: where (12, 2)" in note and "is that input's routing" in note
+    assert "(shapes from a real CPU run)" in result.stdout.splitlines()[0]
+    assert "TopKMoE" in result.stdout and "2 residual adds" in result.stdout
+    assert f"\n{note}\n" in Path("docs/any-model.md").read_text(encoding="utf-8")  # as documented
+
+
+def test_a_top_k_moe_block_on_meta_asked_for_is_one_line() -> None:
+    line = one_error(invoke(["diagram", *MOE_BLOCK, "--device", "meta"]), 1, "torch.nonzero()")
+    assert line.endswith("(on the meta device; without --device meta it runs on the CPU at the sizes given)")
+
+
+def test_the_top_k_moe_block_s_shapes_are_plain_hooks_on_the_same_cpu_run() -> None:
+    """The experts' token counts are the seeded input's routing: hooks on that same module and input
+    see the same calls, each expert's rows included, and a second trace repeats them."""
+    request = model_request({"module": MOE_BLOCK[1], "input": (MOE_BLOCK[3],)})
+    trace = cached_trace(request, use_cache=False)
+    assert trace.device == "cpu"
+    spec = request.spec()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # as the pipeline seeds its run: the module's weights, then the input
+        module = spec.build(spec.sizes, "cpu", spec.layers)
+        args, kwargs = spec.inputs(spec.sizes, "cpu")
+    hooked = hooked_calls(module, args, kwargs)
+    assert traced_calls(trace) == hooked
+    rows = [shapes[0][0] for path, _, shapes in hooked if path.rpartition(".")[0] == "moe.experts"]
+    assert sum(rows) == 2 * 6 * 2 and len(set(rows)) > 1  # top-2 of 12 tokens, unevenly routed
+    assert traced_calls(cached_trace(request, use_cache=False)) == hooked
