@@ -128,12 +128,13 @@ class BlockConfig:
         they are a fraction of the head with a power of two below, so that the probes' head dims (a
         prime times a power of two, see symbols.py) turn an even number of dims too."""
         turned = self.rotary_pct * self.head_dim
-        if turned != int(turned) or int(turned) % 2:
+        whole = round(turned)
+        if abs(turned - whole) > 1e-9 * self.head_dim or whole % 2:  # 0.7 * 180 is 125.99999999999999
             raise ConfigError(
                 f"rotary_pct ({self.rotary_pct:g}) of the head dim ({self.head_dim}) is {turned:g} dims; "
                 "the rotary embedding turns an even number of them (rotary_pct 1 turns the whole head)"
             )
-        part = Fraction(int(turned), self.head_dim)
+        part = Fraction(whole, self.head_dim)
         if part.denominator & (part.denominator - 1):
             raise ConfigError(
                 f"rotary_pct ({self.rotary_pct:g}) turns {part} of each head: blocktrace draws parts with "
@@ -196,7 +197,7 @@ class BlockConfig:
     @property
     def rotary_dims(self) -> int:
         """The dims of each head the rotary embedding turns, the first of them: head dim x rotary_pct."""
-        return int(self.rotary_pct * self.head_dim) if self.rotary else 0
+        return round(self.rotary_pct * self.head_dim) if self.rotary else 0
 
     @property
     def head_dim_step(self) -> int:
