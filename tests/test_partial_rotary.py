@@ -109,6 +109,11 @@ def test_probe_meta_and_cpu_agree_with_plain_hooks(config: BlockConfig) -> None:
     assert probe.inputs[1].shape == (1, config.seq, 1, config.rotary_dims // 2)
 
 
+def test_help_says_the_preset_s_part() -> None:
+    text = " ".join(invoke(["diagram", "--help"], env={"COLUMNS": "200"}).stdout.split())
+    assert "--rotary-pct" in text and "Default: the preset's (neox 0.25), else 1." in text
+
+
 def test_the_drawing_names_the_turned_part() -> None:
     args = [
         "diagram",
