@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TypedDict
 from blocktrace.sizes.fit import ShapeFit, fit_probes, structure
 from blocktrace.sizes.stack import repeat
 from blocktrace.sizes.symbols import Dim
+from blocktrace.tracing.graph.build import handed_on
 from blocktrace.tracing.trace import ModuleCall, TensorMeta, Trace, Weight
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
         )
         for o in full.ops
     )  # fmt: skip
-    return replace(full, calls=calls, ops=ops, device="probe", config=spec.describe(), **namer.legend())
+    derived = replace(full, calls=calls, ops=ops, device="probe", config=spec.describe(), **namer.legend())
+    return handed_on(shape_fit.probe, derived, scale)
 
 
 def _fitted(dim: Dim | None) -> Dim:
@@ -80,7 +82,7 @@ def _ancestors(path: str) -> list[str]:
 
 def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
     """`trace` with symbolic names on every dimension whose fit gives its size, and the legend."""
-    named_trace = replace(trace, config=spec.describe())
+    named_trace = handed_on(trace, replace(trace, config=spec.describe()))
     if shape_fit is None:
         return named_trace
     matched = _matching(trace, shape_fit)
@@ -102,7 +104,8 @@ def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
     shape_fit = matched
     namer = _Namer(spec, shape_fit)
     named_trace = named_trace.map_tensors(namer.tensor)
-    return replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), **namer.legend())
+    sized = replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), **namer.legend())
+    return handed_on(trace, sized, namer.tensor)
 
 
 def _matching(trace: Trace, shape_fit: ShapeFit) -> ShapeFit | None:
