@@ -12,6 +12,7 @@ from blocktrace.sizes.fit import ShapeFit, fit_probes, structure
 from blocktrace.sizes.stack import repeat
 from blocktrace.sizes.symbols import Dim
 from blocktrace.tracing.graph.build import handed_on
+from blocktrace.tracing.records import FrozenDict, evolve
 from blocktrace.tracing.trace import ModuleCall, TensorMeta, Trace, Weight
 
 if TYPE_CHECKING:
@@ -49,15 +50,15 @@ def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
                     totals[ancestor][0] += math.prod(w.shape)
                     totals[ancestor][1] += math.prod(w.shape) if w.trainable else 0
     calls = tuple(
-        replace(c, params=totals[c.path][0], trainable=totals[c.path][1], weights=own[c.path])
+        evolve(c, params=totals[c.path][0], trainable=totals[c.path][1], weights=own[c.path])
         for c in full.calls
     )
     # an argument that differed between the probes (a scale of 1/sqrt(D)) is unknown at full size
     varying = {i for i, _ in shape_fit.varying}
     ops = tuple(
-        replace(
+        evolve(
             o,
-            attrs={k: v for k, v in o.attrs.items() if (o.index, k) not in shape_fit.varying}
+            attrs=FrozenDict((k, v) for k, v in o.attrs.items() if (o.index, k) not in shape_fit.varying)
             if o.index in varying else o.attrs,
             flops=int(namer.value(_fitted(shape_fit.flops[o.index]))),
         )
@@ -181,7 +182,7 @@ class _Namer:
 
     def tensor(self, t: TensorMeta) -> TensorMeta:
         if t.id not in self.done:
-            self.done[t.id] = replace(t, symbols=self.symbols(self.fit.dims[t.id], t.shape))  # stats kept
+            self.done[t.id] = evolve(t, symbols=self.symbols(self.fit.dims[t.id], t.shape))  # stats kept
         return self.done[t.id]
 
     def weights(self, call: ModuleCall, full_size: bool = False) -> ModuleCall:
@@ -190,8 +191,8 @@ class _Namer:
         for i, w in enumerate(call.weights):
             dims = self.fit.weights[call.index, i]
             shape = self.shape(dims) if full_size else w.shape
-            named_weights.append(replace(w, shape=shape, symbols=self.symbols(dims, shape)))
-        return replace(call, weights=tuple(named_weights))
+            named_weights.append(evolve(w, shape=shape, symbols=self.symbols(dims, shape)))
+        return evolve(call, weights=tuple(named_weights))
 
     def legend(self) -> _Legend:
         """The trace's symbols (name -> value) and their meanings, for the names given so far."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from blocktrace.sizes.fit import ShapeFit, fit_probes, probe_trace, structure
 from blocktrace.sizes.symbols import Dim
 from blocktrace.tracing.freeze import freeze
+from blocktrace.tracing.records import evolve
 from blocktrace.tracing.trace import Branch, ModuleCall, OpCall, Trace
 
 if TYPE_CHECKING:
@@ -265,7 +266,7 @@ def _rebased(stack: Trace, calls: tuple[ModuleCall, ...], ops: tuple[OpCall, ...
     if any(o.call is None or not start <= o.call < start + len(calls) for o in ops):
         return None
     rebased_calls = tuple(
-        replace(
+        evolve(
             c,
             index=c.index - start,
             path=c.path.removeprefix(calls[0].path).removeprefix("."),
@@ -276,7 +277,7 @@ def _rebased(stack: Trace, calls: tuple[ModuleCall, ...], ops: tuple[OpCall, ...
     )
     first = ops[0].index if ops else 0
     rebased_ops = tuple(
-        replace(o, index=o.index - first, call=None if o.call is None else o.call - start) for o in ops
+        evolve(o, index=o.index - first, call=None if o.call is None else o.call - start) for o in ops
     )
     adds = tuple(
         replace(
@@ -323,12 +324,12 @@ def _without(stack: Trace, call_lo: int, call_hi: int, op_lo: int, op_hi: int) -
 
     try:
         calls = tuple(
-            replace(c, index=call(c.index), parent=None if c.parent is None else call(c.parent))
+            evolve(c, index=call(c.index), parent=None if c.parent is None else call(c.parent))
             for c in stack.calls
             if not call_lo <= c.index < call_hi
         )
         ops = tuple(
-            replace(o, index=op(o.index), call=None if o.call is None else call(o.call))
+            evolve(o, index=op(o.index), call=None if o.call is None else call(o.call))
             for o in stack.ops
             if not op_lo <= o.index < op_hi
         )

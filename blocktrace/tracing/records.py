@@ -136,8 +136,13 @@ def _map(record: R, plan: _Plan, fn: Callable[[Any], Any]) -> R:
             changes[name] = _map(value, inner, fn)
         elif how == "records":
             changes[name] = tuple(_map(r, inner, fn) for r in value)
-    # dataclasses.replace would run __init__ (and __post_init__) again on values a record already
-    # holds frozen, for each of a trace's thousands of records: copied field by field instead
+    return evolve(record, **changes)
+
+
+def evolve(record: R, **changes: Any) -> R:
+    """dataclasses.replace(record, **changes) for values already frozen (tuples, FrozenDicts,
+    records): replace would run __init__ and __post_init__ again, for each of a trace's thousands
+    of records; this copies the fields instead."""
     made = object.__new__(type(record))
     made.__dict__.update({name: getattr(record, name) for name in _field_names(type(record))}, **changes)
     return made
