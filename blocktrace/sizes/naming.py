@@ -31,7 +31,10 @@ def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
 
     def scale(t: TensorMeta) -> TensorMeta:
         done = namer.done.get(t.id)  # a tensor is recorded where it is made and wherever it is used
-        return done or namer.tensor(TensorMeta(t.id, namer.shape(shape_fit.dims[t.id]), t.dtype))
+        if done is None:
+            shape, symbols = namer.sized(shape_fit.dims[t.id])
+            done = namer.done[t.id] = TensorMeta(t.id, shape, t.dtype, symbols)
+        return done
 
     full = shape_fit.probe.map_tensors(scale)
     own: dict[str, tuple[Weight, ...]] = {}  # module path -> its own weights at full size
@@ -157,6 +160,7 @@ class _Namer:
         self.names: dict[int, str] = {}
         self.used: dict[int, Dim] = {}
         self.done: dict[int, TensorMeta] = {}
+        self.scaled: dict[int, tuple[tuple[int, ...], tuple[str, ...] | None]] = {}
 
     def value(self, dim: Dim) -> Fraction:
         if id(dim) not in self.values:
@@ -174,6 +178,14 @@ class _Namer:
 
     def shape(self, dims: tuple[Dim | None, ...]) -> tuple[int, ...]:
         return tuple(int(self.value(_fitted(d))) for d in dims)
+
+    def sized(self, dims: tuple[Dim | None, ...]) -> tuple[tuple[int, ...], tuple[str, ...] | None]:
+        """The size the fit gives at full size, and its names: once per tuple of Dims, which the
+        fit holds (a stack's layers share their Block's)."""
+        if id(dims) not in self.scaled:
+            shape = self.shape(dims)
+            self.scaled[id(dims)] = shape, self.symbols(dims, shape)
+        return self.scaled[id(dims)]
 
     def symbols(self, dims: tuple[Dim | None, ...], shape: tuple[int, ...]) -> tuple[str, ...] | None:
         if any(d is None or self.value(d) != n for d, n in zip(dims, shape, strict=True)):
