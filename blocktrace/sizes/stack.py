@@ -175,14 +175,21 @@ def _twin_dims(
     tensor of layer k is fitted as its twin in the first layer is, and every layer it is in (a
     layer's output is the next one's input) must agree; None where they do not, or one has none."""
     found: dict[tuple[int, int], tuple[Dim | None, ...] | None] = {}
+    twins_in: list[dict[int, set[int]]] = []  # per stage: a tensor id -> its twins in every layer
+    for layer_maps, _, _ in stages:
+        twins_in.append({})
+        for m in layer_maps:
+            for mine, first in m.items():
+                twins_in[-1].setdefault(mine, set()).add(first)
 
     def fit(tid: int, stage: int) -> tuple[Dim | None, ...] | None:
         if stage == len(stages):
             return fit_of.get(tid)
         if (tid, stage) not in found:
-            twins = {m[tid] for m in stages[stage][0] if tid in m} or {tid}
-            fits = {fit(t, stage + 1) for t in twins}
-            found[tid, stage] = fits.pop() if len(fits) == 1 else None
+            fits = [fit(t, stage + 1) for t in twins_in[stage].get(tid, {tid})]
+            # the layers share their twins' tuples of Dims: compared by identity before by value
+            agree = all(f is fits[0] or f == fits[0] for f in fits[1:])
+            found[tid, stage] = fits[0] if agree else None
         return found[tid, stage]
 
     dims = {t.id: fit(t.id, 0) for t in stack.tensors()}
