@@ -5,6 +5,7 @@ graph must be the one a fresh build of the named trace gives, on every path a tr
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,11 @@ import pytest
 from blocktrace.api.request import model_request
 from blocktrace.models.spec import Device
 from blocktrace.pipeline import trace_spec
+from blocktrace.sizes.naming import derived_trace
+from blocktrace.sizes.stack import fit_shapes
 from blocktrace.tracing.graph import build
 from blocktrace.tracing.graph.build import build_graph, graph_of
+from blocktrace.tracing.records import FrozenDict
 from tests.harness import TINY, invoke, tiny_llama
 
 SMALL = {"n_embd": 32, "n_head": 4, "seq": 6, "batch": 2}
@@ -31,6 +35,7 @@ SMALL = {"n_embd": 32, "n_head": 4, "seq": 6, "batch": 2}
 )
 def test_the_kept_graph_is_the_named_traces_own(flags: dict[str, object], device: Device) -> None:
     traced = trace_spec(model_request({**SMALL, **flags}).spec(), device)
+    hash(traced)  # frozen all the way down, as restated by naming (an op's attrs a FrozenDict)
     assert build._KEPT in traced.__dict__  # handed on from the tracer, not built by the views
     kept = graph_of(traced)
     assert kept == build_graph(traced)
@@ -63,3 +68,17 @@ def test_a_diagram_builds_each_graph_once(layers: str, builds: int, monkeypatch:
         result = invoke([*command, *flags])
         assert result.exit_code == 0, result.stderr
         assert len(built) == builds
+
+
+def test_naming_restates_an_ops_arguments_frozen() -> None:
+    """An argument that differed between the probes (a scale of 1/sqrt(D)) is unknown at full size:
+    the derived trace's op goes without it, its arguments still a FrozenDict."""
+    spec = model_request({**SMALL, "n_layer": 1}).spec()
+    fit = fit_shapes(spec)
+    assert fit is not None
+    sdpa = next(o for o in fit.probe.ops if o.name == "scaled_dot_product_attention")
+    derived = derived_trace(spec, replace(fit, varying=frozenset({(sdpa.index, "is_causal")})))
+    assert derived is not None
+    attrs = derived.ops[sdpa.index].attrs
+    assert "is_causal" not in attrs and "enable_gqa" in attrs and isinstance(attrs, FrozenDict)
+    hash(derived)
