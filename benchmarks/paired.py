@@ -49,6 +49,7 @@ class Pair:
     row: Command
     floor: Command
     times: list[tuple[float, float]] = field(default_factory=list)  # (row, floor) wall seconds
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # (row, floor) CPU seconds, user + system
     failure: str = ""
 
     @property
@@ -57,9 +58,10 @@ class Pair:
 
     def cells(self) -> tuple[str, ...]:
         if self.failure:
-            return (self.row.label, self.floor.label, "", "", "", "", f"failed: {self.failure}")
+            return (self.row.label, self.floor.label, *[""] * (len(HEADER) - 3), f"failed: {self.failure}")
         rows, floors = [r for r, _ in self.times], [f for _, f in self.times]
         ratios = self.ratios
+        cpu_ratios = [r / f for r, f in self.cpu]
         return (
             self.row.label,
             self.floor.label,
@@ -67,6 +69,9 @@ class Pair:
             f"{statistics.median(floors):.3f}",
             f"{statistics.median(ratios):.2f}x",
             f"{min(ratios):.2f}-{max(ratios):.2f}",
+            f"{statistics.median(r for r, _ in self.cpu):.3f}",
+            f"{statistics.median(f for _, f in self.cpu):.3f}",
+            f"{statistics.median(cpu_ratios):.2f}x",
             "",
         )
 
@@ -94,7 +99,9 @@ def measure(found: list[Pair], count: int, warmup: int, timeout_s: float, env: d
             if bad is not None:
                 pair.failure = bad.reason
             elif n >= warmup:
-                pair.times.append((samples[pair.row.label].wall_s, samples[pair.floor.label].wall_s))
+                row, floor = samples[pair.row.label], samples[pair.floor.label]
+                pair.times.append((row.wall_s, floor.wall_s))
+                pair.cpu.append((row.cpu_s, floor.cpu_s))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,13 +125,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-HEADER = ("command", "floor", "median s", "floor median s", "x floor, paired", "min-max", "note")
+HEADER = (
+    "command",
+    "floor",
+    "median s",
+    "floor median s",
+    "x floor, paired",
+    "min-max",
+    "CPU median s",
+    "floor CPU median s",
+    "CPU x floor, paired",
+    "note",
+)
 
 
 def table(rows: list[tuple[str, ...]], markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(row) + " |" for row in rows]
-        lines.insert(1, "| :-- | :-- | --: | --: | --: | --: | :-- |")
+        lines.insert(1, "| :-- | :-- | --: | --: | --: | --: | --: | --: | --: | :-- |")
         return "\n".join(lines)
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)

@@ -94,6 +94,7 @@ class Sample:
     # Linux starts a child's ru_maxrss at its parent's peak RSS (the memory map it is forked from), so a
     # child that never grows past the harness's own peak shows that peak: then we know only an upper bound.
     rss_is_bound: bool = False
+    cpu_s: float = 0.0  # the child's own CPU time, user + system, from wait4: steadier than wall time
 
 
 @dataclass
@@ -190,6 +191,7 @@ def run_once(argv: Sequence[str], env: dict[str, str], timeout_s: float) -> Samp
         exit_code=exit_code,
         reason=reason,
         rss_is_bound=usage.ru_maxrss <= harness_peak_kib,
+        cpu_s=usage.ru_utime + usage.ru_stime,
     )
 
 

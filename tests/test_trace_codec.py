@@ -158,7 +158,13 @@ class _BranchWithGate(Record):
 @dataclass(frozen=True)
 class _BranchWithMaybe(Record):
     output: TensorMeta
-    maybe: TensorMeta | None  # added: a tensor where the walk has no way in
+    maybe: TensorMeta | None  # added: a tensor, or none
+
+
+@dataclass(frozen=True)
+class _BranchWithList(Record):
+    output: TensorMeta
+    more: tuple[TensorMeta | None, ...]  # added: a tensor where the walk has no way in
 
 
 @dataclass(frozen=True)
@@ -185,8 +191,14 @@ def test_a_tensor_field_added_to_a_record_is_mapped_or_refused() -> None:
     assert leaves(gated, TensorMeta) == [a, b]
     mapped = map_leaves(gated, TensorMeta, lambda m: replace(m, id=-m.id))
     assert (mapped.output.id, mapped.gate.id, mapped.calls) == (-1, -2, (0,))
+    assert leaves(_BranchWithMaybe(a, b), TensorMeta) == [a, b]
+    assert leaves(_BranchWithMaybe(a, None), TensorMeta) == [a]
+    assert map_leaves(_BranchWithMaybe(a, None), TensorMeta, lambda m: replace(m, id=-m.id)).maybe is None
+    assert map_leaves(_BranchWithMaybe(a, b), TensorMeta, lambda m: replace(m, id=-m.id)).maybe == replace(
+        b, id=-2
+    )
     with pytest.raises(TypeError, match="cannot reach"):
-        leaves(_BranchWithMaybe(a, b), TensorMeta)
+        leaves(_BranchWithList(a, (b,)), TensorMeta)
     assert leaves(Branch(a, (), ()), TensorMeta) == [a]
 
 

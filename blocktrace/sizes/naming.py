@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, TypedDict
 from blocktrace.sizes.fit import ShapeFit, fit_probes, structure
 from blocktrace.sizes.stack import repeat
 from blocktrace.sizes.symbols import Dim
+from blocktrace.tracing.graph.build import handed_on
+from blocktrace.tracing.records import FrozenDict, evolve
 from blocktrace.tracing.trace import ModuleCall, TensorMeta, Trace, Weight
 
 if TYPE_CHECKING:
@@ -29,7 +31,10 @@ def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
 
     def scale(t: TensorMeta) -> TensorMeta:
         done = namer.done.get(t.id)  # a tensor is recorded where it is made and wherever it is used
-        return done or namer.tensor(TensorMeta(t.id, namer.shape(shape_fit.dims[t.id]), t.dtype))
+        if done is None:
+            shape, symbols = namer.sized(shape_fit.dims[t.id])
+            done = namer.done[t.id] = TensorMeta(t.id, shape, t.dtype, symbols)
+        return done
 
     full = shape_fit.probe.map_tensors(scale)
     own: dict[str, tuple[Weight, ...]] = {}  # module path -> its own weights at full size
@@ -48,21 +53,22 @@ def derived_trace(spec: ModelSpec, shape_fit: ShapeFit) -> Trace | None:
                     totals[ancestor][0] += math.prod(w.shape)
                     totals[ancestor][1] += math.prod(w.shape) if w.trainable else 0
     calls = tuple(
-        replace(c, params=totals[c.path][0], trainable=totals[c.path][1], weights=own[c.path])
+        evolve(c, params=totals[c.path][0], trainable=totals[c.path][1], weights=own[c.path])
         for c in full.calls
     )
     # an argument that differed between the probes (a scale of 1/sqrt(D)) is unknown at full size
     varying = {i for i, _ in shape_fit.varying}
     ops = tuple(
-        replace(
+        evolve(
             o,
-            attrs={k: v for k, v in o.attrs.items() if (o.index, k) not in shape_fit.varying}
+            attrs=FrozenDict((k, v) for k, v in o.attrs.items() if (o.index, k) not in shape_fit.varying)
             if o.index in varying else o.attrs,
             flops=int(namer.value(_fitted(shape_fit.flops[o.index]))),
         )
         for o in full.ops
     )  # fmt: skip
-    return replace(full, calls=calls, ops=ops, device="probe", config=spec.describe(), **namer.legend())
+    derived = replace(full, calls=calls, ops=ops, device="probe", config=spec.describe(), **namer.legend())
+    return handed_on(shape_fit.probe, derived, scale)
 
 
 def _fitted(dim: Dim | None) -> Dim:
@@ -80,7 +86,7 @@ def _ancestors(path: str) -> list[str]:
 
 def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
     """`trace` with symbolic names on every dimension whose fit gives its size, and the legend."""
-    named_trace = replace(trace, config=spec.describe())
+    named_trace = handed_on(trace, replace(trace, config=spec.describe()))
     if shape_fit is None:
         return named_trace
     matched = _matching(trace, shape_fit)
@@ -102,7 +108,8 @@ def named(trace: Trace, spec: ModelSpec, shape_fit: ShapeFit | None) -> Trace:
     shape_fit = matched
     namer = _Namer(spec, shape_fit)
     named_trace = named_trace.map_tensors(namer.tensor)
-    return replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), **namer.legend())
+    sized = replace(named_trace, calls=tuple(map(namer.weights, named_trace.calls)), **namer.legend())
+    return handed_on(trace, sized, namer.tensor)
 
 
 def _matching(trace: Trace, shape_fit: ShapeFit) -> ShapeFit | None:
@@ -153,6 +160,7 @@ class _Namer:
         self.names: dict[int, str] = {}
         self.used: dict[int, Dim] = {}
         self.done: dict[int, TensorMeta] = {}
+        self.scaled: dict[int, tuple[tuple[int, ...], tuple[str, ...] | None]] = {}
 
     def value(self, dim: Dim) -> Fraction:
         if id(dim) not in self.values:
@@ -171,6 +179,14 @@ class _Namer:
     def shape(self, dims: tuple[Dim | None, ...]) -> tuple[int, ...]:
         return tuple(int(self.value(_fitted(d))) for d in dims)
 
+    def sized(self, dims: tuple[Dim | None, ...]) -> tuple[tuple[int, ...], tuple[str, ...] | None]:
+        """The size the fit gives at full size, and its names: once per tuple of Dims, which the
+        fit holds (a stack's layers share their Block's)."""
+        if id(dims) not in self.scaled:
+            shape = self.shape(dims)
+            self.scaled[id(dims)] = shape, self.symbols(dims, shape)
+        return self.scaled[id(dims)]
+
     def symbols(self, dims: tuple[Dim | None, ...], shape: tuple[int, ...]) -> tuple[str, ...] | None:
         if any(d is None or self.value(d) != n for d, n in zip(dims, shape, strict=True)):
             return None
@@ -178,7 +194,7 @@ class _Namer:
 
     def tensor(self, t: TensorMeta) -> TensorMeta:
         if t.id not in self.done:
-            self.done[t.id] = replace(t, symbols=self.symbols(self.fit.dims[t.id], t.shape))  # stats kept
+            self.done[t.id] = evolve(t, symbols=self.symbols(self.fit.dims[t.id], t.shape))  # stats kept
         return self.done[t.id]
 
     def weights(self, call: ModuleCall, full_size: bool = False) -> ModuleCall:
@@ -187,8 +203,8 @@ class _Namer:
         for i, w in enumerate(call.weights):
             dims = self.fit.weights[call.index, i]
             shape = self.shape(dims) if full_size else w.shape
-            named_weights.append(replace(w, shape=shape, symbols=self.symbols(dims, shape)))
-        return replace(call, weights=tuple(named_weights))
+            named_weights.append(evolve(w, shape=shape, symbols=self.symbols(dims, shape)))
+        return evolve(call, weights=tuple(named_weights))
 
     def legend(self) -> _Legend:
         """The trace's symbols (name -> value) and their meanings, for the names given so far."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from blocktrace.sizes.fit import ShapeFit, fit_probes, probe_trace, structure
 from blocktrace.sizes.symbols import Dim
 from blocktrace.tracing.freeze import freeze
+from blocktrace.tracing.records import evolve
 from blocktrace.tracing.trace import Branch, ModuleCall, OpCall, Trace
 
 if TYPE_CHECKING:
@@ -174,14 +175,21 @@ def _twin_dims(
     tensor of layer k is fitted as its twin in the first layer is, and every layer it is in (a
     layer's output is the next one's input) must agree; None where they do not, or one has none."""
     found: dict[tuple[int, int], tuple[Dim | None, ...] | None] = {}
+    twins_in: list[dict[int, set[int]]] = []  # per stage: a tensor id -> its twins in every layer
+    for layer_maps, _, _ in stages:
+        twins_in.append({})
+        for m in layer_maps:
+            for mine, first in m.items():
+                twins_in[-1].setdefault(mine, set()).add(first)
 
     def fit(tid: int, stage: int) -> tuple[Dim | None, ...] | None:
         if stage == len(stages):
             return fit_of.get(tid)
         if (tid, stage) not in found:
-            twins = {m[tid] for m in stages[stage][0] if tid in m} or {tid}
-            fits = {fit(t, stage + 1) for t in twins}
-            found[tid, stage] = fits.pop() if len(fits) == 1 else None
+            fits = [fit(t, stage + 1) for t in twins_in[stage].get(tid, {tid})]
+            # the layers share their twins' tuples of Dims: compared by identity before by value
+            agree = all(f is fits[0] or f == fits[0] for f in fits[1:])
+            found[tid, stage] = fits[0] if agree else None
         return found[tid, stage]
 
     dims = {t.id: fit(t.id, 0) for t in stack.tensors()}
@@ -265,7 +273,7 @@ def _rebased(stack: Trace, calls: tuple[ModuleCall, ...], ops: tuple[OpCall, ...
     if any(o.call is None or not start <= o.call < start + len(calls) for o in ops):
         return None
     rebased_calls = tuple(
-        replace(
+        evolve(
             c,
             index=c.index - start,
             path=c.path.removeprefix(calls[0].path).removeprefix("."),
@@ -276,7 +284,7 @@ def _rebased(stack: Trace, calls: tuple[ModuleCall, ...], ops: tuple[OpCall, ...
     )
     first = ops[0].index if ops else 0
     rebased_ops = tuple(
-        replace(o, index=o.index - first, call=None if o.call is None else o.call - start) for o in ops
+        evolve(o, index=o.index - first, call=None if o.call is None else o.call - start) for o in ops
     )
     adds = tuple(
         replace(
@@ -323,12 +331,12 @@ def _without(stack: Trace, call_lo: int, call_hi: int, op_lo: int, op_hi: int) -
 
     try:
         calls = tuple(
-            replace(c, index=call(c.index), parent=None if c.parent is None else call(c.parent))
+            evolve(c, index=call(c.index), parent=None if c.parent is None else call(c.parent))
             for c in stack.calls
             if not call_lo <= c.index < call_hi
         )
         ops = tuple(
-            replace(o, index=op(o.index), call=None if o.call is None else call(o.call))
+            evolve(o, index=op(o.index), call=None if o.call is None else call(o.call))
             for o in stack.ops
             if not op_lo <= o.index < op_hi
         )

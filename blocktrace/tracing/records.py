@@ -4,7 +4,8 @@ A record is a frozen dataclass of plain values: int, float, str, bool, None, tup
 and other records. Nothing in one can change, all the way down: a mapping given to a record is stored
 as a FrozenDict, its lists as tuples. `from_dict` is driven by the record's fields and their types and
 builds it by keyword, so a field that a document lacks is an error, never a value in the wrong place;
-`map_leaves` and `leaves` reach every value of one record type inside a record, in field order.
+`map_leaves` and `leaves` reach every value of one record type inside a record (or any frozen
+dataclass of such values, as the data-flow graph is), in field order.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import functools
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, NamedTuple, TypeVar
 
 R = TypeVar("R", bound="Record")
@@ -112,13 +113,13 @@ def map_leaves(record: R, leaf: type[L], fn: Callable[[L], L]) -> R:
 def _collect(record: Any, plan: _Plan, found: list[Any]) -> None:
     for name, how, inner in plan:
         value = getattr(record, name)
-        if how == "one":
+        if how == "one" or (how == "maybe one" and value is not None):
             found.append(value)
         elif how == "tuple":
             found.extend(value)
-        elif how == "record":
+        elif how == "record" or (how == "maybe record" and value is not None):
             _collect(value, inner, found)
-        else:
+        elif how == "records":
             for r in value:
                 _collect(r, inner, found)
 
@@ -127,16 +128,21 @@ def _map(record: R, plan: _Plan, fn: Callable[[Any], Any]) -> R:
     changes: dict[str, Any] = {}
     for name, how, inner in plan:
         value = getattr(record, name)
-        if how == "one":
+        if how == "one" or (how == "maybe one" and value is not None):
             changes[name] = fn(value)
         elif how == "tuple":
             changes[name] = tuple(map(fn, value))
-        elif how == "record":
+        elif how == "record" or (how == "maybe record" and value is not None):
             changes[name] = _map(value, inner, fn)
-        else:
+        elif how == "records":
             changes[name] = tuple(_map(r, inner, fn) for r in value)
-    # dataclasses.replace would run __init__ (and __post_init__) again on values a record already
-    # holds frozen, for each of a trace's thousands of records: copied field by field instead
+    return evolve(record, **changes)
+
+
+def evolve(record: R, **changes: Any) -> R:
+    """dataclasses.replace(record, **changes) for values already frozen (tuples, FrozenDicts,
+    records): replace would run __init__ and __post_init__ again, for each of a trace's thousands
+    of records; this copies the fields instead."""
     made = object.__new__(type(record))
     made.__dict__.update({name: getattr(record, name) for name in _field_names(type(record))}, **changes)
     return made
@@ -213,7 +219,8 @@ def _decoder(tp: Any) -> Callable[[Any], Any]:
 
 def _make_plan(cls: type, leaf: type) -> _Plan:
     """The fields of cls that hold values of type leaf, each with how: "one", a "tuple" of them, a
-    "record" holding some, or a tuple of such "records", and that record type's own plan."""
+    "record" holding some, or a tuple of such "records", and that record type's own plan; "maybe
+    one" and "maybe record" where the field may be None instead."""
     hints = typing.get_type_hints(cls)
     return tuple((f.name, *how) for f in fields(cls) if (how := _reach(hints[f.name], leaf)))
 
@@ -224,9 +231,12 @@ _plan: Callable[[type, type], _Plan] = functools.cache(_make_plan)
 def _reach(tp: Any, leaf: type) -> tuple[str, _Plan] | None:
     if tp is leaf:
         return "one", ()
-    if isinstance(tp, type) and issubclass(tp, Record):
+    if isinstance(tp, type) and is_dataclass(tp):
         inner = _plan(tp, leaf)
         return ("record", inner) if inner else None
+    if (present := _not_none(tp)) is not tp:
+        item = _reach(present, leaf)
+        return None if item is None or item[0] not in ("one", "record") else (f"maybe {item[0]}", item[1])
     args = typing.get_args(tp)
     if typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis:
         item = _reach(args[0], leaf)

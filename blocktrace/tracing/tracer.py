@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 from blocktrace import progress
 from blocktrace.errors import ForwardError, error_line
 from blocktrace.tracing.flops import Counts, FlopCounter
-from blocktrace.tracing.graph.build import residual_joins
+from blocktrace.tracing.graph.build import handed_on, residual_joins
 from blocktrace.tracing.ops import facts
 from blocktrace.tracing.residual_rule import ResidualRule
 from blocktrace.tracing.trace import (
@@ -458,7 +458,8 @@ def _assembled(
     rule = ResidualRule(
         recorder.ops, recorder.parents, recorder.producer_op, recorder.produced_by_call, calls
     )
-    return replace(traced, residual_adds=tuple(rule.residual_adds(residual_joins(traced))))
+    joined = replace(traced, residual_adds=tuple(rule.residual_adds(residual_joins(traced))))
+    return handed_on(traced, joined)
 
 
 def _ran(

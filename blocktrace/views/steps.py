@@ -17,7 +17,7 @@ from enum import StrEnum
 from functools import cached_property
 from types import MappingProxyType
 
-from blocktrace.tracing.graph.build import CallSteps, build_graph, outer_helpers
+from blocktrace.tracing.graph.build import CallSteps, graph_of, outer_helpers
 from blocktrace.tracing.graph.model import Graph, Level
 from blocktrace.tracing.graph.model import StepKind as GraphKind
 from blocktrace.tracing.ops import facts, op_title
@@ -122,7 +122,7 @@ class StepTree:
     @cached_property
     def graph(self) -> Graph:
         """The trace's data-flow graph: which steps carry the stream, what each reads beside it."""
-        return build_graph(self.trace)
+        return graph_of(self.trace)
 
     @cached_property
     def call_steps(self) -> CallSteps:

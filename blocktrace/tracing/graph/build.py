@@ -22,7 +22,7 @@ stream value that several joins read (nanochat's x0) is a side input of each. An
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from blocktrace.tracing.graph.level import LevelFlow
 from blocktrace.tracing.graph.model import (
@@ -32,20 +32,42 @@ from blocktrace.tracing.graph.model import (
     StepKind,
 )
 from blocktrace.tracing.ops import facts
+from blocktrace.tracing.records import map_leaves
 from blocktrace.tracing.trace import Frame, ModuleCall, OpCall, TensorMeta, Trace
 
+_KEPT = "_graph"  # where a trace object keeps its graph: no field, so neither its JSON nor its equality
 
-def build_graph(trace: Trace, everything: bool = True) -> Graph:
-    """The graph of `trace`; without `everything`, only its levels and residuals (no side inputs,
-    nothing beside the streams): what the tracer needs to record the residual adds."""
+
+def build_graph(trace: Trace) -> Graph:
+    """The graph of `trace`, built afresh; `graph_of` builds it once per trace."""
     roots = trace.children(None)
     if not roots:
         return Graph(())
     names = {t.id: "input" if i == 0 else f"input {i + 1}" for i, t in enumerate(trace.inputs)}
     names.update((int(k), name) for k, name in trace.buffers.items())
-    builder = _Builder(trace, everything)
+    builder = _Builder(trace)
     builder.open(roots[0], names, None, root=True)
     return Graph(tuple(builder.levels), tuple(builder.beside))
+
+
+def graph_of(trace: Trace) -> Graph:
+    """The graph of `trace`, built on first use and kept with that trace object: the tracer's
+    residual rule and every view read the same one."""
+    graph = trace.__dict__.get(_KEPT)
+    if graph is None:
+        graph = trace.__dict__[_KEPT] = build_graph(trace)
+    return graph
+
+
+def handed_on(source: Trace, target: Trace, fn: Callable[[TensorMeta], TensorMeta] | None = None) -> Trace:
+    """`target`, keeping `source`'s graph where one was built, its values mapped by `fn`. For a
+    target that is `source` with its residual adds found, or its tensors sized and named by `fn`
+    (an id's every occurrence alike), and its calls' weights and ops' FLOPs restated: the graph
+    reads none of those, so building it again would give this one (tests/test_graph_once.py)."""
+    graph = source.__dict__.get(_KEPT)
+    if graph is not None:
+        target.__dict__[_KEPT] = graph if fn is None else map_leaves(graph, TensorMeta, fn)
+    return target
 
 
 def made_name(step: Step, buffers: Mapping[str, str]) -> str:
@@ -59,7 +81,7 @@ def made_name(step: Step, buffers: Mapping[str, str]) -> str:
 def residual_joins(trace: Trace) -> dict[int, int]:
     """Op index of each residual sum's last add -> the id of the stream value it adds back, for
     every residual the graph finds (a join call's: the add inside it)."""
-    graph = build_graph(trace, everything=False)
+    graph = graph_of(trace)
     found = {}
     for level in graph.levels:
         for r in level.residuals:
@@ -74,7 +96,7 @@ class CallSteps:
     each call's steps worked out once."""
 
     def __init__(self, trace: Trace):
-        self._builder = _Builder(trace, everything=True)
+        self._builder = _Builder(trace)
         self._found: dict[int, tuple[Step, ...]] = {}
 
     def __call__(self, call: int) -> tuple[Step, ...]:
@@ -100,9 +122,8 @@ def outer_helpers(frames: Iterable[Frame]) -> dict[int, tuple[str, int]]:
 
 
 class _Builder:
-    def __init__(self, trace: Trace, everything: bool):
+    def __init__(self, trace: Trace):
         self.trace = trace
-        self.everything = everything
         self.helper_of = outer_helpers(trace.frames)
         self.levels: list[Level] = []
         self.beside: list[tuple[int, int]] = []  # calls off every stream that hold residuals: how many

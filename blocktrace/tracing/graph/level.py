@@ -62,7 +62,7 @@ class LevelFlow:
         self.frame = frame
         self.steps, self.producer, self.names, self.outputs = steps, producer, names, outputs
         self.main_in, self.main_out, self.skip = main_in, main_out, skip
-        self.parents, self.op_of, self.everything = builder.parents, builder.op_of, builder.everything
+        self.parents, self.op_of = builder.parents, builder.op_of
         self.owner = builder.owners(call, steps)
         self.from_main = self._from_main(builder.ops_inside(call))
         span = builder.span.get(call.index, (0, 0))
@@ -132,7 +132,7 @@ class LevelFlow:
 
     def _segments(self) -> tuple[list[Segment], list[SideInput]]:
         if self.main_in is None or not self.spine or self.values[-1].id != getattr(self.main_out, "id", None):
-            return [], self._side_inputs(set()) if self.everything else []
+            return [], self._side_inputs(set())
         stream: dict[int, int] = {}  # id -> its first position on the stream
         for pos, ids in enumerate(self.carried):
             for tid in sorted(ids, key=lambda tid: tid != self.values[pos].id):
@@ -185,7 +185,7 @@ class LevelFlow:
             while segments and segments[-1][0] >= pos:
                 segments.pop()  # the stream's steps since the skip are the residual's branch
             segments.append((pos, Segment(residual.skip, end, residual.adds or (i,), residual)))
-        return [s for _, s in segments], self._side_inputs(context) if self.everything else []
+        return [s for _, s in segments], self._side_inputs(context)
 
     def _residual(
         self,
