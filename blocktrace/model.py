@@ -45,7 +45,7 @@ def build_module(config: BlockConfig, device: str = "meta") -> nn.Module:
     """The module for `config`: a Block, or a BlockStack when n_layer > 1."""
     with torch.device(device):
         module = BLOCKS[config.residual](config) if config.n_layer == 1 else BlockStack(config)
-    return module.to(config.dtype.to_torch())
+    return partly_rotary(module.to(config.dtype.to_torch()), config)
 
 
 def example_inputs(config: BlockConfig, device: str = "meta") -> tuple:
@@ -55,7 +55,7 @@ def example_inputs(config: BlockConfig, device: str = "meta") -> tuple:
     x = torch.randn(config.batch, config.seq, config.n_embd, dtype=dtype, device=device)
     if not config.rotary:
         return (x,)
-    return x, rotary_cos_sin(config.seq, config.head_dim, dtype, device, config.rope_theta)
+    return x, rotary_cos_sin(config.seq, config.rotary_dims, dtype, device, config.rope_theta)
 
 
 def part(role: str) -> property:
@@ -301,28 +301,17 @@ BLOCKS[Residual.none] = NoResidualBlock
 
 
 # Rotating part of each head (GPT-NeoX's rotary_pct). `blocktrace source` points users at the lines
-# above by number, so what follows is added below them: build_block() and block_inputs() are
-# build_module() and example_inputs() for every config, a rotary part below the whole head included.
+# above by number, so what follows is added below them.
 
 
-def build_block(config: BlockConfig, device: str = "meta") -> nn.Module:
-    """build_module(config), each attention rotating config.rotary_dims of each head where those
-    are fewer than the head's."""
-    module = build_module(config, device)
+def partly_rotary(module: nn.Module, config: BlockConfig) -> nn.Module:
+    """`module`, each attention rotating config.rotary_dims of each head where those are fewer than
+    the head's (the rotary tables example_inputs makes are that wide)."""
     if 0 < config.rotary_dims < config.head_dim:
         for attention in module.modules():
             if isinstance(attention, CausalSelfAttention):
                 attention.__class__ = PartialRotaryAttention  # the same parts: only forward differs
     return module
-
-
-def block_inputs(config: BlockConfig, device: str = "meta") -> tuple:
-    """example_inputs(config), the rotary tables as wide as the part of each head they turn."""
-    inputs = example_inputs(config, device)
-    if not 0 < config.rotary_dims < config.head_dim:
-        return inputs
-    tables = rotary_cos_sin(config.seq, config.rotary_dims, inputs[0].dtype, device, config.rope_theta)
-    return inputs[0], tables
 
 
 def apply_partial_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

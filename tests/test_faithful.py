@@ -4,7 +4,7 @@ CPU run agree shape for shape, and module outputs match plain hooks on an untrac
 import pytest
 import torch
 
-from blocktrace.model import block_inputs, build_block, build_module, example_inputs
+from blocktrace.model import build_module, example_inputs
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
 from tests.models import same
@@ -19,14 +19,14 @@ CONFIGS = [
 
 def hooked_output_shapes(config: BlockConfig) -> dict[str, list[tuple[int, ...]]]:
     """Output shapes per module path from plain forward hooks on an untraced CPU forward."""
-    module = build_block(config, "cpu")
+    module = build_module(config, "cpu")
     seen: dict[str, list[tuple[int, ...]]] = {}
     for path, m in module.named_modules():
         m.register_forward_hook(
             lambda _m, _a, out, path=path: seen.setdefault(path, []).append(tuple(out.shape))
         )
     with torch.no_grad():
-        module(*block_inputs(config, "cpu"))
+        module(*example_inputs(config, "cpu"))
     return seen
 
 

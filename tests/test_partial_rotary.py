@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from blocktrace.model import apply_partial_rotary_emb, block_inputs, build_block
+from blocktrace.model import apply_partial_rotary_emb, build_module, example_inputs
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
 from tests.harness import TINY, invoke, one_error
@@ -53,7 +53,7 @@ def test_the_neox_layer_computes_what_pythia_s_computes() -> None:
     other way (families.md), which is their turn with sin negated."""
     config = BlockConfig.from_preset("neox", **SMALL)
     torch.manual_seed(0)
-    ours = build_block(config, "cpu").eval()
+    ours = build_module(config, "cpu").eval()
     theirs = GPTNeoXLayer(pythia(config), layer_idx=0).eval()
     state = dict(ours.state_dict())
     H, D, C = config.n_head, config.head_dim, config.n_embd
@@ -63,16 +63,16 @@ def test_the_neox_layer_computes_what_pythia_s_computes() -> None:
             fused.view(3, H, D, -1).transpose(0, 1).reshape(3 * C, -1).squeeze(-1)
         )
     theirs.load_state_dict(state)
-    x, (cos, sin) = block_inputs(config, "cpu")
+    x, (cos, sin) = example_inputs(config, "cpu")
     position_ids = torch.arange(config.seq)[None]
     their_cos, their_sin = GPTNeoXRotaryEmbedding(pythia(config))(x, position_ids)
     assert their_cos.shape[-1] == config.rotary_dims == 8 == 2 * cos.shape[-1]
     with torch.no_grad():
         got = ours(x, (cos, sin))
         want = theirs(x, attention_mask=None, position_embeddings=(their_cos, -their_sin))
-        whole = build_block(BlockConfig.from_preset("neox", **SMALL, rotary_pct=1), "cpu")
+        whole = build_module(BlockConfig.from_preset("neox", **SMALL, rotary_pct=1), "cpu")
         whole.load_state_dict(ours.state_dict())
-        turned_whole = whole(*block_inputs(BlockConfig.from_preset("neox", **SMALL, rotary_pct=1), "cpu"))
+        turned_whole = whole(*example_inputs(BlockConfig.from_preset("neox", **SMALL, rotary_pct=1), "cpu"))
     want = want[0] if isinstance(want, tuple) else want
     assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
     assert not torch.allclose(turned_whole, want, atol=1e-3)  # the whole head turned is not Pythia's
@@ -80,7 +80,7 @@ def test_the_neox_layer_computes_what_pythia_s_computes() -> None:
 
 def test_the_tables_are_gpt_neox_s() -> None:
     config = BlockConfig.from_preset("neox", **SMALL)
-    _, (cos, sin) = block_inputs(config, "cpu")
+    _, (cos, sin) = example_inputs(config, "cpu")
     x = torch.zeros(1, config.seq, config.head_dim)
     their_cos, their_sin = GPTNeoXRotaryEmbedding(pythia(config))(x, torch.arange(config.seq)[None])
     half = config.rotary_dims // 2

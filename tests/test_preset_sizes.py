@@ -21,7 +21,7 @@ from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer, GPTNeoX
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 from blocktrace.api.request import model_request
-from blocktrace.model import block_inputs
+from blocktrace.model import example_inputs
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
 from blocktrace.views.steps import StepTree
@@ -104,7 +104,7 @@ def test_a_rotary_preset_turns_at_its_references_base(preset: str, rotary: type[
     Pythia), as wide as the part of each head they turn (all of Llama's, a quarter of Pythia's):
     theirs repeat the frequencies twice over that part, ours hold them once."""
     config = BlockConfig.from_preset(preset, seq=11, batch=1, n_layer=1)
-    _, (cos, sin) = block_inputs(config, "cpu")
+    _, (cos, sin) = example_inputs(config, "cpu")
     reference = REFERENCES[preset][0]()
     x = torch.zeros(1, 11, config.head_dim)
     their_cos, their_sin = rotary(reference)(x, torch.arange(11)[None])
@@ -113,7 +113,9 @@ def test_a_rotary_preset_turns_at_its_references_base(preset: str, rotary: type[
     assert torch.allclose(cos[0, :, 0], their_cos[0, :, :half], atol=1e-6)
     assert torch.allclose(sin[0, :, 0], their_sin[0, :, :half], atol=1e-6)
     assert config.rope_theta == reference.rope_parameters["rope_theta"]
-    other = block_inputs(BlockConfig.from_preset(preset, seq=11, batch=1, n_layer=1, rope_theta=10.0), "cpu")
+    other = example_inputs(
+        BlockConfig.from_preset(preset, seq=11, batch=1, n_layer=1, rope_theta=10.0), "cpu"
+    )
     assert not torch.allclose(other[1][0], cos)  # --rope-theta overrides the preset's
 
 

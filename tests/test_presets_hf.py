@@ -32,7 +32,7 @@ from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer, GPTNeoX
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 from transformers.pytorch_utils import Conv1D
 
-from blocktrace.model import block_inputs, build_block
+from blocktrace.model import build_module, example_inputs
 from blocktrace.models.block.config import BlockConfig
 from blocktrace.pipeline import trace_config
 from blocktrace.tracing.trace import Trace
@@ -303,8 +303,8 @@ def observe_probe(config: BlockConfig) -> Observed:
 
 
 def observe_cpu(config: BlockConfig) -> Observed:
-    module = build_block(config, "cpu")
-    return observe_module(module, {p: p for p in MAPS[config.preset]}, block_inputs(config, "cpu"), {})
+    module = build_module(config, "cpu")
+    return observe_module(module, {p: p for p in MAPS[config.preset]}, example_inputs(config, "cpu"), {})
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +335,7 @@ def test_cpu_module_is_the_reference(preset: str, size: Size, reference_of) -> N
     assert differences(observe_cpu(config), want) == []
     layer = reference(preset, size)[0]
     total = sum(p.numel() for p in layer.parameters())
-    assert sum(p.numel() for p in build_block(config, "cpu").parameters()) == total
+    assert sum(p.numel() for p in build_module(config, "cpu").parameters()) == total
     assert trace_config(config, "probe").calls[0].params == total
     assert want.calls[""].shape == (B, T, size.n_embd)
 

@@ -36,14 +36,14 @@ class BlockSpec:
         return replace(self.config.with_dims(sizes), n_layer=layers)
 
     def build(self, sizes: dict[str, int], device: str, layers: int) -> nn.Module:
-        from blocktrace.model import build_block
+        from blocktrace.model import build_module
 
-        return build_block(self.at(sizes, layers), device)
+        return build_module(self.at(sizes, layers), device)
 
     def inputs(self, sizes: dict[str, int], device: str) -> tuple[tuple, dict[str, Any]]:
-        from blocktrace.model import block_inputs
+        from blocktrace.model import example_inputs
 
-        return block_inputs(self.at(sizes, 1), device), {}
+        return example_inputs(self.at(sizes, 1), device), {}
 
     def describe(self) -> dict[str, Any]:
         return self.config.to_dict()
