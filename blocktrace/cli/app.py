@@ -18,6 +18,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from blocktrace import __version__
 from blocktrace.cli.clicks import core, exceptions, formatting
+from blocktrace.cli.lazy import LazyCommands, LazyTyper
 from blocktrace.errors import BlocktraceError
 
 
@@ -33,7 +34,19 @@ class _OneLineErrors(TyperGroup):
     """Every failure ends as one line on stderr, never a traceback. Exit codes: 2 for bad input
     (flags, configs, an output path that cannot be), 1 for a run that failed (a forward, a full disk),
     0 when the reader of a pipe went away (`| head -1`), 128+n on signal n: Ctrl-C (130), TERM (143)
-    and HUP (129) alike, each leaving no temporary file and a target as it was."""
+    and HUP (129) alike, each leaving no temporary file and a target as it was. Its commands are
+    built when named (lazy.py)."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.commands: LazyCommands = LazyCommands(app)
+
+    def format_commands(self, ctx: core.Context, formatter: formatting.HelpFormatter) -> None:
+        self.commands.listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self.commands.listing = False
 
     def get_help_option(self, ctx: core.Context) -> Any:
         return _help_given_or_false(super().get_help_option(ctx))
@@ -196,7 +209,7 @@ def _silence_stdout_if_broken() -> None:
         _silence_stdout()
 
 
-app = typer.Typer(
+app = LazyTyper(
     cls=_OneLineErrors,
     help="Trace the tensor shapes through a transformer Block and draw its data flow.",
     epilog="Start with: blocktrace diagram --n-embd 768 --seq 1024",

@@ -3,14 +3,13 @@
 torch is imported only inside the commands that trace, so `blocktrace --help` stays instant.
 """
 
-from __future__ import annotations
-
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from blocktrace.cli.app import COMPLETE_VAR, OptionsOnly, app, completion_classes
+from blocktrace.cli.choices import GradInit, Optimizer
 from blocktrace.cli.options import (
     DEFAULT_THEME,
     OUTPUT_PANEL,
@@ -32,7 +31,6 @@ from blocktrace.cli.progress import progress, wanted
 from blocktrace.models.request import ModelRequest
 from blocktrace.models.spec import Device
 from blocktrace.output import formats
-from blocktrace.views.memory.build import Optimizer
 from blocktrace.views.shapes import Shapes
 
 if TYPE_CHECKING:
@@ -131,7 +129,7 @@ def diagram(
     _write(shown, name, output, theme)
 
 
-def _write(shown: Shown, name: str, output: str | None, theme: Enum) -> None:
+def _write(shown: "Shown", name: str, output: str | None, theme: Enum) -> None:
     """Write the view; a partial one (--partial), then fail as its forward did."""
     formats.write(shown.view, name, output, theme=theme.value)
     if shown.failure is not None:
@@ -376,11 +374,6 @@ if TYPE_CHECKING:
     GradFormat = _Format
 else:
     GradFormat = _formats("grad")
-
-
-class GradInit(StrEnum):  # tracing/grad.py's Init, which the CLI reads without importing tracing/
-    torch = "torch"
-    xavier = "xavier"
 
 
 @app.command(cls=OptionsOnly)

@@ -1,0 +1,69 @@
+"""What keeps `--help` quick: each command built only when it is named, and the literals the CLI
+keeps so that its help imports little (choices, the version) equal to what they stand for. In-process,
+a few milliseconds each."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from blocktrace.cli import lazy
+from tests.harness import invoke
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the commands whose click parameters get built, in order."""
+    names: list[str] = []
+    build = lazy.get_command_from_info
+
+    def counted(info, **settings):  # type: ignore[no-untyped-def]
+        command = build(info, **settings)
+        names.append(command.name)
+        return command
+
+    monkeypatch.setattr(lazy, "get_command_from_info", counted)
+    return names
+
+
+def test_the_group_help_builds_no_command(built: list[str]) -> None:
+    result = invoke(["--help"])
+    assert result.exit_code == 0 and "  diagram     Draw the Block's data flow" in result.stdout
+    assert "  docs        Rewrite every" in result.stdout  # every command listed, by its first line
+    assert built == []
+
+
+@pytest.mark.parametrize("command", ["diagram", "cache", "docs"])
+def test_a_command_help_builds_that_command_alone(built: list[str], command: str) -> None:
+    result = invoke([command, "--help"])
+    assert result.exit_code == 0 and result.stdout.startswith(f"Usage: blocktrace {command} ")
+    assert built == [command]
+
+
+def test_a_mistyped_command_is_still_answered_from_every_name(built: list[str]) -> None:
+    result = invoke(["diagrm"])
+    assert result.exit_code == 2 and "Did you mean 'diagram'?" in result.stderr
+    assert built == []
+
+
+def test_the_choices_the_cli_keeps_are_those_of_the_stages() -> None:
+    from blocktrace.cli import choices
+    from blocktrace.tracing.grad import Init
+    from blocktrace.views.memory.build import Optimizer
+
+    for ours, theirs in ((choices.Optimizer, Optimizer), (choices.GradInit, Init)):
+        assert [(m.name, m.value) for m in ours] == [(m.name, m.value) for m in theirs]
+
+
+def test_the_version_is_the_distribution_s() -> None:
+    from importlib.metadata import version
+
+    import blocktrace
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert blocktrace.__version__ == declared == version("blocktrace-cli")
+    assert invoke(["--version"]).stdout == f"blocktrace {declared}\n"
