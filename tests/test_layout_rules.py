@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "sizes": {"errors", "tracing", "sizes"},
     "models": {"errors", "tracing", "sizes", "models", "progress"},  # progress: asking the Hub is a stage
     "views": {"errors", "tracing", "views"},
-    "output": {"errors", "output", "views"},  # views: the protocol only (see test below)
+    "output": {"errors", "output", "views", "progress"},  # views: the protocol only (see test below);
+    # progress: the line is wiped before stdout is written
     "docs": {"errors", "output", "docs"},  # pages and their markers; the commands are the CLI's
     "pipeline": {"errors", "tracing", "sizes", "models", "views", "output", "cache", "pipeline", "progress"},
     "cache": {"errors", "tracing", "sizes", "models", "views", "output", "cache", "pipeline"},

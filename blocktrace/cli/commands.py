@@ -3,6 +3,8 @@
 torch is imported only inside the commands that trace, so `blocktrace --help` stays instant.
 """
 
+import functools
+from collections.abc import Callable
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Annotated
 
@@ -120,20 +122,27 @@ def diagram(
     """
     from blocktrace import api
 
-    name, output = _output("diagram", fmt, output)
+    shown = functools.partial(
+        api.diagram, model, device=device, cache=cache, shapes=shapes, formulas=formulas,
+        ascii=ascii_only, width=width, collapse=collapse, stats=stats, partial=partial,
+    )  # fmt: skip
+    _show("diagram", fmt, output, theme, shown)
+
+
+def _show(
+    command: str, fmt: Enum | None, output: str | None, theme: Enum, shown: Callable[[], "Shown"]
+) -> None:
+    """Trace and write what `shown` gives, with the progress line on a terminal; a partial view
+    (--partial), then fail as its forward did."""
+    from blocktrace.progress import stage
+
+    name, output = _output(command, fmt, output)
     with progress(wanted(name)):
-        shown = api.diagram(
-            model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only,
-            width=width, collapse=collapse, stats=stats, partial=partial,
-        )  # fmt: skip
-    _write(shown, name, output, theme)
-
-
-def _write(shown: "Shown", name: str, output: str | None, theme: Enum) -> None:
-    """Write the view; a partial one (--partial), then fail as its forward did."""
-    formats.write(shown.view, name, output, theme=theme.value)
-    if shown.failure is not None:
-        raise shown.failure
+        view = shown()
+        stage("rendering")
+        formats.write(view.view, name, output, theme=theme.value)
+    if view.failure is not None:
+        raise view.failure
 
 
 def _output(command: str, fmt: Enum | None, output: str | None) -> tuple[str, str | None]:
@@ -226,20 +235,11 @@ def table(
     """
     from blocktrace import api
 
-    name, output = _output("table", fmt, output)
-    with progress(wanted(name)):
-        shown = api.table(
-            model,
-            device=device,
-            freeze=freeze or (),
-            cache=cache,
-            depth=depth,
-            shapes=shapes,
-            stats=stats,
-            expand=expand,
-            partial=partial,
-        )
-    _write(shown, name, output, theme)
+    shown = functools.partial(
+        api.table, model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes,
+        stats=stats, expand=expand, partial=partial,
+    )  # fmt: skip
+    _show("table", fmt, output, theme, shown)
 
 
 @app.command(cls=OptionsOnly)
@@ -305,12 +305,10 @@ def source(
     """
     from blocktrace import api
 
-    name, output = _output("source", fmt, output)
-    with progress(wanted(name)):
-        shown = api.source(
-            model, device=device, cache=cache, shapes=shapes, function=function or (), width=width
-        )
-    formats.write(shown.view, name, output, theme=theme.value)
+    shown = functools.partial(
+        api.source, model, device=device, cache=cache, shapes=shapes, function=function or (), width=width
+    )
+    _show("source", fmt, output, theme, shown)
 
 
 @app.command(cls=OptionsOnly)
@@ -364,10 +362,9 @@ def memory(
     """
     from blocktrace import api
 
-    name, output = _output("memory", fmt, output)
-    with progress(wanted(name)):
-        shown = api.memory(model, optimizer=optimizer, mixed=mixed)
-    formats.write(shown.view, name, output, theme=theme.value)
+    _show(
+        "memory", fmt, output, theme, functools.partial(api.memory, model, optimizer=optimizer, mixed=mixed)
+    )
 
 
 if TYPE_CHECKING:
@@ -429,10 +426,8 @@ def grad(
     """
     from blocktrace import api
 
-    name, output = _output("grad", fmt, output)
-    with progress(wanted(name)):
-        shown = api.grad(model, seed=seed, device=device.value, init=init.value)
-    formats.write(shown.view, name, output, theme=theme.value)
+    shown = functools.partial(api.grad, model, seed=seed, device=device.value, init=init.value)
+    _show("grad", fmt, output, theme, shown)
 
 
 class CacheAction(StrEnum):
