@@ -19,15 +19,18 @@ from blocktrace.cli.options import (
     CacheOpt,
     DeviceOpt,
     DiagramFormat,
+    GradFormat,
+    MemoryFormat,
     OutputOpt,
     PartialOpt,
     ShapesOpt,
     SourceFormat,
     TableFormat,
     ThemeOpt,
-    _Format,
-    _formats,
     block_flags,
+    format_option,
+    stats_option,
+    width_option,
 )
 from blocktrace.cli.progress import progress, wanted
 from blocktrace.models.request import ModelRequest
@@ -37,10 +40,6 @@ from blocktrace.views.shapes import Shapes
 
 if TYPE_CHECKING:
     from blocktrace.api.shown import Shown
-
-    MemoryFormat = _Format
-else:
-    MemoryFormat = _formats("memory")
 
 
 @app.command(cls=OptionsOnly)
@@ -58,13 +57,10 @@ def diagram(
     ] = False,
     fmt: Annotated[
         DiagramFormat | None,
-        typer.Option(
-            "--format",
-            help="text: the drawing; markdown: the drawing as a fenced block, then the legend as a table "
+        format_option(
+            "text: the drawing; markdown: the drawing as a fenced block, then the legend as a table "
             "(and the formulas, with --formulas); json: the trace; svg, html: the drawing as a picture, "
-            "coloured as in a terminal. Default: as -o FILE's suffix says, else text.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+            "coloured as in a terminal."
         ),
     ] = None,
     ascii_only: Annotated[
@@ -83,23 +79,14 @@ def diagram(
     ] = True,
     width: Annotated[
         int | None,
-        typer.Option(
-            "--width",
-            min=20,
-            help="Fit the drawing in N columns: side notes wrap, then are cut; a width the drawing cannot "
-            "fit in is refused. Default: the terminal's width, else no limit.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+        width_option(
+            "Fit the drawing in N columns: side notes wrap, then are cut; a width the drawing cannot "
+            "fit in is refused."
         ),
     ] = None,
     stats: Annotated[
         bool,
-        typer.Option(
-            "--stats",
-            help="With --device cpu or cuda: beside each edge's shape, its values, from weights and "
-            "input seeded with 0: mean, std, RMS, min, max and the fraction of zeros.",
-            rich_help_panel=TRACE_PANEL,
-        ),
+        stats_option("beside each edge's shape, its values"),
     ] = False,
     output: OutputOpt = None,
     theme: ThemeOpt = DEFAULT_THEME,
@@ -182,12 +169,7 @@ def table(
     ] = None,
     stats: Annotated[
         bool,
-        typer.Option(
-            "--stats",
-            help="With --device cpu or cuda: each row's output values, from weights and input seeded "
-            "with 0: mean, std, RMS, min, max and the fraction of zeros (see docs/table.md).",
-            rich_help_panel=TRACE_PANEL,
-        ),
+        stats_option("each row's output values", " (see docs/table.md)"),
     ] = False,
     expand: Annotated[
         bool,
@@ -201,13 +183,9 @@ def table(
     shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
         TableFormat | None,
-        typer.Option(
-            "--format",
-            help="text: a table for reading; markdown: a pipe table; json and csv: for scripts "
-            "(see docs/table.md); svg, html: the whole table as a picture. "
-            "Default: as -o FILE's suffix says, else text.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+        format_option(
+            "text: a table for reading; markdown: a pipe table; json and csv: for scripts "
+            "(see docs/table.md); svg, html: the whole table as a picture."
         ),
     ] = None,
     output: OutputOpt = None,
@@ -262,24 +240,17 @@ def source(
     shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
         SourceFormat | None,
-        typer.Option(
-            "--format",
-            help="text: the numbered source; markdown: a fenced python block per function; json: the "
+        format_option(
+            "text: the numbered source; markdown: a fenced python block per function; json: the "
             "annotated lines (file, line, function, shapes; see docs/source.md); svg, html: the listing "
-            "as a picture. Default: as -o FILE's suffix says, else text.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+            "as a picture."
         ),
     ] = None,
     width: Annotated[
         int | None,
-        typer.Option(
-            "--width",
-            min=20,
-            help="Fit the annotations in N columns: one that does not fit continues on comment lines "
-            "below its line. Default: the terminal's width, else no limit.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+        width_option(
+            "Fit the annotations in N columns: one that does not fit continues on comment lines "
+            "below its line."
         ),
     ] = None,
     output: OutputOpt = None,
@@ -334,13 +305,9 @@ def memory(
     ] = False,
     fmt: Annotated[
         MemoryFormat | None,
-        typer.Option(
-            "--format",
-            help="text: the totals, then what each call and op saved for backward; markdown: tables; "
-            "json and csv: for scripts (see docs/memory.md); svg, html: the text as a picture. "
-            "Default: as -o FILE's suffix says, else text.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+        format_option(
+            "text: the totals, then what each call and op saved for backward; markdown: tables; "
+            "json and csv: for scripts (see docs/memory.md); svg, html: the text as a picture."
         ),
     ] = None,
     output: OutputOpt = None,
@@ -365,12 +332,6 @@ def memory(
     _show(
         "memory", fmt, output, theme, functools.partial(api.memory, model, optimizer=optimizer, mixed=mixed)
     )
-
-
-if TYPE_CHECKING:
-    GradFormat = _Format
-else:
-    GradFormat = _formats("grad")
 
 
 @app.command(cls=OptionsOnly)
@@ -398,13 +359,9 @@ def grad(
     ] = GradInit.torch,
     fmt: Annotated[
         GradFormat | None,
-        typer.Option(
-            "--format",
-            help="text: each layer's two norms with bars; markdown: a table; json and csv: for "
-            "scripts (see docs/grad.md); svg, html: the text as a picture. "
-            "Default: as -o FILE's suffix says, else text.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+        format_option(
+            "text: each layer's two norms with bars; markdown: a table; json and csv: for "
+            "scripts (see docs/grad.md); svg, html: the text as a picture."
         ),
     ] = None,
     output: OutputOpt = None,
