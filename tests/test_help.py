@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from blocktrace.cli import lazy
-from tests.harness import invoke
+from tests.harness import invoke, one_error
 
 ROOT = Path(__file__).parent.parent
 
@@ -67,3 +67,24 @@ def test_the_version_is_the_distribution_s() -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     assert blocktrace.__version__ == declared == version("blocktrace-cli")
     assert invoke(["--version"]).stdout == f"blocktrace {declared}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["diagram", "--seq", "-1"], "--seq must be a whole number >= 1, not -1"),
+        (["table", "--n-embd", "0"], "--n-embd must be a whole number >= 1, not 0"),
+        (["memory", "--batch", "1.5"], "--batch must be a whole number >= 1, not 1.5"),
+        (["source", "--width", "3"], "--width must be a whole number >= 20, not 3"),
+        (["table", "--depth", "deep"], "--depth must be a whole number >= 0, not 'deep'"),
+        (["grad", "--seed", "-1"], "--seed must be a whole number >= 0, not -1"),
+        (["diagram", "--rope-theta", "\x1b[31m"], "--rope-theta must be a number, not '\\x1b[31m'"),
+        (["diagram", "--dtype", "fp8"], "--dtype must be one of float32, bfloat16, float16, not 'fp8'"),
+        (["grad", "--init", ""], "--init must be one of torch, xavier, not ''"),
+        (["cache", "empty"], "blocktrace cache takes one of info, clear, not 'empty'"),
+        (["completion", "tcsh"], "blocktrace completion takes one of bash, zsh, fish, not 'tcsh'"),
+    ],
+)
+def test_a_refused_value_is_said_in_blocktrace_s_words(args: list[str], line: str) -> None:
+    """What was wrong and what is accepted, never typer's or pydantic's phrasing."""
+    assert one_error(invoke(args), 2) == f"blocktrace: error: {line}"

@@ -19,6 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 from blocktrace import __version__
 from blocktrace.cli.clicks import core, exceptions, formatting
 from blocktrace.cli.lazy import LazyCommands, LazyTyper
+from blocktrace.cli.wording import bad_value
 from blocktrace.errors import BlocktraceError
 
 
@@ -97,7 +98,7 @@ class _OneLineErrors(TyperGroup):
                 traceback.print_exception(error)
             _fail(str(error), error.exit_code)
         except exceptions.ClickException as error:  # usage errors (exit_code 2) and the like
-            _fail(error.format_message(), error.exit_code)
+            _fail(bad_value(error) or error.format_message(), error.exit_code)
         except PipeClosed:
             _silence_stdout()  # let nothing flush into the closed pipe at exit
             sys.exit(0)
