@@ -186,8 +186,7 @@ def test_the_tracer_names_each_layer_it_enters(monkeypatch: pytest.MonkeyPatch) 
 HELP_READS = {"cli", "cli.app", "cli.clicks", "cli.commands", "cli.docs", "cli.options", "cli.progress"}
 HELP_READS |= {"cli.choices", "cli.lazy", "cli.wording", "errors", "progress", "output", "models"}
 HELP_READS |= {"output.formats", "models.request", "models.spec", "models.block", "views"}
-# sink: the help is written as any output is
-HELP_READS |= {"models.block.families", "views.shapes", "output.sink"}
+HELP_READS |= {"models.block.families", "views.shapes"}
 
 
 @pytest.mark.parametrize("args", [["--help"], ["diagram", "--help"]], ids=" ".join)

@@ -62,7 +62,6 @@ class _OneLineErrors(TyperGroup):
         **extra: Any,
     ) -> Any:
         from blocktrace.errors import OutputError, PipeClosed
-        from blocktrace.output.sink import stdout_errors
 
         if sys.stdout is None:  # closed by the shell (`>&-`): a write to it fails, not vanishes
             sys.stdout = _ClosedStdout()
@@ -77,8 +76,7 @@ class _OneLineErrors(TyperGroup):
                 if code == 128 + signal.SIGINT:  # typer's own answer to a KeyboardInterrupt
                     code = signals.exit_code
                 if sys.stdout is not None:  # what is still buffered (help, --version) fails here
-                    with stdout_errors():
-                        sys.stdout.flush()
+                    sys.stdout.flush()
             except typer.Abort as error:  # Ctrl-C inside click's own handling
                 raise KeyboardInterrupt from error
             except SystemExit as error:
@@ -89,6 +87,8 @@ class _OneLineErrors(TyperGroup):
             except (OSError, UnicodeEncodeError) as error:  # a write no command wrapped (help, --version)
                 if isinstance(error, OSError) and error.filename:
                     raise OutputError(f"{error.filename}: {error.strerror}", 1) from error
+                from blocktrace.output.sink import stdout_errors
+
                 with stdout_errors():
                     raise error
         except BlocktraceError as error:
