@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from blocktrace.cli import main, progress
+from blocktrace.__main__ import main
+from blocktrace.cli import progress
 from blocktrace.output import formats
 
 writer = formats.writer

@@ -88,3 +88,21 @@ def test_the_version_is_the_distribution_s() -> None:
 def test_a_refused_value_is_said_in_blocktrace_s_words(args: list[str], line: str) -> None:
     """What was wrong and what is accepted, never typer's or pydantic's phrasing."""
     assert one_error(invoke(args), 2) == f"blocktrace: error: {line}"
+
+
+def test_the_command_sets_its_collector_before_importing_typer() -> None:
+    """A subprocess, about 0.2 s: the order of imports is the process's own."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, sys\n"
+        "seen = []\n"
+        "gc.set_threshold = lambda *limits: seen.append(('typer' in sys.modules, limits))\n"
+        "sys.argv = ['blocktrace', '--version']\n"
+        "from blocktrace.__main__ import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(seen)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "[(False, (20000, 50, 1000))]", result.stdout

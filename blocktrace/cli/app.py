@@ -279,14 +279,9 @@ def completion_classes() -> None:
 
 
 def main() -> None:
-    """The installed command. Its cyclic garbage collector runs rarely: a deep trace makes many small
-    objects, and collecting after every 700 new ones cost a fifth of an 80-layer run; after 20,000
-    it costs next to nothing, and the garbage left meanwhile is a few MiB. Once a run that imported
-    torch has written everything, the process ends without Python's teardown: unloading torch's
-    modules costs a quarter of a second and saves nothing."""
-    import gc
-
-    gc.set_threshold(20_000, 50, 1_000)
+    """The command (blocktrace/__main__.py runs it, its garbage collector set first). Once a run that
+    imported torch has written everything, the process ends without Python's teardown: unloading
+    torch's modules costs a quarter of a second and saves nothing."""
     if os.environ.get(COMPLETE_VAR):
         completion_classes()
     try:
