@@ -106,11 +106,11 @@ def test_width_bounds_every_line() -> None:
         (["--n-embd", "770"], "n_embd (770) must be divisible by n_head (6)"),
         (["--n-head", "6", "--n-kv-head", "4"], "n_head (6) must be divisible by n_kv_head (4)"),
         (["--n-embd", "30", "--n-head", "2"], "must be even for rotary embeddings"),
-        (["--n-embd", "0"], "Invalid value for '--n-embd'"),
-        (["--seq", "-4"], "Invalid value for '--seq'"),
-        (["--batch", "two"], "Invalid value for '--batch'"),
+        (["--n-embd", "0"], "--n-embd must be a whole number >= 1, not 0"),
+        (["--seq", "-4"], "--seq must be a whole number >= 1, not -4"),
+        (["--batch", "two"], "--batch must be a whole number >= 1, not 'two'"),
         (["--bogus"], "--bogus"),
-        (["--format", "png"], "Invalid value for '--format'"),
+        (["--format", "png"], "--format must be one of text, markdown, json, svg, html, not 'png'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(flags: list[str], message: str) -> None:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -87,14 +88,20 @@ def test_completion_refuses_another_shell() -> None:
     one_error(invoke(["completion", "tcsh"]), 2, "tcsh")
 
 
-def _in_a_pty(args: list[str]) -> str:
-    """What a terminal shows of `blocktrace *args`: stdout and stderr both the pty's."""
-    import pty
-
+def _blocktrace() -> list[str]:
     command = shutil.which("blocktrace")
     assert command is not None
+    return [command]
+
+
+def _in_a_pty(args: list[str], command: list[str] | None = None) -> str:
+    """What a terminal shows of `blocktrace *args` (or `command *args`): stdout and stderr both the
+    pty's."""
+    import pty
+
     leader, follower = pty.openpty()
-    with subprocess.Popen([command, *args], stdout=follower, stderr=follower, stdin=follower) as process:
+    run = [*(command or _blocktrace()), *args]
+    with subprocess.Popen(run, stdout=follower, stderr=follower, stdin=follower) as process:
         os.close(follower)
         shown = bytearray()
         while True:
@@ -132,6 +139,21 @@ def test_progress_never_goes_into_a_pipe_a_file_or_json(tmp_path) -> None:
     assert "importing torch" not in _in_a_pty([*SLOW, "--format", "json"])
 
 
+# tests/slow_render.py shows the line at once and takes a third of a second to write the drawing
+SLOW_RENDER = [sys.executable, str(Path(__file__).parent / "slow_render.py")]
+
+
+def test_progress_says_it_is_rendering_on_a_terminal_and_never_in_a_pipe() -> None:
+    """About 1.5 s: two runs answered from the cache, filled first in this process."""
+    invoke(["diagram", *TINY])
+    shown = _in_a_pty(["diagram", *TINY], SLOW_RENDER)
+    assert "blocktrace: rendering …" in shown, shown
+    last = shown.rindex(" …")  # wiped before the drawing
+    assert last < shown.index("RMSNorm") and "\r\x1b[K" in shown[last : shown.index("RMSNorm")]
+    piped = subprocess.run([*SLOW_RENDER, "diagram", *TINY], capture_output=True, text=True, check=True)
+    assert piped.stderr == "" and "RMSNorm" in piped.stdout
+
+
 LAYERS = ["diagram", "--module", "tests/slow_layers.py:slow_stack", "--device", "cpu", "--no-cache"]
 
 
@@ -162,9 +184,9 @@ def test_the_tracer_names_each_layer_it_enters(monkeypatch: pytest.MonkeyPatch) 
 
 # what the help may import of blocktrace: the CLI, and the tables its choices and words come from
 HELP_READS = {"cli", "cli.app", "cli.clicks", "cli.commands", "cli.docs", "cli.options", "cli.progress"}
-HELP_READS |= {"errors", "progress", "output", "output.formats", "models", "models.request", "models.spec"}
-HELP_READS |= {"models.block", "models.block.families", "views", "views.shapes", "views.memory"}
-HELP_READS |= {"views.memory.build", "output.sink"}  # sink: the help is written as any output is
+HELP_READS |= {"cli.choices", "cli.lazy", "cli.wording", "errors", "progress", "output", "models"}
+HELP_READS |= {"output.formats", "models.request", "models.spec", "models.block", "views"}
+HELP_READS |= {"models.block.families", "views.shapes"}
 
 
 @pytest.mark.parametrize("args", [["--help"], ["diagram", "--help"]], ids=" ".join)

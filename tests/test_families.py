@@ -199,8 +199,8 @@ def test_f_is_named_when_the_mlp_width_is_no_multiple_of_c() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--preset", "bogus"], "'bogus' is not one of"),
-        (["--residual", "sideways"], "'sideways' is not one of"),
+        (["--preset", "bogus"], "--preset must be one of nanochat, gpt2, llama, neox, bert, not 'bogus'"),
+        (["--residual", "sideways"], "--residual must be one of pre, post, parallel, single, none, not"),
         (["--mlp-hidden", "0"], "--mlp-hidden must be a positive integer, got 0"),
         (["--mlp-hidden", "-5"], "--mlp-hidden must be a positive integer, got -5"),
         (

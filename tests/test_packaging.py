@@ -14,7 +14,7 @@ HINT = re.compile(r"pip install -?q? ?'?(blocktrace[\w-]*)")
 
 def test_the_distribution_is_blocktrace_cli_with_the_blocktrace_command() -> None:
     assert PROJECT["name"] == "blocktrace-cli"
-    assert PROJECT["scripts"] == {"blocktrace": "blocktrace.cli:main"}
+    assert PROJECT["scripts"] == {"blocktrace": "blocktrace.__main__:main"}
     installed = distribution("blocktrace-cli")
     assert "blocktrace" in {e.name for e in installed.entry_points if e.group == "console_scripts"}
 

@@ -18,6 +18,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from blocktrace import __version__
 from blocktrace.cli.clicks import core, exceptions, formatting
+from blocktrace.cli.lazy import LazyCommands, LazyTyper
+from blocktrace.cli.wording import bad_value
 from blocktrace.errors import BlocktraceError
 
 
@@ -33,7 +35,19 @@ class _OneLineErrors(TyperGroup):
     """Every failure ends as one line on stderr, never a traceback. Exit codes: 2 for bad input
     (flags, configs, an output path that cannot be), 1 for a run that failed (a forward, a full disk),
     0 when the reader of a pipe went away (`| head -1`), 128+n on signal n: Ctrl-C (130), TERM (143)
-    and HUP (129) alike, each leaving no temporary file and a target as it was."""
+    and HUP (129) alike, each leaving no temporary file and a target as it was. Its commands are
+    built when named (lazy.py)."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.commands: LazyCommands = LazyCommands(app)
+
+    def format_commands(self, ctx: core.Context, formatter: formatting.HelpFormatter) -> None:
+        self.commands.listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self.commands.listing = False
 
     def get_help_option(self, ctx: core.Context) -> Any:
         return _help_given_or_false(super().get_help_option(ctx))
@@ -48,7 +62,6 @@ class _OneLineErrors(TyperGroup):
         **extra: Any,
     ) -> Any:
         from blocktrace.errors import OutputError, PipeClosed
-        from blocktrace.output.sink import stdout_errors
 
         if sys.stdout is None:  # closed by the shell (`>&-`): a write to it fails, not vanishes
             sys.stdout = _ClosedStdout()
@@ -63,8 +76,7 @@ class _OneLineErrors(TyperGroup):
                 if code == 128 + signal.SIGINT:  # typer's own answer to a KeyboardInterrupt
                     code = signals.exit_code
                 if sys.stdout is not None:  # what is still buffered (help, --version) fails here
-                    with stdout_errors():
-                        sys.stdout.flush()
+                    sys.stdout.flush()
             except typer.Abort as error:  # Ctrl-C inside click's own handling
                 raise KeyboardInterrupt from error
             except SystemExit as error:
@@ -75,6 +87,8 @@ class _OneLineErrors(TyperGroup):
             except (OSError, UnicodeEncodeError) as error:  # a write no command wrapped (help, --version)
                 if isinstance(error, OSError) and error.filename:
                     raise OutputError(f"{error.filename}: {error.strerror}", 1) from error
+                from blocktrace.output.sink import stdout_errors
+
                 with stdout_errors():
                     raise error
         except BlocktraceError as error:
@@ -84,7 +98,7 @@ class _OneLineErrors(TyperGroup):
                 traceback.print_exception(error)
             _fail(str(error), error.exit_code)
         except exceptions.ClickException as error:  # usage errors (exit_code 2) and the like
-            _fail(error.format_message(), error.exit_code)
+            _fail(bad_value(error) or error.format_message(), error.exit_code)
         except PipeClosed:
             _silence_stdout()  # let nothing flush into the closed pipe at exit
             sys.exit(0)
@@ -196,7 +210,7 @@ def _silence_stdout_if_broken() -> None:
         _silence_stdout()
 
 
-app = typer.Typer(
+app = LazyTyper(
     cls=_OneLineErrors,
     help="Trace the tensor shapes through a transformer Block and draw its data flow.",
     epilog="Start with: blocktrace diagram --n-embd 768 --seq 1024",
@@ -265,14 +279,9 @@ def completion_classes() -> None:
 
 
 def main() -> None:
-    """The installed command. Its cyclic garbage collector runs rarely: a deep trace makes many small
-    objects, and collecting after every 700 new ones cost a fifth of an 80-layer run; after 20,000
-    it costs next to nothing, and the garbage left meanwhile is a few MiB. Once a run that imported
-    torch has written everything, the process ends without Python's teardown: unloading torch's
-    modules costs a quarter of a second and saves nothing."""
-    import gc
-
-    gc.set_threshold(20_000, 50, 1_000)
+    """The command (blocktrace/__main__.py runs it, its garbage collector set first). Once a run that
+    imported torch has written everything, the process ends without Python's teardown: unloading
+    torch's modules costs a quarter of a second and saves nothing."""
     if os.environ.get(COMPLETE_VAR):
         completion_classes()
     try:

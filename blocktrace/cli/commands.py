@@ -3,14 +3,15 @@
 torch is imported only inside the commands that trace, so `blocktrace --help` stays instant.
 """
 
-from __future__ import annotations
-
+import functools
+from collections.abc import Callable
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from blocktrace.cli.app import COMPLETE_VAR, OptionsOnly, app, completion_classes
+from blocktrace.cli.choices import GradInit, Optimizer
 from blocktrace.cli.options import (
     DEFAULT_THEME,
     OUTPUT_PANEL,
@@ -18,29 +19,27 @@ from blocktrace.cli.options import (
     CacheOpt,
     DeviceOpt,
     DiagramFormat,
+    GradFormat,
+    MemoryFormat,
     OutputOpt,
     PartialOpt,
     ShapesOpt,
     SourceFormat,
     TableFormat,
     ThemeOpt,
-    _Format,
-    _formats,
     block_flags,
+    format_option,
+    stats_option,
+    width_option,
 )
 from blocktrace.cli.progress import progress, wanted
 from blocktrace.models.request import ModelRequest
 from blocktrace.models.spec import Device
 from blocktrace.output import formats
-from blocktrace.views.memory.build import Optimizer
 from blocktrace.views.shapes import Shapes
 
 if TYPE_CHECKING:
     from blocktrace.api.shown import Shown
-
-    MemoryFormat = _Format
-else:
-    MemoryFormat = _formats("memory")
 
 
 @app.command(cls=OptionsOnly)
@@ -58,13 +57,10 @@ def diagram(
     ] = False,
     fmt: Annotated[
         DiagramFormat | None,
-        typer.Option(
-            "--format",
-            help="text: the drawing; markdown: the drawing as a fenced block, then the legend as a table "
+        format_option(
+            "text: the drawing; markdown: the drawing as a fenced block, then the legend as a table "
             "(and the formulas, with --formulas); json: the trace; svg, html: the drawing as a picture, "
-            "coloured as in a terminal. Default: as -o FILE's suffix says, else text.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+            "coloured as in a terminal."
         ),
     ] = None,
     ascii_only: Annotated[
@@ -83,23 +79,14 @@ def diagram(
     ] = True,
     width: Annotated[
         int | None,
-        typer.Option(
-            "--width",
-            min=20,
-            help="Fit the drawing in N columns: side notes wrap, then are cut; a width the drawing cannot "
-            "fit in is refused. Default: the terminal's width, else no limit.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+        width_option(
+            "Fit the drawing in N columns: side notes wrap, then are cut; a width the drawing cannot "
+            "fit in is refused."
         ),
     ] = None,
     stats: Annotated[
         bool,
-        typer.Option(
-            "--stats",
-            help="With --device cpu or cuda: beside each edge's shape, its values, from weights and "
-            "input seeded with 0: mean, std, RMS, min, max and the fraction of zeros.",
-            rich_help_panel=TRACE_PANEL,
-        ),
+        stats_option("beside each edge's shape, its values"),
     ] = False,
     output: OutputOpt = None,
     theme: ThemeOpt = DEFAULT_THEME,
@@ -122,20 +109,27 @@ def diagram(
     """
     from blocktrace import api
 
-    name, output = _output("diagram", fmt, output)
+    shown = functools.partial(
+        api.diagram, model, device=device, cache=cache, shapes=shapes, formulas=formulas,
+        ascii=ascii_only, width=width, collapse=collapse, stats=stats, partial=partial,
+    )  # fmt: skip
+    _show("diagram", fmt, output, theme, shown)
+
+
+def _show(
+    command: str, fmt: Enum | None, output: str | None, theme: Enum, shown: Callable[[], "Shown"]
+) -> None:
+    """Trace and write what `shown` gives, with the progress line on a terminal; a partial view
+    (--partial), then fail as its forward did."""
+    from blocktrace.progress import stage
+
+    name, output = _output(command, fmt, output)
     with progress(wanted(name)):
-        shown = api.diagram(
-            model, device=device, cache=cache, shapes=shapes, formulas=formulas, ascii=ascii_only,
-            width=width, collapse=collapse, stats=stats, partial=partial,
-        )  # fmt: skip
-    _write(shown, name, output, theme)
-
-
-def _write(shown: Shown, name: str, output: str | None, theme: Enum) -> None:
-    """Write the view; a partial one (--partial), then fail as its forward did."""
-    formats.write(shown.view, name, output, theme=theme.value)
-    if shown.failure is not None:
-        raise shown.failure
+        view = shown()
+        stage("rendering")
+        formats.write(view.view, name, output, theme=theme.value)
+    if view.failure is not None:
+        raise view.failure
 
 
 def _output(command: str, fmt: Enum | None, output: str | None) -> tuple[str, str | None]:
@@ -175,12 +169,7 @@ def table(
     ] = None,
     stats: Annotated[
         bool,
-        typer.Option(
-            "--stats",
-            help="With --device cpu or cuda: each row's output values, from weights and input seeded "
-            "with 0: mean, std, RMS, min, max and the fraction of zeros (see docs/table.md).",
-            rich_help_panel=TRACE_PANEL,
-        ),
+        stats_option("each row's output values", " (see docs/table.md)"),
     ] = False,
     expand: Annotated[
         bool,
@@ -194,13 +183,9 @@ def table(
     shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
         TableFormat | None,
-        typer.Option(
-            "--format",
-            help="text: a table for reading; markdown: a pipe table; json and csv: for scripts "
-            "(see docs/table.md); svg, html: the whole table as a picture. "
-            "Default: as -o FILE's suffix says, else text.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+        format_option(
+            "text: a table for reading; markdown: a pipe table; json and csv: for scripts "
+            "(see docs/table.md); svg, html: the whole table as a picture."
         ),
     ] = None,
     output: OutputOpt = None,
@@ -228,20 +213,11 @@ def table(
     """
     from blocktrace import api
 
-    name, output = _output("table", fmt, output)
-    with progress(wanted(name)):
-        shown = api.table(
-            model,
-            device=device,
-            freeze=freeze or (),
-            cache=cache,
-            depth=depth,
-            shapes=shapes,
-            stats=stats,
-            expand=expand,
-            partial=partial,
-        )
-    _write(shown, name, output, theme)
+    shown = functools.partial(
+        api.table, model, device=device, freeze=freeze or (), cache=cache, depth=depth, shapes=shapes,
+        stats=stats, expand=expand, partial=partial,
+    )  # fmt: skip
+    _show("table", fmt, output, theme, shown)
 
 
 @app.command(cls=OptionsOnly)
@@ -264,24 +240,17 @@ def source(
     shapes: ShapesOpt = Shapes.symbolic,
     fmt: Annotated[
         SourceFormat | None,
-        typer.Option(
-            "--format",
-            help="text: the numbered source; markdown: a fenced python block per function; json: the "
+        format_option(
+            "text: the numbered source; markdown: a fenced python block per function; json: the "
             "annotated lines (file, line, function, shapes; see docs/source.md); svg, html: the listing "
-            "as a picture. Default: as -o FILE's suffix says, else text.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+            "as a picture."
         ),
     ] = None,
     width: Annotated[
         int | None,
-        typer.Option(
-            "--width",
-            min=20,
-            help="Fit the annotations in N columns: one that does not fit continues on comment lines "
-            "below its line. Default: the terminal's width, else no limit.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+        width_option(
+            "Fit the annotations in N columns: one that does not fit continues on comment lines "
+            "below its line."
         ),
     ] = None,
     output: OutputOpt = None,
@@ -307,12 +276,10 @@ def source(
     """
     from blocktrace import api
 
-    name, output = _output("source", fmt, output)
-    with progress(wanted(name)):
-        shown = api.source(
-            model, device=device, cache=cache, shapes=shapes, function=function or (), width=width
-        )
-    formats.write(shown.view, name, output, theme=theme.value)
+    shown = functools.partial(
+        api.source, model, device=device, cache=cache, shapes=shapes, function=function or (), width=width
+    )
+    _show("source", fmt, output, theme, shown)
 
 
 @app.command(cls=OptionsOnly)
@@ -338,13 +305,9 @@ def memory(
     ] = False,
     fmt: Annotated[
         MemoryFormat | None,
-        typer.Option(
-            "--format",
-            help="text: the totals, then what each call and op saved for backward; markdown: tables; "
-            "json and csv: for scripts (see docs/memory.md); svg, html: the text as a picture. "
-            "Default: as -o FILE's suffix says, else text.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+        format_option(
+            "text: the totals, then what each call and op saved for backward; markdown: tables; "
+            "json and csv: for scripts (see docs/memory.md); svg, html: the text as a picture."
         ),
     ] = None,
     output: OutputOpt = None,
@@ -366,21 +329,9 @@ def memory(
     """
     from blocktrace import api
 
-    name, output = _output("memory", fmt, output)
-    with progress(wanted(name)):
-        shown = api.memory(model, optimizer=optimizer, mixed=mixed)
-    formats.write(shown.view, name, output, theme=theme.value)
-
-
-if TYPE_CHECKING:
-    GradFormat = _Format
-else:
-    GradFormat = _formats("grad")
-
-
-class GradInit(StrEnum):  # tracing/grad.py's Init, which the CLI reads without importing tracing/
-    torch = "torch"
-    xavier = "xavier"
+    _show(
+        "memory", fmt, output, theme, functools.partial(api.memory, model, optimizer=optimizer, mixed=mixed)
+    )
 
 
 @app.command(cls=OptionsOnly)
@@ -408,13 +359,9 @@ def grad(
     ] = GradInit.torch,
     fmt: Annotated[
         GradFormat | None,
-        typer.Option(
-            "--format",
-            help="text: each layer's two norms with bars; markdown: a table; json and csv: for "
-            "scripts (see docs/grad.md); svg, html: the text as a picture. "
-            "Default: as -o FILE's suffix says, else text.",
-            show_default=False,
-            rich_help_panel=OUTPUT_PANEL,
+        format_option(
+            "text: each layer's two norms with bars; markdown: a table; json and csv: for "
+            "scripts (see docs/grad.md); svg, html: the text as a picture."
         ),
     ] = None,
     output: OutputOpt = None,
@@ -436,10 +383,8 @@ def grad(
     """
     from blocktrace import api
 
-    name, output = _output("grad", fmt, output)
-    with progress(wanted(name)):
-        shown = api.grad(model, seed=seed, device=device.value, init=init.value)
-    formats.write(shown.view, name, output, theme=theme.value)
+    shown = functools.partial(api.grad, model, seed=seed, device=device.value, init=init.value)
+    _show("grad", fmt, output, theme, shown)
 
 
 class CacheAction(StrEnum):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -41,6 +40,8 @@ class _InProcess:
         return out.buffer.getvalue().decode("utf-8")
 
     def file(self, args: list[str], name: str) -> bytes:
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="blocktrace-docs-") as folder:
             path = os.path.join(folder, name)
             self.text([*args, "-o", path])

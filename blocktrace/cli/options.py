@@ -47,9 +47,13 @@ if TYPE_CHECKING:
     DiagramFormat = _Format
     TableFormat = _Format
     SourceFormat = _Format
+    MemoryFormat = _Format
+    GradFormat = _Format
     Theme = _Theme
 else:
-    DiagramFormat, TableFormat, SourceFormat = map(_formats, ("diagram", "table", "source"))
+    DiagramFormat, TableFormat, SourceFormat, MemoryFormat, GradFormat = map(
+        _formats, ("diagram", "table", "source", "memory", "grad")
+    )
     Theme = StrEnum("Theme", {name: name for name in formats.THEMES})
 DEFAULT_THEME = Theme(formats.THEMES[0])
 
@@ -241,6 +245,37 @@ ShapesOpt = Annotated[
         rich_help_panel=OUTPUT_PANEL,
     ),
 ]
+
+
+def format_option(words: str) -> Any:
+    """A command's --format: `words` say what each of its formats writes."""
+    return typer.Option(
+        "--format",
+        help=f"{words} Default: as -o FILE's suffix says, else {formats.DEFAULT}.",
+        show_default=False,
+        rich_help_panel=OUTPUT_PANEL,
+    )
+
+
+def width_option(words: str) -> Any:
+    """A command's --width N: `words` say what is fitted in N columns, and how."""
+    return typer.Option(
+        "--width",
+        min=20,
+        help=f"{words} Default: the terminal's width, else no limit.",
+        show_default=False,
+        rich_help_panel=OUTPUT_PANEL,
+    )
+
+
+def stats_option(what: str, then: str = "") -> Any:
+    """A command's --stats: `what` it shows of the values of a real run."""
+    return typer.Option(
+        "--stats",
+        help=f"With --device cpu or cuda: {what}, from weights and input seeded with 0: mean, std, RMS, "
+        f"min, max and the fraction of zeros{then}.",
+        rich_help_panel=TRACE_PANEL,
+    )
 
 
 def _source_option(flag: Flag) -> Any:

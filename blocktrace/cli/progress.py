@@ -1,6 +1,7 @@
 """A progress line on stderr for a run that takes more than about a second: the stage it is in,
-rewritten in place, and wiped before anything is written. Only where stderr is a terminal: never
-into a pipe or a file, nor beside --format json (a script reads it)."""
+rewritten in place, and wiped before anything is written to stdout (blocktrace.progress.output_begins)
+or when the run ends. Only where stderr is a terminal: never into a pipe or a file, nor beside
+--format json (a script reads it)."""
 
 from __future__ import annotations
 
@@ -31,13 +32,19 @@ def progress(shown: bool) -> Iterator[None]:
         return
     done = threading.Event()
     thread = threading.Thread(target=_report, args=(done,), daemon=True)
+
+    def stop() -> None:
+        done.set()
+        thread.join()
+
     stages.stage("starting")
     thread.start()
+    stages.shown(stop)
     try:
         yield
     finally:
-        done.set()
-        thread.join()
+        stages.shown(None)
+        stop()
 
 
 def _report(done: threading.Event) -> None:

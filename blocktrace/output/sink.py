@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from blocktrace import progress
 from blocktrace.errors import OutputError, PipeClosed
 
 STDOUT = "-"  # as --output: write to stdout
@@ -83,7 +84,9 @@ def write_output(text: str, output: str | Path | None, stream: TextIO | None = N
 
 @contextmanager
 def stdout_errors(stream: TextIO | None = None) -> Iterator[None]:
-    """Turn a failed write to stdout into PipeClosed (the reader went away) or an OutputError."""
+    """Turn a failed write to stdout into PipeClosed (the reader went away) or an OutputError. What
+    is written here may go to the terminal the progress line is on: that line goes first."""
+    progress.output_begins()
     try:
         yield
     except BrokenPipeError as error:
