@@ -43,7 +43,7 @@ class Case:
     kwargs: dict[str, Any] = field(default_factory=dict)
     side_outputs: list[tuple[int, ...]] = field(default_factory=list)
     inner_side: tuple[str, set[tuple[str, str]]] | None = None  # a nested level's: (path, side inputs)
-    some_side: bool = False  # `side` names some of them, not all (the λs' getitems are the rest)
+    some_side: bool = False  # `side` names some of them, not all (the smear's slices are the rest)
 
 
 def torch_layer(kind: str, norm_first: bool) -> tuple[Callable[[], nn.Module], tuple[str, ...]]:
@@ -124,7 +124,9 @@ CORPUS: dict[str, Case] = {
             for i in range(2)
             for skip, branches in (("input", (("norm", "attn"),)), ("add", (("norm", "mlp"),)))
         ],
-        {("h.0", "value_embeds.0"), ("h.1", "value_embeds.1"), ("mul", "cat")},
+        {("h.0", "value_embeds.0"), ("h.1", "value_embeds.1"), ("mul", "cat")}
+        # each mix's λs, by the parameter as the code slices it
+        | {("mul", f"{name}[{i}]") for name in ("resid_lambdas", "x0_lambdas") for i in range(2)},
         # ChatBlock hands ve and cos_sin (self.cos[:, :t], self.sin[:, :t]: slices of the buffers) on
         inner_side=("h.1", {("attn", "value_embeds.1"), ("attn", "cos[…]"), ("attn", "sin[…]")}),
         some_side=True,
@@ -387,10 +389,12 @@ FORMULAS: dict[str, list[str]] = {
     # with ve = value_embeds[str(i)](idx), then x + mlp(norm(x)); softcap * tanh(lm_head(norm(x)) / 15)
     "nanochat": [
         "h_1 = RMSNorm(Embedding(x))",
-        "h_2 = cat(getitem(h_1), add(getitem(h_1), mul(mul(sigmoid(Linear(getitem(h_1)))), getitem(h_1))))",
-        "x_1 = add(mul(getitem(), h_2), mul(getitem(), h_2))",
+        # gate = smear_lambda * σ(smear_gate(x[:, 1:, :4])); cat([x[:, :1], x[:, 1:] + gate * x[:, :-1]])
+        "h_2 = cat(getitem(h_1), add(getitem(h_1),"
+        " mul(mul(smear_lambda, sigmoid(Linear(getitem(h_1)))), getitem(h_1))))",
+        "x_1 = add(mul(resid_lambdas[0], h_2), mul(x0_lambdas[0], h_2))",
         "x_2 = x_1 + ChatAttention(RMSNorm(x_1), value_embeds.0, cos[…], sin[…])",
-        "x_3 = add(mul(getitem(), x_2 + ChatMLP(RMSNorm(x_2))), mul(getitem(), h_2))",
+        "x_3 = add(mul(resid_lambdas[1], x_2 + ChatMLP(RMSNorm(x_2))), mul(x0_lambdas[1], h_2))",
         "x_4 = x_3 + ChatAttention(RMSNorm(x_3), value_embeds.1, cos[…], sin[…])",
         "x_out = mul(tanh(div(Linear(RMSNorm(x_4 + ChatMLP(RMSNorm(x_4)))))))",
     ],
@@ -402,3 +406,14 @@ def test_each_block_s_formulas_are_its_code_s(
     name: str, built: Callable[[str], tuple[nn.Module, Trace, Graph]]
 ) -> None:
     assert stream_formulas(built(name)[1]) == FORMULAS[name]
+
+
+def test_a_layer_scale_is_written_with_its_parameter(
+    built: Callable[[str], tuple[nn.Module, Trace, Graph]],
+) -> None:
+    """timm's LayerScale.forward is `x * self.gamma`: a module of one op, written with the
+    parameter it reads, as the code names it on the module."""
+    from blocktrace.views.diagram.formulas import formulas
+    from blocktrace.views.steps import StepTree
+
+    assert "LayerScale(x) = mul(x, gamma)" in formulas(StepTree(built("timm block")[1]))

@@ -246,8 +246,8 @@ def test_weighted_residuals_keep_their_operands() -> None:
     lines = formulas_of(traced(ValueEmbedded(), IDS))
     assert lines[:4] == [
         "h = RMSNorm(Embedding(x))",
-        "x_1 = add(mul(getitem(), h), mul(getitem(), h))",
-        "x_2 = add(mul(getitem(), x_1 + Linear(add(x_1, value_embeds.0))), mul(getitem(), h))",
+        "x_1 = add(mul(resid_lambdas[0], h), mul(x0_lambdas[0], h))",
+        "x_2 = add(mul(resid_lambdas[1], x_1 + Linear(add(x_1, value_embeds.0))), mul(x0_lambdas[1], h))",
         "x_out = x_2 + Linear(add(x_2, value_embeds.1))",
     ]
 

@@ -22,7 +22,7 @@ stream value that several joins read (nanochat's x0) is a side input of each. An
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from blocktrace.tracing.graph.level import LevelFlow
 from blocktrace.tracing.graph.model import (
@@ -48,11 +48,16 @@ def build_graph(trace: Trace, everything: bool = True) -> Graph:
     return Graph(tuple(builder.levels), tuple(builder.beside))
 
 
-def made_name(step: Step, buffers: Mapping[str, str]) -> str:
+def made_name(step: Step, trace: Trace) -> str:
     """What a value is named by, where it is read beside the stream: the step that made it, or for
-    a slice of a buffer, the buffer (`cos[…]`, the rotary table cut to the sequence)."""
-    if step.kind == StepKind.op and step.name == "getitem" and len(step.inputs) == 1:
-        return f"{buffers[key]}[…]" if (key := str(step.inputs[0].id)) in buffers else step.name
+    a slice of a buffer, the buffer (`cos[…]`, the rotary table cut to the sequence), for one of a
+    parameter, the parameter as the code slices it (`x0_lambdas[0]`)."""
+    if step.kind == StepKind.op and step.name == "getitem":
+        read = {r.position: r.name for r in trace.ops[step.ops[0]].parameters}
+        if 0 in read:
+            return read[0]
+        if len(step.inputs) == 1 and (key := str(step.inputs[0].id)) in trace.buffers:
+            return f"{trace.buffers[key]}[…]"
     return step.name
 
 
@@ -292,7 +297,7 @@ class _Builder:
         for i, s in enumerate(steps):
             for t in s.outputs:
                 if producer.get(t.id) == i:
-                    names.setdefault(t.id, made_name(s, self.trace.buffers))
+                    names.setdefault(t.id, made_name(s, self.trace))
 
         def level_from(main_in: TensorMeta | None) -> LevelFlow:
             return LevelFlow(steps, producer, main_in, main_out, skip, names, outputs, self, call, frame)

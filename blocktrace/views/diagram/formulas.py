@@ -17,8 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from blocktrace.tracing.ops import definition, op_title
-from blocktrace.tracing.trace import OpCall, TensorMeta
+from blocktrace.tracing.ops import definition, facts, op_title
+from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta
 from blocktrace.views.diagram.assigned import assigned_names
 from blocktrace.views.shapes import shape_text
 from blocktrace.views.steps import Step, StepKind, StepTree, short_path
@@ -214,15 +214,25 @@ def _code_names(tree: StepTree, step: Step, count: int) -> tuple[str, ...] | Non
 
 def ops_text(step: Step, value: Callable[[int], str]) -> str:
     """A run of ops written op by op, each with every operand it took: what an earlier op of the run
-    made as that op's text, anything else as `value` says. An op's values read together, in order,
-    are written once, unpacked (SDPA(*unbind(Linear(x)))); one of several, by its index."""
+    made as that op's text, anything else as `value` says, a parameter by its name where it stood
+    (mul(resid_lambdas[0], x)). An op's values read together, in order, are written once, unpacked
+    (SDPA(*unbind(Linear(x)))); one of several, by its index."""
     made: dict[int, tuple[str, tuple[int, ...]]] = {}  # id -> (its op's text, that op's outputs)
     text = ""
     for op in step.ops:
         args: list[str] = []
         ids = [t.id for t in op.inputs]
-        i = 0
-        while i < len(ids):
+        read = {r.position: r.name for r in op.parameters}
+        if op.name == "getitem" and 0 in read:  # resid_lambdas[0]: the slice is the name
+            text = read[0]
+            made.update((o.id, (text, (o.id,))) for o in op.outputs)
+            continue
+        i = placed = 0  # values and parameters written so far: i + placed is the next one's position
+        while i < len(ids) or i + placed in read:
+            if i + placed in read:
+                args.append(read[i + placed])
+                placed += 1
+                continue
             if ids[i] not in made:
                 args.append(value(ids[i]))
                 i += 1
@@ -277,8 +287,10 @@ def _operands(tree: StepTree, step: Step) -> tuple[TensorMeta, ...]:
 def composition(tree: StepTree, step: Step) -> str | None:
     """Type(x) = f(g(x)) when the call's inner steps form one chain from its input to its output,
     else None."""
-    if step.call is None or tree.is_one_op(step.call):
+    if step.call is None:
         return None
+    if tree.is_one_op(step.call):
+        return _of_parameters(tree, step.call)
     inner = tree.inner(step.call)
     current, text = step.call.inputs[0].id if step.call.inputs else -1, "x"
     for s in inner:
@@ -295,6 +307,21 @@ def composition(tree: StepTree, step: Step) -> str | None:
     if not inner or not step.call.outputs or step.call.outputs[0].id != current:
         return None  # a chain that does not end at what the call returned is not what it computes
     return f"{step.call.type}(x) = {text}"
+
+
+def _of_parameters(tree: StepTree, call: ModuleCall) -> str | None:
+    """LayerScale(x) = mul(x, gamma): a module that is one untitled op of its input and its own
+    parameters, written with them; a module that is its titled op (LayerNorm) says nothing more."""
+    (op,) = tree.trace.ops_in(call.index)
+    if (
+        not op.parameters
+        or facts(op.name).title
+        or [t.id for t in op.inputs] != [t.id for t in call.inputs[:1]]
+    ):
+        return None
+    read = {r.position: r.name.removeprefix(f"{call.path}.") for r in op.parameters}
+    args = [read.get(k, "x") for k in range(len(read) + 1)]
+    return f"{call.type}(x) = {op.name}({', '.join(args)})"
 
 
 def _form(op: OpCall) -> tuple[str, str]:
