@@ -104,7 +104,8 @@ CORPUS: dict[str, Case] = {
         set(),
     ),
     # NanoBlock.forward: x + attn(ln_1(x)), x + mlp(ln_2(x)); NanoGPT.forward: wte(idx) + wpe(pos) is
-    # no residual: wpe reads arange's positions, beside the stream, and the add reads wpe's output
+    # no residual: wpe reads the positions beside the stream, named as the line names them
+    # (pos = torch.arange(0, t)), and the add reads wpe's output
     "nanoGPT": Case(
         cb.NanoGPT, (ids(2, 6),), own("NanoGPT", "2,6:long"),
         [
@@ -112,7 +113,7 @@ CORPUS: dict[str, Case] = {
             for i in range(2)
             for skip, branches in (("input", (("ln_1", "attn"),)), ("add", (("ln_2", "mlp"),)))
         ],
-        {("add", "wpe"), ("wpe", "arange")},
+        {("add", "wpe"), ("wpe", "pos")},
     ),
     # ChatBlock.forward: x + attn(norm(x), ve, cos_sin, window), x + mlp(norm(x)); NanoChat.forward:
     # the smear and `resid_lambdas[i] * x + x0_lambdas[i] * x0` are no residuals; every block reads its
@@ -182,11 +183,11 @@ CORPUS: dict[str, Case] = {
         set(),
     ),
     # MaskedEncoderLayer.forward: norm1(x + attn(x, keep)), norm2(x + ffn(x)); keep = mask[:, None,
-    # None, :] from the keyword input
+    # None, :] from the keyword input: the attention reads it as the line names it
     "encoder with a mask keyword": Case(
         cb.MaskedEncoderLayer, (x(2, 6, 16),), own("MaskedEncoderLayer", "2,6,16", "mask=2,6:bool"),
         [("", "input", (("attn",),)), ("", "norm1", (("ffn",),))],
-        {("attn", "getitem"), ("getitem", "input 2")},
+        {("attn", "keep"), ("getitem", "input 2")},
         kwargs={"mask": torch.ones(2, 6, dtype=torch.bool)},
     ),
     # MoEBlock.forward: x + attn(norm1(x)), x + moe(norm2(x)); the router, topk and the experts' loop

@@ -23,7 +23,9 @@ stream value that several joins read (nanochat's x0) is a side input of each. An
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 
+from blocktrace.tracing.graph.assigned import assigned_names, line_parts
 from blocktrace.tracing.graph.level import LevelFlow
 from blocktrace.tracing.graph.model import (
     Graph,
@@ -110,6 +112,9 @@ class _Builder:
         self.everything = everything
         self.helper_of = outer_helpers(trace.frames)
         self.levels: list[Level] = []
+        # tensor id -> the name the code assigns a value made by an op: what it is called beside
+        # the stream (a stream value is rebound as it goes, x = ..., and keeps its op's name)
+        self.code_names: dict[int, str] = {}
         self.beside: list[tuple[int, int]] = []  # calls off every stream that hold residuals: how many
         # op-level provenance: tensor id -> the ids of the op inputs it was computed from
         self.parents: dict[int, tuple[int, ...]] = {}
@@ -272,6 +277,20 @@ class _Builder:
             frame=frame,
         )
 
+    @cached_property
+    def line_parts(self) -> set[int]:
+        """The values a later op or call of their own line reads: no line assigns them."""
+        return line_parts(self.trace, self.op_of)
+
+    def code_name(self, step: Step) -> str | None:
+        """The one name the line of an op assigns its value to, where that value is what the line
+        leaves (`position_ids = position_ids.unsqueeze(0)`); None for anything else."""
+        op = self.trace.ops[step.ops[0]] if step.kind == StepKind.op else None
+        if op is None or len(op.outputs) != 1 or op.outputs[0].id in self.line_parts:
+            return None
+        named = assigned_names(op.file, op.line, 1)
+        return named[0] if named else None
+
     # --- levels -------------------------------------------------------------------------------
     def open(
         self,
@@ -298,6 +317,8 @@ class _Builder:
             for t in s.outputs:
                 if producer.get(t.id) == i:
                     names.setdefault(t.id, made_name(s, self.trace))
+                    if names[t.id] == s.name and (code := self.code_name(s)) is not None:
+                        self.code_names.setdefault(t.id, code)
 
         def level_from(main_in: TensorMeta | None) -> LevelFlow:
             return LevelFlow(steps, producer, main_in, main_out, skip, names, outputs, self, call, frame)

@@ -17,9 +17,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
+from blocktrace.tracing.graph.assigned import assigned_names
 from blocktrace.tracing.ops import definition, facts, op_title
 from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta
-from blocktrace.views.diagram.assigned import assigned_names
 from blocktrace.views.shapes import shape_text
 from blocktrace.views.steps import Step, StepKind, StepTree, short_path
 
