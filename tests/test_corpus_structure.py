@@ -357,8 +357,10 @@ FORMULAS: dict[str, list[str]] = {
     ],
     # layer 0's attn_norm is nn.Identity (its value is x_1 itself); layers 1 and 2 alike
     "modernbert": [
-        "x_1 = Identity(ModernBertEmbeddings(x))",
-        "x_2 = x_1 + ModernBertAttention(x_1, rotary_emb)",
+        # layer 0's attn_norm is nn.Identity (modeling_modernbert.py:298), read inside the branch:
+        # attn_outputs = self.attn(self.attn_norm(hidden_states), ...); hidden_states + attn_output
+        "x_1 = ModernBertEmbeddings(x)",
+        "x_2 = x_1 + ModernBertAttention(Identity(x_1), rotary_emb)",
         "x_3 = x_2 + ModernBertMLP(LayerNorm(x_2))",
         "x_4 = ModernBertEncoderLayer×2(x_3, rotary_emb)",
         "x_out = LayerNorm(x_4)",

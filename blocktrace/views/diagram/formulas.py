@@ -58,6 +58,15 @@ def stream_formulas(
     for pos, step in enumerate(drawn):
         for t in _outputs(step):
             made_at.setdefault(t.id, []).append(pos)
+    # a residual's skip is named where the stream forks, at its first appearance in the sum's level,
+    # as the drawing forks it: a step there that hands it back as it is (ModernBERT's first
+    # attn_norm, an nn.Identity) is on the branch, written inside it
+    bound = {i: at[-1] for i, at in made_at.items()}
+    for r in residuals:
+        level = trace.ops[r.op].call
+        fork = [p for p in made_at.get(r.stream.id, []) if not _hands_back(drawn[p], level)]
+        if fork:
+            bound[r.stream.id] = fork[-1]
     names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(inputs)}
     starts = [r.stream.id for r in residuals] + [s.inputs[0].id for s in runs if s.inputs]
     streams = dict.fromkeys([*starts, *(s.output.id for s in runs), drawn[-1].output.id])
@@ -89,7 +98,7 @@ def stream_formulas(
         """The value as a step at position `before` reads it: its name once its last step has run
         (an op that hands back its input keeps the id), else what the step before made of it."""
         earlier = [p for p in made_at.get(tensor_id, []) if p < before]
-        if tensor_id in names and (not earlier or earlier[-1] == made_at[tensor_id][-1]):
+        if tensor_id in names and (not earlier or earlier[-1] == bound[tensor_id]):
             if names[tensor_id].startswith("in_"):
                 used[tensor_id] = None
             return names[tensor_id]
@@ -116,8 +125,10 @@ def stream_formulas(
 
     def made(pos: int) -> str:
         step = drawn[pos]
-        if step.residual is not None:
-            return " + ".join(value(t.id, pos) for t in step.inputs)
+        if step.residual is not None:  # its skip as the stream forked
+            skip = step.residual.stream.id
+            terms = [names[t.id] if t.id == skip and skip in names else value(t.id, pos) for t in step.inputs]
+            return " + ".join(terms)
         if step.kind in (StepKind.compute, StepKind.shape) and step.ops:
             return ops_text(step, lambda t: value(t, pos))
         args = together(_data_inputs(step), pos)
@@ -159,7 +170,7 @@ def stream_formulas(
         ]
 
     given = {t.id for t in inputs}
-    named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in given)
+    named = sorted((bound[i], i) for i in names if i in made_at and i not in given)
     lines = []
     for pos, i in named:
         if pos not in unpacked:
@@ -179,6 +190,13 @@ def _outputs(step: Step) -> tuple[TensorMeta, ...]:
         return step.returned
     last = step.ops[-1].outputs if step.ops else ()
     return last if step.output in last else (step.output,)
+
+
+def _hands_back(step: Step, level: int | None) -> bool:
+    """Whether a step of the call `level` hands its input back as it is (an nn.Identity, eval-mode
+    dropout): the same value, not made there."""
+    inside = step.call.parent if step.call is not None else (step.ops[0].call if step.ops else None)
+    return inside == level and step.output.id in {t.id for t in step.inputs}
 
 
 def _unpacked(tree: StepTree, drawn: Sequence[Step], leaving: set[int]) -> dict[int, list[int]]:
