@@ -196,6 +196,17 @@ CORPUS: dict[str, Case] = {
         cb.MoEBlock, (x(2, 6, 16),), own("MoEBlock", "2,6,16"),
         [("", "input", (("norm1", "attn"),)), ("", "add", (("norm2", "moe"),))], set(),
     ),
+    # DiTBlock.forward: six parts of adaLN_modulation(c).chunk(6); x + gate.unsqueeze(1) *
+    # attn(modulate(norm1(x), shift, scale)), the same for the mlp; modulate() reads shift and scale
+    "DiT block": Case(
+        cb.DiTBlock, (x(2, 6, 16), x(2, 16)), own("DiTBlock", "2,6,16", "2,16"),
+        [
+            ("", "input", (("norm1", "modulate", "attn", "mul"),)),
+            ("", "add", (("norm2", "modulate", "mlp", "mul"),)),
+        ],
+        {("adaLN_modulation", "input 2"), ("chunk", "adaLN_modulation"), ("modulate", "chunk"),
+         ("unsqueeze", "chunk"), ("mul", "unsqueeze")},
+    ),
 }  # fmt: skip
 
 
@@ -384,6 +395,14 @@ FORMULAS: dict[str, list[str]] = {
     "top-k MoE block": [
         "x_mid = x + SelfAttention(LayerNorm(x))",
         "x_out = x_mid + TopKMoE(LayerNorm(x_mid))",  # the router and experts are inside moe
+    ],
+    # shift, scale, gate (msa, then mlp) = adaLN_modulation(c).chunk(6): each part written by its index
+    "DiT block": [
+        "x_mid = x + mul(unsqueeze(chunk(Sequential(in_1))[2]), SelfAttention(modulate(LayerNorm(x),"
+        " chunk(Sequential(in_1))[0], chunk(Sequential(in_1))[1])))",
+        "x_out = x_mid + mul(unsqueeze(chunk(Sequential(in_1))[5]), Mlp(modulate(LayerNorm(x_mid),"
+        " chunk(Sequential(in_1))[3], chunk(Sequential(in_1))[4])))",
+        "in_1: input 2, (2, 16)",
     ],
     # NanoChat.forward: the smear, then before each block x = resid_lambdas[i] * x + x0_lambdas[i] * x0
     # (x0 the smear's result, read again at every block); each block x + attn(norm(x), ve, cos_sin, w)

@@ -363,3 +363,42 @@ def test_a_slice_of_a_buffer_is_named_by_the_buffer() -> None:
     text = drawn(t)
     assert "reads cos[…] (1, 6, 1, 2)" in text and "reads sin[…] (1, 6, 1, 2)" in text
     assert "x_2 = x_1 + ChatAttention(RMSNorm(x_1), value_embeds.0, cos[…], sin[…])" in formulas_of(t)
+
+
+class ShiftedTerm(nn.Module):
+    """adaLN's three parts of one chunk, each unsqueezed beside the stream; the shift is a term of
+    the sum itself."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.norm, self.attn, self.mod = nn.LayerNorm(c), nn.Linear(c, c), nn.Linear(c, 3 * c)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.mod(c).chunk(3, -1)
+        shift, scale, gate = shift.unsqueeze(1), scale.unsqueeze(1), gate.unsqueeze(1)
+        return x + gate * self.attn(self.norm(x) * (1 + scale)) + shift
+
+
+def test_ops_side_by_side_on_one_chunk_are_each_written_on_the_part_they_read() -> None:
+    """The caption's side term is shift = chunk(...)[0] unsqueezed, not the three unsqueezes in a
+    chain; the formula writes gate, scale and shift each by its part."""
+    t = traced(ShiftedTerm(), torch.randn(2, 5, 8), torch.randn(2, 8))
+    assert "x + mul(attn(mul(norm(x)))) + unsqueeze(chunk(mod(input 2))[0])" in drawn(t)
+    assert formulas_of(t)[0] == (
+        "x_out = x + mul(unsqueeze(chunk(Linear(in_1))[2]), Linear(mul(LayerNorm(x),"
+        " add(unsqueeze(chunk(Linear(in_1))[1]))))) + unsqueeze(chunk(Linear(in_1))[0])"
+    )
+
+
+class ShiftedByHelper(ShiftedTerm):
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.mod(c).chunk(3, -1)
+        shift, scale, gate = [t.unsqueeze(1) for t in (shift, scale, gate)]  # a helper: <listcomp>
+        return x + gate * self.attn(self.norm(x) * (1 + scale)) + shift
+
+
+def test_the_values_of_a_helper_beside_the_stream_are_each_written_by_the_helper() -> None:
+    t = traced(ShiftedByHelper(), torch.randn(2, 5, 8), torch.randn(2, 8))
+    assert formulas_of(t)[0] == (
+        "x_out = x + mul(<listcomp>, Linear(mul(LayerNorm(x), add(<listcomp>)))) + <listcomp>"
+    )

@@ -93,6 +93,14 @@ def stream_formulas(
         unpacked[pos] = dict(zip(ids, code, strict=True))
         names.update(unpacked[pos])
     used: dict[int, None] = {}  # the other inputs written, in order
+    # tensor id -> (the step beside the stream holding the op that made it, that op, its index
+    # among the op's values): a chunk's parts, a helper's values, each written from its own op
+    side_ops = {
+        o.id: (replace(s, ops=(op,)), len(op.outputs), k)
+        for s in tree.side.values()
+        for op in s.ops
+        for k, o in enumerate(op.outputs)
+    }
 
     def value(tensor_id: int, before: int) -> str:
         """The value as a step at position `before` reads it: its name once its last step has run
@@ -110,6 +118,11 @@ def stream_formulas(
         """A value made beside the stream: by where it came from when a module or the graph names
         it, else as the ops that made it from what they read (λ·x0: mul(getitem(), h))."""
         side = tree.side.get(tensor_id)
+        part = side_ops.get(tensor_id)
+        if part is not None and part[0].kind == StepKind.helper:  # a helper's value: by the helper
+            return sources.get(tensor_id, part[0].title)
+        if part is not None and depth > 0 and (side is None or part[1] > 1):
+            return part_text(*part, lambda t: inner(t, before, depth))
         if side is not None and side.kind in (StepKind.compute, StepKind.shape) and depth > 0:
             return _buffer_slice(side, trace.buffers) or ops_text(side, lambda t: inner(t, before, depth))
         if str(tensor_id) in trace.buffers:
@@ -133,8 +146,10 @@ def stream_formulas(
             return ops_text(step, lambda t: value(t, pos))
         args = together(_data_inputs(step), pos)
         for source, values in tree.reads(step):  # what it reads beside the stream, each source once
+            if len({side_ops[v.id][0].ops[0].index if v.id in side_ops else -1 for v in values}) == 1:
+                values = tuple(sorted(values, key=lambda v: side_ops[v.id][2] if v.id in side_ops else 0))
             known = [value(v.id, pos) for v in values if v.id in names]
-            by_ops = all(_made_by_ops(tree.side.get(v.id)) for v in values)
+            by_ops = all(_made_by_ops(tree.side.get(v.id)) or _a_part(side_ops.get(v.id)) for v in values)
             args += known or ([off_stream(v.id, pos, 8) for v in values] if by_ops else [source])
         return f"{step.title}({', '.join(args)})"
 
@@ -181,6 +196,13 @@ def stream_formulas(
         lines += side_output_lines()
     said = {t.id: k for k, t in enumerate(taken)}
     return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(taken[said[i]])}" for i in used]
+
+
+def part_text(step: Step, count: int, k: int, value: Callable[[int], str]) -> str:
+    """The value an op of one step made, written from the values it read; one of several by its
+    index: chunk(Linear(in_1))[2]."""
+    text = ops_text(step, value)
+    return text if count == 1 else f"{text}[{k}]"
 
 
 def _outputs(step: Step) -> tuple[TensorMeta, ...]:
@@ -277,6 +299,11 @@ def _buffer_slice(step: Step, buffers: Mapping[str, str]) -> str | None:
         return None
     name = buffers.get(str(op.inputs[0].id))
     return None if name is None else f"{name}[…]"
+
+
+def _a_part(part: tuple[Step, int, int] | None) -> bool:
+    """Whether a value is one of several an op beside the stream made (a chunk's)."""
+    return part is not None and part[0].kind != StepKind.helper and part[1] > 1
 
 
 def _made_by_ops(step: Step | None) -> bool:
