@@ -32,6 +32,31 @@ def _assignments(file: str) -> dict[int, tuple[str, ...]]:
     return found
 
 
+@functools.cache
+def _statements(file: str) -> dict[int, int]:
+    """Line -> the first line of the simple statement (an assignment, a return, an expression) that
+    holds it, for every line of such a statement in the file; nothing where it cannot be parsed."""
+    try:
+        tree = ast.parse("".join(linecache.getlines(file)))
+    except (SyntaxError, ValueError):
+        return {}
+    simple = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Expr, ast.Return)
+    found: dict[int, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, simple):
+            found.update(
+                (line, node.lineno) for line in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+            )
+    return found
+
+
+def one_statement(file: str, line: int, other: int) -> bool:
+    """Whether two lines of `file` are of one statement: `self.attn(self.attn_norm(h), ...)` over
+    several lines."""
+    found = _statements(file)
+    return line == other or (line in found and found[line] == found.get(other))
+
+
 def assigned_names(file: str, line: int, count: int) -> tuple[str, ...] | None:
     """The `count` names the statement at `file:line` unpacks its value into, or None where it is no
     such statement (or the file is gone, or changed since)."""

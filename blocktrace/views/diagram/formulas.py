@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from blocktrace.tracing.graph.assigned import assigned_names
+from blocktrace.tracing.graph.assigned import assigned_names, one_statement
 from blocktrace.tracing.ops import definition, facts, op_title
 from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta
 from blocktrace.views.shapes import shape_text
@@ -64,7 +64,7 @@ def stream_formulas(
     bound = {i: at[-1] for i, at in made_at.items()}
     for r in residuals:
         level = trace.ops[r.op].call
-        fork = [p for p in made_at.get(r.stream.id, []) if not _hands_back(drawn[p], level)]
+        fork = [p for p in made_at.get(r.stream.id, []) if not _hands_back(drawn, p, level)]
         if fork:
             bound[r.stream.id] = fork[-1]
     names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(inputs)}
@@ -214,11 +214,27 @@ def _outputs(step: Step) -> tuple[TensorMeta, ...]:
     return last if step.output in last else (step.output,)
 
 
-def _hands_back(step: Step, level: int | None) -> bool:
-    """Whether a step of the call `level` hands its input back as it is (an nn.Identity, eval-mode
-    dropout): the same value, not made there."""
-    inside = step.call.parent if step.call is not None else (step.ops[0].call if step.ops else None)
-    return inside == level and step.output.id in {t.id for t in step.inputs}
+def _hands_back(drawn: Sequence[Step], pos: int, level: int | None) -> bool:
+    """Whether the call at `pos`, of the call `level`, hands its input back as it is (an
+    nn.Identity, eval-mode dropout) to a call of the same statement: ModernBERT's
+    self.attn(self.attn_norm(h)), not GPT-2's h = self.drop(...) before h + ...; the same value,
+    not made there."""
+    step = drawn[pos]
+    call = step.call
+    if (
+        call is None
+        or call.parent != level
+        or call.site is None
+        or step.output.id not in {t.id for t in step.inputs}
+    ):
+        return False
+    reader = next((s for s in drawn[pos + 1 :] if s.residual is None and step.output in s.inputs), None)
+    site = reader.call.site if reader is not None and reader.call is not None else None
+    return (
+        site is not None
+        and site.frame == call.site.frame
+        and one_statement(site.file, site.line, call.site.line)
+    )
 
 
 def _unpacked(tree: StepTree, drawn: Sequence[Step], leaving: set[int]) -> dict[int, list[int]]:
