@@ -133,6 +133,8 @@ class HFSpec:
     dtype: Dtype = Dtype.float32
     dtype_source: str = "--dtype"  # where the dtype came from, as the header says it (config_dtype)
     attention: str | None = None  # the attn_implementation it is built with; None: transformers' default
+    # D = hidden_size / num_attention_heads, as the code divides, in place of a head_dim it does not read
+    heads_divide: bool = False
 
     def __post_init__(self) -> None:
         layers = getattr(self.config, _LAYERS, None)
@@ -199,6 +201,8 @@ class HFSpec:
         if "C" not in found or "H" not in found or found["H"] <= 0 or found["C"] % found["H"]:
             raise ConfigError(f"--hf {self.source}: no hidden_size and num_attention_heads that divide it")
         found.setdefault("D", found["C"] // found["H"])
+        if self.heads_divide:
+            found["D"] = found["C"] // found["H"]
         if "Hkv" in found and (found["Hkv"] <= 0 or found["H"] % found["Hkv"]):
             raise ConfigError(f"--hf {self.source}: num_attention_heads must divide by num_key_value_heads")
         return found
@@ -323,6 +327,18 @@ class HFSpec:
                 f"cache keeps the last W - 1 = {window - 1} positions, shown as that number"
             )
         return tuple(found)
+
+    def related(self) -> tuple[HFSpec, str] | None:
+        """Its sizes related as code that reads no head_dim relates them (GPT-2's
+        embed_dim // num_heads), and why, for where the config's head_dim is another; else None."""
+        v = self._values
+        if self.heads_divide or v["D"] == v["C"] // v["H"]:
+            return None
+        return replace(self, heads_divide=True), (
+            f"the head dim is named C/H ({v['C'] // v['H']}), hidden_size / num_attention_heads, as the "
+            f"model's code divides: it does not run at the probes' sizes with the config's head_dim "
+            f"({v['D']})"
+        )
 
     def meta_alternative(self) -> tuple[HFSpec, str] | None:
         """The model with transformers' eager attention, and why, for where its default attention
