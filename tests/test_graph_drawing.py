@@ -402,3 +402,14 @@ def test_the_values_of_a_helper_beside_the_stream_are_each_written_by_the_helper
     assert formulas_of(t)[0] == (
         "x_out = x + mul(<listcomp>, Linear(mul(LayerNorm(x), add(<listcomp>)))) + <listcomp>"
     )
+
+
+def test_a_note_of_an_op_that_makes_several_tensors_lists_them_all() -> None:
+    """The neox Block's fused q, k, v = query_key_value(x).split(C, dim=2): split's note says the
+    three tensors it made, 3×(B, T, C), not the first alone."""
+    from tests.harness import TINY, invoke
+
+    result = invoke(["diagram", "--preset", "neox", *TINY])
+    notes = [line for line in result.stdout.splitlines() if "split " in line]
+    assert result.exit_code == 0 and len(notes) == 1, notes
+    assert "split               (B, T, 3C) -> 3×(B, T, C)" in notes[0], notes
