@@ -135,6 +135,7 @@ class HFSpec:
     attention: str | None = None  # the attn_implementation it is built with; None: transformers' default
     # D = hidden_size / num_attention_heads, as the code divides, in place of a head_dim it does not read
     heads_divide: bool = False
+    source_seq: int | None = None  # an encoder-decoder's source tokens at full size; None: seq
 
     def __post_init__(self) -> None:
         layers = getattr(self.config, _LAYERS, None)
@@ -194,7 +195,7 @@ class HFSpec:
                 found[symbol] = value
         if found.get("Hkv") == found.get("H"):
             del found["Hkv"]  # every head its own keys and values: no grouping for the probes to add
-        found.update(self.main.values(self.config, self.seq))
+        found.update(self.main.values(self.config, self.seq if self.source_seq is None else self.source_seq))
         inner = next((k for k in _INNER if isinstance(getattr(self.config, k, None), int)), None)
         if inner is not None:
             found["F"] = getattr(self.config, inner)
@@ -327,6 +328,20 @@ class HFSpec:
                 f"cache keeps the last W - 1 = {window - 1} positions, shown as that number"
             )
         return tuple(found)
+
+    def with_source(self, length: int) -> HFSpec:
+        """The model on `length` source tokens (raises ConfigError where it reads none)."""
+        if not (self.main.encoder_decoder and self.main.name == "input_ids"):
+            raise ConfigError(
+                f"--source-seq does not apply to --hf {self.source}: it is no encoder-decoder reading "
+                "source tokens (--seq sets its input's length)"
+            )
+        if length > self.sizes.get("P", length):
+            raise ConfigError(
+                f"--source-seq {length} is longer than the model's max_position_embeddings "
+                f"({self.sizes['P']})"
+            )
+        return replace(self, source_seq=length)
 
     def related(self) -> tuple[HFSpec, str] | None:
         """Its sizes related as code that reads no head_dim relates them (GPT-2's
