@@ -70,6 +70,11 @@ class Flag:
     help: str
     repeatable: bool = False
 
+    @property
+    def option(self) -> str:
+        """The flag as typed: --source-seq for source_seq."""
+        return "--" + self.name.replace("_", "-")
+
 
 @dataclass(frozen=True)
 class Source:
