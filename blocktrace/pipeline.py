@@ -63,15 +63,13 @@ def _trace_spec(spec: ModelSpec, device: Device, frozen: tuple[str, ...], stats:
 
         built = check_weights(spec, device)
     if spec.full_size_trace:
-        unit = _unit_fit(spec, frozen)
-        if device in (Device.probe, Device.meta):
-            return _trace_full_size(spec, device, frozen, unit)
-        try:  # the meta device tells what a real run needs, at no cost
-            sized: Trace | None = _run(spec, "meta", frozen)
-        except TraceError:
-            sized = None
-        _check_memory(spec, device, sized, built)
-        return named(_run(spec, device, frozen, stats), spec, unit)
+        from blocktrace.output.sink import notice
+
+        spec, unit, why = _related_fit(spec, frozen)
+        traced = _full_size(spec, device, frozen, stats, built, unit)
+        if why is not None:  # said once the trace is made: a failure is its one line alone
+            notice("note", why)
+        return traced
     shape_fit = fit_shapes(spec, frozen)
     derived = derived_trace(spec, shape_fit) if shape_fit is not None else None
     if device == Device.probe and derived is not None:
@@ -121,6 +119,47 @@ def _unit_fit(spec: ModelSpec, frozen: tuple[str, ...]) -> ShapeFit | None:
         return fit_probes(spec, frozen)
     except (TraceError, ConfigError):
         return None
+
+
+def _full_size(
+    spec: ModelSpec,
+    device: Device,
+    frozen: tuple[str, ...],
+    stats: bool,
+    built: MetaBuild | None,
+    unit: ShapeFit | None,
+) -> Trace:
+    from blocktrace.sizes.naming import named
+
+    if device in (Device.probe, Device.meta):
+        return _trace_full_size(spec, device, frozen, unit)
+    try:  # the meta device tells what a real run needs, at no cost
+        sized: Trace | None = _run(spec, "meta", frozen)
+    except TraceError:
+        sized = None
+    _check_memory(spec, device, sized, built)
+    return named(_run(spec, device, frozen, stats), spec, unit)
+
+
+def _related_fit(spec: ModelSpec, frozen: tuple[str, ...]) -> tuple[ModelSpec, ShapeFit | None, str | None]:
+    """The spec, its probes' fit, and a note to give; where the probes do not run, the spec with its
+    sizes related as its code relates them (HFSpec.related) if those do, and why; else no fit, and
+    that no size is named."""
+    unit = _unit_fit(spec, frozen)
+    offer = getattr(spec, "related", None)
+    found = offer() if unit is None and offer is not None else None
+    if found is not None and (related := _unit_fit(found[0], frozen)) is not None:
+        return found[0], related, found[1]
+    if unit is None and spec.symbols.basis:
+        return (
+            spec,
+            None,
+            (
+                "the dims are shown as numbers: one unit of the model does not run, or does not scale, at "
+                "the probes' small sizes, so no size is named"
+            ),
+        )
+    return spec, unit, None
 
 
 def _trace_full_size(

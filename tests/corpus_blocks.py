@@ -1,8 +1,8 @@
 """Blocks written the way people write them, for the corpus (tests/test_corpus_blocks.py): in the
 styles of timm, nanoGPT and nanochat's latest gpt.py, a cross-attention block, a residual sum with a
 term from a side input, blocks returning a dict and a tuple, an encoder taking its mask as a keyword,
-and a top-k mixture of experts. Each is small and runs on the CPU in milliseconds; the tests'
-expectations cite these lines."""
+a top-k mixture of experts, and DiT's adaLN-modulated block. Each is small and runs on the CPU in
+milliseconds; the tests' expectations cite these lines."""
 
 from __future__ import annotations
 
@@ -441,4 +441,27 @@ class MoEBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         x = x + self.moe(self.norm2(x))
+        return x
+
+
+# --- DiT's adaLN-Zero block: a condition modulates each branch (facebookresearch/DiT models.py) -----
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, c: int = 16, h: int = 4) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(c, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(c, h)
+        self.norm2 = nn.LayerNorm(c, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(c, 4 * c)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(c, 6 * c))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(
+            6, dim=1
+        )
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x

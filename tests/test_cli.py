@@ -74,7 +74,7 @@ def test_shapes_both_and_concrete() -> None:
 
 def test_json_has_calls_ops_and_residual_adds() -> None:
     data = json.loads(run("diagram", *TINY, "--format", "json").stdout)
-    assert data["schema"] == "blocktrace.trace" and data["version"] == 5
+    assert data["schema"] == "blocktrace.trace" and data["version"] == 6
     assert [r["wraps"] for r in data["residual_adds"]] == [["attn"], ["mlp"]]
     assert data["residual_adds"][0]["stream"]["shape"] == [2, 6, 32]
     c_fc = next(c for c in data["calls"] if c["path"] == "mlp.c_fc")
@@ -192,7 +192,7 @@ def test_the_quick_exit_loses_nothing_and_keeps_the_exit_code(tmp_path) -> None:
     assert big.stdout.count("(+)") == 80 and big.stdout.endswith("head dim, C / H\n")
     out = tmp_path / "block.json"
     written = blocktrace("diagram", *TINY, "--format", "json", "-o", str(out), env=env)
-    assert written.returncode == 0 and json.loads(out.read_text())["version"] == 5
+    assert written.returncode == 0 and json.loads(out.read_text())["version"] == 6
     failed = blocktrace("diagram", *TINY, "--device", "cuda", env={**env, "CUDA_VISIBLE_DEVICES": ""})
     assert failed.returncode == 2 and failed.stderr.startswith("blocktrace: error: --device cuda")
 

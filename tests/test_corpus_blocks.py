@@ -43,7 +43,7 @@ class Case:
     kwargs: dict[str, Any] = field(default_factory=dict)
     side_outputs: list[tuple[int, ...]] = field(default_factory=list)
     inner_side: tuple[str, set[tuple[str, str]]] | None = None  # a nested level's: (path, side inputs)
-    some_side: bool = False  # `side` names some of them, not all (the λs' getitems are the rest)
+    some_side: bool = False  # `side` names some of them, not all (the smear's slices are the rest)
 
 
 def torch_layer(kind: str, norm_first: bool) -> tuple[Callable[[], nn.Module], tuple[str, ...]]:
@@ -104,7 +104,8 @@ CORPUS: dict[str, Case] = {
         set(),
     ),
     # NanoBlock.forward: x + attn(ln_1(x)), x + mlp(ln_2(x)); NanoGPT.forward: wte(idx) + wpe(pos) is
-    # no residual: wpe reads arange's positions, beside the stream, and the add reads wpe's output
+    # no residual: wpe reads the positions beside the stream, named as the line names them
+    # (pos = torch.arange(0, t)), and the add reads wpe's output
     "nanoGPT": Case(
         cb.NanoGPT, (ids(2, 6),), own("NanoGPT", "2,6:long"),
         [
@@ -112,7 +113,7 @@ CORPUS: dict[str, Case] = {
             for i in range(2)
             for skip, branches in (("input", (("ln_1", "attn"),)), ("add", (("ln_2", "mlp"),)))
         ],
-        {("add", "wpe"), ("wpe", "arange")},
+        {("add", "wpe"), ("wpe", "pos")},
     ),
     # ChatBlock.forward: x + attn(norm(x), ve, cos_sin, window), x + mlp(norm(x)); NanoChat.forward:
     # the smear and `resid_lambdas[i] * x + x0_lambdas[i] * x0` are no residuals; every block reads its
@@ -124,7 +125,9 @@ CORPUS: dict[str, Case] = {
             for i in range(2)
             for skip, branches in (("input", (("norm", "attn"),)), ("add", (("norm", "mlp"),)))
         ],
-        {("h.0", "value_embeds.0"), ("h.1", "value_embeds.1"), ("mul", "cat")},
+        {("h.0", "value_embeds.0"), ("h.1", "value_embeds.1"), ("mul", "cat")}
+        # each mix's λs, by the parameter as the code slices it
+        | {("mul", f"{name}[{i}]") for name in ("resid_lambdas", "x0_lambdas") for i in range(2)},
         # ChatBlock hands ve and cos_sin (self.cos[:, :t], self.sin[:, :t]: slices of the buffers) on
         inner_side=("h.1", {("attn", "value_embeds.1"), ("attn", "cos[…]"), ("attn", "sin[…]")}),
         some_side=True,
@@ -180,11 +183,11 @@ CORPUS: dict[str, Case] = {
         set(),
     ),
     # MaskedEncoderLayer.forward: norm1(x + attn(x, keep)), norm2(x + ffn(x)); keep = mask[:, None,
-    # None, :] from the keyword input
+    # None, :] from the keyword input: the attention reads it as the line names it
     "encoder with a mask keyword": Case(
         cb.MaskedEncoderLayer, (x(2, 6, 16),), own("MaskedEncoderLayer", "2,6,16", "mask=2,6:bool"),
         [("", "input", (("attn",),)), ("", "norm1", (("ffn",),))],
-        {("attn", "getitem"), ("getitem", "input 2")},
+        {("attn", "keep"), ("getitem", "input 2")},
         kwargs={"mask": torch.ones(2, 6, dtype=torch.bool)},
     ),
     # MoEBlock.forward: x + attn(norm1(x)), x + moe(norm2(x)); the router, topk and the experts' loop
@@ -192,6 +195,17 @@ CORPUS: dict[str, Case] = {
     "top-k MoE block": Case(
         cb.MoEBlock, (x(2, 6, 16),), own("MoEBlock", "2,6,16"),
         [("", "input", (("norm1", "attn"),)), ("", "add", (("norm2", "moe"),))], set(),
+    ),
+    # DiTBlock.forward: six parts of adaLN_modulation(c).chunk(6); x + gate.unsqueeze(1) *
+    # attn(modulate(norm1(x), shift, scale)), the same for the mlp; modulate() reads shift and scale
+    "DiT block": Case(
+        cb.DiTBlock, (x(2, 6, 16), x(2, 16)), own("DiTBlock", "2,6,16", "2,16"),
+        [
+            ("", "input", (("norm1", "modulate", "attn", "mul"),)),
+            ("", "add", (("norm2", "modulate", "mlp", "mul"),)),
+        ],
+        {("adaLN_modulation", "input 2"), ("chunk", "adaLN_modulation"), ("modulate", "chunk"),
+         ("unsqueeze", "chunk"), ("mul", "unsqueeze")},
     ),
 }  # fmt: skip
 
@@ -382,15 +396,25 @@ FORMULAS: dict[str, list[str]] = {
         "x_mid = x + SelfAttention(LayerNorm(x))",
         "x_out = x_mid + TopKMoE(LayerNorm(x_mid))",  # the router and experts are inside moe
     ],
+    # shift, scale, gate (msa, then mlp) = adaLN_modulation(c).chunk(6): each part written by its index
+    "DiT block": [
+        "x_mid = x + mul(unsqueeze(chunk(Sequential(in_1))[2]), SelfAttention(modulate(LayerNorm(x),"
+        " chunk(Sequential(in_1))[0], chunk(Sequential(in_1))[1])))",
+        "x_out = x_mid + mul(unsqueeze(chunk(Sequential(in_1))[5]), Mlp(modulate(LayerNorm(x_mid),"
+        " chunk(Sequential(in_1))[3], chunk(Sequential(in_1))[4])))",
+        "in_1: input 2, (2, 16)",
+    ],
     # NanoChat.forward: the smear, then before each block x = resid_lambdas[i] * x + x0_lambdas[i] * x0
     # (x0 the smear's result, read again at every block); each block x + attn(norm(x), ve, cos_sin, w)
     # with ve = value_embeds[str(i)](idx), then x + mlp(norm(x)); softcap * tanh(lm_head(norm(x)) / 15)
     "nanochat": [
         "h_1 = RMSNorm(Embedding(x))",
-        "h_2 = cat(getitem(h_1), add(getitem(h_1), mul(mul(sigmoid(Linear(getitem(h_1)))), getitem(h_1))))",
-        "x_1 = add(mul(getitem(), h_2), mul(getitem(), h_2))",
+        # gate = smear_lambda * σ(smear_gate(x[:, 1:, :4])); cat([x[:, :1], x[:, 1:] + gate * x[:, :-1]])
+        "h_2 = cat(getitem(h_1), add(getitem(h_1),"
+        " mul(mul(smear_lambda, sigmoid(Linear(getitem(h_1)))), getitem(h_1))))",
+        "x_1 = add(mul(resid_lambdas[0], h_2), mul(x0_lambdas[0], h_2))",
         "x_2 = x_1 + ChatAttention(RMSNorm(x_1), value_embeds.0, cos[…], sin[…])",
-        "x_3 = add(mul(getitem(), x_2 + ChatMLP(RMSNorm(x_2))), mul(getitem(), h_2))",
+        "x_3 = add(mul(resid_lambdas[1], x_2 + ChatMLP(RMSNorm(x_2))), mul(x0_lambdas[1], h_2))",
         "x_4 = x_3 + ChatAttention(RMSNorm(x_3), value_embeds.1, cos[…], sin[…])",
         "x_out = mul(tanh(div(Linear(RMSNorm(x_4 + ChatMLP(RMSNorm(x_4)))))))",
     ],
@@ -402,3 +426,14 @@ def test_each_block_s_formulas_are_its_code_s(
     name: str, built: Callable[[str], tuple[nn.Module, Trace, Graph]]
 ) -> None:
     assert stream_formulas(built(name)[1]) == FORMULAS[name]
+
+
+def test_a_layer_scale_is_written_with_its_parameter(
+    built: Callable[[str], tuple[nn.Module, Trace, Graph]],
+) -> None:
+    """timm's LayerScale.forward is `x * self.gamma`: a module of one op, written with the
+    parameter it reads, as the code names it on the module."""
+    from blocktrace.views.diagram.formulas import formulas
+    from blocktrace.views.steps import StepTree
+
+    assert "LayerScale(x) = mul(x, gamma)" in formulas(StepTree(built("timm block")[1]))

@@ -38,8 +38,9 @@ SANDWICH = (
     ("add", (("pre_feedforward_layernorm", "mlp", "post_feedforward_layernorm"),)),
 )
 # the decoder layer's self_attn gets position_embeddings=(cos, sin) from model.rotary_emb and
-# position_ids = cache_position.unsqueeze(0) (modeling_llama.py: LlamaModel.forward)
-ROTARY = {("self_attn", "rotary_emb"), ("self_attn", "unsqueeze")}
+# position_ids, named as the line that makes it names it: `position_ids = position_ids.unsqueeze(0)`
+# (modeling_llama.py:380, LlamaModel.forward; modeling_gptj.py:324, modeling_falcon.py:751 alike)
+ROTARY = {("self_attn", "rotary_emb"), ("self_attn", "position_ids")}
 
 RESIDUALS: dict[str, list[Residual]] = {
     "llama": layers("model.layers", 2, *PRE_NORM),  # modeling_llama.py:308, :314
@@ -158,10 +159,10 @@ SIDE: dict[str, tuple[str, set[tuple[str, str]]]] = {
     "gemma2": ("model.layers.1", ROTARY | {("self_attn", "eager_mask")}),  # eager attention, its mask
     "gemma3": ("model.layers.1", ROTARY | {("self_attn", "sdpa_mask")}),
     "phi": ("model.layers.1", ROTARY),  # the mlp reads the layer's own norm: no side input
-    "gptj": ("transformer.h.1", {("attn", "rotary_emb"), ("attn", "unsqueeze")}),
+    "gptj": ("transformer.h.1", {("attn", "rotary_emb"), ("attn", "position_ids")}),
     "falcon": (
         "transformer.h.1",
-        {("self_attention", "rotary_emb"), ("self_attention", "unsqueeze"), ("self_attention", "sdpa_mask")},
+        {("self_attention", name) for name in ("rotary_emb", "position_ids", "sdpa_mask")},
     ),
     "olmo2": ("model.layers.1", ROTARY),
     "mixtral": ("model.layers.1", ROTARY),
@@ -356,8 +357,10 @@ FORMULAS: dict[str, list[str]] = {
     ],
     # layer 0's attn_norm is nn.Identity (its value is x_1 itself); layers 1 and 2 alike
     "modernbert": [
-        "x_1 = Identity(ModernBertEmbeddings(x))",
-        "x_2 = x_1 + ModernBertAttention(x_1, rotary_emb)",
+        # layer 0's attn_norm is nn.Identity (modeling_modernbert.py:298), read inside the branch:
+        # attn_outputs = self.attn(self.attn_norm(hidden_states), ...); hidden_states + attn_output
+        "x_1 = ModernBertEmbeddings(x)",
+        "x_2 = x_1 + ModernBertAttention(Identity(x_1), rotary_emb)",
         "x_3 = x_2 + ModernBertMLP(LayerNorm(x_2))",
         "x_4 = ModernBertEncoderLayer×2(x_3, rotary_emb)",
         "x_out = LayerNorm(x_4)",

@@ -219,6 +219,33 @@ def test_value_embeddings_and_x0_are_side_inputs_and_only_the_blocks_have_residu
     assert [g.root.steps[s.steps[0]].name for s in g.root.segments] == chain
 
 
+class Gate(nn.Module):
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return x * m
+
+
+class NamedMask(nn.Module):
+    """A mask made beside the stream twice: once on a line of its own, once inside the call's line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.inline = Gate(), Gate()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        keep = mask.unsqueeze(-1)
+        x = x + self.gate(x, keep)
+        x = x + self.inline(x, mask.unsqueeze(-1))
+        return x
+
+
+def test_a_value_made_beside_the_stream_is_named_as_its_line_assigns_it() -> None:
+    """`keep = mask.unsqueeze(-1)` is read as keep; `mask.unsqueeze(-1)` inside the call's line is
+    assigned to nothing of its own (the line's x is the sum), so it keeps its op's name."""
+    _, g = traced(NamedMask(), torch.randn(2, 5, 4), torch.ones(2, 5))
+    assert sources(g.root, "gate") == {"keep"}
+    assert sources(g.root, "inline") == {"unsqueeze"}
+
+
 class WithAux(nn.Module):
     """A block returning its output and an auxiliary head's, by name."""
 

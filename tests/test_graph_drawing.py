@@ -246,8 +246,8 @@ def test_weighted_residuals_keep_their_operands() -> None:
     lines = formulas_of(traced(ValueEmbedded(), IDS))
     assert lines[:4] == [
         "h = RMSNorm(Embedding(x))",
-        "x_1 = add(mul(getitem(), h), mul(getitem(), h))",
-        "x_2 = add(mul(getitem(), x_1 + Linear(add(x_1, value_embeds.0))), mul(getitem(), h))",
+        "x_1 = add(mul(resid_lambdas[0], h), mul(x0_lambdas[0], h))",
+        "x_2 = add(mul(resid_lambdas[1], x_1 + Linear(add(x_1, value_embeds.0))), mul(x0_lambdas[1], h))",
         "x_out = x_2 + Linear(add(x_2, value_embeds.1))",
     ]
 
@@ -363,3 +363,53 @@ def test_a_slice_of_a_buffer_is_named_by_the_buffer() -> None:
     text = drawn(t)
     assert "reads cos[…] (1, 6, 1, 2)" in text and "reads sin[…] (1, 6, 1, 2)" in text
     assert "x_2 = x_1 + ChatAttention(RMSNorm(x_1), value_embeds.0, cos[…], sin[…])" in formulas_of(t)
+
+
+class ShiftedTerm(nn.Module):
+    """adaLN's three parts of one chunk, each unsqueezed beside the stream; the shift is a term of
+    the sum itself."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.norm, self.attn, self.mod = nn.LayerNorm(c), nn.Linear(c, c), nn.Linear(c, 3 * c)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.mod(c).chunk(3, -1)
+        shift, scale, gate = shift.unsqueeze(1), scale.unsqueeze(1), gate.unsqueeze(1)
+        return x + gate * self.attn(self.norm(x) * (1 + scale)) + shift
+
+
+def test_ops_side_by_side_on_one_chunk_are_each_written_on_the_part_they_read() -> None:
+    """The caption's side term is shift = chunk(...)[0] unsqueezed, not the three unsqueezes in a
+    chain; the formula writes gate, scale and shift each by its part."""
+    t = traced(ShiftedTerm(), torch.randn(2, 5, 8), torch.randn(2, 8))
+    assert "x + mul(attn(mul(norm(x)))) + unsqueeze(chunk(mod(input 2))[0])" in drawn(t)
+    assert formulas_of(t)[0] == (
+        "x_out = x + mul(unsqueeze(chunk(Linear(in_1))[2]), Linear(mul(LayerNorm(x),"
+        " add(unsqueeze(chunk(Linear(in_1))[1]))))) + unsqueeze(chunk(Linear(in_1))[0])"
+    )
+
+
+class ShiftedByHelper(ShiftedTerm):
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.mod(c).chunk(3, -1)
+        shift, scale, gate = [t.unsqueeze(1) for t in (shift, scale, gate)]  # a helper: <listcomp>
+        return x + gate * self.attn(self.norm(x) * (1 + scale)) + shift
+
+
+def test_the_values_of_a_helper_beside_the_stream_are_each_written_by_the_helper() -> None:
+    t = traced(ShiftedByHelper(), torch.randn(2, 5, 8), torch.randn(2, 8))
+    assert formulas_of(t)[0] == (
+        "x_out = x + mul(<listcomp>, Linear(mul(LayerNorm(x), add(<listcomp>)))) + <listcomp>"
+    )
+
+
+def test_a_note_of_an_op_that_makes_several_tensors_lists_them_all() -> None:
+    """The neox Block's fused q, k, v = query_key_value(x).split(C, dim=2): split's note says the
+    three tensors it made, 3×(B, T, C), not the first alone."""
+    from tests.harness import TINY, invoke
+
+    result = invoke(["diagram", "--preset", "neox", *TINY])
+    notes = [line for line in result.stdout.splitlines() if "split " in line]
+    assert result.exit_code == 0 and len(notes) == 1, notes
+    assert "split               (B, T, 3C) -> 3×(B, T, C)" in notes[0], notes

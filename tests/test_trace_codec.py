@@ -67,7 +67,7 @@ def test_every_field_of_every_record_round_trips_through_json() -> None:
             assert getattr(record, f.name) != f.default, f"{type(record).__name__}.{f.name} at its default"
     assert {c.__name__ for c in kinds} == {
         "Trace", "TensorMeta", "TensorStats", "ModuleCall", "Weight", "Site", "OpCall", "ResidualAdd",
-        "Branch", "Frame",
+        "Branch", "Frame", "ParameterRead",
     }  # fmt: skip
     back = Trace.from_json(t.to_json())
     assert back == t

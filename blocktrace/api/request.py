@@ -42,7 +42,7 @@ def model_request(given: Mapping[str, Any]) -> ModelRequest:
     for name, source in SOURCES.items():
         used = [f.name for f in source.flags if given.get(f.name) not in (None, [], ())]
         if used and name not in chosen:
-            raise ConfigError(f"--{used[0]} is for --{name}")
+            raise ConfigError(f"--{used[0].replace('_', '-')} is for --{name}")
     block = {name: given[name] for name in BLOCK_FLAGS if name in given}
     if not chosen:
         return ModelRequest(block_config(**block))

@@ -282,7 +282,7 @@ def _source_option(flag: Flag) -> Any:
     """The typer option of a source's flag, from its entry in SOURCES."""
     kind = list[str] | None if flag.repeatable else str | None
     option = typer.Option(
-        f"--{flag.name}",
+        flag.option,
         metavar=flag.metavar,
         help=flag.help,
         show_default=False,

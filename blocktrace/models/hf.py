@@ -133,6 +133,9 @@ class HFSpec:
     dtype: Dtype = Dtype.float32
     dtype_source: str = "--dtype"  # where the dtype came from, as the header says it (config_dtype)
     attention: str | None = None  # the attn_implementation it is built with; None: transformers' default
+    # D = hidden_size / num_attention_heads, as the code divides, in place of a head_dim it does not read
+    heads_divide: bool = False
+    source_seq: int | None = None  # an encoder-decoder's source tokens at full size; None: seq
 
     def __post_init__(self) -> None:
         layers = getattr(self.config, _LAYERS, None)
@@ -192,13 +195,15 @@ class HFSpec:
                 found[symbol] = value
         if found.get("Hkv") == found.get("H"):
             del found["Hkv"]  # every head its own keys and values: no grouping for the probes to add
-        found.update(self.main.values(self.config, self.seq))
+        found.update(self.main.values(self.config, self.seq if self.source_seq is None else self.source_seq))
         inner = next((k for k in _INNER if isinstance(getattr(self.config, k, None), int)), None)
         if inner is not None:
             found["F"] = getattr(self.config, inner)
         if "C" not in found or "H" not in found or found["H"] <= 0 or found["C"] % found["H"]:
             raise ConfigError(f"--hf {self.source}: no hidden_size and num_attention_heads that divide it")
         found.setdefault("D", found["C"] // found["H"])
+        if self.heads_divide:
+            found["D"] = found["C"] // found["H"]
         if "Hkv" in found and (found["Hkv"] <= 0 or found["H"] % found["Hkv"]):
             raise ConfigError(f"--hf {self.source}: num_attention_heads must divide by num_key_value_heads")
         return found
@@ -323,6 +328,32 @@ class HFSpec:
                 f"cache keeps the last W - 1 = {window - 1} positions, shown as that number"
             )
         return tuple(found)
+
+    def with_source(self, length: int) -> HFSpec:
+        """The model on `length` source tokens (raises ConfigError where it reads none)."""
+        if not (self.main.encoder_decoder and self.main.name == "input_ids"):
+            raise ConfigError(
+                f"--source-seq does not apply to --hf {self.source}: it is no encoder-decoder reading "
+                "source tokens (--seq sets its input's length)"
+            )
+        if length > self.sizes.get("P", length):
+            raise ConfigError(
+                f"--source-seq {length} is longer than the model's max_position_embeddings "
+                f"({self.sizes['P']})"
+            )
+        return replace(self, source_seq=length)
+
+    def related(self) -> tuple[HFSpec, str] | None:
+        """Its sizes related as code that reads no head_dim relates them (GPT-2's
+        embed_dim // num_heads), and why, for where the config's head_dim is another; else None."""
+        v = self._values
+        if self.heads_divide or v["D"] == v["C"] // v["H"]:
+            return None
+        return replace(self, heads_divide=True), (
+            f"the head dim is named C/H ({v['C'] // v['H']}), hidden_size / num_attention_heads, as the "
+            f"model's code divides: it does not run at the probes' sizes with the config's head_dim "
+            f"({v['D']})"
+        )
 
     def meta_alternative(self) -> tuple[HFSpec, str] | None:
         """The model with transformers' eager attention, and why, for where its default attention

@@ -33,6 +33,7 @@ class HFKey:
     batch: int
     seq: int | None
     dtype: Dtype | None  # None: the config's (its digest covers it)
+    source_seq: int | None = None  # an encoder-decoder's source length; None: --seq
     config_json: bytes = field(default=b"", compare=False, repr=False)  # the bytes hashed, traced on a miss
 
     def describe(self) -> dict[str, Any]:
@@ -69,6 +70,11 @@ class Flag:
     help: str
     repeatable: bool = False
 
+    @property
+    def option(self) -> str:
+        """The flag as typed: --source-seq for source_seq."""
+        return "--" + self.name.replace("_", "-")
+
 
 @dataclass(frozen=True)
 class Source:
@@ -104,6 +110,9 @@ def _hf_spec(request: ModelRequest, key: Keyed | None) -> ModelSpec:
     config = load_config(request.target, key.config_json if isinstance(key, HFKey) else None)
     batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
     spec = HFSpec.from_config(request.target, config, batch, seq, request.flags.get("dtype"))
+    source = source_length(request.flags.get("source_seq"))
+    if source is not None:
+        spec = spec.with_source(source)
     check_chunks(request.target, config.to_dict(), spec.seq)
     return spec
 
@@ -121,7 +130,21 @@ def _hf_key(request: ModelRequest) -> HFKey | None:
         return None
     folder, digest = str(config_file.parent.resolve()), hashlib.sha256(data).hexdigest()
     batch, seq = request.flags.get("batch", 8), request.flags.get("seq")
-    return HFKey(folder, digest, transformers, batch, seq, request.flags.get("dtype"), data)
+    source = source_length(request.flags.get("source_seq"))
+    return HFKey(folder, digest, transformers, batch, seq, request.flags.get("dtype"), source, data)
+
+
+def source_length(value: str | int | None) -> int | None:
+    """--source-seq's value (the command line's text, the API's int) as a length (raises
+    ConfigError), or None where it is not given."""
+    from blocktrace.errors import ConfigError
+
+    if value is None:
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) <= 0:
+        raise ConfigError(f"--source-seq must be a positive integer, got {value!r}")
+    return int(text)
 
 
 SOURCES: dict[str, Source] = {
@@ -171,5 +194,13 @@ SOURCES: dict[str, Source] = {
         _hf_spec,
         _hf_key,
         reads=("batch", "seq", "dtype"),
+        flags=(
+            Flag(
+                "source_seq",
+                "S",
+                "With --hf of an encoder-decoder that reads token ids (T5, BART): the encoder's source "
+                "length S at full size, --seq being the decoder's; default: --seq.",
+            ),
+        ),
     ),
 }

@@ -14,7 +14,7 @@ from typing import Any
 from blocktrace.tracing.records import FrozenDict, Record, leaves, map_leaves, plain
 
 SCHEMA = "blocktrace.trace"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,17 @@ class ModuleCall(Record):
 
 
 @dataclass(frozen=True)
+class ParameterRead(Record):
+    """A parameter an op read: no value of the data flow, so not among the op's inputs."""
+
+    position: int  # where it stood among the tensors the op took
+    name: str  # what the code calls it there: "resid_lambdas[0]" (a slice at a number), "gamma"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "name": self.name}
+
+
+@dataclass(frozen=True)
 class OpCall(Record):
     """One functional op (F.rms_norm, relu, view, +, ...) that returned tensors."""
 
@@ -165,6 +176,7 @@ class OpCall(Record):
     first_line: int = 0  # where that function's definition starts in the file (co_firstlineno)
     flops: int = 0  # forward FLOPs of its aten ops that have a formula (see flops.py)
     uncounted: tuple[str, ...] = ()  # its aten ops with no formula ("aten.linalg_inv_ex"): FLOPs unknown
+    parameters: tuple[ParameterRead, ...] = ()  # the parameters it read, by name
 
     def __post_init__(self) -> None:
         self.freeze_mappings()
@@ -185,6 +197,7 @@ class OpCall(Record):
             "time": self.time,
             "flops": self.flops,
             "uncounted": list(self.uncounted),
+            "parameters": [r.to_dict() for r in self.parameters],
         }
 
 

@@ -24,18 +24,10 @@ from blocktrace import progress
 from blocktrace.errors import ForwardError, error_line
 from blocktrace.tracing.flops import Counts, FlopCounter
 from blocktrace.tracing.graph.build import handed_on, residual_joins
+from blocktrace.tracing.named_reads import NamedReads
 from blocktrace.tracing.ops import facts
 from blocktrace.tracing.residual_rule import ResidualRule
-from blocktrace.tracing.trace import (
-    Frame,
-    ModuleCall,
-    OpCall,
-    Site,
-    TensorMeta,
-    TensorStats,
-    Trace,
-    Weight,
-)
+from blocktrace.tracing.trace import Frame, ModuleCall, OpCall, Site, TensorMeta, TensorStats, Trace, Weight
 from blocktrace.tracing.values import tensor_stats
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -83,6 +75,7 @@ class _Recorder:
     values: dict[int, TensorStats | None] | None = None  # tensor id -> its stats, with --stats
     failed: str | None = None  # the op that raised: where it was written, its name and operands
     layers: dict[int, str] = field(default_factory=dict)  # id(layer) -> the stage it begins
+    named: NamedReads = field(default_factory=lambda: NamedReads({}, {}))
 
     def number(self, frame: FrameType) -> int:
         """Which call of its function `frame` is: one number per frame, first come first numbered.
@@ -232,12 +225,14 @@ class _Recorder:
         out_tensors = _tensors(result)
         if not out_tensors:
             return
-        taken = [t for t in _tensors((args, kwargs)) if not _is_parameter(t)]
+        tensors = _tensors((args, kwargs))
+        taken = [t for t in tensors if not _is_parameter(t)]
         inputs = tuple(self.meta(t) for t in taken)
         index = len(self.ops)
         parent_ids = tuple(t.id for t in inputs)
         in_place = _is_in_place(func)
         name = _op_name(func)
+        params = self.named.read(name, tensors, args) if len(taken) < len(tensors) else ()
         outputs = []
         for t in out_tensors:
             # an op that hands back its input (x.float() on a float, eval-mode dropout) leaves the
@@ -263,7 +258,7 @@ class _Recorder:
         self.ops.append(
             OpCall(
                 index, name, call, function, line, number, inputs, tuple(outputs), attrs, self.clock,
-                file, first_line, counts.flops, tuple(counts.uncounted),
+                file, first_line, counts.flops, tuple(counts.uncounted), params,
             )
         )  # fmt: skip
         self.clock += 1
@@ -407,8 +402,7 @@ def trace(
             handles.append(m.register_forward_hook(recorder.post_hook, with_kwargs=True))
         module.eval()
         inputs = recorder.metas((args, kwargs))
-        # each buffer tagged before the forward: what is sliced from it is named by it (cos[…])
-        buffers = {str(recorder.meta(b).id): name for name, b in module.named_buffers()}
+        recorder.named = NamedReads.of(module, recorder.meta)
         counter = FlopCounter()
         with torch.no_grad(), _OpRecorder(recorder, counter):
             try:
@@ -420,7 +414,7 @@ def trace(
                 place = f"{where.path or '<root>'} ({type(where.module).__name__})" if where else ""
                 said = error if isinstance(error, Exception) else error_line(error, named=True)
                 at = f" at {recorder.failed}" if recorder.failed else ""
-                ran = _ran(recorder, module, inputs, device or _device_of(args), buffers)
+                ran = _ran(recorder, module, inputs, device or _device_of(args))
                 raise ForwardError(f"forward failed in {place}{at}: {said}", ran) from error
         outputs = recorder.metas(output)
     finally:
@@ -431,7 +425,7 @@ def trace(
         for m, mode in training.items():
             m.training = mode  # each module's own flag: train() would redo its whole subtree
         progress.stage(begun)
-    return _assembled(recorder, module, inputs, outputs, device or _device_of(args), recorder.calls, buffers)
+    return _assembled(recorder, module, inputs, outputs, device or _device_of(args), recorder.calls)
 
 
 def _assembled(
@@ -441,7 +435,6 @@ def _assembled(
     outputs: tuple[TensorMeta, ...],
     device: str,
     calls: list[ModuleCall | None],
-    buffers: dict[str, str],
 ) -> Trace:
     """The Trace of what `recorder` recorded, its residual adds found from its data flow."""
     traced = Trace(
@@ -453,7 +446,7 @@ def _assembled(
         ops=tuple(recorder.ops),
         residual_adds=(),
         frames=tuple(recorder.frame_records),
-        buffers=buffers,
+        buffers=recorder.named.buffers,
     )
     rule = ResidualRule(
         recorder.ops, recorder.parents, recorder.producer_op, recorder.produced_by_call, calls
@@ -467,7 +460,6 @@ def _ran(
     module: nn.Module,
     inputs: tuple[TensorMeta, ...],
     device: str,
-    buffers: dict[str, str],
 ) -> Trace:
     """What ran before the forward raised: the calls still open (the failing one and those around
     it) closed there, returning nothing, so that every op recorded has its call. Its residual adds
@@ -479,7 +471,7 @@ def _ran(
         kind, site = type(open_call.module).__name__, open_call.site
         closed = (open_call.parent, open_call.inputs, reading, *counts, recorder.clock, site)
         recorder.calls[open_call.index] = ModuleCall(open_call.index, open_call.path, kind, *closed)
-    ended = _assembled(recorder, module, inputs, (), device, recorder.calls, buffers)
+    ended = _assembled(recorder, module, inputs, (), device, recorder.calls)
     still_open = {c.index for c in recorder.stack}
     calls = tuple(replace(c, outputs=()) if c.index in still_open else c for c in ended.calls)
     root = recorder.calls[recorder.stack[0].index] if recorder.stack else None

@@ -22,8 +22,10 @@ stream value that several joins read (nanochat's x0) is a side input of each. An
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
+from functools import cached_property
 
+from blocktrace.tracing.graph.assigned import assigned_names, line_parts
 from blocktrace.tracing.graph.level import LevelFlow
 from blocktrace.tracing.graph.model import (
     Graph,
@@ -70,11 +72,16 @@ def handed_on(source: Trace, target: Trace, fn: Callable[[TensorMeta], TensorMet
     return target
 
 
-def made_name(step: Step, buffers: Mapping[str, str]) -> str:
+def made_name(step: Step, trace: Trace) -> str:
     """What a value is named by, where it is read beside the stream: the step that made it, or for
-    a slice of a buffer, the buffer (`cos[…]`, the rotary table cut to the sequence)."""
-    if step.kind == StepKind.op and step.name == "getitem" and len(step.inputs) == 1:
-        return f"{buffers[key]}[…]" if (key := str(step.inputs[0].id)) in buffers else step.name
+    a slice of a buffer, the buffer (`cos[…]`, the rotary table cut to the sequence), for one of a
+    parameter, the parameter as the code slices it (`x0_lambdas[0]`)."""
+    if step.kind == StepKind.op and step.name == "getitem":
+        read = {r.position: r.name for r in trace.ops[step.ops[0]].parameters}
+        if 0 in read:
+            return read[0]
+        if len(step.inputs) == 1 and (key := str(step.inputs[0].id)) in trace.buffers:
+            return f"{trace.buffers[key]}[…]"
     return step.name
 
 
@@ -126,6 +133,9 @@ class _Builder:
         self.trace = trace
         self.helper_of = outer_helpers(trace.frames)
         self.levels: list[Level] = []
+        # tensor id -> the name the code assigns a value made by an op: what it is called beside
+        # the stream (a stream value is rebound as it goes, x = ..., and keeps its op's name)
+        self.code_names: dict[int, str] = {}
         self.beside: list[tuple[int, int]] = []  # calls off every stream that hold residuals: how many
         # op-level provenance: tensor id -> the ids of the op inputs it was computed from
         self.parents: dict[int, tuple[int, ...]] = {}
@@ -288,6 +298,20 @@ class _Builder:
             frame=frame,
         )
 
+    @cached_property
+    def line_parts(self) -> set[int]:
+        """The values a later op or call of their own line reads: no line assigns them."""
+        return line_parts(self.trace, self.op_of)
+
+    def code_name(self, step: Step) -> str | None:
+        """The one name the line of an op assigns its value to, where that value is what the line
+        leaves (`position_ids = position_ids.unsqueeze(0)`); None for anything else."""
+        op = self.trace.ops[step.ops[0]] if step.kind == StepKind.op else None
+        if op is None or len(op.outputs) != 1 or op.outputs[0].id in self.line_parts:
+            return None
+        named = assigned_names(op.file, op.line, 1)
+        return named[0] if named else None
+
     # --- levels -------------------------------------------------------------------------------
     def open(
         self,
@@ -313,7 +337,9 @@ class _Builder:
         for i, s in enumerate(steps):
             for t in s.outputs:
                 if producer.get(t.id) == i:
-                    names.setdefault(t.id, made_name(s, self.trace.buffers))
+                    names.setdefault(t.id, made_name(s, self.trace))
+                    if names[t.id] == s.name and (code := self.code_name(s)) is not None:
+                        self.code_names.setdefault(t.id, code)
 
         def level_from(main_in: TensorMeta | None) -> LevelFlow:
             return LevelFlow(steps, producer, main_in, main_out, skip, names, outputs, self, call, frame)

@@ -63,6 +63,7 @@ class LevelFlow:
         self.steps, self.producer, self.names, self.outputs = steps, producer, names, outputs
         self.main_in, self.main_out, self.skip = main_in, main_out, skip
         self.parents, self.op_of = builder.parents, builder.op_of
+        self.code_names = builder.code_names
         self.owner = builder.owners(call, steps)
         self.from_main = self._from_main(builder.ops_inside(call))
         span = builder.span.get(call.index, (0, 0))
@@ -226,6 +227,7 @@ class LevelFlow:
         main input; and wherever it is read, an earlier stream value that several joins read."""
         on_stream = {i: self.carried[k] for k, i in enumerate(self.spine)}
         skip = getattr(self.skip, "id", None)
+        stream = set().union(*self.carried)
         found = []
         for i, s in enumerate(self.steps):
             for t in s.inputs:
@@ -234,7 +236,8 @@ class LevelFlow:
                 else:
                     side = t.id not in self.from_main and t.id != skip
                 if side or t.id in context:
-                    found.append(SideInput(i, t, self.names.get(t.id, "?")))
+                    name = self.names.get(t.id, "?")
+                    found.append(SideInput(i, t, name if t.id in stream else self.code_names.get(t.id, name)))
         return found
 
     def _from_main(self, ops: tuple[OpCall, ...]) -> set[int]:

@@ -17,9 +17,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from blocktrace.tracing.ops import definition, op_title
-from blocktrace.tracing.trace import OpCall, TensorMeta
-from blocktrace.views.diagram.assigned import assigned_names
+from blocktrace.tracing.graph.assigned import assigned_names, one_statement
+from blocktrace.tracing.ops import definition, facts, op_title
+from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta
 from blocktrace.views.shapes import shape_text
 from blocktrace.views.steps import Step, StepKind, StepTree, short_path
 
@@ -58,6 +58,15 @@ def stream_formulas(
     for pos, step in enumerate(drawn):
         for t in _outputs(step):
             made_at.setdefault(t.id, []).append(pos)
+    # a residual's skip is named where the stream forks, at its first appearance in the sum's level,
+    # as the drawing forks it: a step there that hands it back as it is (ModernBERT's first
+    # attn_norm, an nn.Identity) is on the branch, written inside it
+    bound = {i: at[-1] for i, at in made_at.items()}
+    for r in residuals:
+        level = trace.ops[r.op].call
+        fork = [p for p in made_at.get(r.stream.id, []) if not _hands_back(drawn, p, level)]
+        if fork:
+            bound[r.stream.id] = fork[-1]
     names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(inputs)}
     starts = [r.stream.id for r in residuals] + [s.inputs[0].id for s in runs if s.inputs]
     streams = dict.fromkeys([*starts, *(s.output.id for s in runs), drawn[-1].output.id])
@@ -84,12 +93,20 @@ def stream_formulas(
         unpacked[pos] = dict(zip(ids, code, strict=True))
         names.update(unpacked[pos])
     used: dict[int, None] = {}  # the other inputs written, in order
+    # tensor id -> (the step beside the stream holding the op that made it, that op, its index
+    # among the op's values): a chunk's parts, a helper's values, each written from its own op
+    side_ops = {
+        o.id: (replace(s, ops=(op,)), len(op.outputs), k)
+        for s in tree.side.values()
+        for op in s.ops
+        for k, o in enumerate(op.outputs)
+    }
 
     def value(tensor_id: int, before: int) -> str:
         """The value as a step at position `before` reads it: its name once its last step has run
         (an op that hands back its input keeps the id), else what the step before made of it."""
         earlier = [p for p in made_at.get(tensor_id, []) if p < before]
-        if tensor_id in names and (not earlier or earlier[-1] == made_at[tensor_id][-1]):
+        if tensor_id in names and (not earlier or earlier[-1] == bound[tensor_id]):
             if names[tensor_id].startswith("in_"):
                 used[tensor_id] = None
             return names[tensor_id]
@@ -101,6 +118,11 @@ def stream_formulas(
         """A value made beside the stream: by where it came from when a module or the graph names
         it, else as the ops that made it from what they read (λ·x0: mul(getitem(), h))."""
         side = tree.side.get(tensor_id)
+        part = side_ops.get(tensor_id)
+        if part is not None and part[0].kind == StepKind.helper:  # a helper's value: by the helper
+            return sources.get(tensor_id, part[0].title)
+        if part is not None and depth > 0 and (side is None or part[1] > 1):
+            return part_text(*part, lambda t: inner(t, before, depth))
         if side is not None and side.kind in (StepKind.compute, StepKind.shape) and depth > 0:
             return _buffer_slice(side, trace.buffers) or ops_text(side, lambda t: inner(t, before, depth))
         if str(tensor_id) in trace.buffers:
@@ -116,14 +138,18 @@ def stream_formulas(
 
     def made(pos: int) -> str:
         step = drawn[pos]
-        if step.residual is not None:
-            return " + ".join(value(t.id, pos) for t in step.inputs)
+        if step.residual is not None:  # its skip as the stream forked
+            skip = step.residual.stream.id
+            terms = [names[t.id] if t.id == skip and skip in names else value(t.id, pos) for t in step.inputs]
+            return " + ".join(terms)
         if step.kind in (StepKind.compute, StepKind.shape) and step.ops:
             return ops_text(step, lambda t: value(t, pos))
         args = together(_data_inputs(step), pos)
         for source, values in tree.reads(step):  # what it reads beside the stream, each source once
+            if len({side_ops[v.id][0].ops[0].index if v.id in side_ops else -1 for v in values}) == 1:
+                values = tuple(sorted(values, key=lambda v: side_ops[v.id][2] if v.id in side_ops else 0))
             known = [value(v.id, pos) for v in values if v.id in names]
-            by_ops = all(_made_by_ops(tree.side.get(v.id)) for v in values)
+            by_ops = all(_made_by_ops(tree.side.get(v.id)) or _a_part(side_ops.get(v.id)) for v in values)
             args += known or ([off_stream(v.id, pos, 8) for v in values] if by_ops else [source])
         return f"{step.title}({', '.join(args)})"
 
@@ -159,7 +185,7 @@ def stream_formulas(
         ]
 
     given = {t.id for t in inputs}
-    named = sorted((made_at[i][-1], i) for i in names if i in made_at and i not in given)
+    named = sorted((bound[i], i) for i in names if i in made_at and i not in given)
     lines = []
     for pos, i in named:
         if pos not in unpacked:
@@ -172,6 +198,13 @@ def stream_formulas(
     return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(taken[said[i]])}" for i in used]
 
 
+def part_text(step: Step, count: int, k: int, value: Callable[[int], str]) -> str:
+    """The value an op of one step made, written from the values it read; one of several by its
+    index: chunk(Linear(in_1))[2]."""
+    text = ops_text(step, value)
+    return text if count == 1 else f"{text}[{k}]"
+
+
 def _outputs(step: Step) -> tuple[TensorMeta, ...]:
     """Every value a drawn step makes: a helper's all it returned, an op's all its outputs (split's
     q, k and v), else its one output."""
@@ -179,6 +212,29 @@ def _outputs(step: Step) -> tuple[TensorMeta, ...]:
         return step.returned
     last = step.ops[-1].outputs if step.ops else ()
     return last if step.output in last else (step.output,)
+
+
+def _hands_back(drawn: Sequence[Step], pos: int, level: int | None) -> bool:
+    """Whether the call at `pos`, of the call `level`, hands its input back as it is (an
+    nn.Identity, eval-mode dropout) to a call of the same statement: ModernBERT's
+    self.attn(self.attn_norm(h)), not GPT-2's h = self.drop(...) before h + ...; the same value,
+    not made there."""
+    step = drawn[pos]
+    call = step.call
+    if (
+        call is None
+        or call.parent != level
+        or call.site is None
+        or step.output.id not in {t.id for t in step.inputs}
+    ):
+        return False
+    reader = next((s for s in drawn[pos + 1 :] if s.residual is None and step.output in s.inputs), None)
+    site = reader.call.site if reader is not None and reader.call is not None else None
+    return (
+        site is not None
+        and site.frame == call.site.frame
+        and one_statement(site.file, site.line, call.site.line)
+    )
 
 
 def _unpacked(tree: StepTree, drawn: Sequence[Step], leaving: set[int]) -> dict[int, list[int]]:
@@ -214,15 +270,25 @@ def _code_names(tree: StepTree, step: Step, count: int) -> tuple[str, ...] | Non
 
 def ops_text(step: Step, value: Callable[[int], str]) -> str:
     """A run of ops written op by op, each with every operand it took: what an earlier op of the run
-    made as that op's text, anything else as `value` says. An op's values read together, in order,
-    are written once, unpacked (SDPA(*unbind(Linear(x)))); one of several, by its index."""
+    made as that op's text, anything else as `value` says, a parameter by its name where it stood
+    (mul(resid_lambdas[0], x)). An op's values read together, in order, are written once, unpacked
+    (SDPA(*unbind(Linear(x)))); one of several, by its index."""
     made: dict[int, tuple[str, tuple[int, ...]]] = {}  # id -> (its op's text, that op's outputs)
     text = ""
     for op in step.ops:
         args: list[str] = []
         ids = [t.id for t in op.inputs]
-        i = 0
-        while i < len(ids):
+        read = {r.position: r.name for r in op.parameters}
+        if op.name == "getitem" and 0 in read:  # resid_lambdas[0]: the slice is the name
+            text = read[0]
+            made.update((o.id, (text, (o.id,))) for o in op.outputs)
+            continue
+        i = placed = 0  # values and parameters written so far: i + placed is the next one's position
+        while i < len(ids) or i + placed in read:
+            if i + placed in read:
+                args.append(read[i + placed])
+                placed += 1
+                continue
             if ids[i] not in made:
                 args.append(value(ids[i]))
                 i += 1
@@ -251,6 +317,11 @@ def _buffer_slice(step: Step, buffers: Mapping[str, str]) -> str | None:
     return None if name is None else f"{name}[…]"
 
 
+def _a_part(part: tuple[Step, int, int] | None) -> bool:
+    """Whether a value is one of several an op beside the stream made (a chunk's)."""
+    return part is not None and part[0].kind != StepKind.helper and part[1] > 1
+
+
 def _made_by_ops(step: Step | None) -> bool:
     """Whether a value made beside the stream came from a run of ops (mask[:, None, None, :]),
     written out as them rather than by their name."""
@@ -277,8 +348,10 @@ def _operands(tree: StepTree, step: Step) -> tuple[TensorMeta, ...]:
 def composition(tree: StepTree, step: Step) -> str | None:
     """Type(x) = f(g(x)) when the call's inner steps form one chain from its input to its output,
     else None."""
-    if step.call is None or tree.is_one_op(step.call):
+    if step.call is None:
         return None
+    if tree.is_one_op(step.call):
+        return _of_parameters(tree, step.call)
     inner = tree.inner(step.call)
     current, text = step.call.inputs[0].id if step.call.inputs else -1, "x"
     for s in inner:
@@ -295,6 +368,21 @@ def composition(tree: StepTree, step: Step) -> str | None:
     if not inner or not step.call.outputs or step.call.outputs[0].id != current:
         return None  # a chain that does not end at what the call returned is not what it computes
     return f"{step.call.type}(x) = {text}"
+
+
+def _of_parameters(tree: StepTree, call: ModuleCall) -> str | None:
+    """LayerScale(x) = mul(x, gamma): a module that is one untitled op of its input and its own
+    parameters, written with them; a module that is its titled op (LayerNorm) says nothing more."""
+    (op,) = tree.trace.ops_in(call.index)
+    if (
+        not op.parameters
+        or facts(op.name).title
+        or [t.id for t in op.inputs] != [t.id for t in call.inputs[:1]]
+    ):
+        return None
+    read = {r.position: r.name.removeprefix(f"{call.path}.") for r in op.parameters}
+    args = [read.get(k, "x") for k in range(len(read) + 1)]
+    return f"{call.type}(x) = {op.name}({', '.join(args)})"
 
 
 def _form(op: OpCall) -> tuple[str, str]:

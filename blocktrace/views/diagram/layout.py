@@ -12,7 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from blocktrace.tracing.trace import ResidualAdd, TensorMeta, Trace
+from blocktrace.tracing.trace import TensorMeta, Trace
+from blocktrace.views.diagram.expression import expression
 from blocktrace.views.shapes import Shapes, shape_text, shapes_text
 from blocktrace.views.steps import Step, StepKind, StepTree, call_step, code_name
 
@@ -158,32 +159,6 @@ def box_lines(step: Step) -> list[str]:
     """What a box says: its title, and the name the code gives it when that differs."""
     name = code_name(step)
     return [step.title] if name == step.title else [step.title, name]
-
-
-def expression(tree: StepTree, r: ResidualAdd) -> str:
-    """x + attn(norm(x)): a residual add written as the code writes it, from its branches' steps,
-    then its side terms by what made them (x + proj(a) + mean(ctx(input 2)))."""
-    terms = []
-    for steps in tree.branches(r):
-        inner = "x"
-        for name, _ in steps:
-            inner = f"{name}({inner})"
-        terms.append(inner)
-    return " + ".join(["x", *terms, *(side_term(tree, t) for t in r.sides)])
-
-
-def side_term(tree: StepTree, t: TensorMeta) -> str:
-    """A value made beside the stream, written as the steps that made it from a model input (or
-    from what the trace does not say: `…`): mean(ctx(input 2))."""
-    names: list[str] = []
-    while (step := tree.side.get(t.id)) is not None and step.inputs and t.id not in tree.from_input:
-        names[:0] = step.label.split(", ")  # innermost first: "relu, square" ran relu first
-        t = step.inputs[0]
-    given = next((k for k, v in enumerate(tree.trace.inputs) if v.id == t.id), None)
-    text = "…" if given is None else "input" if given == 0 else f"input {given + 1}"
-    for name in names:
-        text = f"{name}({text})"
-    return text
 
 
 def left_out(tree: StepTree, shapes: Shapes = Shapes.symbolic) -> list[str]:

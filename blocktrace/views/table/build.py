@@ -21,7 +21,7 @@ from typing import Any
 
 from blocktrace.tracing.ops import facts
 from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta, Weight, plain
-from blocktrace.views.diagram.layout import expression
+from blocktrace.views.diagram.expression import expression
 from blocktrace.views.stats import Totals, totals
 from blocktrace.views.steps import StepTree
 

@@ -1,0 +1,45 @@
+"""The caption under a (+): its residual sum as the code writes it, x + attn(norm(x)), from its
+branches' steps, then its side terms, each written from the data flow that made it. No torch here."""
+
+from __future__ import annotations
+
+from blocktrace.tracing.trace import OpCall, ResidualAdd, TensorMeta
+from blocktrace.views.steps import StepKind, StepTree
+
+
+def expression(tree: StepTree, r: ResidualAdd) -> str:
+    """x + attn(norm(x)): a residual add written as the code writes it, from its branches' steps,
+    then its side terms by what made them (x + proj(a) + mean(ctx(input 2)))."""
+    terms = []
+    for steps in tree.branches(r):
+        inner = "x"
+        for name, _ in steps:
+            inner = f"{name}({inner})"
+        terms.append(inner)
+    return " + ".join(["x", *terms, *(side_term(tree, t) for t in r.sides)])
+
+
+def side_term(tree: StepTree, t: TensorMeta, depth: int = 8) -> str:
+    """A value made beside the stream, written as the ops and calls that made it, each on the values
+    it read, back to the model's inputs (or to what the trace does not say: `…`): mean(ctx(input 2));
+    one of several values an op made by its index, so that ops run side by side on the parts of one
+    chunk are not a chain: unsqueeze(chunk(mod(input 2))[2])."""
+    given = next((k for k, v in enumerate(tree.trace.inputs) if v.id == t.id), None)
+    if given is not None:
+        return "input" if given == 0 else f"input {given + 1}"
+    op = _side_ops(tree).get(t.id)
+    step = tree.side.get(t.id)
+    if depth == 0 or t.id in tree.from_input or (op is None and (step is None or not step.inputs)):
+        return "…"
+    if op is None:  # a module call (or a helper) beside the stream: on its first input
+        assert step is not None
+        name = step.label if step.kind == StepKind.call else step.title
+        return f"{name}({side_term(tree, step.inputs[0], depth - 1)})"
+    text = f"{op.name}({', '.join(side_term(tree, i, depth - 1) for i in op.inputs)})"
+    ids = [o.id for o in op.outputs]
+    return text if len(ids) == 1 else f"{text}[{ids.index(t.id)}]"
+
+
+def _side_ops(tree: StepTree) -> dict[int, OpCall]:
+    """Tensor id -> the op that made it, for every value the steps beside the stream made."""
+    return {o.id: op for s in tree.side.values() for op in s.ops for o in op.outputs}
