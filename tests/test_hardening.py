@@ -537,7 +537,8 @@ def test_a_config_json_that_is_no_object_is_one_line(tmp_path: Path, body: str, 
     one_error(invoke(["diagram", "--hf", str(tmp_path), "--no-cache"]), 2, words)
 
 
-def test_a_dim_over_torch_s_limit_is_exit_2(tmp_path: Path) -> None:
+def test_a_dim_over_torch_s_limit_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the user's code moves to `elsewhere` as it is imported: taken back after
     (tmp_path / "m.py").write_text(USER_CODE.format(marker=str(tmp_path / "ran"), elsewhere=str(tmp_path)))
     one_error(
         invoke(["diagram", "--module", f"{tmp_path / 'm.py'}:block", "--dim", f"T={2**70}"]), 2, "--dim"
