@@ -197,6 +197,25 @@ def test_the_quick_exit_loses_nothing_and_keeps_the_exit_code(tmp_path) -> None:
     assert failed.returncode == 2 and failed.stderr.startswith("blocktrace: error: --device cuda")
 
 
+def test_a_run_without_torch_ends_as_quickly_and_loses_nothing(tmp_path) -> None:
+    # help, a refused flag and a trace read from the cache never import torch; they too end without
+    # Python's teardown, so each must have written everything, as typer alone writes it, by then
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "COLUMNS": "80"}
+    alone = [sys.executable, "-c", "import sys; from blocktrace.cli.app import app; sys.argv[0] = 'x'; app()"]
+    for args in (["diagram", "--help"], ["--help"], ["diagram", "--seq", "-1"]):
+        quick = blocktrace(*args, env=env)
+        torn_down = subprocess.run([*alone, *args], capture_output=True, text=True, env=env, check=False)
+        assert (quick.returncode, quick.stdout, quick.stderr) == (
+            torn_down.returncode,
+            torn_down.stdout,
+            torn_down.stderr,
+        )
+        assert quick.stdout.endswith("\n") if quick.returncode == 0 else quick.stderr.count("\n") == 1
+    traced = blocktrace("diagram", *TINY, env=env)
+    cached = blocktrace("diagram", *TINY, env=env)  # from the cache: no torch
+    assert (cached.returncode, cached.stdout, cached.stderr) == (0, traced.stdout, "")
+
+
 def test_a_stack_is_drawn_once_unless_asked_otherwise() -> None:
     collapsed = run("diagram", *TINY, "--n-layer", "3").stdout
     assert "[h.0 … h.2: Block × 3]" in collapsed and collapsed.count("(+)") == 2

@@ -279,15 +279,18 @@ def completion_classes() -> None:
 
 
 def main() -> None:
-    """The command (blocktrace/__main__.py runs it, its garbage collector set first). Once a run that
-    imported torch has written everything, the process ends without Python's teardown: unloading
-    torch's modules costs a quarter of a second and saves nothing."""
+    """The command (blocktrace/__main__.py runs it, its garbage collector set first). Once a run has
+    written everything, the process ends without Python's teardown, which saves nothing: unloading
+    torch's modules costs a quarter of a second, and typer's and the CLI's a tenth of `--help`."""
     if os.environ.get(COMPLETE_VAR):
         completion_classes()
     try:
         app()
     except SystemExit as done:
-        # everything is written by now: _OneLineErrors flushed stdout, and stderr is line-buffered
-        if "torch" in sys.modules and (done.code is None or isinstance(done.code, int)):
+        # everything is written by now: _OneLineErrors flushed stdout, the files are renamed into place
+        if done.code is None or isinstance(done.code, int):
+            if sys.stderr is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.flush()
             os._exit(done.code or 0)
         raise
