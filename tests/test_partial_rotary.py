@@ -136,6 +136,7 @@ def test_the_drawing_names_the_turned_part() -> None:
         (["--rotary-pct", "nan"], ("rotary_pct must be a number above 0 and at most 1",)),
         (["--rotary-pct", "0.125"], ("rotary_pct (0.125) of the head dim (8) is 1 dims",)),  # D = 32/4
         (["--rotary-pct", "0.3"], ("is 2.4 dims",)),
+        (["--rotary-pct", "1e-9"], ("is 8e-09 dims",)),  # above 0, yet no dim to turn
         (["--n-embd", "480", "--n-head", "6", "--rotary-pct", "0.4"], ("turns 2/5 of each head",)),
         # 0.7 x 180 is 125.99999999999999 in floats: still 126 dims, 7/10 of the head
         (["--n-embd", "360", "--n-head", "2", "--rotary-pct", "0.7"], ("turns 7/10 of each head",)),

@@ -129,7 +129,8 @@ class BlockConfig:
         prime times a power of two, see symbols.py) turn an even number of dims too."""
         turned = self.rotary_pct * self.head_dim
         whole = round(turned)
-        if abs(turned - whole) > 1e-9 * self.head_dim or whole % 2:  # 0.7 * 180 is 125.99999999999999
+        # 0.7 * 180 is 125.99999999999999; 1e-9 of a head is 0 dims, a part that turns nothing
+        if abs(turned - whole) > 1e-9 * self.head_dim or whole % 2 or whole == 0:
             raise ConfigError(
                 f"rotary_pct ({self.rotary_pct:g}) of the head dim ({self.head_dim}) is {turned:g} dims; "
                 "the rotary embedding turns an even number of them (rotary_pct 1 turns the whole head)"
