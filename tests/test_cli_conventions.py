@@ -184,8 +184,8 @@ def test_the_tracer_names_each_layer_it_enters(monkeypatch: pytest.MonkeyPatch) 
 
 # what the help may import of blocktrace: the CLI, and the tables its choices and words come from
 HELP_READS = {"cli", "cli.app", "cli.clicks", "cli.commands", "cli.docs", "cli.options", "cli.progress"}
-HELP_READS |= {"cli.choices", "cli.lazy", "cli.wording", "errors", "progress", "output", "models"}
-HELP_READS |= {"output.formats", "models.request", "models.spec", "models.block", "views"}
+HELP_READS |= {"cli.choices", "cli.coercion", "cli.lazy", "cli.wording", "errors", "progress", "output"}
+HELP_READS |= {"models", "output.formats", "models.request", "models.spec", "models.block", "views"}
 HELP_READS |= {"models.block.families", "views.shapes"}
 
 

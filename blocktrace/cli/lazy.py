@@ -15,6 +15,7 @@ from typer.main import get_command_from_info, get_command_name
 from typer.models import CommandInfo
 
 from blocktrace.cli.clicks import core
+from blocktrace.cli.coercion import install
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +59,7 @@ class LazyCommands(MutableMapping[str, core.Command]):
             pretty_exceptions_short=self.app.pretty_exceptions_short,
             rich_markup_mode=self.app.rich_markup_mode,
         )
+        install(command)
         self.built[name] = command
         return command
 
