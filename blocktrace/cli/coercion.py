@@ -21,10 +21,10 @@ from typer.core import _TyperParameter
 
 from blocktrace.cli.clicks import core
 
-# what typer's pydantic takes, as Python reads it, in the spellings one types; the digits bounded so
-# that no value comes near a limit of either (an int's 4300 digits, a float's range)
+# what typer's pydantic takes, as Python reads it, in the spellings one types; a whole number's digits
+# bounded, as int() refuses 4300 and more
 _WHOLE = re.compile(r"-?[0-9]{1,18}")
-_NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,18})?([eE]-?[0-9]{1,2})?")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
 
 class _Unsure(Exception):
@@ -128,10 +128,6 @@ def _choice(choices: tuple[str, ...], case_sensitive: bool, value: Any, ctx: cor
 def _str(value: Any, ctx: core.Context) -> str:
     if type(value) is not str:
         raise _Unsure
-    try:
-        value.encode()
-    except UnicodeEncodeError:  # a lone surrogate, from bytes that were not UTF-8
-        raise _Unsure from None
     return value
 
 
