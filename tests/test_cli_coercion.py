@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import pytest
 import typer.main
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer._coercion import RuntimeParam, build_runtime_param
+from typer._coercion import RuntimeParam, build_runtime_param, resolve_type_descriptor
 from typer.core import TyperGroup, _TyperParameter
+from typer.models import OptionInfo
 
 from blocktrace.cli import app, lazy
 from blocktrace.cli.clicks import core, exceptions
 from blocktrace.cli.coercion import OwnRuntimeParam, runtime_param
 from blocktrace.cli.wording import bad_value
+from blocktrace.views.shapes import Shapes
 from tests.harness import invoke, one_error
 
 _GROUP = typer.main.get_command(app)
@@ -143,7 +147,25 @@ def test_the_spellings_one_types_are_ours_without_pydantic(name: str, value: Any
     assert ours is not None
     got = ours.coerce(value, param=param, ctx=core.Context(command))
     assert got is None or isinstance(got, (int, float, str, list, Enum)), got
-    assert "typers" not in ours.__dict__, name
+    assert "typer_s" not in ours.__dict__, name
+
+
+@pytest.mark.parametrize(
+    ("annotation", "settings"),
+    [
+        *[(int, {"max": 5}), (int, {"min": 1, "clamp": True}), (str, {"parser": str.upper})],
+        *[(Path, {}), (list[Path], {}), (datetime, {}), (tuple[int, int], {})],
+        *[(typer.FileText, {}), (complex, {})],
+    ],
+    ids=repr,
+)
+def test_what_is_not_known_here_is_left_to_typer(annotation: Any, settings: dict[str, Any]) -> None:
+    assert runtime_param(resolve_type_descriptor(annotation, OptionInfo(**settings))) is None
+
+
+@pytest.mark.parametrize("annotation", [int, float, str, bool, list[str], list[Shapes], Shapes])
+def test_what_the_commands_declare_is_known_here(annotation: Any) -> None:
+    assert runtime_param(resolve_type_descriptor(annotation, OptionInfo(min=1))) is not None
 
 
 def test_a_typical_command_imports_no_pydantic() -> None:

@@ -1,10 +1,10 @@
 """A flag's value made what its annotation says without pydantic. typer coerces every value, a default
 None included, through a pydantic TypeAdapter built per option: about 30 of them and pydantic's
 import, a tenth of a second of every command. Here the values a command is normally given (`8`,
-`1e-9`, `probe`, a path) are taken as typer would take them; anything else, a refused value or an
-unusual spelling (` 5`, `1_000`, `FLOAT32`), and any annotation not known here, goes to typer's own
-coercion, so that what it accepts and the words it refuses with stay exactly as they were
-(tests/test_cli_coercion.py compares the two on every flag).
+`1e-9`, `probe`, a file's name) are taken as typer would take them. Anything else goes to typer's
+own coercion: a refused value, an unusual spelling (` 5`, `1_000`, `FLOAT32`), an annotation or a
+setting not known here (a Path, a parser, a max). So what it accepts, and the words it refuses with,
+stay exactly as they were (tests/test_cli_coercion.py compares the two on every flag).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
 from typer._param_types import coerce_cli_choice
@@ -45,10 +45,11 @@ class OwnRuntimeParam(RuntimeParam):
         try:
             return self.parse(value, ctx)
         except _Unsure:
-            return self.typers._coerce_value(value, param=param, ctx=ctx)
+            return self.typer_s._coerce_value(value, param=param, ctx=ctx)
 
     @functools.cached_property
-    def typers(self) -> RuntimeParam:
+    def typer_s(self) -> RuntimeParam:
+        """typer's own, built (pydantic imported) the first time it is needed."""
         return build_runtime_param(self.descriptor)
 
 
@@ -76,10 +77,10 @@ def runtime_param(descriptor: TypeDescriptor) -> OwnRuntimeParam | None:
 
 def _parse(descriptor: TypeDescriptor) -> Parse | None:
     info = descriptor.parameter_info
-    if info.parser is not None or info.clamp or descriptor.is_file or descriptor.is_path:
+    if info.parser is not None or info.clamp or info.max is not None:
         return None
     if descriptor.is_list:
-        (item,) = descriptor.annotation.__args__
+        (item,) = get_args(descriptor.annotation)
         leaf = _leaf(item, descriptor)
         return None if leaf is None else functools.partial(_each, leaf)
     return _leaf(descriptor.annotation, descriptor)
@@ -87,15 +88,15 @@ def _parse(descriptor: TypeDescriptor) -> Parse | None:
 
 def _leaf(annotation: Any, descriptor: TypeDescriptor) -> Parse | None:
     info = descriptor.parameter_info
-    if descriptor.choices is not None and all(isinstance(c, str) for c in descriptor.choices):
+    if descriptor.choices is not None:
         return functools.partial(_choice, descriptor.choices, info.case_sensitive)
     if annotation is int:
-        return functools.partial(_number, int, _WHOLE, info.min, info.max)
+        return functools.partial(_number, int, _WHOLE, info.min)
     if annotation is float:
-        return functools.partial(_number, float, _NUMBER, info.min, info.max)
+        return functools.partial(_number, float, _NUMBER, info.min)
     if annotation is str:
         return _str
-    if annotation is bool:
+    if annotation is bool:  # a flag's True or False skips coercion: its None default comes here
         return _bool
     return None
 
@@ -106,19 +107,19 @@ def _each(leaf: Parse, value: Any, ctx: core.Context) -> list[Any]:
     return [leaf(item, ctx) for item in value]
 
 
-def _number(kind: type, spelled: re.Pattern[str], low: Any, high: Any, value: Any, ctx: core.Context) -> Any:
+def _number(kind: type, spelled: re.Pattern[str], low: Any, value: Any, ctx: core.Context) -> Any:
     if type(value) is kind:
         number = value
     elif isinstance(value, str) and spelled.fullmatch(value):
         number = kind(value)
     else:
         raise _Unsure
-    if (low is not None and number < low) or (high is not None and number > high):
+    if low is not None and number < low:
         raise _Unsure  # refused: typer's words
     return number
 
 
-def _choice(choices: tuple[str, ...], case_sensitive: bool, value: Any, ctx: core.Context) -> Any:
+def _choice(choices: tuple[Any, ...], case_sensitive: bool, value: Any, ctx: core.Context) -> Any:
     try:  # what typer's adapter calls, its ctx the same
         return coerce_cli_choice(value, choices=choices, case_sensitive=case_sensitive, ctx=ctx)
     except ValueError:
