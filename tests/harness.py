@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,3 +124,18 @@ def one_error(result: Result, code: int, *words: str) -> str:
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]
+
+
+def imported_by(args: list[str]) -> set[str]:
+    """The modules imported by a fresh process that ran `blocktrace *args`, which must succeed."""
+    code = (
+        "import sys\n"
+        "from blocktrace.cli import app\n"
+        "try:\n"
+        f"    app({args!r})\n"
+        "except SystemExit as done:\n"
+        "    assert not done.code, done.code\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(result.stdout.splitlines()[-1].split())

@@ -4,8 +4,6 @@ words with the same exit code. And a typical command that never imports pydantic
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -24,7 +22,7 @@ from blocktrace.cli.clicks import core, exceptions
 from blocktrace.cli.coercion import OwnRuntimeParam, runtime_param
 from blocktrace.cli.wording import bad_value
 from blocktrace.views.shapes import Shapes
-from tests.harness import invoke, one_error
+from tests.harness import imported_by, invoke, one_error
 
 _GROUP = typer.main.get_command(app)
 assert isinstance(_GROUP, TyperGroup)
@@ -173,15 +171,5 @@ def test_a_typical_command_imports_no_pydantic() -> None:
     args = ["diagram", "--preset", "llama", "--n-embd", "8192", "--n-head", "64", "--n-kv-head", "8"]
     args += ["--seq", "131072", "--batch", "1", "--n-layer", "80", "--rope-theta", "500000"]
     args += ["--dtype", "bfloat16", "--no-cache", "--width", "100", "--shapes", "both", "--no-bias"]
-    code = (
-        "import sys\n"
-        "from blocktrace.cli import app\n"
-        "try:\n"
-        f"    app({args!r})\n"
-        "except SystemExit as done:\n"
-        "    assert not done.code, done.code\n"
-        "print(' '.join(sorted(sys.modules)))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    imported = set(result.stdout.splitlines()[-1].split())
+    imported = imported_by(args)
     assert "torch" in imported and "pydantic" not in imported, sorted(m for m in imported if "pydantic" in m)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import TINY, invoke, one_error
+from tests.harness import TINY, imported_by, invoke, one_error
 
 PANELS = ["Model source (default: the built-in Block):", "Block family:", "Sizes:", "Tracing:", "Output:"]
 
@@ -193,17 +193,7 @@ HELP_READS |= {"models.block.families", "views.shapes"}
 def test_help_imports_no_torch_rich_pydantic_nor_what_traces(args: list[str]) -> None:
     """`--help` stays quick by importing little: no torch, no rich, no pydantic (typer's coercion
     of a flag's value), none of the tracing, sizing, model building or drawing. About 0.3 s."""
-    code = (
-        "import sys\n"
-        "from blocktrace.cli import app\n"
-        "try:\n"
-        f"    app({args!r})\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print(' '.join(sorted(sys.modules)))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    imported = set(result.stdout.splitlines()[-1].split())
+    imported = imported_by(args)
     assert not imported & {"torch", "rich", "pydantic", "transformers"}, sorted(imported)
     ours = {m.removeprefix("blocktrace.") for m in imported if m.startswith("blocktrace.")}
     assert ours <= HELP_READS, sorted(ours - HELP_READS)
