@@ -4,6 +4,7 @@ words with the same exit code. And a typical command that never imports pydantic
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -123,7 +124,7 @@ def test_any_text_is_taken_or_refused_as_typer_does(where: Where, value: str) ->
 )
 def test_a_refusal_ends_the_same_both_ways(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     ours = invoke(args)
-    monkeypatch.setattr(lazy, "install", lambda command: None)
+    monkeypatch.setattr(lazy, "spare_pydantic", lambda command: None)
     typers = invoke(args)
     assert (ours.exit_code, ours.stderr) == (typers.exit_code, typers.stderr)
     one_error(ours, 2)
@@ -173,3 +174,19 @@ def test_a_typical_command_imports_no_pydantic() -> None:
     args += ["--dtype", "bfloat16", "--no-cache", "--width", "100", "--shapes", "both", "--no-bias"]
     imported = imported_by(args)
     assert "torch" in imported and "pydantic" not in imported, sorted(m for m in imported if "pydantic" in m)
+
+
+@pytest.mark.parametrize("typer_has_coercion", [True, False])
+def test_a_typer_before_0_29_keeps_its_own_coercion(
+    typer_has_coercion: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """typer before 0.29 has no typer._coercion, so cli/coercion.py cannot import: each command is then
+    left with typer's coercion (click's types, no pydantic), not refused at its first use."""
+    if not typer_has_coercion:
+        monkeypatch.setitem(sys.modules, "blocktrace.cli.coercion", None)  # its import raises ImportError
+    command = lazy.get_command_from_info(
+        app.waiting["diagram"], pretty_exceptions_short=True, rich_markup_mode=None
+    )
+    lazy.spare_pydantic(command)
+    own = [p.name for p in command.params if isinstance(getattr(p, "_runtime_param", None), OwnRuntimeParam)]
+    assert bool(own) == typer_has_coercion

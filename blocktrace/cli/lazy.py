@@ -15,7 +15,6 @@ from typer.main import get_command_from_info, get_command_name
 from typer.models import CommandInfo
 
 from blocktrace.cli.clicks import core
-from blocktrace.cli.coercion import install
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +58,7 @@ class LazyCommands(MutableMapping[str, core.Command]):
             pretty_exceptions_short=self.app.pretty_exceptions_short,
             rich_markup_mode=self.app.rich_markup_mode,
         )
-        install(command)
+        spare_pydantic(command)
         self.built[name] = command
         return command
 
@@ -83,3 +82,13 @@ def _listed(name: str, info: CommandInfo) -> core.Command:
     return TyperCommand(
         name, help=words, short_help=info.short_help, hidden=info.hidden, deprecated=info.deprecated
     )
+
+
+def spare_pydantic(command: core.Command) -> None:
+    """Gives `command` blocktrace's own coercion of its values, where typer's imports pydantic (0.29
+    on); before 0.29 typer coerces with click's types, so there is nothing to spare."""
+    try:
+        from blocktrace.cli.coercion import install
+    except ImportError:  # typer < 0.29: no typer._coercion
+        return
+    install(command)
