@@ -398,10 +398,9 @@ FORMULAS: dict[str, list[str]] = {
     ],
     # shift, scale, gate (msa, then mlp) = adaLN_modulation(c).chunk(6): each part written by its index
     "DiT block": [
-        "x_mid = x + mul(unsqueeze(chunk(Sequential(in_1))[2]), SelfAttention(modulate(LayerNorm(x),"
-        " chunk(Sequential(in_1))[0], chunk(Sequential(in_1))[1])))",
-        "x_out = x_mid + mul(unsqueeze(chunk(Sequential(in_1))[5]), Mlp(modulate(LayerNorm(x_mid),"
-        " chunk(Sequential(in_1))[3], chunk(Sequential(in_1))[4])))",
+        "shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = chunk(Sequential(in_1))",
+        "x_mid = x + mul(unsqueeze(gate_msa), SelfAttention(modulate(LayerNorm(x), shift_msa, scale_msa)))",
+        "x_out = x_mid + mul(unsqueeze(gate_mlp), Mlp(modulate(LayerNorm(x_mid), shift_mlp, scale_mlp)))",
         "in_1: input 2, (2, 16)",
     ],
     # NanoChat.forward: the smear, then before each block x = resid_lambdas[i] * x + x0_lambdas[i] * x0

@@ -102,6 +102,11 @@ def stream_formulas(
         for k, o in enumerate(op.outputs)
     }
 
+    bound_beside = _bound_beside(tree, drawn, set(names.values()))
+    names.update((i, name) for ids in bound_beside.values() for i, name in ids.items())
+    beside_ids = {i for ids in bound_beside.values() for i in ids}
+    written: dict[int, None] = {}  # the values bound beside the stream that a formula reads
+
     def value(tensor_id: int, before: int) -> str:
         """The value as a step at position `before` reads it: its name once its last step has run
         (an op that hands back its input keeps the id), else what the step before made of it."""
@@ -109,6 +114,8 @@ def stream_formulas(
         if tensor_id in names and (not earlier or earlier[-1] == bound[tensor_id]):
             if names[tensor_id].startswith("in_"):
                 used[tensor_id] = None
+            if tensor_id in beside_ids:
+                written[tensor_id] = None
             return names[tensor_id]
         if earlier:
             return made(earlier[-1])
@@ -117,10 +124,13 @@ def stream_formulas(
     def off_stream(tensor_id: int, before: int, depth: int) -> str:
         """A value made beside the stream: by where it came from when a module or the graph names
         it, else as the ops that made it from what they read (λ·x0: mul(getitem(), h))."""
+        if tensor_id in beside_ids:  # one of the values an op beside the stream made, bound once: k, v
+            written[tensor_id] = None
+            return names[tensor_id]
         side = tree.side.get(tensor_id)
         part = side_ops.get(tensor_id)
-        if part is not None and part[0].kind == StepKind.helper:  # a helper's value: by the helper
-            return sources.get(tensor_id, part[0].title)
+        if part is not None and part[0].kind == StepKind.helper:  # a helper's value: on what it read
+            return helper_text(part[0], tensor_id, before, depth)
         if part is not None and depth > 0 and (side is None or part[1] > 1):
             return part_text(*part, lambda t: inner(t, before, depth))
         if side is not None and side.kind in (StepKind.compute, StepKind.shape) and depth > 0:
@@ -132,6 +142,16 @@ def stream_formulas(
         if side is not None and side.kind == StepKind.call and depth > 0:  # a module off the stream: ctx(c)
             return f"{side.title}({', '.join(inner(t.id, before, depth) for t in _data_inputs(side))})"
         return f"{side.title}(…)" if side is not None else "?"
+
+    def helper_text(helper: Step, tensor_id: int, before: int, depth: int) -> str:
+        """heads(chunk(Linear(in_1))[0]): a helper's value written as its call on every value it
+        read from outside it; one of several it returned by its index. Too deep: by its name."""
+        if depth == 0:
+            return sources.get(tensor_id, helper.title)
+        read = helper.taken or helper.inputs
+        text = f"{helper.title}({', '.join(inner(t.id, before, depth) for t in read)})"
+        ids = [t.id for t in helper.returned]
+        return f"{text}[{ids.index(tensor_id)}]" if len(ids) > 1 and tensor_id in ids else text
 
     def inner(t: int, before: int, depth: int) -> str:
         return value(t, before) if t in names or t in made_at else off_stream(t, before, depth - 1)
@@ -194,8 +214,39 @@ def stream_formulas(
             lines.append(f"{', '.join(unpacked[pos].values())} = {made(pos)}")
     if taken is trace.inputs:  # the model's own stream
         lines += side_output_lines()
+    beside_lines: list[str] = []
+    for ids in bound_beside.values():  # k, v = chunk(Linear(in_1)): before the lines that read them
+        if written.keys() & ids.keys():
+            part = side_ops[min(ids)]
+            beside_lines.append(f"{', '.join(ids.values())} = {ops_text(part[0], lambda t: inner(t, 0, 8))}")
+    lines = beside_lines + lines
     said = {t.id: k for k, t in enumerate(taken)}
     return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(taken[said[i]])}" for i in used]
+
+
+def _bound_beside(tree: StepTree, drawn: Sequence[Step], taken: set[str]) -> dict[int, dict[int, str]]:
+    """Op index -> its values by the names the code unpacks them into (`k, v = kv(ctx).chunk(2)`),
+    for each op beside the stream, not computed from the stream, that makes several values of which
+    several are read: written once, not once per part. Where the line names them not (or a name is
+    taken), h_1, h_2, ... numbered on from the stream's."""
+    reads = Counter(
+        t.id
+        for step in (*drawn, *tree.side.values())
+        for t in {t.id: t for t in (*_operands(tree, step), *step.taken)}.values()
+    )
+    found: dict[int, dict[int, str]] = {}
+    ops = {op.index: op for s in tree.side.values() for op in s.ops if s.kind != StepKind.helper}
+    for index, op in sorted(ops.items()):
+        ids = [o.id for o in op.outputs]
+        if len(ids) < 2 or sum(reads[i] > 0 for i in ids) < 2 or any(i in tree.from_input for i in ids):
+            continue
+        code = assigned_names(op.file, op.line, len(ids))
+        if code is None or set(code) & taken:
+            first = sum(name.startswith("h_") for name in taken) + 1
+            code = tuple(f"h_{k}" for k in range(first, first + len(ids)))
+        taken |= set(code)
+        found[index] = dict(zip(ids, code, strict=True))
+    return found
 
 
 def part_text(step: Step, count: int, k: int, value: Callable[[int], str]) -> str:
