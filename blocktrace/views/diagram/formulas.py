@@ -215,10 +215,10 @@ def stream_formulas(
     if taken is trace.inputs:  # the model's own stream
         lines += side_output_lines()
     beside_lines: list[str] = []
-    for ids in bound_beside.values():  # k, v = chunk(Linear(in_1)): before the lines that read them
-        if written.keys() & ids.keys():
-            part = side_ops[min(ids)]
-            beside_lines.append(f"{', '.join(ids.values())} = {ops_text(part[0], lambda t: inner(t, 0, 8))}")
+    for parts in bound_beside.values():  # k, v = chunk(Linear(in_1)): before the lines that read them
+        if written.keys() & parts.keys():
+            text = ops_text(side_ops[min(parts)][0], lambda t: inner(t, 0, 8))
+            beside_lines.append(f"{', '.join(parts.values())} = {text}")
     lines = beside_lines + lines
     said = {t.id: k for k, t in enumerate(taken)}
     return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(taken[said[i]])}" for i in used]
