@@ -307,4 +307,4 @@ def test_the_drawing_shows_a_helper_that_calls_modules_as_one_step() -> None:
     assert drawn == [(DrawnKind.helper, "norm"), (DrawnKind.helper, "attention"), (DrawnKind.residual, "+")]
     assert [c.path for c in tree.stream[1].calls] == ["q", "k", "v", "o"]
     (residual,) = t.residual_adds
-    assert expression(tree, residual) == "x + attention(norm(x))"
+    assert expression(tree, residual) == "x + attention(norm(x), input 2)"  # the mask it reads

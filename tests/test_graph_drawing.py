@@ -383,7 +383,10 @@ def test_ops_side_by_side_on_one_chunk_are_each_written_on_the_part_they_read() 
     """The caption's side term is shift = chunk(...)[0] unsqueezed, not the three unsqueezes in a
     chain; the formula binds the chunk's parts once, by the names the code gives them."""
     t = traced(ShiftedTerm(), torch.randn(2, 5, 8), torch.randn(2, 8))
-    assert "x + mul(attn(mul(norm(x)))) + unsqueeze(chunk(mod(input 2))[0])" in drawn(t)
+    assert (
+        "x + mul(attn(mul(norm(x), add(unsqueeze(chunk(mod(input 2))[1])))),"
+        " unsqueeze(chunk(mod(input 2))[2])) + unsqueeze(chunk(mod(input 2))[0])"
+    ) in drawn(t)
     assert formulas_of(t)[:2] == [
         "shift, scale, gate = chunk(Linear(in_1))",
         "x_out = x + mul(unsqueeze(gate), Linear(mul(LayerNorm(x), add(unsqueeze(scale)))))"

@@ -434,9 +434,10 @@ class StepTree:
             for s in steps
         )
 
-    def branches(self, r: ResidualAdd) -> list[list[tuple[str, str]]]:
-        """For each branch of a residual add, (name in the code, title) of each step on it, first
-        applied first: [[("norm", "RMSNorm"), ("attn", "CausalSelfAttention")]] for x + attn(norm(x))."""
+    def branches(self, r: ResidualAdd) -> list[list[tuple[str, str, tuple[TensorMeta, ...]]]]:
+        """For each branch of a residual add, (name in the code, title, what it read from beside the
+        branch) of each step on it, first applied first: [[("norm", "RMSNorm", ()), ("attn",
+        "CausalSelfAttention", (cos, sin))]] for x + attn(norm(x), cos_sin)."""
         found = []
         for b in r.branches:
             # one part per call, per helper call (its ops and the module calls it made), per other
@@ -446,6 +447,8 @@ class StepTree:
             ]
             items += [(self.trace.ops[i].time, self.trace.ops[i]) for i in b.ops]
             parts: dict[tuple[str, int], tuple[int, str, str]] = {}
+            reads: dict[tuple[str, int], dict[int, TensorMeta]] = {}
+            made = {r.stream.id, *(t.id for _, item in items for t in item.outputs)}
             for time, item in sorted(items, key=lambda pair: pair[0]):
                 where = (
                     (item.site.function, item.site.frame)
@@ -458,12 +461,17 @@ class StepTree:
                 if where is not None and where[0] != "forward" and helper not in self._open_helpers:
                     function, frame = helper  # type: ignore[misc]
                     title = op_title(item.name) if isinstance(item, OpCall) else function
-                    parts.setdefault(("helper", frame), (time, function, title))
+                    key = ("helper", frame)
+                    parts.setdefault(key, (time, function, title))
                 elif isinstance(item, ModuleCall):
-                    parts[("call", item.index)] = (time, short_path(item), item.type)
+                    key = ("call", item.index)
+                    parts[key] = (time, short_path(item), item.type)
                 else:
-                    parts[("op", item.index)] = (time, item.name, op_title(item.name))
-            found.append([(name, title) for _, name, title in sorted(parts.values())])
+                    key = ("op", item.index)
+                    parts[key] = (time, item.name, op_title(item.name))
+                reads.setdefault(key, {}).update((t.id, t) for t in item.inputs if t.id not in made)
+            ordered = sorted(parts.items(), key=lambda kv: kv[1])
+            found.append([(name, title, tuple(reads[key].values())) for key, (_, name, title) in ordered])
         return found
 
 

@@ -13,8 +13,8 @@ def expression(tree: StepTree, r: ResidualAdd) -> str:
     terms = []
     for steps in tree.branches(r):
         inner = "x"
-        for name, _ in steps:
-            inner = f"{name}({inner})"
+        for name, _, read in steps:  # each step on the branch's value, then on what it read beside
+            inner = f"{name}({', '.join([inner, *(side_term(tree, t) for t in read)])})"
         terms.append(inner)
     return " + ".join(["x", *terms, *(side_term(tree, t) for t in r.sides)])
 
@@ -27,10 +27,16 @@ def side_term(tree: StepTree, t: TensorMeta, depth: int = 8) -> str:
     given = next((k for k, v in enumerate(tree.trace.inputs) if v.id == t.id), None)
     if given is not None:
         return "input" if given == 0 else f"input {given + 1}"
+    if str(t.id) in tree.trace.buffers:
+        return tree.trace.buffers[str(t.id)]
     op = _side_ops(tree).get(t.id)
     step = tree.side.get(t.id)
     if depth == 0 or t.id in tree.from_input or (op is None and (step is None or not step.inputs)):
         return "…"
+    if step is not None and step.kind == StepKind.helper:  # by the helper, on all it read: heads(k)
+        text = f"{step.label}({', '.join(side_term(tree, i, depth - 1) for i in step.taken or step.inputs)})"
+        ids = [o.id for o in step.returned]
+        return f"{text}[{ids.index(t.id)}]" if len(ids) > 1 and t.id in ids else text
     if op is None:  # a module call (or a helper) beside the stream: on its first input
         assert step is not None
         name = step.label if step.kind == StepKind.call else step.title
