@@ -83,7 +83,7 @@ CORPUS: dict[str, Case] = {
             ("", "norm1", (("_mha_block",),)),
             ("", "norm2", (("_ff_block",),)),
         ],
-        {("_mha_block", "input 2")},
+        {("_mha_block", "memory")},
     ),
     "torch decoder layer, pre-norm": Case(
         DEC_PRE, (x(2, 6, 16), MEMORY), DEC_PRE_CLI,
@@ -92,7 +92,7 @@ CORPUS: dict[str, Case] = {
             ("", "add", (("norm2", "_mha_block"),)),
             ("", "add", (("norm3", "_ff_block"),)),
         ],
-        {("_mha_block", "input 2")},
+        {("_mha_block", "memory")},
     ),
     # TimmBlock.forward: x + drop_path1(ls1(attn(norm1(x)))), x + drop_path2(ls2(mlp(norm2(x))))
     "timm block": Case(
@@ -140,7 +140,7 @@ CORPUS: dict[str, Case] = {
             ("", "add", (("norm2", "cross"),)),
             ("", "add", (("norm3", "mlp"),)),
         ],
-        {("cross", "input 2")},
+        {("cross", "context")},
     ),
     # SideTermBlock.forward: x + proj(a) + ctx(context).mean(1, keepdim=True) is one sum (two adds on
     # one line): x skips the attention branch, and the context's term, made from input 2 alone, is a
@@ -152,7 +152,7 @@ CORPUS: dict[str, Case] = {
                             "transpose", "reshape", "proj"),)),
             ("", "add", (("ln2", "fc", "gelu", "out"),)),
         ],
-        {("ctx", "input 2"), ("mean", "ctx"), ("add", "mean")},
+        {("ctx", "context"), ("mean", "ctx"), ("add", "mean")},
     ),
     # DictBlock.forward: two sums; {"hidden": x, "aux": aux_head(x)}: aux (B, T, 3) leaves beside
     "dict-returning block": Case(
@@ -187,7 +187,7 @@ CORPUS: dict[str, Case] = {
     "encoder with a mask keyword": Case(
         cb.MaskedEncoderLayer, (x(2, 6, 16),), own("MaskedEncoderLayer", "2,6,16", "mask=2,6:bool"),
         [("", "input", (("attn",),)), ("", "norm1", (("ffn",),))],
-        {("attn", "keep"), ("getitem", "input 2")},
+        {("attn", "keep"), ("getitem", "mask")},
         kwargs={"mask": torch.ones(2, 6, dtype=torch.bool)},
     ),
     # MoEBlock.forward: x + attn(norm1(x)), x + moe(norm2(x)); the router, topk and the experts' loop
@@ -204,7 +204,7 @@ CORPUS: dict[str, Case] = {
             ("", "input", (("norm1", "modulate", "attn", "mul"),)),
             ("", "add", (("norm2", "modulate", "mlp", "mul"),)),
         ],
-        {("adaLN_modulation", "input 2"), ("chunk", "adaLN_modulation"), ("modulate", "chunk"),
+        {("adaLN_modulation", "c"), ("chunk", "adaLN_modulation"), ("modulate", "chunk"),
          ("unsqueeze", "chunk"), ("mul", "unsqueeze")},
     ),
 }  # fmt: skip
@@ -320,7 +320,7 @@ def test_a_sum_with_a_side_term_is_one_residual_whose_skip_is_drawn_as_a_highway
     assert len(joins) == 2 and forks == [2, joins[0] + 3]  # x leaves at the input, then at the first sum
     assert lines[joins[0] + 1].strip() == (
         "│ x + proj(reshape(transpose(scaled_dot_product_attention(<genexpr>(split(qkv(ln1(x))))))))"
-        " + mean(ctx(input 2))"
+        " + mean(ctx(context))"
     )
 
 
@@ -338,15 +338,15 @@ FORMULAS: dict[str, list[str]] = {
     ],
     "torch decoder layer, post-norm": [
         "x_1 = LayerNorm(x + _sa_block(x))",
-        "x_2 = LayerNorm(x_1 + _mha_block(x_1, in_1))",  # self._mha_block(x, memory, ...): memory is input 2
+        "x_2 = LayerNorm(x_1 + _mha_block(x_1, memory))",  # self._mha_block(x, memory, ...)
         "x_out = LayerNorm(x_2 + _ff_block(x_2))",
-        "in_1: input 2, (2, 5, 16)",
+        "memory: input 2, (2, 5, 16)",
     ],
     "torch decoder layer, pre-norm": [
         "x_1 = x + _sa_block(LayerNorm(x))",
-        "x_2 = x_1 + _mha_block(LayerNorm(x_1), in_1)",
+        "x_2 = x_1 + _mha_block(LayerNorm(x_1), memory)",
         "x_out = x_2 + _ff_block(LayerNorm(x_2))",
-        "in_1: input 2, (2, 5, 16)",
+        "memory: input 2, (2, 5, 16)",
     ],
     "timm block": [  # x + drop_path1(ls1(attn(norm1(x)))), x + drop_path2(ls2(mlp(norm2(x))))
         "x_mid = x + DropPath(LayerScale(SelfAttention(LayerNorm(x))))",
@@ -362,15 +362,15 @@ FORMULAS: dict[str, list[str]] = {
     ],
     "cross-attention block": [  # x + attn(norm1(x)); x + cross(norm2(x), context); x + mlp(norm3(x))
         "x_1 = x + SelfAttention(LayerNorm(x))",
-        "x_2 = x_1 + CrossAttention(LayerNorm(x_1), in_1)",
+        "x_2 = x_1 + CrossAttention(LayerNorm(x_1), context)",
         "x_out = x_2 + Mlp(LayerNorm(x_2))",
-        "in_1: input 2, (2, 5, 16)",
+        "context: input 2, (2, 5, 16)",
     ],
     "side-term block": [  # q, k, v = (... for t in (q, k, v)); x + proj(a) + ctx(context).mean(...)
         "q, k, v = <genexpr>(split(Linear(LayerNorm(x))))",
-        "x_mid = x + Linear(reshape(transpose(SDPA(q, k, v)))) + mean(Linear(in_1))",
+        "x_mid = x + Linear(reshape(transpose(SDPA(q, k, v)))) + mean(Linear(context))",
         "x_out = x_mid + Linear(GELU(Linear(LayerNorm(x_mid))))",
-        "in_1: input 2, (2, 5, 8)",
+        "context: input 2, (2, 5, 8)",
     ],
     "dict-returning block": [  # aux = self.aux_head(x) between the sums
         "x_mid = x + SelfAttention(LayerNorm(x))",
@@ -388,9 +388,9 @@ FORMULAS: dict[str, list[str]] = {
         "x_out = x + Linear(reshape(transpose(SDPA(heads(Linear(h)), k, v))))",
     ],
     "encoder with a mask keyword": [  # keep = mask[:, None, None, :]; norm1(x + attn(x, keep))
-        "x_mid = LayerNorm(x + SelfAttention(x, getitem(in_1)))",
+        "x_mid = LayerNorm(x + SelfAttention(x, getitem(mask)))",
         "x_out = LayerNorm(x_mid + Mlp(x_mid))",
-        "in_1: input 2, (2, 6)",
+        "mask: input 2, (2, 6)",
     ],
     "top-k MoE block": [
         "x_mid = x + SelfAttention(LayerNorm(x))",
@@ -398,10 +398,10 @@ FORMULAS: dict[str, list[str]] = {
     ],
     # shift, scale, gate (msa, then mlp) = adaLN_modulation(c).chunk(6): each part written by its index
     "DiT block": [
-        "shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = chunk(Sequential(in_1))",
+        "shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = chunk(Sequential(c))",
         "x_mid = x + mul(unsqueeze(gate_msa), SelfAttention(modulate(LayerNorm(x), shift_msa, scale_msa)))",
         "x_out = x_mid + mul(unsqueeze(gate_mlp), Mlp(modulate(LayerNorm(x_mid), shift_mlp, scale_mlp)))",
-        "in_1: input 2, (2, 16)",
+        "c: input 2, (2, 16)",
     ],
     # NanoChat.forward: the smear, then before each block x = resid_lambdas[i] * x + x0_lambdas[i] * x0
     # (x0 the smear's result, read again at every block); each block x + attn(norm(x), ve, cos_sin, w)

@@ -128,9 +128,9 @@ def test_svg_is_coloured_as_in_the_terminal() -> None:
 
     merge = _style_of(svg, "(+)")
     assert colour(STYLES["merge"]) in merge and "font-weight: bold" in merge
-    assert colour(STYLES["expr"]) in _style_of(svg, "x + attn(norm(x), input 2, input 3)")
+    assert colour(STYLES["expr"]) in _style_of(svg, "x + attn(norm(x), cos_sin[0], cos_sin[1])")
     table = run(["table", *TINY, "--format", "svg"])
-    residual_row = "x + attn(norm(x), input 2, input 3)"  # as printed
+    residual_row = "x + attn(norm(x), cos_sin[0], cos_sin[1])"  # as printed
     assert colour("bold yellow") in _style_of(table, residual_row)
 
 

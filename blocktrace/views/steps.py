@@ -470,6 +470,11 @@ class StepTree:
                     key = ("op", item.index)
                     parts[key] = (time, item.name, op_title(item.name))
                 reads.setdefault(key, {}).update((t.id, t) for t in item.inputs if t.id not in made)
+            level = self.trace.ops[r.op].call
+            inner = self.inner(self.trace.calls[level]) if level is not None else []
+            for step in inner:  # a helper: all it read from outside it, not what its own ops made
+                if step.kind == StepKind.helper and ("helper", step.frame) in reads:
+                    reads[("helper", step.frame)] = {t.id: t for t in step.taken if t.id not in made}
             ordered = sorted(parts.items(), key=lambda kv: kv[1])
             found.append([(name, title, tuple(reads[key].values())) for key, (_, name, title) in ordered])
         return found

@@ -9,24 +9,34 @@ from blocktrace.views.steps import StepKind, StepTree
 
 def expression(tree: StepTree, r: ResidualAdd) -> str:
     """x + attn(norm(x)): a residual add written as the code writes it, from its branches' steps,
-    then its side terms by what made them (x + proj(a) + mean(ctx(input 2)))."""
+    then its side terms by what made them (x + proj(a) + mean(ctx(context)))."""
+    sources = {s.value.id: s.source for lv in tree.graph.levels for s in lv.side_inputs}
     terms = []
     for steps in tree.branches(r):
         inner = "x"
         for name, _, read in steps:  # each step on the branch's value, then on what it read beside
-            inner = f"{name}({', '.join([inner, *(side_term(tree, t) for t in read)])})"
+            beside = dict.fromkeys(_operand(tree, t, sources) for t in read)
+            inner = f"{name}({', '.join([inner, *beside])})"
         terms.append(inner)
     return " + ".join(["x", *terms, *(side_term(tree, t) for t in r.sides)])
 
 
+def _operand(tree: StepTree, t: TensorMeta, sources: dict[int, str]) -> str:
+    """What a branch's step read beside it: written out where the trace says all that made it,
+    else by where the graph says it came from (`rotary_emb`, made from the stream's input)."""
+    text = side_term(tree, t)
+    return sources.get(t.id, text) if "…" in text else text
+
+
 def side_term(tree: StepTree, t: TensorMeta, depth: int = 8) -> str:
     """A value made beside the stream, written as the ops and calls that made it, each on the values
-    it read, back to the model's inputs (or to what the trace does not say: `…`): mean(ctx(input 2));
+    it read, back to the model's inputs by their names (or to what the trace does not say: `…`):
+    mean(ctx(context));
     one of several values an op made by its index, so that ops run side by side on the parts of one
-    chunk are not a chain: unsqueeze(chunk(mod(input 2))[2])."""
+    chunk are not a chain: unsqueeze(chunk(mod(c))[2])."""
     given = next((k for k, v in enumerate(tree.trace.inputs) if v.id == t.id), None)
     if given is not None:
-        return "input" if given == 0 else f"input {given + 1}"
+        return tree.trace.input_name(given)
     if str(t.id) in tree.trace.buffers:
         return tree.trace.buffers[str(t.id)]
     op = _side_ops(tree).get(t.id)

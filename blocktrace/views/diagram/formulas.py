@@ -13,6 +13,7 @@ run of identical Blocks is written once, as drawn. No torch here.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -22,6 +23,9 @@ from blocktrace.tracing.ops import definition, facts, op_title
 from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta
 from blocktrace.views.shapes import shape_text
 from blocktrace.views.steps import Step, StepKind, StepTree, short_path
+
+# the names the formulas give values themselves: an input named so keeps in_k
+_OWN_NAMES = re.compile(r"x|x_\w+|h|h_\d+|in_\d+|input( \d+)?")
 
 
 def _stream_names(count: int) -> list[str]:
@@ -68,6 +72,12 @@ def stream_formulas(
         if fork:
             bound[r.stream.id] = fork[-1]
     names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(inputs)}
+    if taken is trace.inputs:  # the model's own inputs, as its forward names them (ctx, cos_sin[0])
+        place = {t.id: k for k, t in enumerate(trace.inputs)}
+        for t in inputs[1:]:
+            called = trace.input_name(place[t.id])
+            if called not in names.values() and not _OWN_NAMES.fullmatch(called):
+                names[t.id] = called
     starts = [r.stream.id for r in residuals] + [s.inputs[0].id for s in runs if s.inputs]
     streams = dict.fromkeys([*starts, *(s.output.id for s in runs), drawn[-1].output.id])
     streams_made = [i for i in streams if i not in names and i in made_at]
@@ -102,6 +112,7 @@ def stream_formulas(
         for k, o in enumerate(op.outputs)
     }
 
+    given_ids = {t.id for t in inputs}
     bound_beside = _bound_beside(tree, drawn, set(names.values()))
     names.update((i, name) for ids in bound_beside.values() for i, name in ids.items())
     beside_ids = {i for ids in bound_beside.values() for i in ids}
@@ -112,7 +123,7 @@ def stream_formulas(
         (an op that hands back its input keeps the id), else what the step before made of it."""
         earlier = [p for p in made_at.get(tensor_id, []) if p < before]
         if tensor_id in names and (not earlier or earlier[-1] == bound[tensor_id]):
-            if names[tensor_id].startswith("in_"):
+            if tensor_id in given_ids and tensor_id != inputs[0].id:
                 used[tensor_id] = None
             if tensor_id in beside_ids:
                 written[tensor_id] = None
@@ -204,8 +215,7 @@ def stream_formulas(
             if origin is not None
         ]
 
-    given = {t.id for t in inputs}
-    named = sorted((bound[i], i) for i in names if i in made_at and i not in given)
+    named = sorted((bound[i], i) for i in names if i in made_at and i not in given_ids)
     lines = []
     for pos, i in named:
         if pos not in unpacked:
