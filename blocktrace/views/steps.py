@@ -53,6 +53,16 @@ class Step:
     returned: tuple[TensorMeta, ...] = ()  # for a helper: what it returned (q and k)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One step on a residual's branch, as its caption writes it."""
+
+    name: str  # as the code names it: "attn", a helper's "project"
+    title: str
+    read: tuple[TensorMeta, ...]  # what it read beside the branch (the rotary tables, a context)
+    returned: tuple[int, ...] = ()  # a helper's values, where it returned several (q, k and v)
+
+
 def code_name(step: Step) -> str:
     """The step as the code names it: "attn", "c_q, view", a helper call as "norm()"."""
     return step.label + ("()" if step.kind == StepKind.helper else "")
@@ -434,10 +444,10 @@ class StepTree:
             for s in steps
         )
 
-    def branches(self, r: ResidualAdd) -> list[list[tuple[str, str, tuple[TensorMeta, ...]]]]:
-        """For each branch of a residual add, (name in the code, title, what it read from beside the
-        branch) of each step on it, first applied first: [[("norm", "RMSNorm", ()), ("attn",
-        "CausalSelfAttention", (cos, sin))]] for x + attn(norm(x), cos_sin)."""
+    def branches(self, r: ResidualAdd) -> list[list[Part]]:
+        """For each branch of a residual add, each step on it, first applied first: [[("norm",
+        "RMSNorm", (), ()), ("attn", "CausalSelfAttention", (cos, sin), ())]] for x + attn(norm(x),
+        cos_sin)."""
         found = []
         for b in r.branches:
             # one part per call, per helper call (its ops and the module calls it made), per other
@@ -448,6 +458,7 @@ class StepTree:
             items += [(self.trace.ops[i].time, self.trace.ops[i]) for i in b.ops]
             parts: dict[tuple[str, int], tuple[int, str, str]] = {}
             reads: dict[tuple[str, int], dict[int, TensorMeta]] = {}
+            returned: dict[tuple[str, int], tuple[int, ...]] = {}
             made = {r.stream.id, *(t.id for _, item in items for t in item.outputs)}
             for time, item in sorted(items, key=lambda pair: pair[0]):
                 where = (
@@ -475,8 +486,14 @@ class StepTree:
             for step in inner:  # a helper: all it read from outside it, not what its own ops made
                 if step.kind == StepKind.helper and ("helper", step.frame) in reads:
                     reads[("helper", step.frame)] = {t.id: t for t in step.taken if t.id not in made}
+                    returned[("helper", step.frame)] = tuple(t.id for t in step.returned)
             ordered = sorted(parts.items(), key=lambda kv: kv[1])
-            found.append([(name, title, tuple(reads[key].values())) for key, (_, name, title) in ordered])
+            found.append(
+                [
+                    Part(name, title, tuple(reads[key].values()), returned.get(key, ()))
+                    for key, (_, name, title) in ordered
+                ]
+            )
         return found
 
 

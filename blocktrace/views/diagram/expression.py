@@ -3,6 +3,8 @@ branches' steps, then its side terms, each written from the data flow that made 
 
 from __future__ import annotations
 
+import re
+
 from blocktrace.tracing.trace import OpCall, ResidualAdd, TensorMeta
 from blocktrace.views.steps import StepKind, StepTree
 
@@ -14,11 +16,32 @@ def expression(tree: StepTree, r: ResidualAdd) -> str:
     terms = []
     for steps in tree.branches(r):
         inner = "x"
-        for name, _, read in steps:  # each step on the branch's value, then on what it read beside
-            beside = dict.fromkeys(_operand(tree, t, sources) for t in read)
-            inner = f"{name}({', '.join([inner, *beside])})"
+        returned: tuple[int, ...] = ()  # the values of the step before, where it returned several
+        for part in steps:  # each step on the branch's value, then on what it read beside
+            ids = [t.id for t in part.read]
+            rest = tuple(t for t in part.read if t.id not in returned)
+            if len(returned) > 1 and ids and ids == list(returned[1 : len(ids) + 1]):
+                inner = f"*{inner}"  # all the last helper's values, in order: sdpa(*project(x, ctx))
+            elif len(returned) > 1:
+                rest = part.read  # some of them: each by where it came from
+            beside = dict.fromkeys(_operand(tree, t, sources) for t in rest)
+            inner, returned = f"{part.name}({', '.join([inner, *beside])})", part.returned
         terms.append(inner)
     return " + ".join(["x", *terms, *(side_term(tree, t) for t in r.sides)])
+
+
+def read_name(tree: StepTree, source: str, values: tuple[TensorMeta, ...]) -> str:
+    """What a side-input arrow says a value is: where the graph names it by the bare step that made
+    it from other values beside the stream (a helper `heads`), that making written out back to the
+    model's inputs, the parts of one op's values alike (k and v from one chunk: heads(chunk(kv(ctx))));
+    else the graph's name (`rotary_emb`, a line's `keep`, `cos[…]`, an input's `mask`)."""
+    steps = [tree.side.get(v.id) for v in values]
+    if not all(s is not None and s.inputs and source in (s.label, s.title) for s in steps):
+        return source
+    texts = {side_term(tree, v) for v in values}
+    texts = texts if len(texts) == 1 else {re.sub(r"\[\d+\]", "", text) for text in texts}
+    (text, *more) = texts
+    return source if more or "…" in text else text
 
 
 def _operand(tree: StepTree, t: TensorMeta, sources: dict[int, str]) -> str:

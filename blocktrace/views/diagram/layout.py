@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from blocktrace.tracing.trace import TensorMeta, Trace
-from blocktrace.views.diagram.expression import expression
+from blocktrace.views.diagram.expression import expression, read_name
 from blocktrace.views.shapes import Shapes, shape_text, shapes_text
 from blocktrace.views.steps import Step, StepKind, StepTree, call_step, code_name
 
@@ -356,7 +356,10 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
         between the box and its notes, a line saying what it reads."""
         nonlocal busy_until
         lines = box_lines(step)
-        reads = [f"{source} {shapes_text(values, shapes)}" for source, values in tree.reads(step)]
+        reads = [
+            f"{read_name(tree, source, values)} {shapes_text(values, shapes)}"
+            for source, values in tree.reads(step)
+        ]
         arrows = k == columns - 1
         h = max(len(lines), len(reads) if arrows else 0) + 2
         diagram.rects.append(Rect(col_x[k], y, box_w, h))
@@ -391,7 +394,8 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
             texts.append(Label(cx + 2, y, f"[{step.label}: {step.title}]", "section"))
             for source, values in tree.reads(step):  # what the opened call reads beside the stream
                 y += 1
-                texts.append(Label(cx + 2, y, f" reads {source} {shapes_text(values, shapes)}", "side"))
+                name = read_name(tree, source, values)
+                texts.append(Label(cx + 2, y, f" reads {name} {shapes_text(values, shapes)}", "side"))
             diagram.segments.append(Segment(cx, stream_from, cx, y))
             stream_from = busy_until = y
             continue
