@@ -420,3 +420,23 @@ def test_a_note_of_an_op_that_makes_several_tensors_lists_them_all() -> None:
     notes = [line for line in result.stdout.splitlines() if "split " in line]
     assert result.exit_code == 0 and len(notes) == 1, notes
     assert "split               (B, T, 3C) -> 3×(B, T, C)" in notes[0], notes
+
+
+class Unread(nn.Module):
+    """A module call beside the stream whose value nothing reads: it ran, so the drawing says so."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.norm, self.attn, self.probe = nn.LayerNorm(c), nn.Linear(c, c), nn.Linear(c, 3)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        self.last = self.probe(ctx)  # kept on the module, returned by nobody
+        return x + self.attn(self.norm(x))
+
+
+def test_a_module_call_beside_the_stream_that_nothing_drawn_names_is_said_in_one_line() -> None:
+    text = drawn(traced(Unread(), torch.randn(2, 5, 8), torch.randn(2, 4, 8)))
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("not drawn:")]
+    assert lines == ["not drawn: probe (Linear, (2, 4, 8) -> (2, 4, 3)) ran beside the stream"]
+    # a call named in the drawing (the cross block's attn reads the context in its box) is not said
+    assert "not drawn" not in drawn(traced(Cross(), torch.randn(2, 5, 8), torch.randn(2, 7, 8)))

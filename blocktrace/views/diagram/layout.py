@@ -432,11 +432,26 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
     out = main or (trace.outputs[0] if trace.outputs else last)
     end = f"output {shape_text(out, shapes)}" if trace.stopped is None else _stopped_in(trace)
     diagram.labels.append(Label(x0, y + 1, end, "terminal"))
-    for k, text in enumerate(t for left in branching.values() for t in left):  # off a side column
-        diagram.labels.append(Label(x0, y + 2 + k, f"not drawn: {text}, off a parallel branch", "side"))
+    lost = [f"{text}, off a parallel branch" for left in branching.values() for text in left]
+    lost += _unnamed(tree, [*diagram.labels, *texts], shapes)
+    for k, text in enumerate(lost):
+        diagram.labels.append(Label(x0, y + 2 + k, f"not drawn: {text}", "side"))
 
     _place_highways(diagram, texts, merges, cx, width)
     return diagram
+
+
+def _unnamed(tree: StepTree, shown: Sequence[Label], shapes: Shapes) -> list[str]:
+    """The module calls beside the stream that no word of the drawing names (a projection of a mask
+    that an arrow names by the line's `keep`): never silently absent, each said in one line."""
+    text = "\n".join(label.text for label in shown)
+    calls = {s.call.index: s.call for s in tree.side.values() if s.kind == StepKind.call and s.call}
+    return [
+        f"{call.path} ({call.type}, {shapes_text(call.inputs, shapes)} -> "
+        f"{shapes_text(call.outputs, shapes)}) ran beside the stream"
+        for call in calls.values()
+        if not re.search(rf"(?<![\w.]){re.escape(call.path.rsplit('.', 1)[-1])}(?![\w])", text)
+    ]
 
 
 def _stopped_in(trace: Trace) -> str:
