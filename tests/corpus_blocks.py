@@ -465,3 +465,45 @@ class DiTBlock(nn.Module):
         x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
+
+
+# --- cross-attention whose keys and values are one projection of the context, cut in two ----------
+class KvCrossBlock(nn.Module):
+    """q from the stream; k and v from one Linear of the context, split by chunk, each cut into
+    heads by a helper method beside the stream."""
+
+    def __init__(self, c: int = 32, h: int = 4) -> None:
+        super().__init__()
+        self.h = h
+        self.norm1, self.norm2 = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.q, self.kv, self.o = nn.Linear(c, c), nn.Linear(c, 2 * c), nn.Linear(c, c)
+        self.fc, self.proj = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+
+    def heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, c = t.shape
+        return t.view(b, n, self.h, c // self.h).transpose(1, 2)  # (B, N, C) -> (B, H, N, D)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        q = self.heads(self.q(self.norm1(x)))
+        k, v = self.kv(ctx).chunk(2, dim=-1)
+        y = F.scaled_dot_product_attention(q, self.heads(k), self.heads(v))
+        x = x + self.o(y.transpose(1, 2).reshape(x.shape))
+        return x + self.proj(F.gelu(self.fc(self.norm2(x))))
+
+
+# --- q, k and v made by a helper that calls three modules, on the stream and on a context ----------
+class QkvHelperBlock(nn.Module):
+    """project() calls q, k and v on what it is given and returns all three; forward uses q from the
+    stream's projection and k, v from the context's."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+        self.q, self.k, self.v, self.o = (nn.Linear(c, c) for _ in range(4))
+
+    def project(self, h: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.q(h), self.k(ctx), self.v(ctx)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.project(self.norm(x), ctx)
+        return x + self.o(F.scaled_dot_product_attention(q, k, v))

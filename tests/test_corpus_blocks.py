@@ -9,6 +9,7 @@ written down below from the code's lines, which the comments cite."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +84,7 @@ CORPUS: dict[str, Case] = {
             ("", "norm1", (("_mha_block",),)),
             ("", "norm2", (("_ff_block",),)),
         ],
-        {("_mha_block", "input 2")},
+        {("_mha_block", "memory")},
     ),
     "torch decoder layer, pre-norm": Case(
         DEC_PRE, (x(2, 6, 16), MEMORY), DEC_PRE_CLI,
@@ -92,7 +93,7 @@ CORPUS: dict[str, Case] = {
             ("", "add", (("norm2", "_mha_block"),)),
             ("", "add", (("norm3", "_ff_block"),)),
         ],
-        {("_mha_block", "input 2")},
+        {("_mha_block", "memory")},
     ),
     # TimmBlock.forward: x + drop_path1(ls1(attn(norm1(x)))), x + drop_path2(ls2(mlp(norm2(x))))
     "timm block": Case(
@@ -140,7 +141,7 @@ CORPUS: dict[str, Case] = {
             ("", "add", (("norm2", "cross"),)),
             ("", "add", (("norm3", "mlp"),)),
         ],
-        {("cross", "input 2")},
+        {("cross", "context")},
     ),
     # SideTermBlock.forward: x + proj(a) + ctx(context).mean(1, keepdim=True) is one sum (two adds on
     # one line): x skips the attention branch, and the context's term, made from input 2 alone, is a
@@ -152,7 +153,7 @@ CORPUS: dict[str, Case] = {
                             "transpose", "reshape", "proj"),)),
             ("", "add", (("ln2", "fc", "gelu", "out"),)),
         ],
-        {("ctx", "input 2"), ("mean", "ctx"), ("add", "mean")},
+        {("ctx", "context"), ("mean", "ctx"), ("add", "mean")},
     ),
     # DictBlock.forward: two sums; {"hidden": x, "aux": aux_head(x)}: aux (B, T, 3) leaves beside
     "dict-returning block": Case(
@@ -187,7 +188,7 @@ CORPUS: dict[str, Case] = {
     "encoder with a mask keyword": Case(
         cb.MaskedEncoderLayer, (x(2, 6, 16),), own("MaskedEncoderLayer", "2,6,16", "mask=2,6:bool"),
         [("", "input", (("attn",),)), ("", "norm1", (("ffn",),))],
-        {("attn", "keep"), ("getitem", "input 2")},
+        {("attn", "keep"), ("getitem", "mask")},
         kwargs={"mask": torch.ones(2, 6, dtype=torch.bool)},
     ),
     # MoEBlock.forward: x + attn(norm1(x)), x + moe(norm2(x)); the router, topk and the experts' loop
@@ -204,8 +205,27 @@ CORPUS: dict[str, Case] = {
             ("", "input", (("norm1", "modulate", "attn", "mul"),)),
             ("", "add", (("norm2", "modulate", "mlp", "mul"),)),
         ],
-        {("adaLN_modulation", "input 2"), ("chunk", "adaLN_modulation"), ("modulate", "chunk"),
+        {("adaLN_modulation", "c"), ("chunk", "adaLN_modulation"), ("modulate", "chunk"),
          ("unsqueeze", "chunk"), ("mul", "unsqueeze")},
+    ),
+    # KvCrossBlock.forward: q = heads(q(norm1(x))); k, v = kv(ctx).chunk(2); SDPA(q, heads(k), heads(v));
+    # x + o(...), then x + proj(gelu(fc(norm2(x)))): kv reads the context, chunk cuts it, heads cuts
+    # each part into heads beside the stream, and SDPA reads both
+    "kv cross-attention block": Case(
+        cb.KvCrossBlock, (x(2, 5, 32), x(2, 7, 32)), own("KvCrossBlock", "2,5,32", "2,7,32"),
+        [
+            ("", "input",
+             (("norm1", "q", "heads", "scaled_dot_product_attention", "transpose", "reshape", "o"),)),
+            ("", "add", (("norm2", "fc", "gelu", "proj"),)),
+        ],
+        {("kv", "ctx"), ("chunk", "kv"), ("heads", "chunk"), ("scaled_dot_product_attention", "heads")},
+    ),
+    # QkvHelperBlock.forward: q, k, v = self.project(self.norm(x), ctx), project() calling q on the
+    # first and k, v on the context; x + o(SDPA(q, k, v))
+    "q/k/v helper block": Case(
+        cb.QkvHelperBlock, (x(2, 5, 16), x(2, 7, 16)), own("QkvHelperBlock", "2,5,16", "2,7,16"),
+        [("", "input", (("norm", "project", "scaled_dot_product_attention", "o"),))],
+        {("project", "ctx"), ("scaled_dot_product_attention", "project")},
     ),
 }  # fmt: skip
 
@@ -320,7 +340,7 @@ def test_a_sum_with_a_side_term_is_one_residual_whose_skip_is_drawn_as_a_highway
     assert len(joins) == 2 and forks == [2, joins[0] + 3]  # x leaves at the input, then at the first sum
     assert lines[joins[0] + 1].strip() == (
         "│ x + proj(reshape(transpose(scaled_dot_product_attention(<genexpr>(split(qkv(ln1(x))))))))"
-        " + mean(ctx(input 2))"
+        " + mean(ctx(context))"
     )
 
 
@@ -338,15 +358,15 @@ FORMULAS: dict[str, list[str]] = {
     ],
     "torch decoder layer, post-norm": [
         "x_1 = LayerNorm(x + _sa_block(x))",
-        "x_2 = LayerNorm(x_1 + _mha_block(x_1, in_1))",  # self._mha_block(x, memory, ...): memory is input 2
+        "x_2 = LayerNorm(x_1 + _mha_block(x_1, memory))",  # self._mha_block(x, memory, ...)
         "x_out = LayerNorm(x_2 + _ff_block(x_2))",
-        "in_1: input 2, (2, 5, 16)",
+        "memory: input 2, (2, 5, 16)",
     ],
     "torch decoder layer, pre-norm": [
         "x_1 = x + _sa_block(LayerNorm(x))",
-        "x_2 = x_1 + _mha_block(LayerNorm(x_1), in_1)",
+        "x_2 = x_1 + _mha_block(LayerNorm(x_1), memory)",
         "x_out = x_2 + _ff_block(LayerNorm(x_2))",
-        "in_1: input 2, (2, 5, 16)",
+        "memory: input 2, (2, 5, 16)",
     ],
     "timm block": [  # x + drop_path1(ls1(attn(norm1(x)))), x + drop_path2(ls2(mlp(norm2(x))))
         "x_mid = x + DropPath(LayerScale(SelfAttention(LayerNorm(x))))",
@@ -362,15 +382,15 @@ FORMULAS: dict[str, list[str]] = {
     ],
     "cross-attention block": [  # x + attn(norm1(x)); x + cross(norm2(x), context); x + mlp(norm3(x))
         "x_1 = x + SelfAttention(LayerNorm(x))",
-        "x_2 = x_1 + CrossAttention(LayerNorm(x_1), in_1)",
+        "x_2 = x_1 + CrossAttention(LayerNorm(x_1), context)",
         "x_out = x_2 + Mlp(LayerNorm(x_2))",
-        "in_1: input 2, (2, 5, 16)",
+        "context: input 2, (2, 5, 16)",
     ],
     "side-term block": [  # q, k, v = (... for t in (q, k, v)); x + proj(a) + ctx(context).mean(...)
         "q, k, v = <genexpr>(split(Linear(LayerNorm(x))))",
-        "x_mid = x + Linear(reshape(transpose(SDPA(q, k, v)))) + mean(Linear(in_1))",
+        "x_mid = x + Linear(reshape(transpose(SDPA(q, k, v)))) + mean(Linear(context))",
         "x_out = x_mid + Linear(GELU(Linear(LayerNorm(x_mid))))",
-        "in_1: input 2, (2, 5, 8)",
+        "context: input 2, (2, 5, 8)",
     ],
     "dict-returning block": [  # aux = self.aux_head(x) between the sums
         "x_mid = x + SelfAttention(LayerNorm(x))",
@@ -388,21 +408,31 @@ FORMULAS: dict[str, list[str]] = {
         "x_out = x + Linear(reshape(transpose(SDPA(heads(Linear(h)), k, v))))",
     ],
     "encoder with a mask keyword": [  # keep = mask[:, None, None, :]; norm1(x + attn(x, keep))
-        "x_mid = LayerNorm(x + SelfAttention(x, getitem(in_1)))",
+        "x_mid = LayerNorm(x + SelfAttention(x, getitem(mask)))",
         "x_out = LayerNorm(x_mid + Mlp(x_mid))",
-        "in_1: input 2, (2, 6)",
+        "mask: input 2, (2, 6)",
     ],
     "top-k MoE block": [
         "x_mid = x + SelfAttention(LayerNorm(x))",
         "x_out = x_mid + TopKMoE(LayerNorm(x_mid))",  # the router and experts are inside moe
     ],
     # shift, scale, gate (msa, then mlp) = adaLN_modulation(c).chunk(6): each part written by its index
+    "kv cross-attention block": [
+        "k, v = chunk(Linear(ctx))",  # k, v = self.kv(ctx).chunk(2, dim=-1)
+        "x_mid = x + Linear(reshape(transpose(SDPA(heads(Linear(LayerNorm(x))), heads(k), heads(v)))))",
+        "x_out = x_mid + Linear(GELU(Linear(LayerNorm(x_mid))))",
+        "ctx: input 2, (2, 7, 32)",
+    ],
+    "q/k/v helper block": [
+        "q, k, v = project(LayerNorm(x), ctx)",
+        "x_out = x + Linear(SDPA(q, k, v))",
+        "ctx: input 2, (2, 7, 16)",
+    ],
     "DiT block": [
-        "x_mid = x + mul(unsqueeze(chunk(Sequential(in_1))[2]), SelfAttention(modulate(LayerNorm(x),"
-        " chunk(Sequential(in_1))[0], chunk(Sequential(in_1))[1])))",
-        "x_out = x_mid + mul(unsqueeze(chunk(Sequential(in_1))[5]), Mlp(modulate(LayerNorm(x_mid),"
-        " chunk(Sequential(in_1))[3], chunk(Sequential(in_1))[4])))",
-        "in_1: input 2, (2, 16)",
+        "shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = chunk(Sequential(c))",
+        "x_mid = x + mul(unsqueeze(gate_msa), SelfAttention(modulate(LayerNorm(x), shift_msa, scale_msa)))",
+        "x_out = x_mid + mul(unsqueeze(gate_mlp), Mlp(modulate(LayerNorm(x_mid), shift_mlp, scale_mlp)))",
+        "c: input 2, (2, 16)",
     ],
     # NanoChat.forward: the smear, then before each block x = resid_lambdas[i] * x + x0_lambdas[i] * x0
     # (x0 the smear's result, read again at every block); each block x + attn(norm(x), ve, cos_sin, w)
@@ -437,3 +467,73 @@ def test_a_layer_scale_is_written_with_its_parameter(
     from blocktrace.views.steps import StepTree
 
     assert "LayerScale(x) = mul(x, gamma)" in formulas(StepTree(built("timm block")[1]))
+
+
+# the (+) captions a reader writes from each block's code, the steps by their names in the code
+CAPTIONS = {
+    "kv cross-attention block": [
+        "x + o(reshape(transpose(scaled_dot_product_attention(heads(q(norm1(x))),"
+        " heads(chunk(kv(ctx))[0]), heads(chunk(kv(ctx))[1])))))",
+        "x + proj(gelu(fc(norm2(x))))",
+    ],
+    "q/k/v helper block": ["x + o(scaled_dot_product_attention(*project(norm(x), ctx)))"],
+    "cross-attention block": [
+        "x + attn(norm1(x))",
+        "x + cross(norm2(x), context)",
+        "x + mlp(norm3(x))",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(CAPTIONS))
+def test_each_caption_writes_every_operand_of_its_branch(
+    name: str, built: Callable[[str], tuple[nn.Module, Trace, Graph]]
+) -> None:
+    from blocktrace.views.diagram.expression import expression
+    from blocktrace.views.steps import StepTree
+
+    t = built(name)[1]
+    tree = StepTree(t)
+    assert [expression(tree, r) for r in t.residual_adds] == CAPTIONS[name]
+
+
+def test_the_arrow_into_sdpa_names_the_keys_and_values_by_what_made_them() -> None:
+    """The kv Linear that made SDPA's k and v is in the drawing: in the arrow that brings them in."""
+    result = invoke(["diagram", *CORPUS["kv cross-attention block"].cli, "--width", "200"])
+    assert result.exit_code == 0, result.stderr
+    assert "◄─ heads(chunk(kv(ctx))) 2×(2, 4, 7, 8)" in result.stdout
+
+
+def _ancestors(t: Trace, of: int) -> set[int]:
+    """Ids of every value the value `of` was computed from, through the ops the trace recorded."""
+    made_from = {o.id: {i.id for i in op.inputs} for op in t.ops for o in op.outputs}
+    found, todo = set(), [of]
+    while todo:
+        i = todo.pop()
+        if i not in found:
+            found.add(i)
+            todo.extend(made_from.get(i, set()) - {i})
+    return found
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_no_formula_drops_an_operand(
+    name: str, built: Callable[[str], tuple[nn.Module, Trace, Graph]]
+) -> None:
+    """Property over the corpus, from the trace's data flow alone: every model input the main output
+    was computed from is written in the formulas (by its forward's name, said once under them), and
+    every module called directly in the block on the way to the main output is named in the drawing.
+    A dropped operand (SDPA's k and v from kv(ctx)) loses both the context and the kv Linear."""
+    from tests.test_graph_drawing import drawn
+
+    t = built(name)[1]
+    needed = _ancestors(t, t.outputs[0].id)
+    text = "\n".join(stream_formulas(t))
+    for k, given in enumerate(t.inputs[1:], 1):
+        if given.id in needed and t.residual_adds:
+            assert f": input {k + 1}, " in text, (t.input_name(k), text)
+    picture = drawn(t)
+    root = next(c for c in t.calls if c.parent is None)
+    for call in t.children(root.index):
+        if {o.id for o in call.outputs} & needed:
+            assert re.search(rf"\b{re.escape(call.path.rsplit('.', 1)[-1])}\b", picture), call.path

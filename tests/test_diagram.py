@@ -71,7 +71,7 @@ def test_reports_carry_legend_and_formulas() -> None:
     rows = render(layout(StepTree(t)))
     md = markdown_report(rows, StepTree(t), "symbolic", formulas=True)
     assert md.count("```") == 2
-    assert "- `x_mid = x + CausalSelfAttention(RMSNorm(x), in_1, in_2)`" in md
+    assert "- `x_mid = x + CausalSelfAttention(RMSNorm(x), cos_sin[0], cos_sin[1])`" in md
     text = text_report(rows, StepTree(t), "symbolic", formulas=True)
     assert "x_out = x_mid + MLP(RMSNorm(x_mid))" in text
     assert "RMSNorm(x) = x / sqrt(mean(x^2) + eps)" in text

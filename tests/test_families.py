@@ -104,7 +104,7 @@ def test_attention_is_named_causal_only_where_the_mask_ran() -> None:
             "nanochat",
             {},
             [
-                "x_mid = x + CausalSelfAttention(RMSNorm(x), in_1, in_2)",
+                "x_mid = x + CausalSelfAttention(RMSNorm(x), cos_sin[0], cos_sin[1])",
                 "x_out = x_mid + MLP(RMSNorm(x_mid))",
             ],
         ),
@@ -118,17 +118,21 @@ def test_attention_is_named_causal_only_where_the_mask_ran() -> None:
             {},
             ["x_mid = LayerNorm(x + SelfAttention(x))", "x_out = LayerNorm(x_mid + MLP(x_mid))"],
         ),
-        ("neox", {}, ["x_out = x + PartialRotaryAttention(LayerNorm(x), in_1, in_2) + MLP(LayerNorm(x))"]),
+        (
+            "neox",
+            {},
+            ["x_out = x + PartialRotaryAttention(LayerNorm(x), cos_sin[0], cos_sin[1]) + MLP(LayerNorm(x))"],
+        ),
         (
             "nanochat",
             {"residual": "single"},
-            ["x_out = x + MLP(CausalSelfAttention(RMSNorm(x), in_1, in_2))"],
+            ["x_out = x + MLP(CausalSelfAttention(RMSNorm(x), cos_sin[0], cos_sin[1]))"],
         ),
         (
             "nanochat",
             {"residual": "post"},
             [
-                "x_mid = RMSNorm(x + CausalSelfAttention(x, in_1, in_2))",
+                "x_mid = RMSNorm(x + CausalSelfAttention(x, cos_sin[0], cos_sin[1]))",
                 "x_out = RMSNorm(x_mid + MLP(x_mid))",
             ],
         ),
@@ -176,14 +180,15 @@ def test_parallel_draws_the_branches_side_by_side_into_one_add() -> None:
     attention = next(i for i, line in enumerate(lines) if "PartialRotaryAttention" in line)
     mlp = next(i for i, line in enumerate(lines) if "│            MLP            │" in line)
     assert lines[attention].index("PartialRotaryAttention") < lines[mlp].index("MLP")  # further right
-    assert "x + attention(input_layernorm(x)) + mlp(post_attention_layernorm(x))" in "\n".join(lines)
+    caption = "x + attention(input_layernorm(x), cos_sin[0], cos_sin[1]) + mlp(post_attention_layernorm(x))"
+    assert caption in "\n".join(lines)
 
 
 def test_single_residual_is_one_highway_around_both_sublayers() -> None:
     text = drawing(residual="single")
     assert text.count("(+)") == text.count("├") == 1
     assert text.index("CausalSelfAttention") < text.index("MLP") < text.index("(+)")
-    assert "x + mlp(attn(norm(x)))" in text
+    assert "x + mlp(attn(norm(x), cos_sin[0], cos_sin[1]))" in text
 
 
 def test_f_is_named_when_the_mlp_width_is_no_multiple_of_c() -> None:

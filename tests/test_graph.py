@@ -58,7 +58,10 @@ def test_the_built_in_block_has_its_two_residuals_and_rotary_tables_beside_the_s
     t = trace_config(BlockConfig(n_embd=32, n_head=4, n_kv_head=2, seq=6, batch=2), "meta")
     g = build_graph(t)
     assert branches(t, g) == [[["norm", "attn"]], [["norm", "mlp"]]]
-    assert sources(g.root, "attn") == {"input 2", "input 3"}  # cos and sin
+    assert sources(g.root, "attn") == {
+        "cos_sin[0]",
+        "cos_sin[1]",
+    }  # cos and sin, as forward(x, cos_sin) names them
 
 
 def test_an_eager_attention_mask_add_is_no_residual() -> None:
@@ -131,7 +134,7 @@ def test_torch_decoder_layer_reads_the_memory_beside_the_stream() -> None:
     layer = nn.TransformerDecoderLayer(32, 4, 64, batch_first=True)
     t, g = traced(layer, torch.randn(2, 7, 32), torch.randn(2, 5, 32))
     assert branches(t, g) == [[["_sa_block"]], [["_mha_block"]], [["_ff_block"]]]
-    assert sources(g.root, "_mha_block") == {"input 2"}
+    assert sources(g.root, "_mha_block") == {"memory"}
     assert g.root.main_output is not None and g.root.main_output.shape == (2, 7, 32)
 
 
@@ -174,7 +177,7 @@ def test_a_helper_that_calls_modules_is_one_step_taking_all_it_read() -> None:
     helper = next(s for s in g.root.steps if s.name == "attention")
     assert [t.calls[c].path for c in helper.calls] == ["q", "k", "v", "o"]
     assert [x.shape for x in helper.inputs] == [(2, 5, 8), (5, 5)]
-    assert sources(g.root, "attention") == {"input 2"}  # the mask; the mask add is the helper's own
+    assert sources(g.root, "attention") == {"mask"}  # the mask; the mask add is the helper's own
 
 
 class ValueEmbedded(nn.Module):
@@ -307,4 +310,4 @@ def test_the_drawing_shows_a_helper_that_calls_modules_as_one_step() -> None:
     assert drawn == [(DrawnKind.helper, "norm"), (DrawnKind.helper, "attention"), (DrawnKind.residual, "+")]
     assert [c.path for c in tree.stream[1].calls] == ["q", "k", "v", "o"]
     (residual,) = t.residual_adds
-    assert expression(tree, residual) == "x + attention(norm(x))"
+    assert expression(tree, residual) == "x + attention(norm(x), mask)"  # the mask it reads

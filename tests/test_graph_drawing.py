@@ -71,7 +71,7 @@ class Cross(nn.Module):
 
 def test_cross_attention_reads_its_context_once_and_its_helper_note_lists_what_it_read() -> None:
     text = drawn(traced(Cross(), torch.randn(2, 5, 8), torch.randn(2, 7, 8)))
-    assert arrows(text) == {"ln1": [], "attn": ["input 2 (2, 7, 8)"], "ln2": [], "mlp": []}
+    assert arrows(text) == {"ln1": [], "attn": ["context (2, 7, 8)"], "ln2": [], "mlp": []}
     # torch's MultiheadAttention, key is value: query, key = (x.transpose(1, 0) for x in (query, key))
     assert "<genexpr>()         (2, 5, 8), (2, 7, 8) -> (5, 2, 8), (7, 2, 8)" in text
 
@@ -83,7 +83,7 @@ def test_torch_decoder_layer_draws_the_memory_into_its_cross_attention_block() -
     assert arrows(text) == {
         "_sa_block()": [],
         "norm1": [],
-        "_mha_block()": ["input 2 (5, 2, 12)"],
+        "_mha_block()": ["memory (5, 2, 12)"],
         "norm2": [],
         "_ff_block()": [],
         "norm3": [],
@@ -211,9 +211,9 @@ def formulas_of(t: Trace) -> list[str]:
 def test_cross_attention_s_formula_writes_its_context() -> None:
     lines = formulas_of(traced(Cross(), torch.randn(2, 5, 8), torch.randn(2, 7, 8)))
     assert lines[:3] == [
-        "x_mid = x + MultiheadAttention(LayerNorm(x), in_1)",
+        "x_mid = x + MultiheadAttention(LayerNorm(x), context)",
         "x_out = x_mid + Linear(LayerNorm(x_mid))",
-        "in_1: input 2, (2, 7, 8)",
+        "context: input 2, (2, 7, 8)",
     ]
 
 
@@ -224,9 +224,9 @@ def test_torch_decoder_layer_s_formula_writes_the_memory_into_the_cross_attentio
     )
     assert lines[:4] == [
         "x_1 = LayerNorm(x + _sa_block(x))",
-        "x_2 = LayerNorm(x_1 + _mha_block(x_1, in_1))",
+        "x_2 = LayerNorm(x_1 + _mha_block(x_1, memory))",
         "x_out = LayerNorm(x_2 + _ff_block(x_2))",
-        "in_1: input 2, (5, 2, 12)",
+        "memory: input 2, (5, 2, 12)",
     ]
 
 
@@ -264,11 +264,12 @@ SIDE_INPUT_MODELS = {
 @pytest.mark.parametrize("name", list(SIDE_INPUT_MODELS))
 def test_every_side_input_of_a_stream_step_is_in_its_formula(name: str) -> None:
     """A formula that drops an operand is a bug: each box on the stream that reads something beside
-    it is written with it, by its name (a model input's in_k, or where it came from)."""
+    it is written with it, by its name (a model input's, as its forward names it, or where it came
+    from)."""
     t = SIDE_INPUT_MODELS[name]()
     tree = StepTree(t)
     text = "\n".join(formulas_of(t))
-    inputs = {v.id: f"in_{k}" for k, v in enumerate(t.inputs) if k}
+    inputs = {v.id: t.input_name(k) for k, v in enumerate(t.inputs) if k}
     checked = 0
     for step in tree.stream:
         for source, values in tree.reads(step) if step.kind.value in ("call", "helper") else ():
@@ -305,9 +306,9 @@ def test_a_generator_over_one_split_is_a_helper_whose_values_are_named_as_the_co
     assert all(reads == [] for reads in boxes.values())
     assert formulas_of(t)[:4] == [
         "q, k, v = <genexpr>(split(Linear(LayerNorm(x))))",
-        "x_mid = x + Linear(reshape(transpose(SDPA(q, k, v)))) + mean(Linear(in_1))",
+        "x_mid = x + Linear(reshape(transpose(SDPA(q, k, v)))) + mean(Linear(context))",
         "x_out = x_mid + Linear(GELU(Linear(LayerNorm(x_mid))))",
-        "in_1: input 2, (2, 5, 8)",
+        "context: input 2, (2, 5, 8)",
     ]
 
 
@@ -381,13 +382,17 @@ class ShiftedTerm(nn.Module):
 
 def test_ops_side_by_side_on_one_chunk_are_each_written_on_the_part_they_read() -> None:
     """The caption's side term is shift = chunk(...)[0] unsqueezed, not the three unsqueezes in a
-    chain; the formula writes gate, scale and shift each by its part."""
+    chain; the formula binds the chunk's parts once, by the names the code gives them."""
     t = traced(ShiftedTerm(), torch.randn(2, 5, 8), torch.randn(2, 8))
-    assert "x + mul(attn(mul(norm(x)))) + unsqueeze(chunk(mod(input 2))[0])" in drawn(t)
-    assert formulas_of(t)[0] == (
-        "x_out = x + mul(unsqueeze(chunk(Linear(in_1))[2]), Linear(mul(LayerNorm(x),"
-        " add(unsqueeze(chunk(Linear(in_1))[1]))))) + unsqueeze(chunk(Linear(in_1))[0])"
-    )
+    assert (
+        "x + mul(attn(mul(norm(x), add(unsqueeze(chunk(mod(c))[1])))), unsqueeze(chunk(mod(c))[2]))"
+        " + unsqueeze(chunk(mod(c))[0])"
+    ) in drawn(t)
+    assert formulas_of(t)[:2] == [
+        "shift, scale, gate = chunk(Linear(c))",
+        "x_out = x + mul(unsqueeze(gate), Linear(mul(LayerNorm(x), add(unsqueeze(scale)))))"
+        " + unsqueeze(shift)",
+    ]
 
 
 class ShiftedByHelper(ShiftedTerm):
@@ -399,9 +404,11 @@ class ShiftedByHelper(ShiftedTerm):
 
 def test_the_values_of_a_helper_beside_the_stream_are_each_written_by_the_helper() -> None:
     t = traced(ShiftedByHelper(), torch.randn(2, 5, 8), torch.randn(2, 8))
-    assert formulas_of(t)[0] == (
-        "x_out = x + mul(<listcomp>, Linear(mul(LayerNorm(x), add(<listcomp>)))) + <listcomp>"
-    )
+    assert formulas_of(t)[:2] == [
+        "shift, scale, gate = chunk(Linear(c))",
+        "x_out = x + mul(<listcomp>(shift, scale, gate)[2], Linear(mul(LayerNorm(x),"
+        " add(<listcomp>(shift, scale, gate)[1])))) + <listcomp>(shift, scale, gate)[0]",
+    ]
 
 
 def test_a_note_of_an_op_that_makes_several_tensors_lists_them_all() -> None:
@@ -413,3 +420,23 @@ def test_a_note_of_an_op_that_makes_several_tensors_lists_them_all() -> None:
     notes = [line for line in result.stdout.splitlines() if "split " in line]
     assert result.exit_code == 0 and len(notes) == 1, notes
     assert "split               (B, T, 3C) -> 3×(B, T, C)" in notes[0], notes
+
+
+class Unread(nn.Module):
+    """A module call beside the stream whose value nothing reads: it ran, so the drawing says so."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.norm, self.attn, self.probe = nn.LayerNorm(c), nn.Linear(c, c), nn.Linear(c, 3)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        self.last = self.probe(ctx)  # kept on the module, returned by nobody
+        return x + self.attn(self.norm(x))
+
+
+def test_a_module_call_beside_the_stream_that_nothing_drawn_names_is_said_in_one_line() -> None:
+    text = drawn(traced(Unread(), torch.randn(2, 5, 8), torch.randn(2, 4, 8)))
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("not drawn:")]
+    assert lines == ["not drawn: probe (Linear, (2, 4, 8) -> (2, 4, 3)) ran beside the stream"]
+    # a call named in the drawing (the cross block's attn reads the context in its box) is not said
+    assert "not drawn" not in drawn(traced(Cross(), torch.randn(2, 5, 8), torch.randn(2, 7, 8)))

@@ -128,9 +128,10 @@ def test_svg_is_coloured_as_in_the_terminal() -> None:
 
     merge = _style_of(svg, "(+)")
     assert colour(STYLES["merge"]) in merge and "font-weight: bold" in merge
-    assert colour(STYLES["expr"]) in _style_of(svg, "x + attn(norm(x))")
+    assert colour(STYLES["expr"]) in _style_of(svg, "x + attn(norm(x), cos_sin[0], cos_sin[1])")
     table = run(["table", *TINY, "--format", "svg"])
-    assert colour("bold yellow") in _style_of(table, "x + attn(norm(x))")  # the residual rows, as printed
+    residual_row = "x + attn(norm(x), cos_sin[0], cos_sin[1])"  # as printed
+    assert colour("bold yellow") in _style_of(table, residual_row)
 
 
 def test_svg_names_local_monospace_fonts_and_fetches_nothing() -> None:

@@ -94,7 +94,7 @@ def test_rows_come_in_execution_order_indented_by_nesting() -> None:
         ("(root)", "Block"),
         ("rms_norm", "RMSNorm op"),
         ("attn", "CausalSelfAttention"),
-        ("x + attn(norm(x))", "residual add"),
+        ("x + attn(norm(x), cos_sin[0], cos_sin[1])", "residual add"),  # the rotary tables
         ("rms_norm", "RMSNorm op"),
         ("mlp", "MLP"),
         ("x + mlp(norm(x))", "residual add"),

@@ -260,9 +260,18 @@ class Trace(Record):
     frames: tuple[Frame, ...] = ()  # every call of a function of the model's code, by number
     stopped: str | None = None  # a partial trace: the failure the forward stopped at (--partial)
     buffers: Mapping[str, str] = FrozenDict()  # str(tensor id) -> the buffer's path ("cos", "h.0.attn.bias")
+    # each input as the traced module's forward names it ("ctx", "cos_sin[0]"); None: not known
+    input_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.freeze_mappings()
+
+    def input_name(self, k: int) -> str:
+        """The model's input at index k as its forward names it (`ctx`), else by its place: "input",
+        "input 2", ..."""
+        if self.input_names is not None and k < len(self.input_names):
+            return self.input_names[k]
+        return "input" if k == 0 else f"input {k + 1}"
 
     def children(self, call: int | None) -> list[ModuleCall]:
         """The calls made directly inside `call` (None: the root calls)."""
@@ -321,6 +330,7 @@ class Trace(Record):
             "frames": [f.to_dict() for f in self.frames],
             **({} if self.stopped is None else {"stopped": self.stopped}),
             "buffers": plain(self.buffers),
+            **({} if self.input_names is None else {"input_names": list(self.input_names)}),
         }
 
     @classmethod

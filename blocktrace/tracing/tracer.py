@@ -24,6 +24,7 @@ from blocktrace import progress
 from blocktrace.errors import ForwardError, error_line
 from blocktrace.tracing.flops import Counts, FlopCounter
 from blocktrace.tracing.graph.build import handed_on, residual_joins
+from blocktrace.tracing.input_names import input_names
 from blocktrace.tracing.named_reads import NamedReads
 from blocktrace.tracing.ops import facts
 from blocktrace.tracing.residual_rule import ResidualRule
@@ -76,6 +77,7 @@ class _Recorder:
     failed: str | None = None  # the op that raised: where it was written, its name and operands
     layers: dict[int, str] = field(default_factory=dict)  # id(layer) -> the stage it begins
     named: NamedReads = field(default_factory=lambda: NamedReads({}, {}))
+    input_names: tuple[str, ...] | None = None  # the forward's names of the inputs, where it gives them
 
     def number(self, frame: FrameType) -> int:
         """Which call of its function `frame` is: one number per frame, first come first numbered.
@@ -402,6 +404,7 @@ def trace(
             handles.append(m.register_forward_hook(recorder.post_hook, with_kwargs=True))
         module.eval()
         inputs = recorder.metas((args, kwargs))
+        recorder.input_names = input_names(module, args, kwargs, len(inputs))
         recorder.named = NamedReads.of(module, recorder.meta)
         counter = FlopCounter()
         with torch.no_grad(), _OpRecorder(recorder, counter):
@@ -447,6 +450,7 @@ def _assembled(
         residual_adds=(),
         frames=tuple(recorder.frame_records),
         buffers=recorder.named.buffers,
+        input_names=recorder.input_names,
     )
     rule = ResidualRule(
         recorder.ops, recorder.parents, recorder.producer_op, recorder.produced_by_call, calls

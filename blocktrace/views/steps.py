@@ -53,6 +53,16 @@ class Step:
     returned: tuple[TensorMeta, ...] = ()  # for a helper: what it returned (q and k)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One step on a residual's branch, as its caption writes it."""
+
+    name: str  # as the code names it: "attn", a helper's "project"
+    title: str
+    read: tuple[TensorMeta, ...]  # what it read beside the branch (the rotary tables, a context)
+    returned: tuple[int, ...] = ()  # a helper's values, where it returned several (q, k and v)
+
+
 def code_name(step: Step) -> str:
     """The step as the code names it: "attn", "c_q, view", a helper call as "norm()"."""
     return step.label + ("()" if step.kind == StepKind.helper else "")
@@ -434,9 +444,10 @@ class StepTree:
             for s in steps
         )
 
-    def branches(self, r: ResidualAdd) -> list[list[tuple[str, str]]]:
-        """For each branch of a residual add, (name in the code, title) of each step on it, first
-        applied first: [[("norm", "RMSNorm"), ("attn", "CausalSelfAttention")]] for x + attn(norm(x))."""
+    def branches(self, r: ResidualAdd) -> list[list[Part]]:
+        """For each branch of a residual add, each step on it, first applied first: [[("norm",
+        "RMSNorm", (), ()), ("attn", "CausalSelfAttention", (cos, sin), ())]] for x + attn(norm(x),
+        cos_sin)."""
         found = []
         for b in r.branches:
             # one part per call, per helper call (its ops and the module calls it made), per other
@@ -446,6 +457,9 @@ class StepTree:
             ]
             items += [(self.trace.ops[i].time, self.trace.ops[i]) for i in b.ops]
             parts: dict[tuple[str, int], tuple[int, str, str]] = {}
+            reads: dict[tuple[str, int], dict[int, TensorMeta]] = {}
+            returned: dict[tuple[str, int], tuple[int, ...]] = {}
+            made = {r.stream.id, *(t.id for _, item in items for t in item.outputs)}
             for time, item in sorted(items, key=lambda pair: pair[0]):
                 where = (
                     (item.site.function, item.site.frame)
@@ -458,12 +472,28 @@ class StepTree:
                 if where is not None and where[0] != "forward" and helper not in self._open_helpers:
                     function, frame = helper  # type: ignore[misc]
                     title = op_title(item.name) if isinstance(item, OpCall) else function
-                    parts.setdefault(("helper", frame), (time, function, title))
+                    key = ("helper", frame)
+                    parts.setdefault(key, (time, function, title))
                 elif isinstance(item, ModuleCall):
-                    parts[("call", item.index)] = (time, short_path(item), item.type)
+                    key = ("call", item.index)
+                    parts[key] = (time, short_path(item), item.type)
                 else:
-                    parts[("op", item.index)] = (time, item.name, op_title(item.name))
-            found.append([(name, title) for _, name, title in sorted(parts.values())])
+                    key = ("op", item.index)
+                    parts[key] = (time, item.name, op_title(item.name))
+                reads.setdefault(key, {}).update((t.id, t) for t in item.inputs if t.id not in made)
+            level = self.trace.ops[r.op].call
+            inner = self.inner(self.trace.calls[level]) if level is not None else []
+            for step in inner:  # a helper: all it read from outside it, not what its own ops made
+                if step.kind == StepKind.helper and ("helper", step.frame) in reads:
+                    reads[("helper", step.frame)] = {t.id: t for t in step.taken if t.id not in made}
+                    returned[("helper", step.frame)] = tuple(t.id for t in step.returned)
+            ordered = sorted(parts.items(), key=lambda kv: kv[1])
+            found.append(
+                [
+                    Part(name, title, tuple(reads[key].values()), returned.get(key, ()))
+                    for key, (_, name, title) in ordered
+                ]
+            )
         return found
 
 

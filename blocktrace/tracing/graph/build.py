@@ -45,7 +45,7 @@ def build_graph(trace: Trace) -> Graph:
     roots = trace.children(None)
     if not roots:
         return Graph(())
-    names = {t.id: "input" if i == 0 else f"input {i + 1}" for i, t in enumerate(trace.inputs)}
+    names = {t.id: trace.input_name(i) for i, t in enumerate(trace.inputs)}
     names.update((int(k), name) for k, name in trace.buffers.items())
     builder = _Builder(trace)
     builder.open(roots[0], names, None, root=True)

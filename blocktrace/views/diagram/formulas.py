@@ -13,6 +13,7 @@ run of identical Blocks is written once, as drawn. No torch here.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -22,6 +23,9 @@ from blocktrace.tracing.ops import definition, facts, op_title
 from blocktrace.tracing.trace import ModuleCall, OpCall, TensorMeta
 from blocktrace.views.shapes import shape_text
 from blocktrace.views.steps import Step, StepKind, StepTree, short_path
+
+# the names the formulas give values themselves: an input named so keeps in_k
+_OWN_NAMES = re.compile(r"x|x_\w+|h|h_\d+|in_\d+|input( \d+)?")
 
 
 def _stream_names(count: int) -> list[str]:
@@ -68,6 +72,12 @@ def stream_formulas(
         if fork:
             bound[r.stream.id] = fork[-1]
     names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(inputs)}
+    if taken is trace.inputs:  # the model's own inputs, as its forward names them (ctx, cos_sin[0])
+        place = {t.id: k for k, t in enumerate(trace.inputs)}
+        for t in inputs[1:]:
+            called = trace.input_name(place[t.id])
+            if called not in names.values() and not _OWN_NAMES.fullmatch(called):
+                names[t.id] = called
     starts = [r.stream.id for r in residuals] + [s.inputs[0].id for s in runs if s.inputs]
     streams = dict.fromkeys([*starts, *(s.output.id for s in runs), drawn[-1].output.id])
     streams_made = [i for i in streams if i not in names and i in made_at]
@@ -102,13 +112,21 @@ def stream_formulas(
         for k, o in enumerate(op.outputs)
     }
 
+    given_ids = {t.id for t in inputs}
+    bound_beside = _bound_beside(tree, drawn, set(names.values()))
+    names.update((i, name) for ids in bound_beside.values() for i, name in ids.items())
+    beside_ids = {i for ids in bound_beside.values() for i in ids}
+    written: dict[int, None] = {}  # the values bound beside the stream that a formula reads
+
     def value(tensor_id: int, before: int) -> str:
         """The value as a step at position `before` reads it: its name once its last step has run
         (an op that hands back its input keeps the id), else what the step before made of it."""
         earlier = [p for p in made_at.get(tensor_id, []) if p < before]
         if tensor_id in names and (not earlier or earlier[-1] == bound[tensor_id]):
-            if names[tensor_id].startswith("in_"):
+            if tensor_id in given_ids and tensor_id != inputs[0].id:
                 used[tensor_id] = None
+            if tensor_id in beside_ids:
+                written[tensor_id] = None
             return names[tensor_id]
         if earlier:
             return made(earlier[-1])
@@ -117,10 +135,13 @@ def stream_formulas(
     def off_stream(tensor_id: int, before: int, depth: int) -> str:
         """A value made beside the stream: by where it came from when a module or the graph names
         it, else as the ops that made it from what they read (λ·x0: mul(getitem(), h))."""
+        if tensor_id in beside_ids:  # one of the values an op beside the stream made, bound once: k, v
+            written[tensor_id] = None
+            return names[tensor_id]
         side = tree.side.get(tensor_id)
         part = side_ops.get(tensor_id)
-        if part is not None and part[0].kind == StepKind.helper:  # a helper's value: by the helper
-            return sources.get(tensor_id, part[0].title)
+        if part is not None and part[0].kind == StepKind.helper:  # a helper's value: on what it read
+            return helper_text(part[0], tensor_id, before, depth)
         if part is not None and depth > 0 and (side is None or part[1] > 1):
             return part_text(*part, lambda t: inner(t, before, depth))
         if side is not None and side.kind in (StepKind.compute, StepKind.shape) and depth > 0:
@@ -132,6 +153,16 @@ def stream_formulas(
         if side is not None and side.kind == StepKind.call and depth > 0:  # a module off the stream: ctx(c)
             return f"{side.title}({', '.join(inner(t.id, before, depth) for t in _data_inputs(side))})"
         return f"{side.title}(…)" if side is not None else "?"
+
+    def helper_text(helper: Step, tensor_id: int, before: int, depth: int) -> str:
+        """heads(chunk(Linear(in_1))[0]): a helper's value written as its call on every value it
+        read from outside it; one of several it returned by its index. Too deep: by its name."""
+        if depth == 0:
+            return sources.get(tensor_id, helper.title)
+        read = helper.taken or helper.inputs
+        text = f"{helper.title}({', '.join(inner(t.id, before, depth) for t in read)})"
+        ids = [t.id for t in helper.returned]
+        return f"{text}[{ids.index(tensor_id)}]" if len(ids) > 1 and tensor_id in ids else text
 
     def inner(t: int, before: int, depth: int) -> str:
         return value(t, before) if t in names or t in made_at else off_stream(t, before, depth - 1)
@@ -184,8 +215,7 @@ def stream_formulas(
             if origin is not None
         ]
 
-    given = {t.id for t in inputs}
-    named = sorted((bound[i], i) for i in names if i in made_at and i not in given)
+    named = sorted((bound[i], i) for i in names if i in made_at and i not in given_ids)
     lines = []
     for pos, i in named:
         if pos not in unpacked:
@@ -194,8 +224,39 @@ def stream_formulas(
             lines.append(f"{', '.join(unpacked[pos].values())} = {made(pos)}")
     if taken is trace.inputs:  # the model's own stream
         lines += side_output_lines()
+    beside_lines: list[str] = []
+    for parts in bound_beside.values():  # k, v = chunk(Linear(in_1)): before the lines that read them
+        if written.keys() & parts.keys():
+            text = ops_text(side_ops[min(parts)][0], lambda t: inner(t, 0, 8))
+            beside_lines.append(f"{', '.join(parts.values())} = {text}")
+    lines = beside_lines + lines
     said = {t.id: k for k, t in enumerate(taken)}
     return lines + [f"{names[i]}: input {said[i] + 1}, {shape_text(taken[said[i]])}" for i in used]
+
+
+def _bound_beside(tree: StepTree, drawn: Sequence[Step], taken: set[str]) -> dict[int, dict[int, str]]:
+    """Op index -> its values by the names the code unpacks them into (`k, v = kv(ctx).chunk(2)`),
+    for each op beside the stream, not computed from the stream, that makes several values of which
+    several are read: written once, not once per part. Where the line names them not (or a name is
+    taken), h_1, h_2, ... numbered on from the stream's."""
+    reads = Counter(
+        t.id
+        for step in (*drawn, *tree.side.values())
+        for t in {t.id: t for t in (*_operands(tree, step), *step.taken)}.values()
+    )
+    found: dict[int, dict[int, str]] = {}
+    ops = {op.index: op for s in tree.side.values() for op in s.ops if s.kind != StepKind.helper}
+    for index, op in sorted(ops.items()):
+        ids = [o.id for o in op.outputs]
+        if len(ids) < 2 or sum(reads[i] > 0 for i in ids) < 2 or any(i in tree.from_input for i in ids):
+            continue
+        code = assigned_names(op.file, op.line, len(ids))
+        if code is None or set(code) & taken:
+            first = sum(name.startswith("h_") for name in taken) + 1
+            code = tuple(f"h_{k}" for k in range(first, first + len(ids)))
+        taken |= set(code)
+        found[index] = dict(zip(ids, code, strict=True))
+    return found
 
 
 def part_text(step: Step, count: int, k: int, value: Callable[[int], str]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from blocktrace.tracing.trace import TensorMeta, Trace
-from blocktrace.views.diagram.expression import expression
+from blocktrace.views.diagram.expression import expression, read_name
 from blocktrace.views.shapes import Shapes, shape_text, shapes_text
 from blocktrace.views.steps import Step, StepKind, StepTree, call_step, code_name
 
@@ -356,7 +356,10 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
         between the box and its notes, a line saying what it reads."""
         nonlocal busy_until
         lines = box_lines(step)
-        reads = [f"{source} {shapes_text(values, shapes)}" for source, values in tree.reads(step)]
+        reads = [
+            f"{read_name(tree, source, values)} {shapes_text(values, shapes)}"
+            for source, values in tree.reads(step)
+        ]
         arrows = k == columns - 1
         h = max(len(lines), len(reads) if arrows else 0) + 2
         diagram.rects.append(Rect(col_x[k], y, box_w, h))
@@ -391,7 +394,8 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
             texts.append(Label(cx + 2, y, f"[{step.label}: {step.title}]", "section"))
             for source, values in tree.reads(step):  # what the opened call reads beside the stream
                 y += 1
-                texts.append(Label(cx + 2, y, f" reads {source} {shapes_text(values, shapes)}", "side"))
+                name = read_name(tree, source, values)
+                texts.append(Label(cx + 2, y, f" reads {name} {shapes_text(values, shapes)}", "side"))
             diagram.segments.append(Segment(cx, stream_from, cx, y))
             stream_from = busy_until = y
             continue
@@ -428,11 +432,26 @@ def layout(tree: StepTree, shapes: Shapes = Shapes.symbolic, width: int | None =
     out = main or (trace.outputs[0] if trace.outputs else last)
     end = f"output {shape_text(out, shapes)}" if trace.stopped is None else _stopped_in(trace)
     diagram.labels.append(Label(x0, y + 1, end, "terminal"))
-    for k, text in enumerate(t for left in branching.values() for t in left):  # off a side column
-        diagram.labels.append(Label(x0, y + 2 + k, f"not drawn: {text}, off a parallel branch", "side"))
+    lost = [f"{text}, off a parallel branch" for left in branching.values() for text in left]
+    lost += _unnamed(tree, [*diagram.labels, *texts], shapes)
+    for k, text in enumerate(lost):
+        diagram.labels.append(Label(x0, y + 2 + k, f"not drawn: {text}", "side"))
 
     _place_highways(diagram, texts, merges, cx, width)
     return diagram
+
+
+def _unnamed(tree: StepTree, shown: Sequence[Label], shapes: Shapes) -> list[str]:
+    """The module calls beside the stream that no word of the drawing names (a projection of a mask
+    that an arrow names by the line's `keep`): never silently absent, each said in one line."""
+    text = "\n".join(label.text for label in shown)
+    calls = {s.call.index: s.call for s in tree.side.values() if s.kind == StepKind.call and s.call}
+    return [
+        f"{call.path} ({call.type}, {shapes_text(call.inputs, shapes)} -> "
+        f"{shapes_text(call.outputs, shapes)}) ran beside the stream"
+        for call in calls.values()
+        if not re.search(rf"(?<![\w.]){re.escape(call.path.rsplit('.', 1)[-1])}(?![\w])", text)
+    ]
 
 
 def _stopped_in(trace: Trace) -> str:
