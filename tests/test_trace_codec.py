@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from blocktrace.tracing.records import FrozenDict, Record, leaves, map_leaves
+from blocktrace.tracing.records import FrozenDict, Record, evolve, leaves, map_leaves
 from blocktrace.tracing.trace import Branch, ResidualAdd, Site, TensorMeta, Trace
 
 
@@ -132,6 +132,19 @@ def test_map_tensors_reaches_every_tensor_and_carries_every_other_field() -> Non
     assert seen == t.tensors() and len(seen) == len({id(m) for m in seen})  # each place once, in order
     assert [m.id for m in mapped.tensors()] == [m.id + 10_000 for m in t.tensors()]
     assert mapped.map_tensors(lambda m: replace(m, id=m.id - 10_000)) == t  # nothing else changed
+
+
+def test_evolve_carries_every_field_and_nothing_kept_beside_them() -> None:
+    t = _full_trace()
+    call = t.calls[1]
+    moved = evolve(call, index=7)
+    assert moved == replace(call, index=7) and call.index != 7  # every other field as it was
+    t.children(None)  # an index kept with the trace (a cached_property), as its graph is
+    assert "_children" in t.__dict__
+    fewer = evolve(t, calls=t.calls[:1])
+    assert fewer == replace(t, calls=t.calls[:1])
+    assert "_children" not in fewer.__dict__  # the index of the calls it had would be wrong
+    assert fewer.children(None) == [c for c in fewer.calls if c.parent is None]
 
 
 # copies of trace records, each with a field added: what a new field does to the codec

@@ -52,11 +52,11 @@ def repeat(
     twins = None if run is None else _twins(stack, run)
     if run is None or twins is None:
         return None
-    first_layer, layer_maps = twins
+    first_layer, first_structure, layer_maps = twins
     n_calls, n_ops = len(run[0][0]), len(run[0][1])
     first_call = run[0][0][0].index
     stages: list[_Stage]
-    if structure(first_layer) == bare_unit:  # the unit is one layer; the stack has nothing else
+    if first_structure == bare_unit:  # the unit is one layer; the stack has nothing else
         if any(c.index < first_call for c in stack.calls[1:]) or len(stack.ops) != layers * n_ops:
             return None
         stages = [(layer_maps, _offset(first_call, n_calls, layers, 0), _offset(0, n_ops, layers, 0))]
@@ -69,11 +69,11 @@ def repeat(
         if structure(current) != bare_unit:  # an encoder-decoder: the other run, of its own length
             other = _layer_run(current, None)
             again = None if other is None else _twins(current, other)
-            collapsed = None if other is None or again is None else _collapse(current, other, again[1])
+            collapsed = None if other is None or again is None else _collapse(current, other, again[2])
             if again is None or collapsed is None or structure(collapsed[0]) != bare_unit:
                 return None
             current = collapsed[0]
-            stages.append((again[1], *collapsed[1:]))
+            stages.append((again[2], *collapsed[1:]))
         twin_tensors = current.tensors()
     fit_of = {mine.id: unit.dims[u.id] for mine, u in zip(twin_tensors, unit.probe.tensors(), strict=True)}
     dims = _twin_dims(stack, stages, fit_of)
@@ -122,18 +122,19 @@ _Layers = list[tuple[tuple[ModuleCall, ...], tuple[OpCall, ...]]]
 _Stage = tuple[list[dict[int, int]], Callable[[int], int], Callable[[int], int]]
 
 
-def _twins(trace: Trace, run: _Layers) -> tuple[Trace, list[dict[int, int]]] | None:
-    """The run's first layer as a trace of its own, and each layer's tensor ids -> its twin's in the
-    first layer; None where the layers differ."""
+def _twins(trace: Trace, run: _Layers) -> tuple[Trace, tuple, list[dict[int, int]]] | None:
+    """The run's first layer as a trace of its own with its structure, and each layer's tensor ids
+    -> its twin's in the first layer; None where the layers differ."""
     rebased = [_rebased(trace, calls, ops) for calls, ops in run]
     twins = [t for t in rebased if t is not None]
-    if len(twins) != len(rebased) or any(structure(t) != structure(twins[0]) for t in twins[1:]):
+    if len(twins) != len(rebased):
         return None
-    layer_maps = [
-        {mine.id: first.id for mine, first in zip(t.tensors(), twins[0].tensors(), strict=True)}
-        for t in twins
-    ]
-    return twins[0], layer_maps
+    first = structure(twins[0])  # worked out once: each other layer is compared with it
+    if any(structure(t) != first for t in twins[1:]):
+        return None
+    first_ids = [t.id for t in twins[0].tensors()]
+    layer_maps = [dict(zip((t.id for t in twin.tensors()), first_ids, strict=True)) for twin in twins]
+    return twins[0], first, layer_maps
 
 
 def _collapse(

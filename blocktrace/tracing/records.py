@@ -144,7 +144,11 @@ def evolve(record: R, **changes: Any) -> R:
     records): replace would run __init__ and __post_init__ again, for each of a trace's thousands
     of records; this copies the fields instead."""
     made = object.__new__(type(record))
-    made.__dict__.update({name: getattr(record, name) for name in _field_names(type(record))}, **changes)
+    state, names = record.__dict__, _field_names(type(record))
+    if len(state) == len(names):  # its fields alone: no index or graph kept with it to leave behind
+        made.__dict__.update(state, **changes)
+    else:
+        made.__dict__.update({name: state[name] for name in names}, **changes)
     return made
 
 
