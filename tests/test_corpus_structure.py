@@ -182,7 +182,9 @@ SIDE: dict[str, tuple[str, set[tuple[str, str]]]] = {
 # The formulas of each model's stream, written from its modeling file's forward (transformers 5):
 # each line a value the code names or reads twice, every operand written, side inputs by where
 # they came from (rotary_emb, the sdpa/eager mask, the encoder) or as the ops that made them
-# (position_ids = cache_position.unsqueeze(0), cache_position an arange)
+# (position_ids = cache_position.unsqueeze(0), cache_position an arange); a layer's inputs as its
+# forward names them, bound to the call decoder_layer(hidden_states, attention_mask=...,
+# position_embeddings=..., position_ids=...): position_embeddings[0] and [1] are its (cos, sin)
 FORMULAS: dict[str, list[str]] = {
     # embed_tokens; each layer residual + self_attn(input_layernorm(h), position_ids, (cos, sin)),
     # residual + mlp(post_attention_layernorm(h)); position_ids = cache_position.unsqueeze(0);
@@ -192,57 +194,62 @@ FORMULAS: dict[str, list[str]] = {
         "x_2 = LlamaDecoderLayer×2(x_1, rotary_emb, unsqueeze(add(arange())))",
         "x_out = Linear(getitem(LlamaRMSNorm(x_2)))",
         "each of model.layers.0 … model.layers.1 (LlamaDecoderLayer × 2):",
-        "x_mid = x + LlamaAttention(LlamaRMSNorm(x), in_3, in_1, in_2)",
+        "x_mid = x + LlamaAttention(LlamaRMSNorm(x), position_ids, position_embeddings[0], "
+        "position_embeddings[1])",
         "x_out = x_mid + LlamaMLP(LlamaRMSNorm(x_mid))",
-        "in_3: input 4, (1, 6)",
-        "in_1: input 2, (1, 6, 8)",
-        "in_2: input 3, (1, 6, 8)",
+        "position_ids: input 4, (1, 6)",
+        "position_embeddings[0]: input 2, (1, 6, 8)",
+        "position_embeddings[1]: input 3, (1, 6, 8)",
     ],
     "mistral": [
         "x_1 = Embedding(x)",
         "x_2 = MistralDecoderLayer×2(x_1, sdpa_mask, unsqueeze(add(arange())), rotary_emb)",
         "x_out = Linear(getitem(MistralRMSNorm(x_2)))",
         "each of model.layers.0 … model.layers.1 (MistralDecoderLayer × 2):",
-        "x_mid = x + MistralAttention(MistralRMSNorm(x), in_1, in_2, in_3, in_4)",
+        "x_mid = x + MistralAttention(MistralRMSNorm(x), attention_mask, position_ids, "
+        "position_embeddings[0], position_embeddings[1])",
         "x_out = x_mid + MistralMLP(MistralRMSNorm(x_mid))",
-        "in_1: input 2, (2, 1, 6, 6)",
-        "in_2: input 3, (1, 6)",
-        "in_3: input 4, (1, 6, 8)",
-        "in_4: input 5, (1, 6, 8)",
+        "attention_mask: input 2, (2, 1, 6, 6)",
+        "position_ids: input 3, (1, 6)",
+        "position_embeddings[0]: input 4, (1, 6, 8)",
+        "position_embeddings[1]: input 5, (1, 6, 8)",
     ],
     "qwen3": [
         "x_1 = Embedding(x)",
         "x_2 = Qwen3DecoderLayer×2(x_1, rotary_emb, unsqueeze(add(arange())))",
         "x_out = Linear(getitem(Qwen3RMSNorm(x_2)))",
         "each of model.layers.0 … model.layers.1 (Qwen3DecoderLayer × 2):",
-        "x_mid = x + Qwen3Attention(Qwen3RMSNorm(x), in_3, in_1, in_2)",
+        "x_mid = x + Qwen3Attention(Qwen3RMSNorm(x), position_ids, position_embeddings[0], "
+        "position_embeddings[1])",
         "x_out = x_mid + Qwen3MLP(Qwen3RMSNorm(x_mid))",
-        "in_3: input 4, (1, 6)",
-        "in_1: input 2, (1, 6, 8)",
-        "in_2: input 3, (1, 6, 8)",
+        "position_ids: input 4, (1, 6)",
+        "position_embeddings[0]: input 2, (1, 6, 8)",
+        "position_embeddings[1]: input 3, (1, 6, 8)",
     ],
     "qwen2": [
         "x_1 = Embedding(x)",
         "x_2 = Qwen2DecoderLayer×2(x_1, rotary_emb, unsqueeze(add(arange())))",
         "x_out = Linear(getitem(Qwen2RMSNorm(x_2)))",
         "each of model.layers.0 … model.layers.1 (Qwen2DecoderLayer × 2):",
-        "x_mid = x + Qwen2Attention(Qwen2RMSNorm(x), in_3, in_1, in_2)",
+        "x_mid = x + Qwen2Attention(Qwen2RMSNorm(x), position_ids, position_embeddings[0], "
+        "position_embeddings[1])",
         "x_out = x_mid + Qwen2MLP(Qwen2RMSNorm(x_mid))",
-        "in_3: input 4, (1, 6)",
-        "in_1: input 2, (1, 6, 8)",
-        "in_2: input 3, (1, 6, 8)",
+        "position_ids: input 4, (1, 6)",
+        "position_embeddings[0]: input 2, (1, 6, 8)",
+        "position_embeddings[1]: input 3, (1, 6, 8)",
     ],
     "gemma3": [
         "x_1 = Gemma3TextScaledWordEmbedding(x)",
         "x_2 = Gemma3DecoderLayer×2(x_1, sdpa_mask, rotary_emb, unsqueeze(add(arange())))",
         "x_out = Linear(getitem(Gemma3RMSNorm(x_2)))",
         "each of model.layers.0 … model.layers.1 (Gemma3DecoderLayer × 2):",
-        "x_mid = x + Gemma3RMSNorm(Gemma3Attention(Gemma3RMSNorm(x), in_2, in_3, in_1, in_4))",
+        "x_mid = x + Gemma3RMSNorm(Gemma3Attention(Gemma3RMSNorm(x), position_embeddings[0], "
+        "position_embeddings[1], attention_mask, position_ids))",
         "x_out = x_mid + Gemma3RMSNorm(Gemma3MLP(Gemma3RMSNorm(x_mid)))",
-        "in_2: input 3, (1, 6, 8)",
-        "in_3: input 4, (1, 6, 8)",
-        "in_1: input 2, (2, 1, 6, 6)",
-        "in_4: input 5, (1, 6)",
+        "position_embeddings[0]: input 3, (1, 6, 8)",
+        "position_embeddings[1]: input 4, (1, 6, 8)",
+        "attention_mask: input 2, (2, 1, 6, 6)",
+        "position_ids: input 5, (1, 6)",
     ],
     # sandwich norms; logits = tanh(logits / final_logit_softcapping) * final_logit_softcapping
     "gemma2": [
@@ -250,12 +257,13 @@ FORMULAS: dict[str, list[str]] = {
         "x_2 = Gemma2DecoderLayer×3(x_1, eager_mask, rotary_emb, unsqueeze(add(arange())))",
         "x_out = mul(tanh(div(Linear(getitem(Gemma2RMSNorm(x_2))))))",
         "each of model.layers.0 … model.layers.2 (Gemma2DecoderLayer × 3):",
-        "x_mid = x + Gemma2RMSNorm(Gemma2Attention(Gemma2RMSNorm(x), in_2, in_3, in_1, in_4))",
+        "x_mid = x + Gemma2RMSNorm(Gemma2Attention(Gemma2RMSNorm(x), position_embeddings[0], "
+        "position_embeddings[1], attention_mask, position_ids))",
         "x_out = x_mid + Gemma2RMSNorm(Gemma2MLP(Gemma2RMSNorm(x_mid)))",
-        "in_2: input 3, (1, 6, 8)",
-        "in_3: input 4, (1, 6, 8)",
-        "in_1: input 2, (2, 1, 6, 6)",
-        "in_4: input 5, (1, 6)",
+        "position_embeddings[0]: input 3, (1, 6, 8)",
+        "position_embeddings[1]: input 4, (1, 6, 8)",
+        "attention_mask: input 2, (2, 1, 6, 6)",
+        "position_ids: input 5, (1, 6)",
     ],
     # attn_outputs + feed_forward_hidden_states + residual, both from the one input_layernorm(h),
     # each through resid_dropout
@@ -265,10 +273,11 @@ FORMULAS: dict[str, list[str]] = {
         "x_out = Linear(getitem(LayerNorm(x_2)))",
         "each of model.layers.0 … model.layers.1 (PhiDecoderLayer × 2):",
         "h = LayerNorm(x)",
-        "x_out = x + Dropout(PhiAttention(h, in_1, in_2, in_3)) + Dropout(PhiMLP(h))",
-        "in_1: input 2, (1, 6)",
-        "in_2: input 3, (1, 6, 4)",
-        "in_3: input 4, (1, 6, 4)",
+        "x_out = x + Dropout(PhiAttention(h, position_ids, position_embeddings[0], "
+        "position_embeddings[1])) + Dropout(PhiMLP(h))",
+        "position_ids: input 2, (1, 6)",
+        "position_embeddings[0]: input 3, (1, 6, 4)",
+        "position_embeddings[1]: input 4, (1, 6, 4)",
     ],
     # attn_output + feed_forward_hidden_states + residual, both from ln_1(h)
     "gptj": [
@@ -277,10 +286,11 @@ FORMULAS: dict[str, list[str]] = {
         "x_out = Linear(getitem(LayerNorm(x_2)))",
         "each of transformer.h.0 … transformer.h.1 (GPTJBlock × 2):",
         "h = LayerNorm(x)",
-        "x_out = x + GPTJAttention(h, in_2, in_3, in_1) + GPTJMLP(h)",
-        "in_2: input 3, (1, 6, 2)",
-        "in_3: input 4, (1, 6, 2)",
-        "in_1: input 2, (1, 6)",
+        "x_out = x + GPTJAttention(h, position_embeddings[0], position_embeddings[1], "
+        "position_ids) + GPTJMLP(h)",
+        "position_embeddings[0]: input 3, (1, 6, 2)",
+        "position_embeddings[1]: input 4, (1, 6, 2)",
+        "position_ids: input 2, (1, 6)",
     ],
     # mlp_output += attention_output; dropout_add(mlp_output, residual)
     "falcon": [
@@ -289,11 +299,12 @@ FORMULAS: dict[str, list[str]] = {
         "x_out = Linear(getitem(LayerNorm(x_2)))",
         "each of transformer.h.0 … transformer.h.1 (FalconDecoderLayer × 2):",
         "h = LayerNorm(x)",
-        "x_out = x + add(FalconMLP(h), FalconAttention(h, in_1, in_2, in_3, in_4))",
-        "in_1: input 2, (2, 1, 6, 6)",
-        "in_2: input 3, (1, 6)",
-        "in_3: input 4, (1, 6, 8)",
-        "in_4: input 5, (1, 6, 8)",
+        "x_out = x + add(FalconMLP(h), FalconAttention(h, attention_mask, position_ids, "
+        "position_embeddings[0], position_embeddings[1]))",
+        "attention_mask: input 2, (2, 1, 6, 6)",
+        "position_ids: input 3, (1, 6)",
+        "position_embeddings[0]: input 4, (1, 6, 8)",
+        "position_embeddings[1]: input 5, (1, 6, 8)",
     ],
     # residual + post_attention_layernorm(self_attn(h)), residual + post_feedforward_layernorm(mlp(h))
     "olmo2": [
@@ -301,33 +312,36 @@ FORMULAS: dict[str, list[str]] = {
         "x_2 = Olmo2DecoderLayer×2(x_1, rotary_emb, unsqueeze(add(arange())))",
         "x_out = Linear(getitem(Olmo2RMSNorm(x_2)))",
         "each of model.layers.0 … model.layers.1 (Olmo2DecoderLayer × 2):",
-        "x_mid = x + Olmo2RMSNorm(Olmo2Attention(x, in_3, in_1, in_2))",
+        "x_mid = x + Olmo2RMSNorm(Olmo2Attention(x, position_ids, position_embeddings[0], "
+        "position_embeddings[1]))",
         "x_out = x_mid + Olmo2RMSNorm(Olmo2MLP(x_mid))",
-        "in_3: input 4, (1, 6)",
-        "in_1: input 2, (1, 6, 8)",
-        "in_2: input 3, (1, 6, 8)",
+        "position_ids: input 4, (1, 6)",
+        "position_embeddings[0]: input 2, (1, 6, 8)",
+        "position_embeddings[1]: input 3, (1, 6, 8)",
     ],
     "mixtral": [
         "x_1 = Embedding(x)",
         "x_2 = MixtralDecoderLayer×2(x_1, unsqueeze(add(arange())), rotary_emb)",
         "x_out = Linear(getitem(MixtralRMSNorm(x_2)))",
         "each of model.layers.0 … model.layers.1 (MixtralDecoderLayer × 2):",
-        "x_mid = x + MixtralAttention(MixtralRMSNorm(x), in_2, in_3, in_1)",
+        "x_mid = x + MixtralAttention(MixtralRMSNorm(x), position_embeddings[0], position_embeddings[1], "
+        "position_ids)",
         "x_out = x_mid + MixtralSparseMoeBlock(MixtralRMSNorm(x_mid))",
-        "in_2: input 3, (1, 6, 8)",
-        "in_3: input 4, (1, 6, 8)",
-        "in_1: input 2, (1, 6)",
+        "position_embeddings[0]: input 3, (1, 6, 8)",
+        "position_embeddings[1]: input 4, (1, 6, 8)",
+        "position_ids: input 2, (1, 6)",
     ],
     "qwen2_moe": [
         "x_1 = Embedding(x)",
         "x_2 = Qwen2MoeDecoderLayer×2(x_1, unsqueeze(add(arange())), rotary_emb)",
         "x_out = Linear(getitem(Qwen2MoeRMSNorm(x_2)))",
         "each of model.layers.0 … model.layers.1 (Qwen2MoeDecoderLayer × 2):",
-        "x_mid = x + Qwen2MoeAttention(Qwen2MoeRMSNorm(x), in_1, in_2, in_3)",
+        "x_mid = x + Qwen2MoeAttention(Qwen2MoeRMSNorm(x), position_ids, position_embeddings[0], "
+        "position_embeddings[1])",
         "x_out = x_mid + Qwen2MoeSparseMoeBlock(Qwen2MoeRMSNorm(x_mid))",
-        "in_1: input 2, (1, 6)",
-        "in_2: input 3, (1, 6, 8)",
-        "in_3: input 4, (1, 6, 8)",
+        "position_ids: input 2, (1, 6)",
+        "position_embeddings[0]: input 3, (1, 6, 8)",
+        "position_embeddings[1]: input 4, (1, 6, 8)",
     ],
     # layer 0 dense (DeepseekV3MLP), layer 1 routed (DeepseekV3MoE): not one run
     "deepseek_v3": [
@@ -365,10 +379,10 @@ FORMULAS: dict[str, list[str]] = {
         "x_4 = ModernBertEncoderLayer×2(x_3, rotary_emb)",
         "x_out = LayerNorm(x_4)",
         "each of layers.1 … layers.2 (ModernBertEncoderLayer × 2):",
-        "x_mid = x + ModernBertAttention(LayerNorm(x), in_1, in_2)",
+        "x_mid = x + ModernBertAttention(LayerNorm(x), position_embeddings[0], position_embeddings[1])",
         "x_out = x_mid + ModernBertMLP(LayerNorm(x_mid))",
-        "in_1: input 2, (1, 6, 8)",
-        "in_2: input 3, (1, 6, 8)",
+        "position_embeddings[0]: input 2, (1, 6, 8)",
+        "position_embeddings[1]: input 3, (1, 6, 8)",
     ],
     # each stack: dropout(embed_tokens(ids)), then h + dropout(X(layer_norm(h))) for self-attention,
     # (the decoder's) EncDecAttention(encoder's output), DenseReluDense; final_layer_norm, dropout

@@ -47,7 +47,7 @@ def test_a_one_layer_bart_draws_its_encoder_before_its_decoder_and_counts_both(t
     assert lines[2] == "input  (B, S)"  # input_ids, the source
     encoder = lines.index("[encoder.layers.0: BartEncoderLayer]")
     end = lines.index("encoder output (B, S, C): output 2, read below as encoder")
-    assert lines[end + 2] == "input 2  (B, T)"  # decoder_input_ids, the target
+    assert lines[end + 2] == "decoder_input_ids  (B, T)"  # the target, BartModel.forward's name
     assert encoder < end < lines.index("[decoder.layers.0: BartDecoderLayer]")
     assert sum("(+)" in line for line in lines[:end]) == 2 and sum("(+)" in line for line in lines[end:]) == 3
     # the encoder's output, (B, S, C), comes into the decoder's cross-attention beside its (B, T, C)
@@ -87,7 +87,8 @@ def test_a_two_layer_t5_whose_first_block_differs_is_named(tmp_path: Path) -> No
     ).save_pretrained(path)
     lines = _lines(["--hf", str(path)])
     assert "encoder: 4 residual adds, decoder: 6 (shapes from the meta device)" in lines[0]
-    assert lines[2] == "input  (B, S)" and "input 2  (B, T)" in lines and "output (B, T, C)" in lines
+    assert lines[2] == "input  (B, S)" and "output (B, T, C)" in lines
+    assert "decoder_input_ids  (B, T)" in lines  # T5Model.forward(input_ids, ..., decoder_input_ids)
     # T5Stack.forward (modeling_t5.py:729-743): the first block returns self_attention_position_bias
     # (and, in the decoder, cross_attention_position_bias), handed to every later block: a side
     # output of block 0's attention, a side input of block 1's

@@ -147,9 +147,12 @@ def test_formulas_are_written_from_the_data_flow(preset: str, flags: dict, expec
 def test_a_stack_collapsed_in_the_drawing_has_the_formulas_of_one_block() -> None:
     lines = formulas(StepTree(family(n_layer=3)))
     assert lines[0] == "each of h.0 … h.2 (Block × 3):"
-    assert [line for line in lines if line.startswith("x")] == [
-        "x_mid = x + CausalSelfAttention(RMSNorm(x), in_1, in_2)",
+    # each Block is called block(x, cos_sin), as Block.forward(x, cos_sin) names it
+    assert [line for line in lines if line.startswith(("x", "cos_sin"))] == [
+        "x_mid = x + CausalSelfAttention(RMSNorm(x), cos_sin[0], cos_sin[1])",
         "x_out = x_mid + MLP(RMSNorm(x_mid))",
+        "cos_sin[0]: input 2, (1, T, 1, D/2)",
+        "cos_sin[1]: input 3, (1, T, 1, D/2)",
     ]
     expanded = [
         line for line in formulas(StepTree(family(n_layer=3), collapse=False)) if line.startswith("x_")

@@ -151,7 +151,7 @@ def test_bart_draws_the_encoder_then_the_decoder_with_the_encoder_entering_its_c
     assert lines[0] == "input  (2, 7)"  # the encoder's input_ids first
     assert "[encoder: BartEncoder]" in text and "reads input" not in text  # its own input is its stream
     end = lines.index("encoder output (2, 7, 32): output 2, read below as encoder")
-    assert lines[end + 2] == "input 2  (2, 5)"  # then the decoder's, from decoder_input_ids
+    assert lines[end + 2] == "decoder_input_ids  (2, 5)"  # then the decoder's, by its parameter
     row = {
         label: next(i for i, line in enumerate(lines) if label in line)
         for label in ("[encoder.", "[decoder:")

@@ -63,3 +63,66 @@ def test_the_formulas_and_the_caption_write_the_parameter_names() -> None:
     assert "mask: input 4, (2, 3, 4)" in lines
     (r,) = t.residual_adds
     assert expression(tree, r) == "x + masked_fill(proj(add(mul(norm(x), cos_sin[0]), cos_sin[1])), mask)"
+
+
+def _encoder() -> Trace:
+    """torch's TransformerEncoder called as forward(src, mask=...): each layer is called
+    layer(output, src_mask=mask, is_causal=..., src_key_padding_mask=...)."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    return trace(model, (torch.randn(2, 5, 8),), {"mask": nn.Transformer.generate_square_subsequent_mask(5)})
+
+
+def test_each_module_call_s_inputs_are_named_by_its_own_forward() -> None:
+    calls = {c.path: c for c in _encoder().calls}
+    # TransformerEncoderLayer.forward(src, src_mask, src_key_padding_mask, is_causal);
+    # MultiheadAttention.forward(query, key, value, key_padding_mask, need_weights, attn_mask, ...)
+    assert calls[""].input_names == ("src", "mask")
+    assert calls["layers.0"].input_names == calls["layers.1"].input_names == ("src", "src_mask")
+    assert calls["layers.0.self_attn"].input_names == ("query", "key", "value", "attn_mask")
+    assert calls["layers.0.norm1"].input_names == ("input",)  # LayerNorm.forward(input)
+
+
+def test_a_layer_s_formulas_name_its_inputs_by_its_forward() -> None:
+    from blocktrace.views.diagram.formulas import formulas
+    from blocktrace.views.steps import StepTree
+
+    lines = formulas(StepTree(_encoder()))
+    assert lines[:4] == [
+        "each of layers.0 … layers.1 (TransformerEncoderLayer × 2):",
+        "x_mid = LayerNorm(x + _sa_block(x, src_mask))",
+        "x_out = LayerNorm(x_mid + _ff_block(x_mid))",
+        "src_mask: input 2, (5, 5)",
+    ]
+
+
+def test_a_call_s_names_travel_in_the_json_and_without_them_its_inputs_are_numbered() -> None:
+    from blocktrace.views.diagram.formulas import formulas
+    from blocktrace.views.steps import StepTree
+
+    t = _encoder()
+    assert Trace.from_json(t.to_json()).calls == t.calls
+    d = t.to_dict()
+    for c in d["calls"]:
+        del c["input_names"]
+    bare = Trace.from_dict(d)  # a trace written before calls carried names
+    assert all(c.input_names is None for c in bare.calls)
+    assert formulas(StepTree(bare))[1:4] == [
+        "x_mid = LayerNorm(x + _sa_block(x, in_1))",
+        "x_out = LayerNorm(x_mid + _ff_block(x_mid))",
+        "in_1: input 2, (5, 5)",
+    ]
+
+
+def test_a_forward_s_signature_is_bound_once_per_pattern_of_call(monkeypatch) -> None:
+    from blocktrace.tracing import input_names
+
+    monkeypatch.setattr(input_names, "_PLANS", {})
+    bound: list[str] = []
+    plan = input_names._plan
+    monkeypatch.setattr(input_names, "_plan", lambda f, *a: bound.append(f.__qualname__) or plan(f, *a))
+    _encoder()
+    # two layers, each with its norms, dropouts, Linears and attention: each forward bound once
+    assert sorted(bound) == sorted(set(bound))
+    assert "TransformerEncoderLayer.forward" in bound

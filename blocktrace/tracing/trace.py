@@ -130,6 +130,8 @@ class ModuleCall(Record):
     weights: tuple[Weight, ...] = ()  # the module's own parameters (not its submodules')
     end: int = 0  # when it returned, on the clock that OpCall.time reads
     site: Site | None = None  # where it was called from; None for the root call
+    # each input as the module's forward names it ("hidden_states", "position_embeddings[0]"); None: not known
+    input_names: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +146,7 @@ class ModuleCall(Record):
             "weights": [w.to_dict() for w in self.weights],
             "end": self.end,
             "site": None if self.site is None else self.site.to_dict(),
+            **({} if self.input_names is None else {"input_names": list(self.input_names)}),
         }
 
 

@@ -47,6 +47,7 @@ class _OpenCall:
     file: str  # where the module's class is written: its ops are attributed to code there
     site: Site | None  # where it was called from
     live: int  # how many frames were numbered when it began: those numbered after end with it
+    input_names: tuple[str, ...] | None  # its inputs as its forward names them
 
 
 @dataclass
@@ -182,7 +183,9 @@ class _Recorder:
                 number = self.number(frame)
                 site = Site(code.co_filename, code.co_name, code.co_firstlineno, frame.f_lineno, number)
         file = _module_file(type(module).__module__)
-        self.stack.append(_OpenCall(index, path, module, parent, inputs, file, site, len(self.live_order)))
+        named = input_names(module, args, kwargs, len(inputs))
+        live = len(self.live_order)
+        self.stack.append(_OpenCall(index, path, module, parent, inputs, file, site, live, named))
         if (begun := self.layers.get(id(module))) is not None:
             progress.stage(begun)
 
@@ -202,6 +205,7 @@ class _Recorder:
             *self.counts[id(module)],
             self.clock,
             call.site,
+            call.input_names,
         )
         self.clock += 1
 
@@ -472,8 +476,8 @@ def _ran(
     for i, open_call in enumerate(recorder.stack):
         reading = (recorder.stack[i + 1] if i + 1 < len(recorder.stack) else open_call).inputs[:1]
         counts = recorder.counts[id(open_call.module)]
-        kind, site = type(open_call.module).__name__, open_call.site
-        closed = (open_call.parent, open_call.inputs, reading, *counts, recorder.clock, site)
+        kind, site, named = type(open_call.module).__name__, open_call.site, open_call.input_names
+        closed = (open_call.parent, open_call.inputs, reading, *counts, recorder.clock, site, named)
         recorder.calls[open_call.index] = ModuleCall(open_call.index, open_call.path, kind, *closed)
     ended = _assembled(recorder, module, inputs, (), device, recorder.calls)
     still_open = {c.index for c in recorder.stack}

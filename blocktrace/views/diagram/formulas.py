@@ -37,10 +37,14 @@ def _stream_names(count: int) -> list[str]:
 
 
 def stream_formulas(
-    tree: StepTree, steps: Sequence[Step], inputs: tuple[TensorMeta, ...] | None = None
+    tree: StepTree,
+    steps: Sequence[Step],
+    inputs: tuple[TensorMeta, ...] | None = None,
+    called: tuple[str, ...] | None = None,
 ) -> list[str]:
     """One line per named value of the stream, each written from the steps that made it, with every
-    operand each step took. Named are the input (x, then in_1, ... for the others, each said once
+    operand each step took. Named are the input (x, then the others as the forward taking them
+    names them, `called` for `inputs` given, in_1, ... where it names them not, each said once
     where it is read), each stream a residual add starts from, the output, and any value that
     several steps read (h, or h_1, h_2, ...): written out twice it would read as two computations.
     A value made beside the stream is written by where it came from (`encoder`, `rotary_emb`,
@@ -72,12 +76,14 @@ def stream_formulas(
         if fork:
             bound[r.stream.id] = fork[-1]
     names = {t.id: "x" if k == 0 else f"in_{k}" for k, t in enumerate(inputs)}
-    if taken is trace.inputs:  # the model's own inputs, as its forward names them (ctx, cos_sin[0])
-        place = {t.id: k for k, t in enumerate(trace.inputs)}
+    # the inputs as the forward taking them names them (ctx, cos_sin[0], position_embeddings[0])
+    called_by = trace.input_names if taken is trace.inputs else called
+    if called_by is not None and len(called_by) == len(taken):
+        place = {t.id: k for k, t in enumerate(taken)}
         for t in inputs[1:]:
-            called = trace.input_name(place[t.id])
-            if called not in names.values() and not _OWN_NAMES.fullmatch(called):
-                names[t.id] = called
+            name = called_by[place[t.id]]
+            if name not in names.values() and not _OWN_NAMES.fullmatch(name):
+                names[t.id] = name
     starts = [r.stream.id for r in residuals] + [s.inputs[0].id for s in runs if s.inputs]
     streams = dict.fromkeys([*starts, *(s.output.id for s in runs), drawn[-1].output.id])
     streams_made = [i for i in streams if i not in names and i in made_at]
@@ -452,16 +458,20 @@ def _form(op: OpCall) -> tuple[str, str]:
 
 
 def _stream_lines(
-    tree: StepTree, steps: Sequence[Step], inputs: tuple[TensorMeta, ...] | None = None
+    tree: StepTree,
+    steps: Sequence[Step],
+    inputs: tuple[TensorMeta, ...] | None = None,
+    called: tuple[str, ...] | None = None,
 ) -> list[str]:
     # a collapsed run is drawn as its first call: around it, it is one step (Block × 80); then its
     # formulas are that call's, said to hold for each
     outer, runs = _runs_as_steps(steps)
-    lines = stream_formulas(tree, outer, inputs) if len(outer) > 1 else []
+    lines = stream_formulas(tree, outer, inputs, called) if len(outer) > 1 else []
     for section, inner in runs:
-        taken = section.call.inputs if section.call is not None else ()
-        lines += [f"each of {section.label} ({section.title}):", *stream_formulas(tree, inner, taken)]
-    return lines if runs else stream_formulas(tree, steps, inputs)
+        call = section.call
+        taken, names = (call.inputs, call.input_names) if call is not None else ((), None)
+        lines += [f"each of {section.label} ({section.title}):", *stream_formulas(tree, inner, taken, names)]
+    return lines if runs else stream_formulas(tree, steps, inputs, called)
 
 
 def formulas(tree: StepTree) -> list[str]:
@@ -469,8 +479,9 @@ def formulas(tree: StepTree) -> list[str]:
     model's own, then what each call and op computes."""
     lines: list[str] = []
     for section, *inner in tree.beside:
-        inputs = section.call.inputs if section.call is not None else ()
-        lines += [f"{section.label} ({section.title}):", *_stream_lines(tree, inner, inputs)]
+        call = section.call
+        inputs, called = (call.inputs, call.input_names) if call is not None else ((), None)
+        lines += [f"{section.label} ({section.title}):", *_stream_lines(tree, inner, inputs, called)]
     parts = tree.residual_parts()
     main = _stream_lines(tree, tree.stream)
     lines += [f"{parts[-1][0]}:", *main] if parts and main else main

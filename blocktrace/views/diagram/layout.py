@@ -246,9 +246,10 @@ def edge_text(t: TensorMeta, shapes: Shapes) -> str:
 
 
 def input_name(trace: Trace, t: TensorMeta) -> str:
-    """A model input as the graph names it: "input", "input 2", ..."""
+    """Where a stream starts: "input" for the model's first input, another as its forward names it
+    (`decoder_input_ids`), else "input 2", ..."""
     k = next((k for k, i in enumerate(trace.inputs) if i.id == t.id), 0)
-    return "input" if k == 0 else f"input {k + 1}"
+    return "input" if k == 0 else trace.input_name(k)
 
 
 def beside_end(tree: StepTree, section: Step, shapes: Shapes) -> str:
