@@ -64,3 +64,35 @@ def test_the_side_computations_do_not_depend_on_what_was_read_first() -> None:
     assert dict(stream_first.side) == side
     assert [s.title for s in side.values() if s.kind == StepKind.call] == ["Embedding"]
     assert "x_mid = add(x, pos)" in formulas(StepTree(t))  # by the graph's name for it
+
+
+def test_the_layers_a_run_draws_once_are_compared_without_the_graphs_helper_steps() -> None:
+    import blocktrace
+
+    t = blocktrace.trace(n_layer=3, cache=False)
+    tree = StepTree(t)
+    asked: list[int] = []
+    steps_of = tree.call_steps
+
+    def counted(call: int) -> Any:
+        asked.append(call)
+        return steps_of(call)
+
+    tree.call_steps = counted  # type: ignore[assignment]
+    assert [s.label for s in tree.stream if s.kind == StepKind.section] == ["h.0 … h.2"]
+    paths = {t.calls[i].path for i in asked}
+    assert "h.1" in paths  # the layers themselves: what each holds at its own level is compared
+    assert not any(p.startswith(("h.1.", "h.2.")) for p in paths)  # not what their calls hold
+
+
+@pytest.mark.parametrize("model", [{"n_layer": 2}, {"hf": "docs/examples/gpt2"}])
+def test_a_call_compares_as_its_drawn_steps_do(model: dict[str, Any]) -> None:
+    import blocktrace
+
+    if "hf" in model:
+        pytest.importorskip("transformers")
+    t = blocktrace.trace(**model, cache=False)  # transformers: helpers drawn with other inputs
+    tree = StepTree(t)
+    for call in t.calls:
+        compared = tree.signature(tree._compared(call))
+        assert compared == tree.signature(tree.inner(call)), call.path

@@ -364,3 +364,18 @@ def test_a_trace_of_version_3_reads_back_equal() -> None:
 
     t = trace(CallsAHelperAroundAModule(), (torch.randn(2, 4),))
     assert Trace.from_json(t.to_json()) == t
+
+
+class _Keywords(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z = torch.add(x, other=y, alpha=2.0)  # a tensor and a scalar by keyword
+        return F.scaled_dot_product_attention(z, z, z, is_causal=True) * x
+
+
+def test_an_op_keeps_its_scalar_keywords_and_reads_tensors_given_by_keyword() -> None:
+    x, y = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
+    t = trace(_Keywords(), (x, y))
+    add, attention, mul = t.ops
+    assert [i.id for i in add.inputs] == [t.inputs[0].id, t.inputs[1].id]
+    assert dict(add.attrs) == {"alpha": 2.0} and dict(attention.attrs) == {"is_causal": True}
+    assert dict(mul.attrs) == {}

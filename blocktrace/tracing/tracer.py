@@ -27,6 +27,7 @@ from blocktrace.tracing.graph.build import handed_on, residual_joins
 from blocktrace.tracing.input_names import input_names
 from blocktrace.tracing.named_reads import NamedReads
 from blocktrace.tracing.ops import facts
+from blocktrace.tracing.records import FrozenDict
 from blocktrace.tracing.residual_rule import ResidualRule
 from blocktrace.tracing.trace import Frame, ModuleCall, OpCall, Site, TensorMeta, TensorStats, Trace, Weight
 from blocktrace.tracing.values import tensor_stats
@@ -231,7 +232,7 @@ class _Recorder:
         out_tensors = _tensors(result)
         if not out_tensors:
             return
-        tensors = _tensors((args, kwargs))
+        tensors = _tensors((args, kwargs) if kwargs else args)  # args alone: one level fewer to look into
         taken = [t for t in tensors if not _is_parameter(t)]
         inputs = tuple(self.meta(t) for t in taken)
         index = len(self.ops)
@@ -253,7 +254,7 @@ class _Recorder:
                 self.producer_op[meta.id] = index
             outputs.append(meta)
         frame = _caller(self.stack[-1].file if self.stack else None)
-        attrs = {k: v for k, v in kwargs.items() if isinstance(v, _ATTR_TYPES)}
+        attrs = _attrs(kwargs)
         call = self.stack[-1].index if self.stack else None
         if frame is None:
             where: tuple[str, int, int, str, int] = ("?", 0, 0, "", 0)
@@ -319,6 +320,15 @@ class _OpRecorder(TorchFunctionMode):
         ):
             self.recorder.record_op(func, args, kwargs, result, counts)
         return result
+
+
+_NO_ATTRS = FrozenDict()  # what most ops keep: one record of no arguments, shared by all
+
+
+def _attrs(kwargs: dict) -> FrozenDict:
+    """The scalar keyword arguments an op's record keeps, frozen here: its OpCall need not copy them."""
+    kept = {k: v for k, v in kwargs.items() if isinstance(v, _ATTR_TYPES)} if kwargs else None
+    return FrozenDict(kept) if kept else _NO_ATTRS
 
 
 def _tensors(values: Any) -> list[torch.Tensor]:

@@ -105,14 +105,22 @@ class StepTree:
             ]
         return self._inner[call.index]
 
+    def _compared(self, call: ModuleCall) -> list[Step]:
+        """inner(call) where it is worked out; else its steps as far as a signature reads them, each
+        helper's inputs as inner gives them but not what it returned (that takes the graph's steps of
+        the call): the calls inside a layer that is only compared with the one before."""
+        if call.index in self._inner:
+            return self._inner[call.index]
+        return [
+            replace(s, inputs=self._taken(s)[0]) if s.kind == StepKind.helper else s
+            for s in _merged(self._steps_in(call))
+        ]
+
     def _with_taken(self, call: ModuleCall, step: Step) -> Step:
         """A helper step whose data inputs are what its ops and calls took from outside computed
         from the input, where there are any (apply_rotary_pos_emb's q and k, not the cos and sin
         tables); and which took and returned what the graph's step of that helper call did."""
-        items: tuple[OpCall | ModuleCall, ...] = (*step.ops, *step.calls)
-        made = {t.id for item in items for t in item.outputs}
-        taken = list({t.id: t for item in items for t in item.inputs if t.id not in made}.values())
-        on_stream = [t for t in taken if t.id in self.from_input]
+        inputs, taken = self._taken(step)
         helper = next(
             (s for s in self.call_steps(call.index) if s.kind == GraphKind.helper and s.frame == step.frame),
             None,
@@ -120,7 +128,15 @@ class StepTree:
         # what it returned, unless views of its value were folded into the step after it
         whole = helper is not None and {o.index for o in step.ops} <= set(helper.ops)
         returned = helper.outputs if helper is not None and whole else ()
-        return replace(step, inputs=tuple(on_stream or taken[:1]), taken=tuple(taken), returned=returned)
+        return replace(step, inputs=inputs, taken=taken, returned=returned)
+
+    def _taken(self, step: Step) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
+        """A helper step's data inputs and all it took from outside (see _with_taken)."""
+        items: tuple[OpCall | ModuleCall, ...] = (*step.ops, *step.calls)
+        made = {t.id for item in items for t in item.outputs}
+        taken = tuple({t.id: t for item in items for t in item.inputs if t.id not in made}.values())
+        on_stream = tuple(t for t in taken if t.id in self.from_input)
+        return on_stream or taken[:1], taken
 
     @cached_property
     def from_input(self) -> set[int]:
@@ -440,7 +456,7 @@ class StepTree:
 
         return tuple(
             (s.kind, label(s), s.title, tuple(map(shape, s.inputs)), shape(s.output))
-            + ((self.signature(self.inner(s.call)),) if s.kind == StepKind.call and s.call else ())
+            + ((self.signature(self._compared(s.call)),) if s.kind == StepKind.call and s.call else ())
             for s in steps
         )
 
