@@ -103,6 +103,9 @@ class Frame(Record):
     first_line: int  # where its definition starts (co_firstlineno)
     caller: int | None  # the frame that called it, where that is model code called directly (a helper)
     line: int  # the caller's line that made the call; 0 without a caller
+    # the ids of the tensors its parameters held as its first op began, in its signature's order, -1
+    # for one holding no tensor: the order a helper call took its values in, modulate(x, shift, scale)
+    arguments: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +115,7 @@ class Frame(Record):
             "first_line": self.first_line,
             "caller": self.caller,
             "line": self.line,
+            **({} if self.arguments is None else {"arguments": list(self.arguments)}),
         }
 
 

@@ -114,7 +114,23 @@ class _Recorder:
             known = self.live.get(id(back))
             caller = known[1] if known is not None and known[0] is back else None
         line = back.f_lineno if back is not None and caller is not None else 0
-        return Frame(number, code.co_filename, code.co_name, code.co_firstlineno, caller, line)
+        arguments = self.argument_ids(frame)
+        return Frame(number, code.co_filename, code.co_name, code.co_firstlineno, caller, line, arguments)
+
+    def argument_ids(self, frame: FrameType) -> tuple[int, ...] | None:
+        """The ids of the tensors `frame`'s parameters hold, in its signature's order, -1 for one
+        holding no tensor seen here; None for a function that takes nothing."""
+        code = frame.f_code
+        count = code.co_argcount + code.co_kwonlyargcount
+        if count == 0:
+            return None
+        local = frame.f_locals
+        ids = []
+        for name in code.co_varnames[:count]:
+            value = local.get(name)
+            tag = getattr(value, _TAG, None) if isinstance(value, torch.Tensor) else None
+            ids.append(tag[1] if tag is not None and tag[0] is self.token else -1)
+        return tuple(ids)
 
     def forget_frames(self, keep: int = 0) -> None:
         """Let go of the frames numbered after the first `keep`: their calls are over."""

@@ -135,8 +135,20 @@ class StepTree:
         items: tuple[OpCall | ModuleCall, ...] = (*step.ops, *step.calls)
         made = {t.id for item in items for t in item.outputs}
         taken = tuple({t.id: t for item in items for t in item.inputs if t.id not in made}.values())
+        place = self.argument_places.get(step.frame, {})
+        if taken and all(t.id in place for t in taken):  # in the order the call passed them
+            taken = tuple(sorted(taken, key=lambda t: place[t.id]))
         on_stream = tuple(t for t in taken if t.id in self.from_input)
         return on_stream or taken[:1], taken
+
+    @cached_property
+    def argument_places(self) -> dict[int, dict[int, int]]:
+        """Frame -> tensor id -> its place among the parameters of that call (the first, if several)."""
+        return {
+            f.frame: {tid: k for k, tid in reversed(list(enumerate(f.arguments))) if tid >= 0}
+            for f in self.trace.frames
+            if f.arguments is not None
+        }
 
     @cached_property
     def from_input(self) -> set[int]:

@@ -182,8 +182,11 @@ def stream_formulas(
         if step.kind in (StepKind.compute, StepKind.shape) and step.ops:
             return ops_text(step, lambda t: value(t, pos))
         args = together(_data_inputs(step), pos)
+        passed = tree.argument_places.get(step.frame, {}) if step.kind == StepKind.helper else {}
         for source, values in tree.reads(step):  # what it reads beside the stream, each source once
-            if len({side_ops[v.id][0].ops[0].index if v.id in side_ops else -1 for v in values}) == 1:
+            if all(v.id in passed for v in values):  # as the call passed them: modulate(x, shift, scale)
+                values = tuple(sorted(values, key=lambda v: passed[v.id]))
+            elif len({side_ops[v.id][0].ops[0].index if v.id in side_ops else -1 for v in values}) == 1:
                 values = tuple(sorted(values, key=lambda v: side_ops[v.id][2] if v.id in side_ops else 0))
             known = [value(v.id, pos) for v in values if v.id in names]
             by_ops = all(_made_by_ops(tree.side.get(v.id)) or _a_part(side_ops.get(v.id)) for v in values)
