@@ -469,6 +469,27 @@ def test_a_layer_scale_is_written_with_its_parameter(
     assert "LayerScale(x) = mul(x, gamma)" in formulas(StepTree(built("timm block")[1]))
 
 
+def test_a_sequential_is_written_with_its_children_by_type() -> None:
+    """`mlp = nn.Sequential(nn.Linear(C, 4C), nn.GELU(), nn.Linear(4C, C))`: its children are named
+    0, 1 and 2, which no code calls; the formula calls them by their types."""
+    from blocktrace.tracing.tracer import trace
+    from blocktrace.views.diagram.formulas import formulas
+    from blocktrace.views.steps import StepTree
+
+    class SequentialMlp(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.LayerNorm(8)
+            self.mlp = nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.mlp(self.norm(x))
+
+    lines = formulas(StepTree(trace(SequentialMlp(), (torch.randn(2, 3, 8),))))
+    assert "x_out = x + Sequential(LayerNorm(x))" in lines
+    assert "Sequential(x) = Linear(GELU(Linear(x)))" in lines
+
+
 # the (+) captions a reader writes from each block's code, the steps by their names in the code
 CAPTIONS = {
     "kv cross-attention block": [

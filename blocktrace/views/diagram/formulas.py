@@ -430,7 +430,7 @@ def composition(tree: StepTree, step: Step) -> str | None:
         if s.kind == StepKind.helper:  # one call of a helper function: norm(x)
             names = [s.label]
         else:  # a module call and the views folded into it (c_q, view), or a run of ops
-            names = [short_path(s.call)] if s.call else []
+            names = [_called(s.call)] if s.call else []
             names += [o.name for o in s.ops]
         for name in names:
             text = f"{name}({text})"
@@ -438,6 +438,13 @@ def composition(tree: StepTree, step: Step) -> str | None:
     if not inner or not step.call.outputs or step.call.outputs[0].id != current:
         return None  # a chain that does not end at what the call returned is not what it computes
     return f"{step.call.type}(x) = {text}"
+
+
+def _called(call: ModuleCall) -> str:
+    """A call as its parent's code calls it: by its attribute, c_fc; a Sequential's child, whose
+    name is its index, by its type: Sequential(x) = Linear(GELU(Linear(x))), not 2(1(0(x)))."""
+    name = short_path(call)
+    return call.type if name.isdigit() else name
 
 
 def _of_parameters(tree: StepTree, call: ModuleCall) -> str | None:
