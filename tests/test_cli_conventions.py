@@ -119,10 +119,12 @@ def _in_a_pty(args: list[str], command: list[str] | None = None) -> str:
 
 
 SLOW = ["diagram", *TINY, "--no-cache", "--device", "meta"]  # importing torch alone is over a second
+# the line at once: on a fast machine torch's import can end before the second the line waits for
+EAGER = [sys.executable, str(Path(__file__).parent / "eager_progress.py")]
 
 
 def test_progress_shows_on_a_terminal_and_is_wiped() -> None:
-    shown = _in_a_pty(SLOW)
+    shown = _in_a_pty(SLOW, EAGER)
     assert "blocktrace: importing torch …" in shown
     last = shown.rindex(" …")  # the line's last state is wiped before the drawing
     assert last < shown.index("RMSNorm") and "\r\x1b[K" in shown[last : shown.index("RMSNorm")]
@@ -136,7 +138,7 @@ def test_progress_never_goes_into_a_pipe_a_file_or_json(tmp_path) -> None:
     with open(tmp_path / "err", "w") as err:
         subprocess.run([command, *SLOW], stdout=subprocess.DEVNULL, stderr=err, check=True)
     assert (tmp_path / "err").read_text() == ""
-    assert "importing torch" not in _in_a_pty([*SLOW, "--format", "json"])
+    assert "importing torch" not in _in_a_pty([*SLOW, "--format", "json"], EAGER)
 
 
 # tests/slow_render.py shows the line at once and takes a third of a second to write the drawing
