@@ -161,7 +161,7 @@ LAYERS = ["diagram", "--module", "tests/slow_layers.py:slow_stack", "--device", 
 
 def test_progress_follows_the_layers_on_a_terminal_and_never_in_a_pipe() -> None:
     """About 4 s: importing torch, then three layers of a quarter of a second each."""
-    shown = _in_a_pty(LAYERS)
+    shown = _in_a_pty(LAYERS, EAGER)
     assert "blocktrace: tracing at full size on cpu: layer 2 of 3 …" in shown, shown
     assert "importing torch: layer" not in shown  # what runs once torch is in is not its import
     command = shutil.which("blocktrace")
