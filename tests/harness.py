@@ -15,8 +15,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from blocktrace.cli import app
+
+if TYPE_CHECKING:
+    from blocktrace.tracing.trace import Trace
 
 ANSI = "\x1b["
 # the Block flags of a trace that takes milliseconds
@@ -139,3 +143,11 @@ def imported_by(args: list[str]) -> set[str]:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(result.stdout.splitlines()[-1].split())
+
+
+def formulas_of(trace: Trace) -> list[str]:
+    """The formulas `diagram --formulas` prints for `trace`."""
+    from blocktrace.views.diagram.formulas import formulas
+    from blocktrace.views.steps import StepTree
+
+    return formulas(StepTree(trace))

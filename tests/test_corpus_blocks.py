@@ -23,7 +23,7 @@ from blocktrace.tracing.trace import Trace
 from blocktrace.views.stats import totals
 from tests import corpus_blocks as cb
 from tests.corpus_graph import Residual, ids, residuals, side_inputs, stream_formulas, traced
-from tests.harness import invoke
+from tests.harness import formulas_of, invoke
 from tests.hooks import hooked_calls, traced_calls
 
 BLOCKS = "tests/corpus_blocks.py"
@@ -463,18 +463,13 @@ def test_a_layer_scale_is_written_with_its_parameter(
 ) -> None:
     """timm's LayerScale.forward is `x * self.gamma`: a module of one op, written with the
     parameter it reads, as the code names it on the module."""
-    from blocktrace.views.diagram.formulas import formulas
-    from blocktrace.views.steps import StepTree
-
-    assert "LayerScale(x) = mul(x, gamma)" in formulas(StepTree(built("timm block")[1]))
+    assert "LayerScale(x) = mul(x, gamma)" in formulas_of(built("timm block")[1])
 
 
 def test_a_sequential_is_written_with_its_children_by_type() -> None:
     """`mlp = nn.Sequential(nn.Linear(C, 4C), nn.GELU(), nn.Linear(4C, C))`: its children are named
     0, 1 and 2, which no code calls; the formula calls them by their types."""
     from blocktrace.tracing.tracer import trace
-    from blocktrace.views.diagram.formulas import formulas
-    from blocktrace.views.steps import StepTree
 
     class SequentialMlp(nn.Module):
         def __init__(self) -> None:
@@ -485,7 +480,7 @@ def test_a_sequential_is_written_with_its_children_by_type() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x + self.mlp(self.norm(x))
 
-    lines = formulas(StepTree(trace(SequentialMlp(), (torch.randn(2, 3, 8),))))
+    lines = formulas_of(trace(SequentialMlp(), (torch.randn(2, 3, 8),)))
     assert "x_out = x + Sequential(LayerNorm(x))" in lines
     assert "Sequential(x) = Linear(GELU(Linear(x)))" in lines
 

@@ -19,6 +19,7 @@ from blocktrace.views.diagram.layout import layout, left_out
 from blocktrace.views.diagram.render import render, to_text
 from blocktrace.views.shapes import Shapes
 from blocktrace.views.steps import StepTree
+from tests.harness import formulas_of
 
 transformers = pytest.importorskip("transformers")
 
@@ -200,12 +201,6 @@ def test_mixtral_s_router_note_lists_all_it_returned() -> None:
     text = llama_like(transformers.MixtralModel, config)
     assert "gate                (14, 32) -> (14, 4), 2×(14, 2)" in text
     assert "experts, reshape    (14, 32), 2×(14, 2) -> (2, 7, 32)" in text
-
-
-def formulas_of(t: Trace) -> list[str]:
-    from blocktrace.views.diagram.formulas import formulas
-
-    return formulas(StepTree(t))
 
 
 def test_cross_attention_s_formula_writes_its_context() -> None:

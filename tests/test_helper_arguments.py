@@ -11,8 +11,8 @@ from torch import nn
 from blocktrace.tracing.trace import Frame, Trace
 from blocktrace.tracing.tracer import trace
 from blocktrace.views.diagram.expression import expression
-from blocktrace.views.diagram.formulas import formulas
 from blocktrace.views.steps import StepTree
+from tests.harness import formulas_of
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -55,10 +55,9 @@ def test_the_caption_writes_the_helper_s_values_as_its_call_passed_them() -> Non
 
 
 def test_the_formulas_write_the_helper_s_values_as_its_call_passed_them() -> None:
-    assert "x_out = x + Linear(modulate(LayerNorm(x), shift, scale))" in formulas(StepTree(_traced(False)))
-    assert "x_out = x + Linear(modulate_scale_first(LayerNorm(x), scale, shift))" in formulas(
-        StepTree(_traced(True))
-    )
+    assert "x_out = x + Linear(modulate(LayerNorm(x), shift, scale))" in formulas_of(_traced(False))
+    scale_first = formulas_of(_traced(True))
+    assert "x_out = x + Linear(modulate_scale_first(LayerNorm(x), scale, shift))" in scale_first
 
 
 def test_a_frame_keeps_its_parameters_tensors_and_the_json_carries_them() -> None:

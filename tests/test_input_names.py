@@ -8,6 +8,7 @@ from torch import nn
 
 from blocktrace.tracing.trace import Trace
 from blocktrace.tracing.tracer import trace
+from tests.harness import formulas_of
 
 
 class Masked(nn.Module):
@@ -85,10 +86,7 @@ def test_each_module_call_s_inputs_are_named_by_its_own_forward() -> None:
 
 
 def test_a_layer_s_formulas_name_its_inputs_by_its_forward() -> None:
-    from blocktrace.views.diagram.formulas import formulas
-    from blocktrace.views.steps import StepTree
-
-    lines = formulas(StepTree(_encoder()))
+    lines = formulas_of(_encoder())
     assert lines[:4] == [
         "each of layers.0 … layers.1 (TransformerEncoderLayer × 2):",
         "x_mid = LayerNorm(x + _sa_block(x, src_mask))",
@@ -98,8 +96,6 @@ def test_a_layer_s_formulas_name_its_inputs_by_its_forward() -> None:
 
 
 def test_a_call_s_names_travel_in_the_json_and_without_them_its_inputs_are_numbered() -> None:
-    from blocktrace.views.diagram.formulas import formulas
-    from blocktrace.views.steps import StepTree
 
     t = _encoder()
     assert Trace.from_json(t.to_json()).calls == t.calls
@@ -108,7 +104,7 @@ def test_a_call_s_names_travel_in_the_json_and_without_them_its_inputs_are_numbe
         del c["input_names"]
     bare = Trace.from_dict(d)  # a trace written before calls carried names
     assert all(c.input_names is None for c in bare.calls)
-    assert formulas(StepTree(bare))[1:4] == [
+    assert formulas_of(bare)[1:4] == [
         "x_mid = LayerNorm(x + _sa_block(x, in_1))",
         "x_out = LayerNorm(x_mid + _ff_block(x_mid))",
         "in_1: input 2, (5, 5)",
